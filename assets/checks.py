@@ -1,0 +1,59 @@
+"""Asset checks guarding the science and the table contract (logic lives in the library)."""
+
+import dagster as dg
+from pydantic import Field
+
+from grasp_pipeline import checks
+
+from .materialize import plain
+from .resources import GraspStorage
+
+
+def _result(outcome: tuple[bool, dict], severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    passed, facts = outcome
+    return dg.AssetCheckResult(passed=bool(passed), severity=severity,
+                               metadata={k: plain(v) for k, v in facts.items()})
+
+
+@dg.asset_check(asset="gradient_sketches", blocking=True)
+def gradient_sketches_finite(storage: GraspStorage) -> dg.AssetCheckResult:
+    """No NaN or infinite sketch or loss (a surrogate fitted on them would be meaningless)."""
+    return _result(checks.sketches_are_finite(storage.store(), "gradient_sketches"))
+
+
+@dg.asset_check(asset="task_sketches", blocking=True)
+def task_sketches_finite(storage: GraspStorage) -> dg.AssetCheckResult:
+    """No NaN or infinite task sketch or loss."""
+    return _result(checks.sketches_are_finite(storage.store(), "task_sketches"))
+
+
+@dg.asset_check(asset="subset_outcomes", blocking=True)
+def outcomes_complete(storage: GraspStorage) -> dg.AssetCheckResult:
+    """Every planned subset has an outcome for every task."""
+    return _result(checks.outcomes_complete(storage.store()))
+
+
+class FidelityFloorConfig(dg.Config):
+    floor: float = Field(default=0.0, description="Minimum mean holdout Spearman ρ of grasp.")
+
+
+@dg.asset_check(asset="grasp_surrogate")
+def grasp_holdout_fidelity(config: FidelityFloorConfig, storage: GraspStorage) -> dg.AssetCheckResult:
+    """GRASP's mean holdout Spearman ρ is above the configured floor."""
+    return _result(checks.holdout_fidelity_above(storage.store(), config.floor))
+
+
+@dg.asset_check(asset="curated_selection")
+def selection_size_equals_budget(storage: GraspStorage) -> dg.AssetCheckResult:
+    """Every selection holds exactly its budget of distinct examples."""
+    return _result(checks.selection_sizes_match_budget(storage.store()))
+
+
+@dg.asset_check(asset="mixture_weights")
+def mixture_weights_sum_to_one(storage: GraspStorage) -> dg.AssetCheckResult:
+    """Every mixture is a point of the simplex."""
+    return _result(checks.mixture_weights_sum_to_one(storage.store()))
+
+
+all_checks = [gradient_sketches_finite, task_sketches_finite, outcomes_complete, grasp_holdout_fidelity, selection_size_equals_budget,
+              mixture_weights_sum_to_one]

@@ -1,0 +1,18 @@
+"""Corpus stage: the pool (`corpus_shards`) and the held-out task sets (`task_sets`)."""
+
+import dagster as dg
+
+from grasp_pipeline.stages import build_corpus
+
+from .config import CorpusConfig, to_params
+from .materialize import params_dict, run_stage
+from .resources import GraspStorage, WorkloadResource
+
+
+@dg.asset(code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
+def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, storage: GraspStorage,
+                  workload: WorkloadResource) -> dg.MaterializeResult:
+    """Pool examples cut into fixed-length byte examples, sharded per domain; writes the task sets too."""
+    params = to_params(config)
+    return run_stage(context, storage, params_dict(params),
+                     lambda run: build_corpus(storage.store(), params, workload.example_bytes))

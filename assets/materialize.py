@@ -1,0 +1,73 @@
+"""The one pattern every asset follows: open an MLflow run, call the library stage, log what
+it wrote, and return Dagster metadata (MLflow run id, Delta versions, row counts, schema)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import dagster as dg
+
+from grasp_pipeline.stages import StageResult
+from grasp_pipeline.tracking import TrackedRun
+
+from .resources import GraspStorage
+
+
+def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: dict,
+              compute: Callable[[TrackedRun], StageResult]) -> dg.MaterializeResult:
+    """Runs `compute` inside an MLflow run tagged with the Dagster run; returns the result."""
+    asset = context.asset_key.to_user_string()
+    tracker = storage.tracker()
+    tags = {"dagster.run_id": context.run_id, "dagster.asset": asset,
+            "dagster.code_version": context.assets_def.code_versions_by_key.get(context.asset_key) or ""}
+    with tracker.run(asset, tags=tags) as run:
+        run.log_params(params)
+        result = compute(run)
+        run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+        run.set_tags({f"delta_version.{w.table}": w.version for w in result.writes})
+        for name, payload in result.artifacts.items():
+            run.log_dict(payload, name)
+        for name, figure in result.figures.items():
+            run.log_figure(figure, name)
+    return dg.MaterializeResult(metadata=_metadata(storage, tracker.tracking_uri, run, result),
+                                data_version=_data_version(result))
+
+
+def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result: StageResult) -> dict:
+    store = storage.store()
+    primary = result.writes[0]
+    metadata = {
+        "mlflow_run_id": run.run_id,
+        "mlflow_tracking_uri": tracking_uri,
+        "dagster/row_count": primary.rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, dtype) for name, dtype in primary.schema.items()]),
+        "dagster/uri": store.uri(primary.table),
+    }
+    for write in result.writes:
+        metadata[f"{write.table}.delta_version"] = write.version
+        metadata[f"{write.table}.rows"] = write.rows
+        metadata[f"{write.table}.uri"] = dg.MetadataValue.path(store.uri(write.table))
+    for key, value in result.metrics.items():
+        value = plain(value)
+        if isinstance(value, (bool, int, float, str)):
+            metadata[key] = value
+    for name, figure in result.figures.items():
+        metadata[f"figure.{name}"] = dg.MetadataValue.md(f"logged to MLflow run `{run.run_id}` as `{name}`")
+    return metadata
+
+
+def _data_version(result: StageResult) -> dg.DataVersion:
+    """The data version is the Delta versions written, so reruns that rewrite tables mark
+    downstream assets stale in the UI."""
+    return dg.DataVersion(",".join(f"{w.table}@{w.version}" for w in result.writes))
+
+
+def plain(value):
+    """numpy scalars → Python scalars (Dagster metadata serialises only the latter)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def params_dict(params) -> dict:
+    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)

@@ -1,0 +1,41 @@
+"""Resources: where tables and MLflow runs live, and which workload (model, device) runs."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pydantic import Field
+
+from grasp_pipeline.config import WorkloadParams
+from grasp_pipeline.stages import build_workload
+from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.tracking import Tracker, default_tracking_uri
+from grasp_pipeline.workload import Workload
+
+from .config import config_from_params, to_params
+
+DEFAULT_ROOT = os.environ.get("GRASP_ROOT", ".grasp/storage")
+
+
+class GraspStorage(dg.ConfigurableResource):
+    """The storage root (one Delta table per asset) and the MLflow tracking store."""
+
+    root: str = Field(default=DEFAULT_ROOT, description="Local folder or object-store URI of the Delta tables.")
+    tracking_uri: str = Field(default="", description="MLflow tracking URI; empty = SQLite store under the root.")
+
+    def store(self) -> DeltaStore:
+        return DeltaStore(self.root)
+
+    def tracker(self) -> Tracker:
+        store = self.store()
+        uri = self.tracking_uri or default_tracking_uri(store.root)
+        return Tracker(uri, artifact_root=os.path.join(store.root, "mlartifacts") if "://" not in store.root else None)
+
+
+class _WorkloadResourceBase(dg.ConfigurableResource):
+    def build(self) -> Workload:
+        return build_workload(to_params(self))
+
+
+WorkloadResource = config_from_params(WorkloadParams, "WorkloadResource", base=_WorkloadResourceBase)

@@ -1,0 +1,175 @@
+"""Training recipe A: train the proxy model on a subset S, many subsets at once.
+
+M subsets train in one vectorised loop: parameters are stacked along a leading model axis,
+`torch.func.vmap(grad(...))` computes every model's gradient on its own batch in one call,
+and a functional Adam/SGD step updates the stack. Each subset keeps its own data order, so
+training M subsets together gives the same result as training them one after another
+(M = 1), up to floating-point reassociation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from .workload import Workload
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fixed, seeded training recipe; recorded with every outcome row."""
+
+    steps: int = 60
+    batch_size: int = 32
+    lr: float = 3e-3
+    optimizer: str = "adam"  # "adam" or "sgd"
+    init_seed: int = 0
+    data_order_seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def batch_schedule(n_members: int, steps: int, batch_size: int, seed: Sequence[int]) -> np.ndarray:
+    """Returns (steps, batch_size) member positions: concatenated seeded permutations (epochs)."""
+    if n_members == 0:
+        raise ValueError("cannot train on an empty subset")
+    rng = np.random.default_rng(list(seed))
+    needed = steps * batch_size
+    epochs = -(-needed // n_members)
+    order = np.concatenate([rng.permutation(n_members) for _ in range(epochs)])[:needed]
+    return order.reshape(steps, batch_size)
+
+
+class StackedTrainer:
+    """Trains and evaluates a stack of M models of one workload (functional, vmapped)."""
+
+    def __init__(self, workload: Workload, recipe: Recipe):
+        if recipe.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"recipe.optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
+        self.workload = workload
+        self.recipe = recipe
+        self.base = workload.build_model(recipe.init_seed)
+        self.init_params = {n: p.detach() for n, p in self.base.named_parameters()}
+
+        # functional_call runs base.forward; route it through the workload's loss instead.
+        self._loss_module = _LossModule(self.base, workload)
+        self._batch_loss = lambda params, batch: functional_call(
+            self._loss_module, _prefixed(params), (batch,)
+        ).mean()
+        self._example_losses = lambda params, batch: functional_call(
+            self._loss_module, _prefixed(params), (batch,)
+        )
+        self._stacked_grad = vmap(grad(self._batch_loss))
+        self._stacked_losses = vmap(self._example_losses, in_dims=(0, None))
+
+    def stack(self, m: int, params: Params | None = None) -> Params:
+        """Returns m copies of `params` (default: the recipe's initialisation) stacked on dim 0."""
+        source = self.init_params if params is None else params
+        return {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.dim()).clone() for n, p in source.items()}
+
+    def train(self, inputs: torch.Tensor, member_rows: Sequence[np.ndarray],
+              order_seeds: Sequence[Sequence[int]], start: Params | None = None) -> Params:
+        """Trains one model per entry of `member_rows` (row indices into `inputs`).
+
+        Returns the stacked final parameters, shape (M, ...) per tensor.
+        """
+        recipe = self.recipe
+        m = len(member_rows)
+        schedule = np.stack([
+            np.asarray(rows)[batch_schedule(len(rows), recipe.steps, recipe.batch_size, seed)]
+            for rows, seed in zip(member_rows, order_seeds)
+        ])  # (M, steps, batch)
+        schedule = torch.as_tensor(schedule, device=inputs.device)
+        params = self.stack(m, start)
+        moments = {n: torch.zeros_like(p) for n, p in params.items()}
+        second = {n: torch.zeros_like(p) for n, p in params.items()}
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        for step in range(recipe.steps):
+            grads = self._stacked_grad(params, inputs[schedule[:, step]])
+            with torch.no_grad():
+                for name, g in grads.items():
+                    if recipe.optimizer == "sgd":
+                        params[name] = params[name] - recipe.lr * g
+                        continue
+                    moments[name].mul_(beta1).add_(g, alpha=1 - beta1)
+                    second[name].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    m_hat = moments[name] / (1 - beta1 ** (step + 1))
+                    v_hat = second[name] / (1 - beta2 ** (step + 1))
+                    params[name] = params[name] - recipe.lr * m_hat / (v_hat.sqrt() + eps)
+        return params
+
+    def example_losses(self, params: Params, inputs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """Returns (M, n) per-example losses of every stacked model on `inputs`."""
+        with torch.no_grad():
+            parts = [self._stacked_losses(params, inputs[i:i + chunk])
+                     for i in range(0, inputs.shape[0], chunk)]
+        return torch.cat(parts, dim=1)
+
+
+class _LossModule(torch.nn.Module):
+    """Wraps a model so that its forward returns the workload's per-example losses."""
+
+    def __init__(self, model: torch.nn.Module, workload: Workload):
+        super().__init__()
+        self.model = model
+        self.workload = workload
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.workload.example_losses(self.model, batch)
+
+
+def _prefixed(params: Params) -> Params:
+    return {f"model.{n}": p for n, p in params.items()}
+
+
+def unstack(params: Params, index: int) -> Params:
+    return {n: p[index] for n, p in params.items()}
+
+
+def task_losses(example_losses: torch.Tensor, task_of_row: np.ndarray, tasks: Sequence[str]) -> np.ndarray:
+    """Returns (M, T) mean loss per task from (M, n) per-example losses."""
+    losses = example_losses.cpu().double().numpy()
+    return np.stack([losses[:, task_of_row == t].mean(axis=1) for t in range(len(tasks))], axis=1)
+
+
+@dataclass
+class SubsetOutcome:
+    subset_id: int
+    repeat: int
+    task_loss: np.ndarray  # (T,)
+    seconds: float
+
+
+def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor,
+                    subsets: Sequence[tuple[int, np.ndarray]], task_inputs: torch.Tensor,
+                    task_of_row: np.ndarray, tasks: Sequence[str], *, repeats: int = 1,
+                    models_per_batch: int = 16) -> list[SubsetOutcome]:
+    """Trains the recipe on every (subset_id, pool rows) for each repeat; returns task losses.
+
+    Repeat r uses data-order seed (recipe.data_order_seed + r, subset_id); `seconds` is the
+    wall time of the batch the subset trained in, divided by the batch's size.
+    """
+    trainer = StackedTrainer(workload, recipe)
+    outcomes: list[SubsetOutcome] = []
+    for repeat in range(repeats):
+        for start in range(0, len(subsets), models_per_batch):
+            group = subsets[start:start + models_per_batch]
+            began = time.perf_counter()
+            params = trainer.train(
+                pool_inputs,
+                [rows for _, rows in group],
+                [(recipe.data_order_seed + repeat, subset_id) for subset_id, _ in group],
+            )
+            losses = task_losses(trainer.example_losses(params, task_inputs), task_of_row, tasks)
+            per_subset = (time.perf_counter() - began) / len(group)
+            outcomes += [SubsetOutcome(subset_id, repeat, losses[j], per_subset)
+                         for j, (subset_id, _) in enumerate(group)]
+    return outcomes

@@ -1,0 +1,478 @@
+"""The pipeline's stages as plain functions: read input tables, compute, write output tables.
+
+One function per asset of DESIGN §4. Each returns a `StageResult` (tables written with
+their versions, row counts and schemas; metrics; small artifacts) that the Dagster layer
+turns into materialisation metadata and an MLflow run. Nothing here imports Dagster, so
+every stage runs and is tested on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from . import corpus as corpus_lib
+from .config import CorpusParams, ReferenceParams, RetrainParams, SketchParams, WorkloadParams
+from .metrics import nan_mean, split_half_ceiling
+from .mixture import (MixtureObjective, MixtureParams, domain_stats, natural_mixture, optimise_mixture,
+                      uniform_mixture)
+from .plan import PlanParams, sample_subset_plan
+from .retrain import Recipe, StackedTrainer, retrain_subsets, task_losses, unstack
+from .select import (SelectionParams, grasp_selection, random_selection, task_weight_vector, top_k)
+from .sketch import GradientSketcher
+from .storage import DeltaStore, table_schema
+from .surrogate import (GradDot, SubsetData, SurrogateParams, fit_surrogates, holdout_fidelity)
+from .workload import Workload, make_workload, parameter_count, state_fingerprint
+
+
+@dataclass
+class TableWrite:
+    table: str
+    version: int
+    rows: int
+    schema: dict[str, str]
+
+
+@dataclass
+class StageResult:
+    writes: list[TableWrite] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    artifacts: dict[str, dict] = field(default_factory=dict)  # file name -> JSON payload
+    figures: dict = field(default_factory=dict)  # file name -> matplotlib figure
+
+    def write(self, store: DeltaStore, table: str, frame: pl.DataFrame) -> int:
+        version = store.write(table, frame)
+        self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
+        return version
+
+
+def build_workload(params: WorkloadParams) -> Workload:
+    if params.torch_threads:
+        torch.set_num_threads(params.torch_threads)
+    return make_workload(params.name, device=params.device, **params.model_params())
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- corpus
+
+def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int) -> StageResult:
+    """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`."""
+    documents, report = corpus_lib.load_documents(params.corpus_path or None)
+    examples = corpus_lib.cut_examples(documents, example_bytes)
+    pool, tasks = corpus_lib.split_pool_and_tasks(
+        examples, task_examples_per_domain=params.task_examples_per_domain,
+        pool_examples_per_domain=params.pool_examples_per_domain or None,
+        shard_size=params.shard_size, seed=params.seed)
+    result = StageResult()
+    result.write(store, "corpus_shards", pool)
+    result.write(store, "task_sets", tasks)
+    result.metrics = {
+        "documents": report.documents, "replaced_bytes": report.replaced_bytes,
+        "examples_cut": examples.height, "pool_examples": pool.height, "task_examples": tasks.height,
+        "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
+        "corpus_content_sha1": _digest(sorted(pool["content_sha1"].to_list())),
+    }
+    result.artifacts["ingest_report.json"] = {
+        "files": list(report.files), "documents_per_domain": report.domains,
+        "pool_per_domain": dict(pool.group_by("domain").len().sort("domain").iter_rows()),
+    }
+    return result
+
+
+def _pool(store: DeltaStore) -> pl.DataFrame:
+    """Returns the pool sorted by example_id: its row order indexes every pool matrix."""
+    return store.read("corpus_shards").sort("example_id")
+
+
+def _tasks(store: DeltaStore) -> tuple[pl.DataFrame, list[str], np.ndarray]:
+    """Returns (task_sets sorted by task, example_id; task names; task index of each row)."""
+    frame = store.read("task_sets").sort("task", "example_id")
+    names = sorted(frame["task"].unique().to_list())
+    index = np.searchsorted(np.asarray(names), frame["task"].to_numpy())
+    return frame, names, index
+
+
+# ---------------------------------------------------------------- reference model
+
+def _state_bytes(params: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({n: p.detach().cpu() for n, p in params.items()}, buffer)
+    return buffer.getvalue()
+
+
+def train_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
+    """Warms the proxy up on a seeded pool sample to get θ₀; writes `reference_models`."""
+    pool = _pool(store)
+    rng = np.random.default_rng(params.seed)
+    rows = np.sort(rng.choice(pool.height, size=min(params.warmup_examples, pool.height), replace=False))
+    inputs = workload.encode(pool["text"].to_list())
+    recipe = Recipe(steps=params.steps, batch_size=params.batch_size, lr=params.lr,
+                    init_seed=params.seed, data_order_seed=params.seed)
+    trainer = StackedTrainer(workload, recipe)
+    theta = unstack(trainer.train(inputs, [rows], [(params.seed, 0)]), 0)
+    warmup_loss = float(trainer.example_losses({n: p[None] for n, p in theta.items()}, inputs[rows]).mean())
+    version = state_fingerprint(theta)
+    frame = pl.DataFrame({
+        "model_version": [version], "workload": [json.dumps(workload.config(), sort_keys=True)],
+        "parameters": [sum(p.numel() for p in theta.values())], "warmup_loss": [warmup_loss],
+        "recipe": [json.dumps(recipe.to_dict())], "state": [_state_bytes(theta)],
+    }, schema_overrides={"parameters": pl.Int64, "state": pl.Binary})
+    result = StageResult()
+    result.write(store, "reference_models", frame.with_columns(path=pl.lit(store.uri("reference_models"))))
+    result.metrics = {"warmup_loss": warmup_loss, "parameters": int(frame["parameters"][0]),
+                      "model_version": version}
+    return result
+
+
+def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, dict[str, torch.Tensor]]:
+    """Returns (model_version, parameters θ₀ on the workload's device)."""
+    row = store.read("reference_models").row(0, named=True)
+    state = torch.load(io.BytesIO(row["state"]), map_location=workload.device, weights_only=True)
+    return row["model_version"], state
+
+
+# ---------------------------------------------------------------- sketches
+
+def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams) -> StageResult:
+    """Sketches every pool example's gradient at θ₀, shard by shard; writes `gradient_sketches`."""
+    version, theta = load_reference_model(store, workload)
+    sketcher = GradientSketcher(workload, theta, params.projection, params.k, params.seed, params.chunk_size)
+    pool = _pool(store)
+    parts = []
+    for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
+        out = sketcher.sketch_examples(workload.encode(shard_rows["text"].to_list()))
+        parts.append(pl.DataFrame({
+            "example_id": shard_rows["example_id"], "shard": shard_rows["shard"],
+            "domain": shard_rows["domain"],
+            "sketch": pl.Series(out.sketch.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+            "grad_norm": out.grad_norm.astype(np.float64), "loss": out.loss.astype(np.float64),
+        }))
+    frame = pl.concat(parts).sort("example_id").with_columns(
+        sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    result = StageResult()
+    result.write(store, "gradient_sketches", frame)
+    sketches = np.asarray(frame["sketch"].to_list(), dtype=np.float32)
+    result.metrics = {"examples": frame.height, "k": params.k, "finite": bool(np.isfinite(sketches).all()),
+                      "mean_grad_norm": float(frame["grad_norm"].mean()), "mean_loss": float(frame["loss"].mean()),
+                      "model_version": version}
+    return result
+
+
+def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> StageResult:
+    """Sketches ∇θ of each task's mean loss at θ₀; writes `task_sketches`.
+
+    The projection (kind, k, seed) is read from `gradient_sketches`' sketch_config, so task
+    and pool sketches always live in the same space.
+    """
+    version, theta = load_reference_model(store, workload)
+    pool_config = json.loads(store.read("gradient_sketches")["sketch_config"][0])
+    if pool_config["model_version"] != version:
+        raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
+                         f"reference model is now {version}; rematerialise gradient_sketches first")
+    sketcher = GradientSketcher(workload, theta, pool_config["projection"], pool_config["k"],
+                                pool_config["seed"], chunk_size)
+    frame, names, index = _tasks(store)
+    inputs = workload.encode(frame["text"].to_list())
+    rows = []
+    for t, task in enumerate(names):
+        q, loss = sketcher.sketch_mean_gradient(inputs[torch.as_tensor(index == t)])
+        rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss})
+    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64})
+    out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    result = StageResult()
+    result.write(store, "task_sketches", out)
+    result.metrics = {"tasks": len(names), **{f"loss.{r['task']}": r["loss"] for r in rows}}
+    return result
+
+
+# ---------------------------------------------------------------- subsets and retraining
+
+def plan_subsets(store: DeltaStore, params: PlanParams) -> StageResult:
+    plan = sample_subset_plan(store.read("corpus_shards").select("example_id", "domain"), params)
+    result = StageResult()
+    result.write(store, "subset_plan", plan)
+    counts = plan.group_by("sampler", "role").len().sort("sampler", "role")
+    result.metrics = {f"subsets.{s}.{r}": n for s, r, n in counts.iter_rows()}
+    result.metrics["mean_size"] = float(plan["size"].mean())
+    return result
+
+
+def _encoded_pool_and_tasks(store: DeltaStore, workload: Workload):
+    pool = _pool(store)
+    tasks_frame, names, index = _tasks(store)
+    return (pool, workload.encode(pool["text"].to_list()), workload.encode(tasks_frame["text"].to_list()),
+            names, index)
+
+
+def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams) -> StageResult:
+    """Retrains the recipe on every planned subset; writes `subset_outcomes` (one row per task)."""
+    pool, pool_inputs, task_inputs, names, task_index = _encoded_pool_and_tasks(store, workload)
+    plan = store.read("subset_plan").sort("subset_id")
+    position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
+    subsets = []
+    for subset_id, members in plan.select("subset_id", "members").iter_rows():
+        missing = [m for m in members if m not in position]
+        if missing:
+            raise ValueError(f"subset_plan subset {subset_id} names example_id {missing[0]} that is not in "
+                             "corpus_shards; rematerialise subset_plan after corpus_shards")
+        subsets.append((subset_id, np.array([position[m] for m in members])))
+    recipe = Recipe(steps=params.steps, batch_size=params.batch_size, lr=params.lr, optimizer=params.optimizer,
+                    init_seed=params.init_seed, data_order_seed=params.data_order_seed)
+    outcomes = retrain_subsets(workload, recipe, pool_inputs, subsets, task_inputs, task_index, names,
+                               repeats=params.repeats, models_per_batch=params.models_per_batch)
+    batch_of = {sid: f"b{i // params.models_per_batch:04d}" for i, (sid, _) in enumerate(subsets)}
+    recipe_json = json.dumps({**recipe.to_dict(), **workload.config()}, sort_keys=True)
+    rows = [{"subset_id": o.subset_id, "task": task, "loss": float(o.task_loss[t]),
+             "utility": -float(o.task_loss[t]), "repeat": o.repeat, "steps": recipe.steps,
+             "seconds": o.seconds, "batch": batch_of[o.subset_id], "recipe": recipe_json}
+            for o in outcomes for t, task in enumerate(names)]
+    frame = pl.DataFrame(rows, schema_overrides={"subset_id": pl.Int64, "repeat": pl.Int64, "steps": pl.Int64})
+    if not np.isfinite(frame["loss"].to_numpy()).all():
+        bad = frame.filter(~pl.col("loss").is_finite()).row(0, named=True)
+        raise FloatingPointError(f"retraining diverged: subset {bad['subset_id']} task {bad['task']} "
+                                 f"loss={bad['loss']}; lower retrain lr ({params.lr})")
+    result = StageResult()
+    result.write(store, "subset_outcomes", frame)
+    result.metrics = {"subsets": len(subsets), "rows": frame.height,
+                      "seconds_per_subset": float(np.mean([o.seconds for o in outcomes])),
+                      **noise_ceilings(frame, plan)}
+    return result
+
+
+def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, float]:
+    """Returns √ρ(repeat 0, repeat 1) per sampler (mean over tasks), when ≥ 2 repeats exist."""
+    if outcomes["repeat"].n_unique() < 2:
+        return {}
+    joined = outcomes.join(plan.select("subset_id", "sampler"), on="subset_id")
+    ceilings = {}
+    for sampler in sorted(joined["sampler"].unique().to_list()):
+        per_task = []
+        for task in sorted(joined["task"].unique().to_list()):
+            wide = (joined.filter((pl.col("sampler") == sampler) & (pl.col("task") == task) & (pl.col("repeat") < 2))
+                    .pivot(on="repeat", index="subset_id", values="utility").drop_nulls())
+            per_task.append(split_half_ceiling(wide["0"].to_numpy(), wide["1"].to_numpy()))
+        ceilings[f"noise_ceiling.{sampler}"] = nan_mean(per_task)
+    return ceilings
+
+
+# ---------------------------------------------------------------- surrogates
+
+def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.DataFrame]:
+    """Joins sketches, plan and outcomes into a SubsetData; returns it with the sketch and plan frames."""
+    sketches = store.read("gradient_sketches").sort("example_id")
+    task_frame = store.read("task_sketches").sort("task")
+    plan = store.read("subset_plan").sort("subset_id")
+    outcomes = store.read("subset_outcomes")
+    tasks = task_frame["task"].to_list()
+    mean_utility = (outcomes.group_by("subset_id", "task").agg(pl.col("utility").mean())
+                    .pivot(on="task", index="subset_id", values="utility"))
+    plan = plan.join(mean_utility, on="subset_id", how="left")
+    incomplete = plan.filter(pl.any_horizontal(pl.col(tasks).is_null()))
+    if incomplete.height:
+        raise ValueError(f"{incomplete.height} planned subset(s) lack outcomes (first: subset "
+                         f"{incomplete['subset_id'][0]}); rematerialise subset_outcomes")
+    position = {eid: i for i, eid in enumerate(sketches["example_id"].to_list())}
+    rows, cols = [], []
+    for r, members in enumerate(plan["members"].to_list()):
+        rows += [r] * len(members)
+        cols += [position[m] for m in members]
+    membership = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(plan.height, sketches.height))
+    data = SubsetData(
+        subset_ids=plan["subset_id"].to_numpy(), roles=plan["role"].to_numpy(),
+        samplers=plan["sampler"].to_numpy(), sizes=plan["size"].to_numpy(), membership=membership,
+        utility=plan.select(tasks).to_numpy().astype(np.float64),
+        pool_sketch=np.asarray(sketches["sketch"].to_list(), dtype=np.float32),
+        task_sketch=np.asarray(task_frame["sketch"].to_list(), dtype=np.float64), tasks=tasks)
+    return data, sketches, plan
+
+
+def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_id: str = "") -> StageResult:
+    """Chooses and fits every surrogate method; writes `surrogates`, `surrogate_candidates`,
+    `surrogate_predictions`."""
+    data, sketches, plan = load_subset_data(store)
+    fitted = fit_surrogates(data, params)
+    surrogate_id = "sg-" + _digest(asdict(params), sketches["sketch_config"][0],
+                                   data.utility.tobytes(), plan["members"].to_list())
+    surrogate_rows, candidate_rows, prediction_frames, fidelity = [], [], [], {}
+    for method, fm in fitted.items():
+        report = holdout_fidelity(data, fm.predicted)
+        fidelity[method] = report
+        chosen = fm.chosen
+        for t, task in enumerate(data.tasks):
+            params_t = fm.params[t]
+            if method == "datamodel":  # weights are indexed by pool row: keep their example ids
+                params_t = {**params_t, "example_ids": sketches["example_id"].to_list()}
+            surrogate_rows.append({
+                "surrogate_id": surrogate_id, "method": method, "task": task,
+                "params": json.dumps(params_t, sort_keys=True), "config": json.dumps(chosen.config, sort_keys=True),
+                "cv_mean": chosen.cv_mean, "cv_lcb": chosen.cv_lcb,
+                "holdout_spearman": report["per_task"][task]["spearman"],
+                "holdout_pearson": report["per_task"][task]["pearson"], "mlflow_run_id": mlflow_run_id})
+            prediction_frames.append(pl.DataFrame({
+                "surrogate_id": surrogate_id, "method": method, "subset_id": data.subset_ids, "task": task,
+                "role": data.roles, "sampler": data.samplers, "predicted": fm.predicted[:, t],
+                "actual": data.utility[:, t]}))
+        candidate_rows += [{"surrogate_id": surrogate_id, "method": method, "candidate": c.candidate,
+                            "config": json.dumps(c.config, sort_keys=True), "cv_mean": c.cv_mean,
+                            "cv_sd": c.cv_sd, "cv_lcb": c.cv_lcb, "chosen": c.chosen,
+                            "fold_scores": json.dumps(c.fold_scores)} for c in fm.candidates]
+    result = StageResult()
+    result.write(store, "surrogates", pl.DataFrame(surrogate_rows, schema_overrides={
+        "cv_mean": pl.Float64, "cv_lcb": pl.Float64, "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64}))
+    result.write(store, "surrogate_candidates", pl.DataFrame(candidate_rows, schema_overrides={
+        "candidate": pl.Int64, "cv_mean": pl.Float64, "cv_sd": pl.Float64, "cv_lcb": pl.Float64}))
+    result.write(store, "surrogate_predictions", pl.concat(prediction_frames).with_columns(
+        pl.col("subset_id").cast(pl.Int64)))
+    result.metrics = {"surrogate_id": surrogate_id}
+    for method, report in fidelity.items():
+        result.metrics[f"holdout_spearman.{method}"] = report["mean_spearman"]
+        for sampler, value in report["per_sampler"].items():
+            result.metrics[f"holdout_spearman.{method}.{sampler}"] = value
+        result.metrics[f"cv_lcb.{method}"] = fitted[method].chosen.cv_lcb
+    result.artifacts["fidelity.json"] = fidelity
+    result.artifacts["grasp_chosen_config.json"] = fitted["grasp"].chosen.config
+    result.figures["grasp_predicted_vs_actual.png"] = _scatter_figure(data, fitted["grasp"].predicted)
+    return result
+
+
+def _scatter_figure(data: SubsetData, predicted: np.ndarray):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = data.holdout_rows
+    fig, axes = plt.subplots(1, len(data.tasks), figsize=(3 * len(data.tasks), 3), squeeze=False)
+    for t, (ax, task) in enumerate(zip(axes[0], data.tasks)):
+        for sampler in sorted(set(data.samplers[rows])):
+            mine = rows[data.samplers[rows] == sampler]
+            ax.scatter(predicted[mine, t], data.utility[mine, t], s=8, label=sampler)
+        ax.set_title(task, fontsize=8)
+        ax.set_xlabel("predicted utility")
+    axes[0][0].set_ylabel("retrained utility (holdout)")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list[dict]]:
+    surrogates = store.read("surrogates").filter(pl.col("method") == method).sort("task")
+    if surrogates.height == 0:
+        raise ValueError(f"no {method!r} rows in the surrogates table; materialise grasp_surrogate first")
+    return (surrogates["surrogate_id"][0], surrogates["task"].to_list(),
+            [json.loads(p) for p in surrogates["params"].to_list()])
+
+
+# ---------------------------------------------------------------- curation
+
+def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult:
+    """Selects a budget of pool examples per method; writes `curated_selections`."""
+    sketches = store.read("gradient_sketches").sort("example_id")
+    pool = _pool(store).select("example_id", "domain", "content_sha1")
+    sketches = sketches.join(pool, on=["example_id", "domain"], how="left")
+    z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
+    q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
+    surrogate_id, tasks, grasp_params = _method_params(store, "grasp")
+    weights = task_weight_vector(tasks, dict(params.task_weights))
+    budget = max(1, int(round(params.budget_fraction * len(z))))
+    example_ids = sketches["example_id"].to_numpy()
+    excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
+    domains = sketches["domain"].to_numpy()
+    selections = {"grasp": grasp_selection(
+        z, q, grasp_params, weights, budget, domains=domains, max_per_domain=params.max_per_domain,
+        content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
+    _, _, gd_params = _method_params(store, "grad_dot")
+    gd_scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, gd_params, q))
+    selections["grad_dot"] = top_k(gd_scores, budget, excluded)
+    _, _, dm_params = _method_params(store, "datamodel")
+    dm_weights = {eid: 0.0 for eid in example_ids}
+    for w, p in zip(weights, dm_params):
+        for eid, value in zip(p["example_ids"], p["weights"]):
+            dm_weights[eid] = dm_weights.get(eid, 0.0) + w * value
+    selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded)
+    for seed in params.random_seeds:
+        selections[f"random-{seed}"] = random_selection(len(z), budget, seed, excluded)
+    frames = []
+    for method, selection in selections.items():
+        frames.append(pl.DataFrame({
+            "selection_id": f"{surrogate_id}-{method}", "method": method,
+            "example_id": example_ids[selection.rows], "rank": np.arange(1, len(selection.rows) + 1),
+            "gain": selection.gains.astype(np.float64), "domain": domains[selection.rows],
+            "budget": budget}).with_columns(pl.col("rank").cast(pl.Int64), pl.col("budget").cast(pl.Int64)))
+    full = pl.DataFrame({"selection_id": f"{surrogate_id}-full", "method": "full", "example_id": example_ids,
+                         "rank": np.arange(1, len(z) + 1), "gain": 0.0, "domain": domains,
+                         "budget": len(z)}).with_columns(pl.col("rank").cast(pl.Int64), pl.col("budget").cast(pl.Int64))
+    frame = pl.concat(frames + [full])
+    result = StageResult()
+    result.write(store, "curated_selections", frame)
+    composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
+                   .sort("method", "domain"))
+    result.metrics = {"budget": budget, "pool": len(z),
+                      **{f"domain_share.{m}.{d}": n / budget for m, d, n in composition.iter_rows()}}
+    return result
+
+
+# ---------------------------------------------------------------- mixture
+
+def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
+    """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp)."""
+    sketches = store.read("gradient_sketches").sort("example_id")
+    z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
+    q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
+    surrogate_id, tasks, grasp_params = _method_params(store, "grasp")
+    weights = task_weight_vector(tasks, dict(params.task_weights))
+    stats = domain_stats(z, sketches["domain"].to_numpy())
+    budget = max(1, int(round(params.budget_fraction * len(z))))
+    objective = MixtureObjective(stats, q, grasp_params, weights, budget)
+    caps = np.minimum(1.0, params.max_repeats * stats.counts / budget)
+    mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
+                "grasp": optimise_mixture(objective, caps)}
+    rows = [{"mixture_id": f"{surrogate_id}-{method}", "method": method, "domain": domain,
+             "weight": float(pi[d]), "predicted_utility": objective(pi), "budget": budget}
+            for method, pi in mixtures.items() for d, domain in enumerate(stats.domains)]
+    result = StageResult()
+    result.write(store, "mixture_weights", pl.DataFrame(rows, schema_overrides={"budget": pl.Int64}))
+    result.metrics = {f"predicted_utility.{m}": objective(pi) for m, pi in mixtures.items()}
+    result.metrics.update({f"weight.grasp.{d}": float(w) for d, w in zip(stats.domains, mixtures["grasp"])})
+    return result
+
+
+# ---------------------------------------------------------------- validation
+
+def validate_selections(store: DeltaStore, workload: Workload, models_per_batch: int = 16) -> StageResult:
+    """Retrains the outcome recipe on every selection; writes `selection_validation`."""
+    pool, pool_inputs, task_inputs, names, task_index = _encoded_pool_and_tasks(store, workload)
+    recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
+    recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
+    selections = store.read("curated_selections").sort("selection_id", "rank")
+    position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
+    grouped = selections.group_by("selection_id", "method", "budget", maintain_order=True).agg("example_id")
+    groups = [(sid, method, budget, np.array([position[e] for e in ids]))
+              for sid, method, budget, ids in grouped.iter_rows()]
+    trainer = StackedTrainer(workload, recipe)
+    rows = []
+    for lo in range(0, len(groups), models_per_batch):
+        chunk = groups[lo:lo + models_per_batch]
+        trained = trainer.train(pool_inputs, [g[3] for g in chunk],
+                                [(recipe.data_order_seed, 10_000_000 + lo + j) for j in range(len(chunk))])
+        losses = task_losses(trainer.example_losses(trained, task_inputs), task_index, names)
+        for j, (sid, method, budget, _) in enumerate(chunk):
+            rows += [{"selection_id": sid, "method": method, "task": task, "loss": float(losses[j, t]),
+                      "utility": -float(losses[j, t]), "budget": budget} for t, task in enumerate(names)]
+    frame = pl.DataFrame(rows, schema_overrides={"budget": pl.Int64})
+    result = StageResult()
+    result.write(store, "selection_validation", frame)
+    means = frame.group_by("method").agg(pl.col("utility").mean()).sort("method")
+    result.metrics = {f"utility.{m}": u for m, u in means.iter_rows()}
+    return result

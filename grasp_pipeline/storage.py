@@ -1,0 +1,138 @@
+"""Delta Lake storage: one table per asset under one root, with the DESIGN §5 contract.
+
+Writes go through `deltalake.write_deltalake`, so every write is one transaction: a crash
+mid-write leaves the previous table version. A full write replaces the table; a partition
+write replaces exactly the partitions present in the frame (a predicate overwrite) and
+keeps the others, so rerunning a shard or a retraining batch never duplicates rows.
+Frames are checked against the contract before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+
+# The table contract (DESIGN §5): required columns and their types; more columns are allowed.
+CONTRACT: dict[str, dict[str, pl.DataType]] = {
+    "corpus_shards": {"example_id": pl.Int64, "shard": pl.Utf8, "domain": pl.Utf8, "text": pl.Utf8,
+                      "n_bytes": pl.Int64, "source": pl.Utf8, "content_sha1": pl.Utf8},
+    "task_sets": {"task": pl.Utf8, "example_id": pl.Int64, "domain": pl.Utf8, "text": pl.Utf8},
+    "reference_models": {"model_version": pl.Utf8, "path": pl.Utf8, "workload": pl.Utf8,
+                         "parameters": pl.Int64, "warmup_loss": pl.Float64},
+    "gradient_sketches": {"example_id": pl.Int64, "shard": pl.Utf8, "sketch": pl.List(pl.Float32),
+                          "grad_norm": pl.Float64, "loss": pl.Float64, "sketch_config": pl.Utf8,
+                          "model_version": pl.Utf8},
+    "task_sketches": {"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
+                      "sketch_config": pl.Utf8, "model_version": pl.Utf8},
+    "subset_plan": {"subset_id": pl.Int64, "role": pl.Utf8, "sampler": pl.Utf8, "size": pl.Int64,
+                    "seed": pl.Int64, "members": pl.List(pl.Int64)},
+    "subset_outcomes": {"subset_id": pl.Int64, "task": pl.Utf8, "loss": pl.Float64, "utility": pl.Float64,
+                        "repeat": pl.Int64, "steps": pl.Int64, "seconds": pl.Float64},
+    "surrogates": {"surrogate_id": pl.Utf8, "method": pl.Utf8, "task": pl.Utf8, "params": pl.Utf8,
+                   "config": pl.Utf8, "cv_mean": pl.Float64, "cv_lcb": pl.Float64,
+                   "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64, "mlflow_run_id": pl.Utf8},
+    "surrogate_candidates": {"surrogate_id": pl.Utf8, "method": pl.Utf8, "candidate": pl.Int64,
+                             "config": pl.Utf8, "cv_mean": pl.Float64, "cv_sd": pl.Float64,
+                             "cv_lcb": pl.Float64, "chosen": pl.Boolean},
+    "surrogate_predictions": {"surrogate_id": pl.Utf8, "method": pl.Utf8, "subset_id": pl.Int64,
+                              "task": pl.Utf8, "role": pl.Utf8, "predicted": pl.Float64, "actual": pl.Float64},
+    "curated_selections": {"selection_id": pl.Utf8, "method": pl.Utf8, "example_id": pl.Int64,
+                           "rank": pl.Int64, "gain": pl.Float64, "domain": pl.Utf8, "budget": pl.Int64},
+    "mixture_weights": {"mixture_id": pl.Utf8, "method": pl.Utf8, "domain": pl.Utf8,
+                        "weight": pl.Float64, "predicted_utility": pl.Float64},
+    "selection_validation": {"selection_id": pl.Utf8, "method": pl.Utf8, "task": pl.Utf8,
+                             "utility": pl.Float64, "budget": pl.Int64},
+}
+
+# Tables written partition by partition (DESIGN §4: shards and retraining batches).
+PARTITION_COLUMNS = {"corpus_shards": ["shard"], "gradient_sketches": ["shard"], "subset_outcomes": ["batch"]}
+
+
+class ContractError(ValueError):
+    """A frame does not match the table contract; nothing was written."""
+
+
+def check_contract(table: str, frame: pl.DataFrame) -> None:
+    """Raises ContractError naming the table and column if `frame` breaks the contract."""
+    expected = CONTRACT[table]
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise ContractError(f"table {table!r}: missing required column(s) {missing}")
+    for column, dtype in expected.items():
+        if frame.schema[column] != dtype:
+            raise ContractError(f"table {table!r}: column {column!r} has type {frame.schema[column]}, "
+                                f"the contract requires {dtype}")
+    for column in PARTITION_COLUMNS.get(table, []):
+        values = frame[column]
+        if values.null_count() or values.str.contains(r"\s").any():
+            raise ContractError(f"table {table!r}: partition column {column!r} must be non-null "
+                                "strings without spaces")
+
+
+@dataclass
+class DeltaStore:
+    """The storage root: `<root>/<table>` is a Delta table (local path or object-store URI)."""
+
+    root: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if "://" not in self.root:
+            self.root = str(Path(self.root).expanduser().resolve())
+            os.makedirs(self.root, exist_ok=True)
+
+    def uri(self, table: str) -> str:
+        return f"{self.root.rstrip('/')}/{table}"
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options or None)
+
+    def version(self, table: str) -> int | None:
+        """Returns the table's current version, or None if it does not exist."""
+        if not self.exists(table):
+            return None
+        return DeltaTable(self.uri(table), storage_options=self.storage_options or None).version()
+
+    def write(self, table: str, frame: pl.DataFrame) -> int:
+        """Replaces the whole table with `frame` in one transaction; returns the new version."""
+        check_contract(table, frame)
+        write_deltalake(self.uri(table), frame.to_arrow(), mode="overwrite", schema_mode="overwrite",
+                        partition_by=PARTITION_COLUMNS.get(table),
+                        storage_options=self.storage_options or None)
+        return self.version(table)
+
+    def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
+        """Replaces exactly the partitions present in `frame`, keeping all others.
+
+        Returns the new version. The overwrite predicate names the partition values, so
+        rerunning one shard or batch rewrites only it (idempotent), in one transaction.
+        """
+        check_contract(table, frame)
+        (column,) = PARTITION_COLUMNS[table]
+        if not self.exists(table):
+            return self.write(table, frame)
+        values = sorted(frame[column].unique().to_list())
+        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+        write_deltalake(self.uri(table), frame.to_arrow(), mode="overwrite",
+                        predicate=f"{column} IN ({quoted})", partition_by=[column],
+                        storage_options=self.storage_options or None)
+        return self.version(table)
+
+    def read(self, table: str, version: int | None = None) -> pl.DataFrame:
+        """Returns the table (at `version`, default latest) as a polars frame."""
+        if not self.exists(table):
+            raise FileNotFoundError(f"Delta table {table!r} not found under {self.root}; "
+                                    "materialise its asset first")
+        return pl.read_delta(self.uri(table), version=version, storage_options=self.storage_options or None)
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        return pl.scan_delta(self.uri(table), storage_options=self.storage_options or None)
+
+
+def table_schema(frame: pl.DataFrame) -> dict[str, str]:
+    """Returns {column: type} for metadata display."""
+    return {name: str(dtype) for name, dtype in frame.schema.items()}

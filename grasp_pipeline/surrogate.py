@@ -1,0 +1,363 @@
+"""Subset-level surrogates Û_t(S), fitted on `fit` subsets, chosen by a lower confidence bound.
+
+GRASP (DESIGN §2):  Û_t(S) = a_t + s_t·φ(|S|) + b_t·⟨q_t, Z_S⟩ − ‖Z_S‖²_{C_t},
+Z_S = N(|S|)·Σ_{i∈S} z_i, where C_t = c_t·H is the penalty geometry (c_t·I, or a learned
+non-negative diagonal with ridge). b_t ≥ 0 and C_t ≥ 0 are the smoothness bound's signs,
+enforced by bounded least squares (scipy `lsq_linear`).
+
+Baselines on the same subsets: `size` (a + s|S|), `grad_dot` (a + b Σ⟨q_t, z_i⟩, TracIn-like),
+`trak` (a + b Σ q_tᵀ(ZᵀZ + λI)⁻¹z_i) and `datamodel` (ridge on 0/1 membership masks).
+
+Configuration choice (LCB protocol): every method's candidates form a finite set declared
+up front; K-fold CV over the `fit` subsets (folds stratified by sampler) gives per-fold
+scores = mean over (sampler, task) of Spearman ρ on the held-out fold; the candidate with
+the highest mean − z_{1−δ/|C|}·sd/√K wins. `holdout` subsets are never passed to any fit
+or choice: every function here receives the fit rows explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+from scipy.optimize import lsq_linear
+
+from .metrics import nan_mean, pearson, spearman
+
+NORMALISATIONS = {"none": lambda s: np.ones_like(s, float), "sqrt": lambda s: 1 / np.sqrt(s),
+                  "mean": lambda s: 1 / s}
+SIZE_TERMS = {"none": None, "linear": lambda s: s.astype(float), "log": lambda s: np.log(s)}
+
+
+@dataclass
+class SubsetData:
+    """Everything a surrogate may see about the retrained subsets (all roles)."""
+
+    subset_ids: np.ndarray  # (m,)
+    roles: np.ndarray  # (m,) "fit" / "holdout"
+    samplers: np.ndarray  # (m,)
+    sizes: np.ndarray  # (m,)
+    membership: sp.csr_matrix  # (m, n) 0/1 over pool rows
+    utility: np.ndarray  # (m, T), mean over repeats
+    pool_sketch: np.ndarray  # (n, k)
+    task_sketch: np.ndarray  # (T, k)
+    tasks: list[str]
+
+    def __post_init__(self):
+        self.sum_z = np.asarray(self.membership @ self.pool_sketch.astype(np.float64))  # (m, k)
+
+    @property
+    def fit_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.roles == "fit")
+
+    @property
+    def holdout_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.roles == "holdout")
+
+
+class Surrogate(ABC):
+    """One configuration of one method; `fit` sees only the rows it is given."""
+
+    method: str
+
+    @abstractmethod
+    def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
+        """Returns JSON-serialisable parameters in utility units."""
+
+    @abstractmethod
+    def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
+        """Returns predicted utility for every subset (m,)."""
+
+    def config(self) -> dict:
+        return {"method": self.method}
+
+
+def _bounded_least_squares(features: np.ndarray, target: np.ndarray, nonneg: np.ndarray,
+                           ridge: np.ndarray) -> np.ndarray:
+    """Solves min ‖Xβ − y‖² + Σ ridge_j β_j² with β_j ≥ 0 where nonneg_j; returns β.
+
+    Columns and target are scaled to unit RMS first (positive scaling keeps the sign
+    constraints), so ridge strengths mean the same thing for every feature.
+    """
+    col_scale = np.sqrt((features ** 2).mean(0))
+    col_scale[col_scale == 0] = 1.0
+    y_scale = np.sqrt((target ** 2).mean()) or 1.0
+    x = features / col_scale
+    y = target / y_scale
+    if np.any(ridge > 0):
+        penalised = np.flatnonzero(ridge > 0)
+        extra = np.zeros((len(penalised), x.shape[1]))
+        extra[np.arange(len(penalised)), penalised] = np.sqrt(ridge[penalised] * len(y))
+        x, y = np.vstack([x, extra]), np.concatenate([y, np.zeros(len(penalised))])
+    lower = np.where(nonneg, 0.0, -np.inf)
+    solution = lsq_linear(x, y, bounds=(lower, np.full(x.shape[1], np.inf)), method="bvls")
+    return solution.x / col_scale * y_scale
+
+
+@dataclass
+class Grasp(Surrogate):
+    """The interaction-aware surrogate of DESIGN §2 with one (φ, N, H, ridge) choice."""
+
+    size_term: str = "log"  # none | linear | log
+    normalisation: str = "mean"  # none | sqrt | mean
+    geometry: str = "identity"  # identity | diagonal
+    ridge: float = 1e-3
+    method: str = field(default="grasp", init=False)
+
+    def features(self, data: SubsetData, task: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (free columns [1, φ], alignment A_t (m,), penalty columns Q (m, 1|k))."""
+        free = [np.ones(len(data.sizes))]
+        if SIZE_TERMS[self.size_term] is not None:
+            free.append(SIZE_TERMS[self.size_term](data.sizes))
+        z_s = data.sum_z * NORMALISATIONS[self.normalisation](data.sizes)[:, None]
+        alignment = z_s @ data.task_sketch[task]
+        penalty = (z_s ** 2).sum(1, keepdims=True) if self.geometry == "identity" else z_s ** 2
+        return np.column_stack(free), alignment, penalty
+
+    def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
+        free, alignment, penalty = self.features(data, task)
+        x = np.column_stack([free, alignment, -penalty])[rows]
+        n_free = free.shape[1]
+        nonneg = np.arange(x.shape[1]) >= n_free
+        ridge = np.where(nonneg, self.ridge, 0.0)
+        ridge[n_free] = 0.0  # ridge shapes the geometry H, not the alignment weight
+        beta = _bounded_least_squares(x, data.utility[rows, task], nonneg, ridge)
+        return {"intercept": float(beta[0]),
+                "size_coef": float(beta[1]) if n_free == 2 else 0.0,
+                "b": float(beta[n_free]), "penalty": beta[n_free + 1:].tolist(), **self.config()}
+
+    def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
+        free, alignment, penalty = self.features(data, task)
+        size_part = free[:, 1] * params["size_coef"] if free.shape[1] == 2 else 0.0
+        return (params["intercept"] + size_part + params["b"] * alignment
+                - penalty @ np.asarray(params["penalty"]))
+
+    def config(self) -> dict:
+        return {"method": "grasp", "size_term": self.size_term, "normalisation": self.normalisation,
+                "geometry": self.geometry, "ridge": self.ridge}
+
+
+class _LinearOnScore(Surrogate):
+    """a + b·score(S) by ordinary least squares, for additive baselines and size."""
+
+    def score(self, data: SubsetData, task: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
+        x = np.column_stack([np.ones(len(rows)), self.score(data, task)[rows]])
+        beta = _bounded_least_squares(x, data.utility[rows, task], np.zeros(2, bool), np.zeros(2))
+        return {"intercept": float(beta[0]), "slope": float(beta[1]), **self.config()}
+
+    def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
+        return params["intercept"] + params["slope"] * self.score(data, task)
+
+
+class SizeOnly(_LinearOnScore):
+    method = "size"
+
+    def score(self, data, task):
+        return data.sizes.astype(float)
+
+
+class GradDot(_LinearOnScore):
+    method = "grad_dot"
+
+    def score(self, data, task):
+        return data.sum_z @ data.task_sketch[task]
+
+    @staticmethod
+    def example_scores(pool_sketch: np.ndarray, task_sketch: np.ndarray) -> np.ndarray:
+        """Returns (n,) additive per-example scores ⟨q_t, z_i⟩ for one task."""
+        return pool_sketch @ task_sketch
+
+
+@dataclass
+class Trak(_LinearOnScore):
+    damping: float = 1e-3  # λ relative to the mean eigenvalue of ZᵀZ
+    method: str = field(default="trak", init=False)
+
+    def score(self, data, task):
+        return data.membership @ self.example_scores(data.pool_sketch, data.task_sketch[task])
+
+    def example_scores(self, pool_sketch: np.ndarray, task_sketch: np.ndarray) -> np.ndarray:
+        z = pool_sketch.astype(np.float64)
+        gram = z.T @ z
+        gram += self.damping * np.trace(gram) / len(gram) * np.eye(len(gram))
+        return z @ np.linalg.solve(gram, task_sketch)
+
+    def config(self):
+        return {"method": "trak", "damping": self.damping}
+
+
+@dataclass
+class Datamodel(Surrogate):
+    """Linear datamodel: ridge regression of utility on the 0/1 membership mask."""
+
+    ridge: float = 1.0
+    method: str = field(default="datamodel", init=False)
+
+    def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
+        x = data.membership[rows].toarray()
+        y = data.utility[rows, task]
+        x_mean, y_mean = x.mean(0), y.mean()
+        xc, yc = x - x_mean, y - y_mean
+        # dual form: m_fit ≪ n_pool, so solve the (m × m) system
+        alpha = np.linalg.solve(xc @ xc.T + self.ridge * np.eye(len(rows)), yc)
+        weights = xc.T @ alpha
+        return {"intercept": float(y_mean - x_mean @ weights), "weights": weights.tolist(), **self.config()}
+
+    def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
+        return params["intercept"] + data.membership @ np.asarray(params["weights"])
+
+    def config(self):
+        return {"method": "datamodel", "ridge": self.ridge}
+
+
+@dataclass(frozen=True)
+class SurrogateParams:
+    """The finite candidate sets and the CV/LCB protocol settings."""
+
+    cv_folds: int = 5
+    delta: float = 0.1
+    seed: int = 0
+    grasp_size_terms: tuple[str, ...] = ("linear", "log")
+    grasp_normalisations: tuple[str, ...] = ("none", "sqrt", "mean")
+    grasp_geometries: tuple[str, ...] = ("identity", "diagonal")
+    grasp_ridges: tuple[float, ...] = (1e-3,)
+    datamodel_ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    trak_damping: float = 1e-3
+
+
+def candidate_sets(params: SurrogateParams) -> dict[str, list[Surrogate]]:
+    """Returns the declared candidate set of every method."""
+    grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r)
+             for s in params.grasp_size_terms for n in params.grasp_normalisations
+             for g in params.grasp_geometries for r in params.grasp_ridges]
+    return {"grasp": grasp, "grad_dot": [GradDot()], "trak": [Trak(params.trak_damping)],
+            "datamodel": [Datamodel(r) for r in params.datamodel_ridges], "size": [SizeOnly()]}
+
+
+def stratified_folds(samplers: np.ndarray, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """Splits `rows` into k folds, each sampler's rows spread evenly; returns fold row arrays."""
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for sampler in sorted(set(samplers[rows])):
+        mine = rng.permutation(rows[samplers[rows] == sampler])
+        for i, row in enumerate(mine):
+            folds[i % k].append(int(row))
+    return [np.sort(np.asarray(f, dtype=int)) for f in folds]
+
+
+def fold_score(data: SubsetData, predicted: np.ndarray, rows: np.ndarray) -> float:
+    """Mean over (sampler, task) of Spearman ρ between predicted (m, T) and actual on `rows`."""
+    scores = []
+    for sampler in sorted(set(data.samplers[rows])):
+        mine = rows[data.samplers[rows] == sampler]
+        scores += [spearman(predicted[mine, t], data.utility[mine, t]) for t in range(len(data.tasks))]
+    return nan_mean(scores)
+
+
+def fit_all_tasks(surrogate: Surrogate, data: SubsetData, rows: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Fits every task on `rows`; returns (params per task, predictions (m, T))."""
+    params = [surrogate.fit(data, rows, t) for t in range(len(data.tasks))]
+    predicted = np.column_stack([surrogate.predict(data, p, t) for t, p in enumerate(params)])
+    return params, predicted
+
+
+@dataclass
+class CandidateScore:
+    method: str
+    candidate: int
+    config: dict
+    fold_scores: list[float]
+    cv_mean: float
+    cv_sd: float
+    cv_lcb: float
+    chosen: bool = False
+
+
+def lcb(fold_scores: np.ndarray, n_candidates: int, delta: float) -> tuple[float, float, float]:
+    """Returns (mean, sd, mean − z_{1−δ/|C|}·sd/√K) of per-fold scores (Bonferroni over C)."""
+    scores = np.asarray(fold_scores, float)
+    scores = np.where(np.isnan(scores), 0.0, scores)  # an undefined fold counts as no skill
+    mean = float(scores.mean())
+    sd = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
+    z = stats.norm.ppf(1 - delta / n_candidates)
+    return mean, sd, mean - z * sd / np.sqrt(len(scores))
+
+
+def choose_by_lcb(candidates: list[Surrogate], data: SubsetData, params: SurrogateParams) -> list[CandidateScore]:
+    """Cross-validates every candidate on the fit rows only; marks the highest-LCB one chosen."""
+    folds = stratified_folds(data.samplers, data.fit_rows, params.cv_folds, params.seed)
+    results = []
+    for index, candidate in enumerate(candidates):
+        scores = []
+        for held_out in folds:
+            train = np.setdiff1d(data.fit_rows, held_out)
+            _, predicted = fit_all_tasks(candidate, data, train)
+            scores.append(fold_score(data, predicted, held_out))
+        mean, sd, bound = lcb(np.asarray(scores), len(candidates), params.delta)
+        results.append(CandidateScore(candidate.method, index, candidate.config(), scores, mean, sd, bound))
+    best = max(range(len(results)), key=lambda i: (results[i].cv_lcb, -i))
+    results[best].chosen = True
+    return results
+
+
+@dataclass
+class FittedMethod:
+    method: str
+    surrogate: Surrogate
+    params: list[dict]  # per task
+    predicted: np.ndarray  # (m, T), every subset
+    candidates: list[CandidateScore]
+
+    @property
+    def chosen(self) -> CandidateScore:
+        return next(c for c in self.candidates if c.chosen)
+
+
+def fit_surrogates(data: SubsetData, params: SurrogateParams,
+                   methods: tuple[str, ...] = ("grasp", "grad_dot", "trak", "datamodel", "size")) -> dict[str, FittedMethod]:
+    """Chooses each method's configuration by LCB, refits it on all fit rows, predicts all rows."""
+    if len(data.fit_rows) < params.cv_folds * 2:
+        raise ValueError(f"{len(data.fit_rows)} fit subsets cannot support {params.cv_folds}-fold "
+                         "cross-validation; plan at least 2 per fold")
+    sets = candidate_sets(params)
+    fitted = {}
+    for method in methods:
+        scores = choose_by_lcb(sets[method], data, params)
+        chosen = sets[method][next(c.candidate for c in scores if c.chosen)]
+        task_params, predicted = fit_all_tasks(chosen, data, data.fit_rows)
+        fitted[method] = FittedMethod(method, chosen, task_params, predicted, scores)
+    return fitted
+
+
+def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
+    """Returns per-task and per-sampler holdout Spearman/Pearson for one method's predictions."""
+    rows = data.holdout_rows
+    per_task = {task: {"spearman": spearman(predicted[rows, t], data.utility[rows, t]),
+                       "pearson": pearson(predicted[rows, t], data.utility[rows, t])}
+                for t, task in enumerate(data.tasks)}
+    per_sampler = {}
+    for sampler in sorted(set(data.samplers[rows])):
+        mine = rows[data.samplers[rows] == sampler]
+        per_sampler[sampler] = nan_mean(spearman(predicted[mine, t], data.utility[mine, t])
+                                        for t in range(len(data.tasks)))
+    return {"per_task": per_task, "per_sampler": per_sampler,
+            "mean_spearman": nan_mean(v["spearman"] for v in per_task.values())}
+
+
+def config_json(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def params_json(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+__all__ = ["SubsetData", "Grasp", "GradDot", "Trak", "Datamodel", "SizeOnly", "SurrogateParams",
+           "fit_surrogates", "choose_by_lcb", "holdout_fidelity", "lcb", "asdict"]

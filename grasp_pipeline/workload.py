@@ -1,0 +1,135 @@
+"""Workloads: how examples become tensors, which proxy model trains on them, and its loss.
+
+A workload is everything model-specific; sketching, retraining and validation only talk to
+this interface, so a new modality or architecture is a new `Workload`, not new pipeline code.
+Every function here is device-agnostic: tensors land on `workload.device`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD = 256  # byte vocabulary is 0..255; 256 marks padding and the start-of-text context
+IGNORE = -100  # cross-entropy ignore_index for padded target positions
+
+
+class Workload(Protocol):
+    """What the pipeline needs from a proxy-model workload."""
+
+    name: str
+    device: torch.device
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Returns a (n, ...) tensor of model inputs on `self.device`."""
+
+    def build_model(self, seed: int) -> nn.Module:
+        """Returns a freshly initialised proxy model on `self.device` (deterministic in seed)."""
+
+    def example_losses(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """Returns the (n,) per-example mean loss (nats per predicted unit)."""
+
+    def config(self) -> dict:
+        """Returns the workload's hyper-parameters (recorded with sketches and outcomes)."""
+
+
+@dataclass(frozen=True)
+class ByteMLPParams:
+    """A byte-level language model: predict each byte from the `context` bytes before it."""
+
+    example_bytes: int = 128
+    context: int = 8
+    embed_dim: int = 16
+    hidden: int = 64
+
+
+class ByteMLP(nn.Module):
+    """Embeds the previous `context` bytes, one tanh hidden layer, logits over 256 bytes."""
+
+    def __init__(self, params: ByteMLPParams):
+        super().__init__()
+        self.context = params.context
+        self.embed = nn.Embedding(PAD + 1, params.embed_dim)
+        self.hidden = nn.Linear(params.context * params.embed_dim, params.hidden)
+        self.out = nn.Linear(params.hidden, 256)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, L) byte ids (PAD-padded). Returns (B, L, 256) next-byte logits."""
+        length = x.shape[-1]
+        padded = F.pad(x, (self.context, 0), value=PAD)
+        # window t covers bytes t-context .. t-1 and predicts byte t; indexing (not unfold)
+        # keeps the model vmap-friendly for per-example gradients.
+        window_index = torch.arange(length, device=x.device)[:, None] + torch.arange(
+            self.context, device=x.device
+        )
+        windows = padded[:, window_index]  # (B, L, context)
+        h = torch.tanh(self.hidden(self.embed(windows).flatten(-2)))
+        return self.out(h)
+
+
+class ByteLMWorkload:
+    """The default workload: fixed-length byte examples and a small byte-level MLP LM."""
+
+    name = "byte_mlp"
+
+    def __init__(self, params: ByteMLPParams = ByteMLPParams(), device: str = "cpu"):
+        self.params = params
+        self.device = torch.device(device)
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Returns (n, example_bytes) int64 byte ids, right-padded with PAD, truncated."""
+        length = self.params.example_bytes
+        out = torch.full((len(texts), length), PAD, dtype=torch.long)
+        for row, text in enumerate(texts):
+            data = text.encode("utf-8")[:length]
+            out[row, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+        return out.to(self.device)
+
+    def build_model(self, seed: int) -> nn.Module:
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        model = ByteMLP(self.params)
+        torch.random.set_rng_state(generator_state)  # do not leak seeding into the caller
+        return model.to(self.device)
+
+    def example_losses(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        logits = model(batch)
+        targets = batch.masked_fill(batch == PAD, IGNORE)
+        token_losses = F.cross_entropy(
+            logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORE, reduction="none"
+        ).view(targets.shape)
+        valid = (targets != IGNORE).sum(-1).clamp(min=1)
+        return token_losses.sum(-1) / valid
+
+    def config(self) -> dict:
+        return {"workload": self.name, **asdict(self.params)}
+
+
+WORKLOADS = {"byte_mlp": ByteLMWorkload}
+
+
+def make_workload(name: str = "byte_mlp", device: str = "cpu", **params) -> Workload:
+    """Returns the named workload; `params` are its hyper-parameters."""
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
+    if name == "byte_mlp":
+        return ByteLMWorkload(ByteMLPParams(**params), device=device)
+    raise AssertionError(name)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """Returns a short content hash of a parameter dict: the model version."""
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
