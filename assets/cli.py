@@ -26,6 +26,15 @@ def _listify(values: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
+def error_chain(error) -> str:
+    """Returns the messages of a Dagster SerializableErrorInfo and its causes, outermost first."""
+    messages = []
+    while error is not None:
+        messages.append(error.message.strip())
+        error = error.cause
+    return "\n  caused by: ".join(messages)
+
+
 def run_config_for(params, root: str, tracking_uri: str = "") -> dict:
     """Returns the Dagster run config that materialises the graph with `params`."""
     section = lambda p: {"config": _listify(dataclasses.asdict(p))}  # noqa: E731
@@ -85,7 +94,7 @@ def command_run(args) -> int:
             if event.is_failure and event.event_specific_data is not None:
                 error = getattr(event.event_specific_data, "error", None)
                 if error is not None:
-                    print(f"step {event.step_key} failed: {error.message.strip()}", file=sys.stderr)
+                    print(f"step {event.step_key} failed: {error_chain(error)}", file=sys.stderr)
         print(f"grasp run FAILED (Dagster run {result.run_id}); earlier table versions are intact.",
               file=sys.stderr)
         return 1
@@ -106,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root)")
     run.set_defaults(handler=command_run)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    from grasp_pipeline.corpus import CorpusError
+
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError, CorpusError) as error:  # bad flags or config: no traceback
+        print(f"grasp: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

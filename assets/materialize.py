@@ -19,7 +19,7 @@ def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: 
     """Runs `compute` inside an MLflow run tagged with the Dagster run; returns the result."""
     asset = context.asset_key.to_user_string()
     tracker = storage.tracker()
-    tags = {"dagster.run_id": context.run_id, "dagster.asset": asset,
+    tags = {"dagster.run_id": context.run.run_id, "dagster.asset": asset,
             "dagster.code_version": context.assets_def.code_versions_by_key.get(context.asset_key) or ""}
     with tracker.run(asset, tags=tags) as run:
         run.log_params(params)

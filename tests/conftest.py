@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny pipeline configuration, user corpora, and one materialised graph."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from grasp_pipeline.config import PipelineParams, with_overrides
+
+# Small enough that the whole graph runs in seconds, big enough that every stage is real.
+TINY = {
+    "corpus": {"task_examples_per_domain": 8, "pool_examples_per_domain": 24, "shard_size": 16},
+    "reference": {"warmup_examples": 64, "steps": 8, "batch_size": 16},
+    "sketch": {"k": 32, "chunk_size": 32},
+    "plan": {"uniform_fraction": 0.2, "uniform_fit": 8, "uniform_holdout": 4, "dirichlet_fit": 8,
+             "dirichlet_holdout": 4, "dirichlet_min_fraction": 0.05, "dirichlet_max_fraction": 0.4},
+    "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8},
+    "surrogate": {"cv_folds": 3, "grasp_size_terms": ["log"], "grasp_normalisations": ["none", "mean"],
+                  "grasp_geometries": ["identity", "diagonal"], "datamodel_ridges": [1.0, 10.0]},
+    "selection": {"budget_fraction": 0.2, "random_seeds": [0, 1]},
+    "mixture": {"budget_fraction": 0.2},
+}
+
+
+def tiny_params(**section_overrides) -> PipelineParams:
+    params = with_overrides(PipelineParams(), TINY)
+    return with_overrides(params, section_overrides) if section_overrides else params
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def write_user_corpus(path: Path, domains=("news", "code", "poetry"), docs_per_domain=3,
+                      source_domains=("english_literature", "python_source", "german_literature")) -> Path:
+    """Writes a small JSONL corpus under new domain names, made from real embedded text."""
+    from grasp_pipeline.corpus import load_documents
+
+    documents, _ = load_documents(None)
+    rows = []
+    for name, source in zip(domains, source_domains):
+        docs = documents.filter(pl.col("domain") == source).head(docs_per_domain)
+        rows += [{"id": f"{name}-{i}", "domain": name, "text": text} for i, text in enumerate(docs["text"])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def materialize_pipeline(root: Path, params: PipelineParams, instance: dg.DagsterInstance | None = None,
+                         selection=None, raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    """Materialises the graph (or `selection`) in-process through Dagster with `params`."""
+    from assets.cli import run_config_for
+    from assets.definitions import defs
+
+    job = defs.resolve_job_def("grasp_pipeline")
+    run_config = run_config_for(params, str(root))
+    if selection is not None:
+        job = job.get_subset(asset_selection=set(dg.AssetKey(a) for a in selection))
+        run_config["ops"] = {k: v for k, v in run_config["ops"].items() if k in selection}
+    return job.execute_in_process(run_config=run_config, instance=instance or dg.DagsterInstance.ephemeral(),
+                                  raise_on_error=raise_on_error)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """One whole-graph materialisation on the tiny config, shared by read-only tests."""
+    root = tmp_path_factory.mktemp("grasp") / "storage"
+    home = tmp_path_factory.mktemp("dagster_home")
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = materialize_pipeline(root, tiny_params(), instance=instance)
+        yield root, result, instance
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_threads():
+    # tests run many tiny models: more threads than cores only adds contention
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    yield

@@ -1,0 +1,41 @@
+"""`grasp run` end to end as a user runs it: a subprocess, a user corpus, a persistent instance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from grasp_pipeline.storage import DeltaStore
+
+from .conftest import write_user_corpus
+
+
+def test_grasp_run_on_a_user_corpus_prints_the_summary_and_records_the_run(tmp_path, tiny_config_file):
+    corpus = write_user_corpus(tmp_path / "user" / "corpus.jsonl")
+    home = tmp_path / "dagster_home"
+    grasp = Path(sys.executable).with_name("grasp")
+    completed = subprocess.run(
+        [str(grasp), "run", "--profile", "smoke", "--corpus", str(corpus), "--config", str(tiny_config_file),
+         "--root", str(tmp_path / "storage")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(home)})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    for expected in ("Holdout fidelity", "grasp", "grad_dot", "datamodel", "random-0", "Wall seconds per stage"):
+        assert expected in completed.stdout
+    assert set(DeltaStore(str(tmp_path / "storage")).read("corpus_shards")["domain"]) == {"news", "code", "poetry"}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].job_name == "grasp_pipeline"
+
+
+def test_grasp_run_with_an_unknown_config_field_fails_naming_it(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"retrain": {"stepz": 3}}')
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("grasp")), "run", "--config", str(bad), "--root", str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    assert completed.returncode != 0
+    assert "stepz" in completed.stderr

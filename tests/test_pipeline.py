@@ -1,0 +1,102 @@
+"""The whole graph, materialised through Dagster on a tiny config: tables, metadata, MLflow."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from mlflow.tracking import MlflowClient
+
+from grasp_pipeline.storage import CONTRACT, DeltaStore
+from grasp_pipeline.tracking import default_tracking_uri
+
+ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
+          "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation"]
+
+
+def test_every_asset_materialises_and_every_check_passes(pipeline_run):
+    _, result, _ = pipeline_run
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == set(ASSETS)
+    evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert len(evaluations) == 6
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+
+
+def test_every_table_has_the_contract_columns_and_types(pipeline_run):
+    root, _, _ = pipeline_run
+    store = DeltaStore(str(root))
+    for table, columns in CONTRACT.items():
+        frame = store.read(table)
+        assert frame.height > 0, table
+        for column, dtype in columns.items():
+            assert frame.schema[column] == dtype, (table, column, frame.schema[column])
+
+
+def test_method_names_follow_the_design(pipeline_run):
+    store = DeltaStore(str(pipeline_run[0]))
+    assert set(store.read("surrogates")["method"]) == {"grasp", "grad_dot", "trak", "datamodel", "size"}
+    assert set(store.read("curated_selections")["method"]) == {"grasp", "grad_dot", "datamodel", "random-0",
+                                                              "random-1", "full"}
+    assert set(store.read("mixture_weights")["method"]) == {"natural", "uniform", "grasp"}
+
+
+def test_prediction_actuals_equal_retrained_utilities(pipeline_run):
+    store = DeltaStore(str(pipeline_run[0]))
+    outcomes = store.read("subset_outcomes").group_by("subset_id", "task").agg(pl.col("utility").mean())
+    joined = store.read("surrogate_predictions").join(outcomes, on=["subset_id", "task"], how="left")
+    assert joined["utility"].null_count() == 0
+    np.testing.assert_array_equal(joined["actual"].to_numpy(), joined["utility"].to_numpy())
+
+
+def test_every_planned_subset_has_predictions_from_every_method(pipeline_run):
+    store = DeltaStore(str(pipeline_run[0]))
+    plan = store.read("subset_plan")
+    tasks = store.read("task_sets")["task"].n_unique()
+    counts = store.read("surrogate_predictions").group_by("method").len()
+    assert set(counts["len"]) == {plan.height * tasks}
+
+
+def test_utility_is_negative_loss(pipeline_run):
+    outcomes = DeltaStore(str(pipeline_run[0])).read("subset_outcomes")
+    np.testing.assert_array_equal(outcomes["utility"].to_numpy(), -outcomes["loss"].to_numpy())
+
+
+def test_selections_hold_their_budget_and_only_pool_examples(pipeline_run):
+    store = DeltaStore(str(pipeline_run[0]))
+    pool = set(store.read("corpus_shards")["example_id"])
+    selections = store.read("curated_selections")
+    for (selection_id,), rows in selections.group_by("selection_id"):
+        assert rows["example_id"].n_unique() == rows["budget"][0] == rows.height, selection_id
+        assert set(rows["example_id"]) <= pool
+    validated = store.read("selection_validation")
+    assert set(validated["selection_id"]) == set(selections["selection_id"])
+
+
+def test_metadata_carries_mlflow_run_table_version_rows_and_schema(pipeline_run):
+    root, result, _ = pipeline_run
+    client = MlflowClient(tracking_uri=default_tracking_uri(str(root)))
+    store = DeltaStore(str(root))
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        asset = event.asset_key.to_user_string()
+        run_id = metadata["mlflow_run_id"].value
+        assert metadata["dagster/row_count"].value > 0, asset
+        assert metadata["dagster/column_schema"].value.columns, asset
+        run = client.get_run(run_id)
+        assert run.data.tags["dagster.run_id"] == result.run_id
+        assert run.data.tags["dagster.asset"] == asset
+        versions = {k.removesuffix(".delta_version"): v.value for k, v in metadata.items()
+                    if k.endswith(".delta_version")}
+        assert versions, asset
+        for table, version in versions.items():
+            assert run.data.tags[f"delta_version.{table}"] == str(version)
+            assert store.version(table) == version
+
+
+def test_surrogates_record_the_mlflow_run_that_fitted_them(pipeline_run):
+    root, result, _ = pipeline_run
+    surrogates = DeltaStore(str(root)).read("surrogates")
+    (event,) = [e for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "grasp_surrogate"]
+    assert set(surrogates["mlflow_run_id"]) == {event.materialization.metadata["mlflow_run_id"].value}
