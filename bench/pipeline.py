@@ -1,0 +1,65 @@
+"""Wall seconds per stage and the resulting fidelity/selection figures, as one JSON object.
+
+    python bench/pipeline.py [--profile smoke|demo] [--config FILE] [--device cpu]
+
+Runs the library stages directly (no Dagster, no MLflow) in a temporary storage root, so the
+numbers are the stages' own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+from grasp_pipeline import stages
+from grasp_pipeline.config import load_params, with_overrides
+from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.summary import fidelity_table, selection_table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--config")
+    parser.add_argument("--device")
+    args = parser.parse_args()
+    params = load_params(args.profile, args.config)
+    if args.device:
+        params = with_overrides(params, {"workload": {"device": args.device}})
+    workload = stages.build_workload(params.workload)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as root:
+        store = DeltaStore(root)
+        plan = [
+            ("corpus_shards", lambda: stages.build_corpus(store, params.corpus, params.workload.example_bytes)),
+            ("reference_model", lambda: stages.train_reference_model(store, workload, params.reference)),
+            ("gradient_sketches", lambda: stages.compute_gradient_sketches(store, workload, params.sketch)),
+            ("task_sketches", lambda: stages.compute_task_sketches(store, workload, params.sketch.chunk_size)),
+            ("subset_plan", lambda: stages.plan_subsets(store, params.plan)),
+            ("subset_outcomes", lambda: stages.retrain_outcomes(store, workload, params.retrain)),
+            ("grasp_surrogate", lambda: stages.fit_surrogate_tables(store, params.surrogate)),
+            ("curated_selection", lambda: stages.curate_selections(store, params.selection)),
+            ("mixture_weights", lambda: stages.optimise_mixtures(store, params.mixture)),
+            ("selection_validation", lambda: stages.validate_selections(store, workload,
+                                                                         params.retrain.models_per_batch)),
+        ]
+        for name, run in plan:
+            began = time.perf_counter()
+            run()
+            seconds[name] = round(time.perf_counter() - began, 2)
+            print(f"{name}: {seconds[name]} s", file=sys.stderr, flush=True)
+        fidelity = fidelity_table(store).to_dicts()
+        selection = selection_table(store).to_dicts()
+    print(json.dumps({"profile": args.profile, "device": params.workload.device, "stage_seconds": seconds,
+                      "total_seconds": round(sum(seconds.values()), 2),
+                      "holdout_spearman": {row["method"]: row for row in fidelity},
+                      "selection_mean_utility": {row["method"]: row["mean_utility"] for row in selection}},
+                     indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
