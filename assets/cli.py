@@ -67,6 +67,7 @@ def command_run(args) -> int:
     from grasp_pipeline.summary import format_summary
 
     from .definitions import defs
+    from .jobs import materialize_everything
 
     params = load_params(args.profile, args.config)
     overrides = {}
@@ -80,26 +81,26 @@ def command_run(args) -> int:
     root = root if "://" in root else str(Path(root).resolve())
     run_config = run_config_for(params, root, args.tracking_uri or "")
     instance = DagsterInstance.get()
-    job = defs.resolve_job_def("grasp_pipeline")
     began = time.perf_counter()
     print(f"grasp run: profile={args.profile} root={root} DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
-    result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
-                                    tags={"grasp/profile": args.profile})
+    results = materialize_everything(defs, instance, run_config, tags={"grasp/profile": args.profile})
     stage_seconds = {}
-    for stat in instance.get_run_step_stats(result.run_id):
-        if stat.end_time and stat.start_time:
-            stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 1)
-    if not result.success:
-        for event in result.all_events:
+    for result in results:
+        for stat in instance.get_run_step_stats(result.run_id):
+            if stat.end_time and stat.start_time:
+                stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 1)
+    run_ids = ", ".join(r.run_id for r in results)
+    failed = [r for r in results if not r.success]
+    if failed:
+        for event in failed[0].all_events:
             if event.is_failure and event.event_specific_data is not None:
                 error = getattr(event.event_specific_data, "error", None)
                 if error is not None:
                     print(f"step {event.step_key} failed: {error_chain(error)}", file=sys.stderr)
-        print(f"grasp run FAILED (Dagster run {result.run_id}); earlier table versions are intact.",
-              file=sys.stderr)
+        print(f"grasp run FAILED (Dagster runs {run_ids}); earlier table versions are intact.", file=sys.stderr)
         return 1
     print(format_summary(DeltaStore(root), stage_seconds))
-    print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster run {result.run_id}")
+    print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster runs {run_ids}")
     return 0
 
 

@@ -3,17 +3,14 @@
 import dagster as dg
 
 from . import checks, corpus, curation, mixture, model, retraining, sketches, surrogates
+from .jobs import all_jobs
 from .resources import GraspStorage, WorkloadResource
 
 all_assets = dg.load_assets_from_modules([corpus, model, sketches, retraining, surrogates, curation, mixture])
 
-grasp_pipeline_job = dg.define_asset_job(
-    "grasp_pipeline", selection=dg.AssetSelection.all(),
-    description="Corpus → sketches → retraining → surrogates → curated selection, validation and mixture.")
-
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=checks.all_checks,
-    jobs=[grasp_pipeline_job],
+    jobs=all_jobs,
     resources={"storage": GraspStorage(), "workload": WorkloadResource()},
 )

@@ -1,4 +1,9 @@
-"""Retraining stage: which subsets to retrain (`subset_plan`) and what retraining gave."""
+"""Retraining stage: which subsets to retrain (`subset_plan`) and what retraining gave.
+
+`subset_outcomes` is partitioned by retraining batch (dynamic partitions registered by
+`subset_plan` from its `batch` column), so a backfill can spread batches over executors, a
+failed batch reruns alone, and each partition write replaces exactly its batch.
+"""
 
 import dagster as dg
 
@@ -8,19 +13,37 @@ from .config import PlanConfig, RetrainConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
+retraining_batches = dg.DynamicPartitionsDefinition(name="retraining_batches")
 
-@dg.asset(code_version="1", group_name="retraining", deps=["corpus_shards"], kinds={"deltalake"})
+
+def sync_batch_partitions(instance: dg.DagsterInstance, keys: list[str]) -> None:
+    """Makes the dynamic partitions exactly `keys` (adds new batches, drops vanished ones)."""
+    existing = set(instance.get_dynamic_partitions(retraining_batches.name))
+    for key in sorted(existing - set(keys)):
+        instance.delete_dynamic_partition(retraining_batches.name, key)
+    missing = [k for k in sorted(keys) if k not in existing]
+    if missing:
+        instance.add_dynamic_partitions(retraining_batches.name, missing)
+
+
+@dg.asset(code_version="2", group_name="retraining", deps=["corpus_shards"], kinds={"deltalake"})
 def subset_plan(context: dg.AssetExecutionContext, config: PlanConfig, storage: GraspStorage) -> dg.MaterializeResult:
-    """Subsets sampled by the `uniform` and `dirichlet` samplers, each `fit` or `holdout`."""
+    """Subsets sampled by the `uniform` and `dirichlet` samplers, each `fit` or `holdout`, in batches."""
     params = to_params(config)
-    return run_stage(context, storage, params_dict(params), lambda run: plan_subsets(storage.store(), params))
+    result = run_stage(context, storage, params_dict(params), lambda run: plan_subsets(storage.store(), params))
+    batches = storage.store().read("subset_plan")["batch"].unique().sort().to_list()
+    sync_batch_partitions(context.instance, batches)
+    context.log.info(f"registered {len(batches)} retraining batches as partitions of subset_outcomes")
+    return result
 
 
-@dg.asset(code_version="1", group_name="retraining", deps=["subset_plan", "corpus_shards"],
+@dg.asset(code_version="2", group_name="retraining", deps=["subset_plan", "corpus_shards"],
+          partitions_def=retraining_batches, backfill_policy=dg.BackfillPolicy.single_run(),
           kinds={"torch", "deltalake"})
 def subset_outcomes(context: dg.AssetExecutionContext, config: RetrainConfig, storage: GraspStorage,
                     workload: WorkloadResource) -> dg.MaterializeResult:
-    """Per-task loss and utility (= −loss) of the recipe retrained on every planned subset."""
+    """Per-task loss and utility (= −loss) of the recipe retrained on each planned subset of the batches."""
     params = to_params(config)
-    return run_stage(context, storage, params_dict(params),
-                     lambda run: retrain_outcomes(storage.store(), workload.build(), params))
+    batches = list(context.partition_keys)
+    return run_stage(context, storage, {**params_dict(params), "batches": ",".join(batches)},
+                     lambda run: retrain_outcomes(storage.store(), workload.build(), params, batches=batches))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from .mixture import MixtureParams
@@ -29,17 +29,23 @@ def doc(text: str, default=None, **kwargs):
 
 @dataclass(frozen=True)
 class WorkloadParams:
-    name: str = doc("Workload (proxy model + loss): byte_mlp.", "byte_mlp")
+    name: str = doc("Workload (proxy model + loss): byte_mlp or byte_transformer (~0.9M parameters).", "byte_mlp")
     device: str = doc("Torch device for every stage: cpu, cuda, cuda:1, mps.", "cpu")
     example_bytes: int = doc("Bytes per example (inputs are padded/truncated to this).", 128)
     context: int = doc("Bytes of context the byte MLP sees per prediction.", 8)
     embed_dim: int = doc("Byte embedding width.", 16)
     hidden: int = doc("Hidden units of the byte MLP.", 64)
+    d_model: int = doc("Width of the byte transformer.", 128)
+    n_layers: int = doc("Blocks of the byte transformer.", 4)
+    n_heads: int = doc("Attention heads of the byte transformer.", 4)
     torch_threads: int = doc("torch intra-op threads per step (0 = torch default).", 0)
 
     def model_params(self) -> dict:
-        return {"example_bytes": self.example_bytes, "context": self.context,
-                "embed_dim": self.embed_dim, "hidden": self.hidden}
+        """Returns the hyper-parameters that the chosen workload takes."""
+        from .workload import workload_parameter_names
+
+        names = workload_parameter_names(self.name)
+        return {k: v for k, v in asdict(self).items() if k in names}
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,6 @@ class RetrainParams:
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
     repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling).", 1)
     models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16)
-
-
-def _dataclass_help(cls) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
 
 
 @dataclass(frozen=True)

@@ -75,14 +75,13 @@ def optimise_mixture(objective: MixtureObjective, caps: np.ndarray) -> np.ndarra
     if caps.sum() < 1 - 1e-9:
         raise ValueError(f"domain caps sum to {caps.sum():.3f} < 1: the budget cannot be filled; "
                          "lower budget_fraction or raise max_repeats")
-    start = np.minimum(caps, 1.0 / n)
-    start = start / start.sum()
+    start = caps / caps.sum()  # feasible: caps sum to ≥ 1, so every entry stays under its cap
     result = minimize(lambda p: -objective(p), start, jac=lambda p: -objective.gradient(p),
                       method="SLSQP", bounds=[(0.0, float(c)) for c in caps],
                       constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1, "jac": lambda p: np.ones(n)}],
                       options={"ftol": 1e-12, "maxiter": 500})
-    pi = np.clip(result.x, 0, caps)
-    return pi / pi.sum()
+    pi = np.clip(result.x, 0, None)
+    return np.minimum(pi / pi.sum(), caps)
 
 
 def natural_mixture(stats: DomainStats) -> np.ndarray:

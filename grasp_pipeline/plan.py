@@ -27,6 +27,7 @@ class PlanParams:
     dirichlet_min_fraction: float = 0.02
     dirichlet_max_fraction: float = 0.3
     dirichlet_beta: float = 0.5
+    subsets_per_batch: int = 32  # subsets per retraining batch (a partition of subset_outcomes)
     seed: int = 0
 
 
@@ -71,6 +72,13 @@ def sample_subset_plan(pool: pl.DataFrame, params: PlanParams) -> pl.DataFrame:
                 members = _dirichlet_members(rng, by_domain, params)
             members = np.sort(members).astype(np.int64)
             rows.append({"subset_id": subset_id, "role": role, "sampler": sampler,
-                         "size": len(members), "seed": seed, "members": members.tolist()})
+                         "size": len(members), "seed": seed, "members": members.tolist(),
+                         "batch": batch_key(subset_id, params.subsets_per_batch)})
     return pl.DataFrame(rows, schema={"subset_id": pl.Int64, "role": pl.Utf8, "sampler": pl.Utf8,
-                                      "size": pl.Int64, "seed": pl.Int64, "members": pl.List(pl.Int64)})
+                                      "size": pl.Int64, "seed": pl.Int64, "members": pl.List(pl.Int64),
+                                      "batch": pl.Utf8})
+
+
+def batch_key(subset_id: int, subsets_per_batch: int) -> str:
+    """Returns the retraining batch (a partition key: no spaces) a subset belongs to."""
+    return f"b{subset_id // subsets_per_batch:04d}"

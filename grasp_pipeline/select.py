@@ -41,8 +41,8 @@ def task_weight_vector(tasks: list[str], weights: dict[str, float]) -> np.ndarra
     if unknown:
         raise ValueError(f"task_weights names unknown tasks {sorted(unknown)}; tasks are {tasks}")
     w = np.array([float(weights.get(t, 1.0)) for t in tasks])
-    if np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("task_weights must be non-negative and not all zero")
+    if not np.isfinite(w).all() or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"task_weights must be finite, non-negative and not all zero; got {weights}")
     return w / w.sum()
 
 
@@ -75,7 +75,6 @@ def residual_greedy(pool_sketch: np.ndarray, v: np.ndarray, d: np.ndarray, scale
     allowed = _allowed_mask(len(z), excluded)
     s = np.zeros(z.shape[1])
     taken_per_domain: dict = {}
-    seen_content: set = set()
     rows, gains = [], []
     while len(rows) < budget and allowed.any():
         gain = linear - self_penalty - 2 * scale ** 2 * (z @ (d * s))
@@ -90,7 +89,6 @@ def residual_greedy(pool_sketch: np.ndarray, v: np.ndarray, d: np.ndarray, scale
             if taken_per_domain[domains[best]] >= max_per_domain:
                 allowed &= domains != domains[best]
         if content is not None:
-            seen_content.add(content[best])
             allowed &= content != content[best]
     return Selection(np.asarray(rows, int), np.asarray(gains))
 

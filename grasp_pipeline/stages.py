@@ -29,7 +29,7 @@ from .select import (SelectionParams, grasp_selection, random_selection, task_we
 from .sketch import GradientSketcher
 from .storage import DeltaStore, table_schema
 from .surrogate import (GradDot, SubsetData, SurrogateParams, fit_surrogates, holdout_fidelity)
-from .workload import Workload, make_workload, parameter_count, state_fingerprint
+from .workload import Workload, make_workload, state_fingerprint
 
 
 @dataclass
@@ -48,7 +48,14 @@ class StageResult:
     figures: dict = field(default_factory=dict)  # file name -> matplotlib figure
 
     def write(self, store: DeltaStore, table: str, frame: pl.DataFrame) -> int:
+        """Replaces the whole table; returns its new version."""
         version = store.write(table, frame)
+        self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
+        return version
+
+    def write_partitions(self, store: DeltaStore, table: str, frame: pl.DataFrame) -> int:
+        """Replaces the partitions present in `frame`; returns the table's new version."""
+        version = store.write_partitions(table, frame)
         self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
         return version
 
@@ -217,10 +224,22 @@ def _encoded_pool_and_tasks(store: DeltaStore, workload: Workload):
             names, index)
 
 
-def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams) -> StageResult:
-    """Retrains the recipe on every planned subset; writes `subset_outcomes` (one row per task)."""
+def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams,
+                     batches: list[str] | None = None) -> StageResult:
+    """Retrains the recipe on planned subsets; writes `subset_outcomes` (one row per task).
+
+    With `batches` (retraining-batch keys of subset_plan), only those batches are trained
+    and exactly their partitions are replaced; otherwise every batch, replacing the table.
+    """
     pool, pool_inputs, task_inputs, names, task_index = _encoded_pool_and_tasks(store, workload)
-    plan = store.read("subset_plan").sort("subset_id")
+    full_plan = store.read("subset_plan").sort("subset_id")
+    plan = full_plan
+    if batches is not None:
+        unknown = sorted(set(batches) - set(full_plan["batch"].to_list()))
+        if unknown:
+            raise ValueError(f"retraining batch(es) {unknown} are not in subset_plan (batches: "
+                             f"{sorted(full_plan['batch'].unique().to_list())}); rematerialise subset_plan")
+        plan = full_plan.filter(pl.col("batch").is_in(batches))
     position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
     subsets = []
     for subset_id, members in plan.select("subset_id", "members").iter_rows():
@@ -233,11 +252,13 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
                     init_seed=params.init_seed, data_order_seed=params.data_order_seed)
     outcomes = retrain_subsets(workload, recipe, pool_inputs, subsets, task_inputs, task_index, names,
                                repeats=params.repeats, models_per_batch=params.models_per_batch)
-    batch_of = {sid: f"b{i // params.models_per_batch:04d}" for i, (sid, _) in enumerate(subsets)}
+    batch_of = dict(plan.select("subset_id", "batch").iter_rows())
+    members_of = dict(plan.select("subset_id", "members").iter_rows())
     recipe_json = json.dumps({**recipe.to_dict(), **workload.config()}, sort_keys=True)
     rows = [{"subset_id": o.subset_id, "task": task, "loss": float(o.task_loss[t]),
              "utility": -float(o.task_loss[t]), "repeat": o.repeat, "steps": recipe.steps,
-             "seconds": o.seconds, "batch": batch_of[o.subset_id], "recipe": recipe_json}
+             "seconds": o.seconds, "batch": batch_of[o.subset_id], "recipe": recipe_json,
+             "members_sha1": members_digest(members_of[o.subset_id])}
             for o in outcomes for t, task in enumerate(names)]
     frame = pl.DataFrame(rows, schema_overrides={"subset_id": pl.Int64, "repeat": pl.Int64, "steps": pl.Int64})
     if not np.isfinite(frame["loss"].to_numpy()).all():
@@ -245,11 +266,19 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
         raise FloatingPointError(f"retraining diverged: subset {bad['subset_id']} task {bad['task']} "
                                  f"loss={bad['loss']}; lower retrain lr ({params.lr})")
     result = StageResult()
-    result.write(store, "subset_outcomes", frame)
-    result.metrics = {"subsets": len(subsets), "rows": frame.height,
+    if batches is None:
+        result.write(store, "subset_outcomes", frame)
+    else:
+        result.write_partitions(store, "subset_outcomes", frame)
+    result.metrics = {"subsets": len(subsets), "rows": frame.height, "batches": frame["batch"].n_unique(),
                       "seconds_per_subset": float(np.mean([o.seconds for o in outcomes])),
-                      **noise_ceilings(frame, plan)}
+                      **noise_ceilings(store.read("subset_outcomes"), full_plan)}
     return result
+
+
+def members_digest(members) -> str:
+    """Fingerprint of a subset's members: ties each outcome row to the plan it was trained on."""
+    return hashlib.sha1(np.asarray(members, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
 def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, float]:
@@ -277,6 +306,12 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
     plan = store.read("subset_plan").sort("subset_id")
     outcomes = store.read("subset_outcomes")
     tasks = task_frame["task"].to_list()
+    planned = plan.select("subset_id", pl.col("members").map_elements(members_digest, return_dtype=pl.Utf8)
+                          .alias("planned_sha1"))
+    stale = outcomes.join(planned, on="subset_id").filter(pl.col("members_sha1") != pl.col("planned_sha1"))
+    if stale.height:
+        raise ValueError(f"subset_outcomes for subset {stale['subset_id'][0]} (batch {stale['batch'][0]}) were "
+                         "trained on different members than subset_plan now lists; rematerialise subset_outcomes")
     mean_utility = (outcomes.group_by("subset_id", "task").agg(pl.col("utility").mean())
                     .pivot(on="task", index="subset_id", values="utility"))
     plan = plan.join(mean_utility, on="subset_id", how="left")

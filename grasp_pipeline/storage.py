@@ -67,6 +67,9 @@ def check_contract(table: str, frame: pl.DataFrame) -> None:
             raise ContractError(f"table {table!r}: column {column!r} has type {frame.schema[column]}, "
                                 f"the contract requires {dtype}")
     for column in PARTITION_COLUMNS.get(table, []):
+        if column not in frame.columns or frame.schema[column] != pl.Utf8:
+            raise ContractError(f"table {table!r}: partition column {column!r} must be present and of type "
+                                f"{pl.Utf8}")
         values = frame[column]
         if values.null_count() or values.str.contains(r"\s").any():
             raise ContractError(f"table {table!r}: partition column {column!r} must be non-null "
@@ -113,12 +116,14 @@ class DeltaStore:
         """
         check_contract(table, frame)
         (column,) = PARTITION_COLUMNS[table]
+        if frame.is_empty():  # no partition to replace
+            return self.version(table)
         if not self.exists(table):
             return self.write(table, frame)
         values = sorted(frame[column].unique().to_list())
         quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
         write_deltalake(self.uri(table), frame.to_arrow(), mode="overwrite",
-                        predicate=f"{column} IN ({quoted})", partition_by=[column],
+                        predicate=f"{column} IN ({quoted})", partition_by=[column], schema_mode="merge",
                         storage_options=self.storage_options or None)
         return self.version(table)
 

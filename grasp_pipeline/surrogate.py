@@ -17,9 +17,8 @@ or choice: every function here receives the fit rows explicitly.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -123,8 +122,10 @@ class Grasp(Surrogate):
         x = np.column_stack([free, alignment, -penalty])[rows]
         n_free = free.shape[1]
         nonneg = np.arange(x.shape[1]) >= n_free
-        ridge = np.where(nonneg, self.ridge, 0.0)
-        ridge[n_free] = 0.0  # ridge shapes the geometry H, not the alignment weight
+        # the ridge regularises the learned geometry H (DESIGN §2); a single identity weight
+        # c needs none, and the alignment weight b is never shrunk
+        ridge = np.where(nonneg, self.ridge if self.geometry == "diagonal" else 0.0, 0.0)
+        ridge[n_free] = 0.0
         beta = _bounded_least_squares(x, data.utility[rows, task], nonneg, ridge)
         return {"intercept": float(beta[0]),
                 "size_coef": float(beta[1]) if n_free == 2 else 0.0,
@@ -245,10 +246,12 @@ def stratified_folds(samplers: np.ndarray, rows: np.ndarray, k: int, seed: int) 
     """Splits `rows` into k folds, each sampler's rows spread evenly; returns fold row arrays."""
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0  # continue the round-robin across samplers so total fold sizes stay within ±1
     for sampler in sorted(set(samplers[rows])):
         mine = rng.permutation(rows[samplers[rows] == sampler])
         for i, row in enumerate(mine):
-            folds[i % k].append(int(row))
+            folds[(offset + i) % k].append(int(row))
+        offset += len(mine)
     return [np.sort(np.asarray(f, dtype=int)) for f in folds]
 
 
@@ -349,15 +352,3 @@ def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
                                         for t in range(len(data.tasks)))
     return {"per_task": per_task, "per_sampler": per_sampler,
             "mean_spearman": nan_mean(v["spearman"] for v in per_task.values())}
-
-
-def config_json(config: dict) -> str:
-    return json.dumps(config, sort_keys=True)
-
-
-def params_json(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
-
-
-__all__ = ["SubsetData", "Grasp", "GradDot", "Trak", "Datamodel", "SizeOnly", "SurrogateParams",
-           "fit_surrogates", "choose_by_lcb", "holdout_fidelity", "lcb", "asdict"]

@@ -6,10 +6,7 @@ concurrent steps in one process never log into each other's runs.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -93,12 +90,3 @@ def _flatten(values: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
-
-
-def write_json_artifact(run: TrackedRun, payload: dict, file_name: str) -> None:
-    """Logs `payload` as a JSON artifact (via a temp file, so it works for any store)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, file_name)
-        with open(path, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        run.log_file(path)

@@ -8,7 +8,7 @@ Every function here is device-agnostic: tensors land on `workload.device`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Protocol, Sequence
 
 import torch
@@ -87,7 +87,8 @@ class ByteLMWorkload:
         out = torch.full((len(texts), length), PAD, dtype=torch.long)
         for row, text in enumerate(texts):
             data = text.encode("utf-8")[:length]
-            out[row, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+            if data:  # torch.frombuffer refuses an empty buffer
+                out[row, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
         return out.to(self.device)
 
     def build_model(self, seed: int) -> nn.Module:
@@ -110,16 +111,28 @@ class ByteLMWorkload:
         return {"workload": self.name, **asdict(self.params)}
 
 
-WORKLOADS = {"byte_mlp": ByteLMWorkload}
+def _registry() -> dict:
+    from .transformer import ByteTransformerParams, ByteTransformerWorkload  # imports this module
+
+    return {"byte_mlp": (ByteLMWorkload, ByteMLPParams),
+            "byte_transformer": (ByteTransformerWorkload, ByteTransformerParams)}
+
+
+def workload_parameter_names(name: str) -> set[str]:
+    """Returns the hyper-parameter names the named workload takes."""
+    if name not in _registry():
+        raise ValueError(f"unknown workload {name!r}; choose one of {sorted(_registry())}")
+    return {f.name for f in fields(_registry()[name][1])}
 
 
 def make_workload(name: str = "byte_mlp", device: str = "cpu", **params) -> Workload:
-    """Returns the named workload; `params` are its hyper-parameters."""
-    if name not in WORKLOADS:
-        raise ValueError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
-    if name == "byte_mlp":
-        return ByteLMWorkload(ByteMLPParams(**params), device=device)
-    raise AssertionError(name)
+    """Returns the named workload; `params` are its hyper-parameters (unknown ones are an error)."""
+    known = workload_parameter_names(name)
+    cls, params_cls = _registry()[name]
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"workload {name!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(known)}")
+    return cls(params_cls(**params), device=device)
 
 
 def parameter_count(model: nn.Module) -> int:

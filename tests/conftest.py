@@ -18,7 +18,8 @@ TINY = {
     "reference": {"warmup_examples": 64, "steps": 8, "batch_size": 16},
     "sketch": {"k": 32, "chunk_size": 32},
     "plan": {"uniform_fraction": 0.2, "uniform_fit": 8, "uniform_holdout": 4, "dirichlet_fit": 8,
-             "dirichlet_holdout": 4, "dirichlet_min_fraction": 0.05, "dirichlet_max_fraction": 0.4},
+             "dirichlet_holdout": 4, "dirichlet_min_fraction": 0.05, "dirichlet_max_fraction": 0.4,
+             "subsets_per_batch": 8},
     "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8},
     "surrogate": {"cv_folds": 3, "grasp_size_terms": ["log"], "grasp_normalisations": ["none", "mean"],
                   "grasp_geometries": ["identity", "diagonal"], "datamodel_ridges": [1.0, 10.0]},
@@ -54,19 +55,25 @@ def write_user_corpus(path: Path, domains=("news", "code", "poetry"), docs_per_d
     return path
 
 
-def materialize_pipeline(root: Path, params: PipelineParams, instance: dg.DagsterInstance | None = None,
-                         selection=None, raise_on_error: bool = True) -> dg.ExecuteInJobResult:
-    """Materialises the graph (or `selection`) in-process through Dagster with `params`."""
+def materialize_prepare(root: Path, params: PipelineParams, instance: dg.DagsterInstance,
+                        selection: list[str], raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    """Materialises `selection` (assets of the grasp_prepare job) in-process with `params`."""
     from assets.cli import run_config_for
     from assets.definitions import defs
 
-    job = defs.resolve_job_def("grasp_pipeline")
+    job = defs.resolve_job_def("grasp_prepare").get_subset(asset_selection={dg.AssetKey(a) for a in selection})
     run_config = run_config_for(params, str(root))
-    if selection is not None:
-        job = job.get_subset(asset_selection=set(dg.AssetKey(a) for a in selection))
-        run_config["ops"] = {k: v for k, v in run_config["ops"].items() if k in selection}
-    return job.execute_in_process(run_config=run_config, instance=instance or dg.DagsterInstance.ephemeral(),
-                                  raise_on_error=raise_on_error)
+    run_config["ops"] = {k: v for k, v in run_config["ops"].items() if k in selection}
+    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=raise_on_error)
+
+
+def materialize_everything(root: Path, params: PipelineParams, instance: dg.DagsterInstance):
+    """The whole graph as `grasp run` materialises it; returns the runs' results."""
+    from assets.cli import run_config_for
+    from assets.definitions import defs
+    from assets.jobs import materialize_everything as run_all
+
+    return run_all(defs, instance, run_config_for(params, str(root)))
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +82,8 @@ def pipeline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("grasp") / "storage"
     home = tmp_path_factory.mktemp("dagster_home")
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        result = materialize_pipeline(root, tiny_params(), instance=instance)
-        yield root, result, instance
+        results = materialize_everything(root, tiny_params(), instance)
+        yield root, results, instance
 
 
 @pytest.fixture(autouse=True, scope="session")

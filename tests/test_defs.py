@@ -13,7 +13,8 @@ from assets.definitions import defs
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
-    assert defs.resolve_job_def("grasp_pipeline") is not None
+    for job in ("grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture"):
+        assert defs.resolve_job_def(job).name == job
 
 
 def test_every_asset_declares_a_code_version_and_a_description():

@@ -91,3 +91,28 @@ def test_changing_the_projection_seed_changes_the_sketches(two_runs, tmp_path):
     assert not np.allclose(np.asarray(original["sketch"].to_list()), np.asarray(changed["sketch"].to_list()))
     stages.compute_gradient_sketches(store, workload, tiny_params().sketch)  # restore for other tests
     assert_frame_equal(store.read("gradient_sketches").sort("example_id"), original.sort("example_id"))
+
+
+def test_rerunning_one_retraining_batch_replaces_only_that_batch(two_runs):
+    store = two_runs[1]
+    params = tiny_params()
+    workload = stages.build_workload(params.workload)
+    before = store.read("subset_outcomes").drop("seconds").sort("subset_id", "task", "repeat")
+    batches = sorted(before["batch"].unique().to_list())
+    assert len(batches) >= 2
+    stages.retrain_outcomes(store, workload, params.retrain, batches=[batches[0]])
+    after = store.read("subset_outcomes").drop("seconds").sort("subset_id", "task", "repeat")
+    assert_frame_equal(after, before)  # same seeds: the batch comes back identical, nothing duplicated
+
+
+def test_outcomes_trained_on_another_plan_are_refused(two_runs, tmp_path):
+    source = two_runs[0]
+    store = DeltaStore(str(tmp_path))
+    for table in ("gradient_sketches", "task_sketches", "subset_outcomes"):
+        store.write(table, source.read(table))
+    plan = source.read("subset_plan")
+    store.write("subset_plan", plan.with_columns(
+        pl.when(pl.col("subset_id") == 0).then(pl.col("members").list.slice(1)).otherwise(pl.col("members"))
+        .alias("members")))
+    with pytest.raises(ValueError, match="subset 0.*rematerialise subset_outcomes"):
+        stages.load_subset_data(store)

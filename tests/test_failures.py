@@ -8,7 +8,7 @@ from polars.testing import assert_frame_equal
 
 from grasp_pipeline.storage import DeltaStore
 
-from .conftest import materialize_pipeline, tiny_params, write_user_corpus
+from .conftest import materialize_prepare, tiny_params, write_user_corpus
 
 
 def _failure_messages(result) -> str:
@@ -23,14 +23,14 @@ def test_bad_corpus_fails_the_run_naming_the_file_and_keeps_the_previous_tables(
     good = write_user_corpus(tmp_path / "good" / "corpus.jsonl")
     params = tiny_params(corpus={"corpus_path": str(good)})
     with dg.instance_for_test() as instance:
-        assert materialize_pipeline(root, params, instance, selection=["corpus_shards"]).success
+        assert materialize_prepare(root, params, instance, selection=["corpus_shards"]).success
         store = DeltaStore(str(root))
         before, version = store.read("corpus_shards"), store.version("corpus_shards")
 
         bad = tmp_path / "bad" / "corpus.jsonl"
         bad.parent.mkdir()
         bad.write_text('{"text": "hello", "domain": "news"}\n{"text": "no domain here"}\n')
-        result = materialize_pipeline(root, tiny_params(corpus={"corpus_path": str(bad)}), instance,
+        result = materialize_prepare(root, tiny_params(corpus={"corpus_path": str(bad)}), instance,
                                       selection=["corpus_shards"], raise_on_error=False)
     assert not result.success
     message = _failure_messages(result)
@@ -43,7 +43,7 @@ def test_a_domain_too_small_for_its_task_set_is_named(tmp_path):
     corpus = write_user_corpus(tmp_path / "corpus.jsonl", docs_per_domain=1)
     params = tiny_params(corpus={"corpus_path": str(corpus), "task_examples_per_domain": 500})
     with dg.instance_for_test() as instance:
-        result = materialize_pipeline(tmp_path / "storage", params, instance, selection=["corpus_shards"],
+        result = materialize_prepare(tmp_path / "storage", params, instance, selection=["corpus_shards"],
                                       raise_on_error=False)
     assert not result.success
     message = _failure_messages(result)

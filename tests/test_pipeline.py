@@ -13,12 +13,17 @@ ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketche
           "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation"]
 
 
+def _materializations(results):
+    return [(r, e) for r in results for e in r.get_asset_materialization_events()]
+
+
 def test_every_asset_materialises_and_every_check_passes(pipeline_run):
-    _, result, _ = pipeline_run
-    assert result.success
-    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    _, results, _ = pipeline_run
+    assert [r.success for r in results] == [True, True, True]
+    materialized = {e.asset_key.to_user_string() for _, e in _materializations(results)}
     assert materialized == set(ASSETS)
-    evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evaluations = [e.event_specific_data for r in results for e in r.all_events
+                   if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(evaluations) == 6
     assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
 
@@ -74,10 +79,10 @@ def test_selections_hold_their_budget_and_only_pool_examples(pipeline_run):
 
 
 def test_metadata_carries_mlflow_run_table_version_rows_and_schema(pipeline_run):
-    root, result, _ = pipeline_run
+    root, results, _ = pipeline_run
     client = MlflowClient(tracking_uri=default_tracking_uri(str(root)))
     store = DeltaStore(str(root))
-    for event in result.get_asset_materialization_events():
+    for result, event in _materializations(results):
         metadata = event.materialization.metadata
         asset = event.asset_key.to_user_string()
         run_id = metadata["mlflow_run_id"].value
@@ -94,9 +99,16 @@ def test_metadata_carries_mlflow_run_table_version_rows_and_schema(pipeline_run)
             assert store.version(table) == version
 
 
+def test_subset_outcomes_partitions_are_the_plan_batches(pipeline_run):
+    root, results, instance = pipeline_run
+    plan_batches = set(DeltaStore(str(root)).read("subset_plan")["batch"])
+    assert set(instance.get_dynamic_partitions("retraining_batches")) == plan_batches
+    outcome_events = [e for _, e in _materializations(results) if e.asset_key.to_user_string() == "subset_outcomes"]
+    assert {e.partition for e in outcome_events} == plan_batches
+
+
 def test_surrogates_record_the_mlflow_run_that_fitted_them(pipeline_run):
-    root, result, _ = pipeline_run
+    root, results, _ = pipeline_run
     surrogates = DeltaStore(str(root)).read("surrogates")
-    (event,) = [e for e in result.get_asset_materialization_events()
-                if e.asset_key.to_user_string() == "grasp_surrogate"]
+    (event,) = [e for _, e in _materializations(results) if e.asset_key.to_user_string() == "grasp_surrogate"]
     assert set(surrogates["mlflow_run_id"]) == {event.materialization.metadata["mlflow_run_id"].value}

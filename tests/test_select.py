@@ -206,9 +206,6 @@ def test_negative_or_all_zero_task_weights_are_refused(weights):
         task_weight_vector(["a", "b"], weights)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="BUG: a NaN (or infinite) task weight passes validation and "
-                          "silently yields NaN weights")
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_task_weights_are_refused(bad):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError, SchemaMismatchError
 from polars.testing import assert_frame_equal
 
 from grasp_pipeline.storage import CONTRACT, ContractError, DeltaStore, check_contract
@@ -155,17 +154,11 @@ def test_every_contract_table_accepts_a_frame_with_exactly_its_columns():
         check_contract(table, frame)  # no exception
 
 
-@pytest.mark.xfail(strict=True, raises=pl.exceptions.ColumnNotFoundError,
-                   reason="BUG: a missing partition column raises polars ColumnNotFoundError, "
-                          "not ContractError naming the table and column")
 def test_a_missing_partition_column_is_a_contract_error(store):
     with pytest.raises(ContractError, match="subset_outcomes.*batch"):
         store.write_partitions("subset_outcomes", outcome_frame(None))
 
 
-@pytest.mark.xfail(strict=True, raises=pl.exceptions.InvalidOperationError,
-                   reason="BUG: a non-string partition column raises polars "
-                          "InvalidOperationError, not ContractError naming the table and column")
 def test_a_non_string_partition_column_is_a_contract_error(store):
     with pytest.raises(ContractError, match="subset_outcomes.*batch"):
         store.write_partitions("subset_outcomes", outcome_frame(3))
@@ -221,18 +214,12 @@ def test_a_partition_write_that_breaks_the_contract_keeps_every_partition(store)
     assert sorted(raw_read(store, "corpus_shards")["example_id"].to_list()) == [0, 1]
 
 
-@pytest.mark.xfail(strict=True, raises=DeltaError,
-                   reason="BUG: an empty frame builds the predicate `shard IN ()`, which "
-                          "deltalake rejects with an SQL parser error")
 def test_a_partition_write_of_an_empty_frame_replaces_nothing(store):
     store.write_partitions("corpus_shards", shard_frame("s0", [0, 1]))
     store.write_partitions("corpus_shards", shard_frame("s0", [0]).clear())
     assert sorted(store.read("corpus_shards")["example_id"].to_list()) == [0, 1]
 
 
-@pytest.mark.xfail(strict=True, raises=SchemaMismatchError,
-                   reason="BUG: the contract allows extra columns, but a partition write "
-                          "that adds one fails with deltalake SchemaMismatchError")
 def test_a_partition_write_may_add_a_column_beyond_the_contract(store):
     store.write_partitions("corpus_shards", pl.concat([shard_frame("s0", [0]), shard_frame("s1", [1])]))
     store.write_partitions("corpus_shards", shard_frame("s1", [2]).with_columns(score=pl.lit(0.5)))
