@@ -83,7 +83,7 @@ class RetrainParams:
     optimizer: str = doc("adam or sgd.", "adam")
     init_seed: int = doc("Initialisation seed shared by every retraining.", 0)
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
-    repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling).", 1)
+    repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling).", 2)
     models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16)
 
 
@@ -109,7 +109,7 @@ PROFILES: dict[str, dict] = {
         "reference": {"warmup_examples": 300, "steps": 60},
         "sketch": {"k": 64},
         "plan": {"uniform_fit": 20, "uniform_holdout": 10, "dirichlet_fit": 20, "dirichlet_holdout": 10},
-        "retrain": {"steps": 20},
+        "retrain": {"steps": 20, "repeats": 1},
         "surrogate": {"grasp_normalisations": ["none", "mean"], "datamodel_ridges": [1.0, 10.0]},
     },
 }

@@ -29,11 +29,14 @@ def nan_mean(values) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
-def split_half_ceiling(utility_a: np.ndarray, utility_b: np.ndarray) -> float:
-    """Returns the noise ceiling √ρ(a, b) from two retrainings of the same subsets.
+def noise_ceiling(repeat_reliability: float, repeats: int) -> float:
+    """Returns the highest correlation any predictor can reach against the mean of `repeats`
+    retrainings, given the correlation ρ between two single retrainings.
 
-    ρ between two independent repeats estimates the reliability of one retraining; no
-    surrogate can rank-correlate with a single noisy retraining better than √reliability.
+    The mean of R repeats has reliability Rρ / (1 + (R − 1)ρ) (Spearman–Brown); a perfect
+    predictor correlates with a noisy target at most √reliability.
     """
-    rho = spearman(utility_a, utility_b)
-    return float(np.sqrt(rho)) if rho > 0 else 0.0
+    if not np.isfinite(repeat_reliability) or repeat_reliability <= 0:
+        return 0.0
+    reliability = repeats * repeat_reliability / (1 + (repeats - 1) * repeat_reliability)
+    return float(np.sqrt(reliability))

@@ -106,8 +106,14 @@ class StackedTrainer:
                     params[name] = params[name] - recipe.lr * m_hat / (v_hat.sqrt() + eps)
         return params
 
-    def example_losses(self, params: Params, inputs: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-        """Returns (M, n) per-example losses of every stacked model on `inputs`."""
+    def example_losses(self, params: Params, inputs: torch.Tensor, examples_per_chunk: int = 2048) -> torch.Tensor:
+        """Returns (M, n) per-example losses of every stacked model on `inputs`.
+
+        Chunks hold at most `examples_per_chunk` (model, example) pairs, so memory does not
+        grow with the number of stacked models.
+        """
+        m = next(iter(params.values())).shape[0]
+        chunk = max(1, examples_per_chunk // m)
         with torch.no_grad():
             parts = [self._stacked_losses(params, inputs[i:i + chunk])
                      for i in range(0, inputs.shape[0], chunk)]

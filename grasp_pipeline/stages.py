@@ -20,7 +20,7 @@ import torch
 
 from . import corpus as corpus_lib
 from .config import CorpusParams, ReferenceParams, RetrainParams, SketchParams, WorkloadParams
-from .metrics import nan_mean, split_half_ceiling
+from .metrics import nan_mean, noise_ceiling, spearman
 from .mixture import (MixtureObjective, MixtureParams, domain_stats, natural_mixture, optimise_mixture,
                       uniform_mixture)
 from .plan import PlanParams, sample_subset_plan
@@ -147,6 +147,10 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
 def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, dict[str, torch.Tensor]]:
     """Returns (model_version, parameters θ₀ on the workload's device)."""
     row = store.read("reference_models").row(0, named=True)
+    expected = json.dumps(workload.config(), sort_keys=True)
+    if row["workload"] != expected:
+        raise ValueError(f"the reference model {row['model_version']} was trained for workload {row['workload']}, "
+                         f"but the workload is now {expected}; rematerialise reference_model")
     state = torch.load(io.BytesIO(row["state"]), map_location=workload.device, weights_only=True)
     return row["model_version"], state
 
@@ -282,8 +286,11 @@ def members_digest(members) -> str:
 
 
 def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, float]:
-    """Returns √ρ(repeat 0, repeat 1) per sampler (mean over tasks), when ≥ 2 repeats exist."""
-    if outcomes["repeat"].n_unique() < 2:
+    """Per sampler (mean over tasks), when ≥ 2 repeats exist: `repeat_reliability` = Spearman ρ
+    between repeats 0 and 1 of the same subsets, and `noise_ceiling` = the best fidelity any
+    surrogate can reach against the mean over all repeats (what surrogates are scored on)."""
+    repeats = outcomes["repeat"].n_unique()
+    if repeats < 2:
         return {}
     joined = outcomes.join(plan.select("subset_id", "sampler"), on="subset_id")
     ceilings = {}
@@ -292,8 +299,10 @@ def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, floa
         for task in sorted(joined["task"].unique().to_list()):
             wide = (joined.filter((pl.col("sampler") == sampler) & (pl.col("task") == task) & (pl.col("repeat") < 2))
                     .pivot(on="repeat", index="subset_id", values="utility").drop_nulls())
-            per_task.append(split_half_ceiling(wide["0"].to_numpy(), wide["1"].to_numpy()))
-        ceilings[f"noise_ceiling.{sampler}"] = nan_mean(per_task)
+            per_task.append(spearman(wide["0"].to_numpy(), wide["1"].to_numpy()))
+        reliability = nan_mean(per_task)
+        ceilings[f"repeat_reliability.{sampler}"] = reliability
+        ceilings[f"noise_ceiling.{sampler}"] = noise_ceiling(reliability, repeats)
     return ceilings
 
 

@@ -20,6 +20,19 @@ def fidelity_table(store: DeltaStore) -> pl.DataFrame:
     return overall.join(by_sampler, on="method").sort("all_holdout", descending=True, nulls_last=True)
 
 
+def noise_ceiling_table(store: DeltaStore) -> pl.DataFrame | None:
+    """Returns the noise ceiling per sampler regime, or None with a single repeat."""
+    from .stages import noise_ceilings
+
+    ceilings = noise_ceilings(store.read("subset_outcomes"), store.read("subset_plan"))
+    if not ceilings:
+        return None
+    samplers = sorted({k.split(".", 1)[1] for k in ceilings})
+    return pl.DataFrame({"sampler": samplers,
+                         "repeat_reliability": [ceilings[f"repeat_reliability.{s}"] for s in samplers],
+                         "noise_ceiling": [ceilings[f"noise_ceiling.{s}"] for s in samplers]})
+
+
 def selection_table(store: DeltaStore) -> pl.DataFrame:
     """Returns mean-over-tasks retrained utility per selection method (and its budget)."""
     validation = store.read("selection_validation")
@@ -40,11 +53,15 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
                    tbl_hide_column_data_types=True, tbl_width_chars=200,
                    fmt_str_lengths=60):
         parts = ["Holdout fidelity (mean over tasks of Spearman ρ, predicted vs retrained utility):",
-                 str(fidelity_table(store)),
-                 "Selections retrained at the same budget (mean utility = −loss over tasks; higher is better):",
-                 str(selection_table(store)),
-                 "Mixtures (predicted task-weighted utility at the selection budget):",
-                 str(mixture_table(store))]
+                 str(fidelity_table(store))]
+        ceilings = noise_ceiling_table(store)
+        parts += (["Noise ceiling (no surrogate can beat it: retraining the same subsets with another data order):",
+                   str(ceilings)] if ceilings is not None else
+                  ["Noise ceiling: not measured (set [retrain] repeats = 2)."])
+        parts += ["Selections retrained at the same budget (mean utility = −loss over tasks; higher is better):",
+                  str(selection_table(store)),
+                  "Mixtures (predicted task-weighted utility at the selection budget):",
+                  str(mixture_table(store))]
         if stage_seconds:
             parts += ["Wall seconds per stage:",
                       str(pl.DataFrame({"stage": list(stage_seconds), "seconds": list(stage_seconds.values())}))]

@@ -116,3 +116,11 @@ def test_outcomes_trained_on_another_plan_are_refused(two_runs, tmp_path):
         .alias("members")))
     with pytest.raises(ValueError, match="subset 0.*rematerialise subset_outcomes"):
         stages.load_subset_data(store)
+
+
+def test_sketching_with_another_workload_than_the_reference_model_is_refused(two_runs):
+    from grasp_pipeline.config import WorkloadParams
+
+    other = stages.build_workload(WorkloadParams(hidden=32))
+    with pytest.raises(ValueError, match="rematerialise reference_model"):
+        stages.compute_gradient_sketches(two_runs[0], other, tiny_params().sketch)

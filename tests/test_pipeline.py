@@ -112,3 +112,11 @@ def test_surrogates_record_the_mlflow_run_that_fitted_them(pipeline_run):
     surrogates = DeltaStore(str(root)).read("surrogates")
     (event,) = [e for _, e in _materializations(results) if e.asset_key.to_user_string() == "grasp_surrogate"]
     assert set(surrogates["mlflow_run_id"]) == {event.materialization.metadata["mlflow_run_id"].value}
+
+
+def test_outcome_metadata_reports_a_noise_ceiling_per_sampler(pipeline_run):
+    _, results, _ = pipeline_run
+    event = next(e for _, e in _materializations(results) if e.asset_key.to_user_string() == "subset_outcomes")
+    metadata = event.materialization.metadata
+    for sampler in ("uniform", "dirichlet"):
+        assert 0.0 <= metadata[f"noise_ceiling.{sampler}"].value <= 1.0

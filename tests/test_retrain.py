@@ -123,7 +123,7 @@ def test_an_unknown_optimizer_is_refused(workload):
 def test_stacked_example_losses_equal_each_models_own_losses(workload, pool):
     trainer = StackedTrainer(workload, Recipe(steps=3, batch_size=4))
     params = trainer.train(pool, MEMBERS[:3], SEEDS[:3])
-    stacked = trainer.example_losses(params, pool, chunk=7)  # chunking over an uneven split
+    stacked = trainer.example_losses(params, pool, examples_per_chunk=21)  # 7 per chunk: an uneven split of 40
     assert stacked.shape == (3, 40)
     model = workload.build_model(0)
     for j in range(3):
