@@ -43,6 +43,12 @@ def grasp_holdout_fidelity(config: FidelityFloorConfig, storage: GraspStorage) -
     return _result(checks.holdout_fidelity_above(storage.store(), config.floor))
 
 
+@dg.asset_check(asset="grasp_surrogate")
+def grasp_not_below_grad_dot(storage: GraspStorage) -> dg.AssetCheckResult:
+    """GRASP is not worse than the additive gradient-dot baseline by more than noise (warning)."""
+    return _result(checks.grasp_not_below_grad_dot(storage.store()), severity=dg.AssetCheckSeverity.WARN)
+
+
 @dg.asset_check(asset="curated_selection")
 def selection_size_equals_budget(storage: GraspStorage) -> dg.AssetCheckResult:
     """Every selection holds exactly its budget of distinct examples."""
@@ -55,5 +61,6 @@ def mixture_weights_sum_to_one(storage: GraspStorage) -> dg.AssetCheckResult:
     return _result(checks.mixture_weights_sum_to_one(storage.store()))
 
 
-all_checks = [gradient_sketches_finite, task_sketches_finite, outcomes_complete, grasp_holdout_fidelity, selection_size_equals_budget,
+all_checks = [gradient_sketches_finite, task_sketches_finite, outcomes_complete, grasp_holdout_fidelity,
+              grasp_not_below_grad_dot, selection_size_equals_budget,
               mixture_weights_sum_to_one]

@@ -13,7 +13,7 @@ import typing
 import dagster as dg
 from pydantic import Field, create_model
 
-from grasp_pipeline.config import CorpusParams, ReferenceParams, RetrainParams, SketchParams
+from grasp_pipeline.config import CorpusParams, ReferenceParams, RetrainParams, SketchParams, ValidationParams
 from grasp_pipeline.mixture import MixtureParams
 from grasp_pipeline.plan import PlanParams
 from grasp_pipeline.select import SelectionParams
@@ -60,5 +60,4 @@ SelectionConfig = config_from_params(SelectionParams, "SelectionConfig")
 MixtureConfig = config_from_params(MixtureParams, "MixtureConfig")
 
 
-class ValidationConfig(dg.Config):
-    models_per_batch: int = Field(default=16, description="Selections retrained together in one vectorised loop.")
+ValidationConfig = config_from_params(ValidationParams, "ValidationConfig")

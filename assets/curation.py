@@ -18,10 +18,11 @@ def curated_selection(context: dg.AssetExecutionContext, config: SelectionConfig
     return run_stage(context, storage, params_dict(params), lambda run: curate_selections(storage.store(), params))
 
 
-@dg.asset(code_version="1", group_name="curation", deps=["curated_selection", "subset_outcomes"],
+@dg.asset(code_version="2", group_name="curation", deps=["curated_selection", "mixture_weights", "subset_outcomes"],
           kinds={"torch", "deltalake"})
 def selection_validation(context: dg.AssetExecutionContext, config: ValidationConfig, storage: GraspStorage,
                          workload: WorkloadResource) -> dg.MaterializeResult:
-    """Per-task utility of the outcome recipe retrained on each selection."""
-    return run_stage(context, storage, config.model_dump(),
-                     lambda run: validate_selections(storage.store(), workload.build(), config.models_per_batch))
+    """Per-task utility of the outcome recipe retrained on each selection and on a sample of each mixture."""
+    params = to_params(config)
+    return run_stage(context, storage, params_dict(params),
+                     lambda run: validate_selections(storage.store(), workload.build(), params))

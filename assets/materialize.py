@@ -3,11 +3,14 @@ it wrote, and return Dagster metadata (MLflow run id, Delta versions, row counts
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 from typing import Callable
 
 import dagster as dg
 
+from grasp_pipeline.lineage import record_lineage
 from grasp_pipeline.stages import StageResult
 from grasp_pipeline.tracking import TrackedRun
 
@@ -26,12 +29,21 @@ def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: 
         result = compute(run)
         run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
         run.set_tags({f"delta_version.{w.table}": w.version for w in result.writes})
+        run.set_tags({f"read_version.{table}": version for table, version in result.reads.items()})
+        record_lineage(storage.store(), result.writes, result.reads, asset=asset, dagster_run_id=context.run.run_id,
+                       mlflow_run_id=run.run_id, code_version=tags["dagster.code_version"], params=params,
+                       facts={k: plain(v) for k, v in result.metrics.items()
+                              if k in ("model_version", "corpus_content_sha1", "surrogate_id")})
         for name, payload in result.artifacts.items():
             run.log_dict(payload, name)
         for name, figure in result.figures.items():
             run.log_figure(figure, name)
-    return dg.MaterializeResult(metadata=_metadata(storage, tracker.tracking_uri, run, result),
-                                data_version=_data_version(result))
+    metadata = _metadata(storage, tracker.tracking_uri, run, result)
+    import matplotlib.pyplot as plt
+
+    for figure in result.figures.values():
+        plt.close(figure)  # pyplot keeps every figure alive otherwise
+    return dg.MaterializeResult(metadata=metadata, data_version=_data_version(result))
 
 
 def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result: StageResult) -> dict:
@@ -45,6 +57,8 @@ def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result:
             columns=[dg.TableColumn(name, dtype) for name, dtype in primary.schema.items()]),
         "dagster/uri": store.uri(primary.table),
     }
+    for table, version in result.reads.items():
+        metadata[f"{table}.read_version"] = version
     for write in result.writes:
         metadata[f"{write.table}.delta_version"] = write.version
         metadata[f"{write.table}.rows"] = write.rows
@@ -54,8 +68,17 @@ def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result:
         if isinstance(value, (bool, int, float, str)):
             metadata[key] = value
     for name, figure in result.figures.items():
-        metadata[f"figure.{name}"] = dg.MetadataValue.md(f"logged to MLflow run `{run.run_id}` as `{name}`")
+        metadata[f"figure.{name}"] = dg.MetadataValue.md(
+            f"![{name}](data:image/png;base64,{_png_base64(figure)})\n\nAlso logged to MLflow run "
+            f"`{run.run_id}` as `{name}`.")
     return metadata
+
+
+def _png_base64(figure) -> str:
+    """The figure as an inline PNG, so the Dagster UI shows it next to the metadata."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _data_version(result: StageResult) -> dg.DataVersion:

@@ -43,8 +43,7 @@ def main() -> int:
             ("grasp_surrogate", lambda: stages.fit_surrogate_tables(store, params.surrogate)),
             ("curated_selection", lambda: stages.curate_selections(store, params.selection)),
             ("mixture_weights", lambda: stages.optimise_mixtures(store, params.mixture)),
-            ("selection_validation", lambda: stages.validate_selections(store, workload,
-                                                                         params.retrain.models_per_batch)),
+            ("selection_validation", lambda: stages.validate_selections(store, workload, params.validation)),
         ]
         for name, run in plan:
             began = time.perf_counter()

@@ -48,3 +48,19 @@ def mixture_weights_sum_to_one(store: DeltaStore, tolerance: float = 1e-6) -> tu
         pl.col("weight").sum().alias("total"), pl.col("weight").min().alias("smallest"))
     bad = sums.filter(((pl.col("total") - 1).abs() > tolerance) | (pl.col("smallest") < 0))
     return bad.height == 0, {"mixtures": sums.height, "bad": str(bad.to_dicts())}
+
+
+def grasp_not_below_grad_dot(store: DeltaStore, z: float = 1.96) -> tuple[bool, dict]:
+    """GRASP's mean holdout Spearman ρ is not below grad_dot's by more than noise.
+
+    Noise is the paired standard error of the per-task differences (z = 1.96 by default).
+    """
+    surrogates = store.read("surrogates").filter(pl.col("method").is_in(["grasp", "grad_dot"]))
+    wide = surrogates.pivot(on="method", index="task", values="holdout_spearman").drop_nans().drop_nulls()
+    differences = (wide["grasp"] - wide["grad_dot"]).to_numpy()
+    if len(differences) == 0:
+        return True, {"tasks_compared": 0}
+    margin = z * differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else 0.0
+    mean = float(differences.mean())
+    return bool(mean >= -margin), {"mean_difference": mean, "noise_margin": float(margin),
+                                   "tasks_compared": len(differences)}

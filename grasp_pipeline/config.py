@@ -88,6 +88,13 @@ class RetrainParams:
 
 
 @dataclass(frozen=True)
+class ValidationParams:
+    models_per_batch: int = doc("Selections retrained together in one vectorised loop.", 16)
+    repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2)
+    mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0)
+
+
+@dataclass(frozen=True)
 class PipelineParams:
     """All stage parameters of one run."""
 
@@ -100,6 +107,7 @@ class PipelineParams:
     surrogate: SurrogateParams = field(default_factory=SurrogateParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
     mixture: MixtureParams = field(default_factory=MixtureParams)
+    validation: ValidationParams = field(default_factory=ValidationParams)
 
 
 PROFILES: dict[str, dict] = {

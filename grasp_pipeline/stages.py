@@ -8,9 +8,11 @@ every stage runs and is tested on its own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -19,16 +21,17 @@ import scipy.sparse as sp
 import torch
 
 from . import corpus as corpus_lib
-from .config import CorpusParams, ReferenceParams, RetrainParams, SketchParams, WorkloadParams
+from .config import CorpusParams, ReferenceParams, RetrainParams, SketchParams, ValidationParams, WorkloadParams
 from .metrics import nan_mean, noise_ceiling, spearman
 from .mixture import (MixtureObjective, MixtureParams, domain_stats, natural_mixture, optimise_mixture,
-                      uniform_mixture)
+                      sample_mixture, uniform_mixture)
 from .plan import PlanParams, sample_subset_plan
 from .retrain import Recipe, StackedTrainer, retrain_subsets, task_losses, unstack
 from .select import (SelectionParams, grasp_selection, random_selection, task_weight_vector, top_k)
 from .sketch import GradientSketcher
-from .storage import DeltaStore, table_schema
-from .surrogate import (GradDot, SubsetData, SurrogateParams, fit_surrogates, holdout_fidelity)
+from .storage import DeltaStore, PinnedReads, table_schema
+from .surrogate import (GradDot, SubsetData, SurrogateParams, fidelity_by_fit_budget, fit_surrogates,
+                        holdout_fidelity)
 from .workload import Workload, make_workload, state_fingerprint
 
 
@@ -43,6 +46,7 @@ class TableWrite:
 @dataclass
 class StageResult:
     writes: list[TableWrite] = field(default_factory=list)
+    reads: dict[str, int] = field(default_factory=dict)  # table -> Delta version read (lineage)
     metrics: dict = field(default_factory=dict)
     artifacts: dict[str, dict] = field(default_factory=dict)  # file name -> JSON payload
     figures: dict = field(default_factory=dict)  # file name -> matplotlib figure
@@ -60,6 +64,20 @@ class StageResult:
         return version
 
 
+def stage(fn):
+    """Runs a stage against pinned reads and records the input versions in `result.reads`."""
+
+    @functools.wraps(fn)
+    def run(store: DeltaStore, *args, **kwargs) -> StageResult:
+        pinned = PinnedReads(store)
+        result = fn(pinned, *args, **kwargs)
+        written = {w.table for w in result.writes}
+        result.reads = {t: v for t, v in sorted(pinned.versions.items()) if t not in written}
+        return result
+
+    return run
+
+
 def build_workload(params: WorkloadParams) -> Workload:
     if params.torch_threads:
         torch.set_num_threads(params.torch_threads)
@@ -75,6 +93,7 @@ def _digest(*parts) -> str:
 
 # ---------------------------------------------------------------- corpus
 
+@stage
 def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int) -> StageResult:
     """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`."""
     documents, report = corpus_lib.load_documents(params.corpus_path or None)
@@ -120,6 +139,7 @@ def _state_bytes(params: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
+@stage
 def train_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
     """Warms the proxy up on a seeded pool sample to get θ₀; writes `reference_models`."""
     pool = _pool(store)
@@ -128,14 +148,16 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
     inputs = workload.encode(pool["text"].to_list())
     recipe = Recipe(steps=params.steps, batch_size=params.batch_size, lr=params.lr,
                     init_seed=params.seed, data_order_seed=params.seed)
+    began = time.perf_counter()
     trainer = StackedTrainer(workload, recipe)
     theta = unstack(trainer.train(inputs, [rows], [(params.seed, 0)]), 0)
+    seconds = time.perf_counter() - began
     warmup_loss = float(trainer.example_losses({n: p[None] for n, p in theta.items()}, inputs[rows]).mean())
     version = state_fingerprint(theta)
     frame = pl.DataFrame({
         "model_version": [version], "workload": [json.dumps(workload.config(), sort_keys=True)],
         "parameters": [sum(p.numel() for p in theta.values())], "warmup_loss": [warmup_loss],
-        "recipe": [json.dumps(recipe.to_dict())], "state": [_state_bytes(theta)],
+        "recipe": [json.dumps(recipe.to_dict())], "state": [_state_bytes(theta)], "seconds": [seconds],
     }, schema_overrides={"parameters": pl.Int64, "state": pl.Binary})
     result = StageResult()
     result.write(store, "reference_models", frame.with_columns(path=pl.lit(store.uri("reference_models"))))
@@ -157,6 +179,7 @@ def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, di
 
 # ---------------------------------------------------------------- sketches
 
+@stage
 def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams) -> StageResult:
     """Sketches every pool example's gradient at θ₀, shard by shard; writes `gradient_sketches`."""
     version, theta = load_reference_model(store, workload)
@@ -164,12 +187,15 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     pool = _pool(store)
     parts = []
     for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
+        began = time.perf_counter()
         out = sketcher.sketch_examples(workload.encode(shard_rows["text"].to_list()))
+        per_example = (time.perf_counter() - began) / shard_rows.height
         parts.append(pl.DataFrame({
             "example_id": shard_rows["example_id"], "shard": shard_rows["shard"],
             "domain": shard_rows["domain"],
             "sketch": pl.Series(out.sketch.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
             "grad_norm": out.grad_norm.astype(np.float64), "loss": out.loss.astype(np.float64),
+            "seconds": per_example,
         }))
     frame = pl.concat(parts).sort("example_id").with_columns(
         sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
@@ -182,6 +208,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     return result
 
 
+@stage
 def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> StageResult:
     """Sketches ∇θ of each task's mean loss at θ₀; writes `task_sketches`.
 
@@ -199,9 +226,12 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
     inputs = workload.encode(frame["text"].to_list())
     rows = []
     for t, task in enumerate(names):
+        began = time.perf_counter()
         q, loss = sketcher.sketch_mean_gradient(inputs[torch.as_tensor(index == t)])
-        rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss})
-    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64})
+        rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss,
+                     "seconds": time.perf_counter() - began})
+    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
+                                     "seconds": pl.Float64})
     out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
     result = StageResult()
     result.write(store, "task_sketches", out)
@@ -211,6 +241,7 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
 
 # ---------------------------------------------------------------- subsets and retraining
 
+@stage
 def plan_subsets(store: DeltaStore, params: PlanParams) -> StageResult:
     plan = sample_subset_plan(store.read("corpus_shards").select("example_id", "domain"), params)
     result = StageResult()
@@ -228,6 +259,7 @@ def _encoded_pool_and_tasks(store: DeltaStore, workload: Workload):
             names, index)
 
 
+@stage
 def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams,
                      batches: list[str] | None = None) -> StageResult:
     """Retrains the recipe on planned subsets; writes `subset_outcomes` (one row per task).
@@ -343,11 +375,14 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
     return data, sketches, plan
 
 
+@stage
 def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_id: str = "") -> StageResult:
     """Chooses and fits every surrogate method; writes `surrogates`, `surrogate_candidates`,
     `surrogate_predictions`."""
     data, sketches, plan = load_subset_data(store)
     fitted = fit_surrogates(data, params)
+    costs = artifact_seconds(store, data, fitted)
+    by_budget = fidelity_by_fit_budget(data, params, params.fidelity_fit_budgets)
     surrogate_id = "sg-" + _digest(asdict(params), sketches["sketch_config"][0],
                                    data.utility.tobytes(), plan["members"].to_list())
     surrogate_rows, candidate_rows, prediction_frames, fidelity = [], [], [], {}
@@ -364,7 +399,8 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
                 "params": json.dumps(params_t, sort_keys=True), "config": json.dumps(chosen.config, sort_keys=True),
                 "cv_mean": chosen.cv_mean, "cv_lcb": chosen.cv_lcb,
                 "holdout_spearman": report["per_task"][task]["spearman"],
-                "holdout_pearson": report["per_task"][task]["pearson"], "mlflow_run_id": mlflow_run_id})
+                "holdout_pearson": report["per_task"][task]["pearson"], "mlflow_run_id": mlflow_run_id,
+                "artifact_seconds": costs[method]})
             prediction_frames.append(pl.DataFrame({
                 "surrogate_id": surrogate_id, "method": method, "subset_id": data.subset_ids, "task": task,
                 "role": data.roles, "sampler": data.samplers, "predicted": fm.predicted[:, t],
@@ -375,7 +411,8 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
                             "fold_scores": json.dumps(c.fold_scores)} for c in fm.candidates]
     result = StageResult()
     result.write(store, "surrogates", pl.DataFrame(surrogate_rows, schema_overrides={
-        "cv_mean": pl.Float64, "cv_lcb": pl.Float64, "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64}))
+        "cv_mean": pl.Float64, "cv_lcb": pl.Float64, "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64,
+        "artifact_seconds": pl.Float64}))
     result.write(store, "surrogate_candidates", pl.DataFrame(candidate_rows, schema_overrides={
         "candidate": pl.Int64, "cv_mean": pl.Float64, "cv_sd": pl.Float64, "cv_lcb": pl.Float64}))
     result.write(store, "surrogate_predictions", pl.concat(prediction_frames).with_columns(
@@ -386,10 +423,54 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
         for sampler, value in report["per_sampler"].items():
             result.metrics[f"holdout_spearman.{method}.{sampler}"] = value
         result.metrics[f"cv_lcb.{method}"] = fitted[method].chosen.cv_lcb
+        result.metrics[f"holdout_pearson.{method}"] = report["mean_pearson"]
+        result.metrics[f"artifact_seconds.{method}"] = costs[method]
+    result.metrics.update({f"fit_budget_{row['fit_subsets']}.holdout_spearman.{row['method']}": row["holdout_spearman"]
+                           for row in by_budget})
     result.artifacts["fidelity.json"] = fidelity
+    result.artifacts["fidelity_by_fit_budget.json"] = {"rows": by_budget, "all_fit_subsets": len(data.fit_rows)}
+    result.artifacts["artifact_seconds.json"] = costs
     result.artifacts["grasp_chosen_config.json"] = fitted["grasp"].chosen.config
     result.figures["grasp_predicted_vs_actual.png"] = _scatter_figure(data, fitted["grasp"].predicted)
+    if by_budget:
+        result.figures["fidelity_by_fit_budget.png"] = _budget_figure(
+            by_budget, {m: fidelity[m]["mean_spearman"] for m in fidelity}, len(data.fit_rows))
     return result
+
+
+def artifact_seconds(store: DeltaStore, data: SubsetData, fitted: dict) -> dict[str, float]:
+    """Returns wall seconds to build what each method needs, from the times recorded in the tables.
+
+    Sketch-based methods (grasp, grad_dot, trak) pay for the reference model and every pool and
+    task sketch; every method pays for the retrainings of the fit subsets it is fitted on (all
+    repeats) and for its own choice and fit.
+    """
+    sketching = (float(store.read("reference_models")["seconds"].sum())
+                 + float(store.read("gradient_sketches")["seconds"].sum())
+                 + float(store.read("task_sketches")["seconds"].sum()))
+    fit_ids = set(data.subset_ids[data.fit_rows].tolist())
+    retraining = float(store.read("subset_outcomes").filter(pl.col("subset_id").is_in(fit_ids))
+                       .unique(["subset_id", "repeat"])["seconds"].sum())
+    needs_sketches = {"grasp", "grad_dot", "trak"}
+    return {method: (sketching if method in needs_sketches else 0.0) + retraining + fm.seconds
+            for method, fm in fitted.items()}
+
+
+def _budget_figure(rows: list[dict], full: dict[str, float], all_fit: int):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method in sorted({r["method"] for r in rows}):
+        points = sorted((r["fit_subsets"], r["holdout_spearman"]) for r in rows if r["method"] == method)
+        points.append((all_fit, full[method]))
+        ax.plot(*zip(*points), marker="o", label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("fit subsets (retrainings)")
+    ax.set_ylabel("holdout Spearman ρ (mean over tasks)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _scatter_figure(data: SubsetData, predicted: np.ndarray):
@@ -420,6 +501,7 @@ def _method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list
 
 # ---------------------------------------------------------------- curation
 
+@stage
 def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult:
     """Selects a budget of pool examples per method; writes `curated_selections`."""
     sketches = store.read("gradient_sketches").sort("example_id")
@@ -464,11 +546,35 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
                    .sort("method", "domain"))
     result.metrics = {"budget": budget, "pool": len(z),
                       **{f"domain_share.{m}.{d}": n / budget for m, d, n in composition.iter_rows()}}
+    result.figures["selection_composition.png"] = _stacked_shares_figure(
+        composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")
     return result
+
+
+def _stacked_shares_figure(frame: pl.DataFrame, group: str, value: str, ylabel: str):
+    """Stacked bars: one bar per `group` value, one segment per domain."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = sorted(frame[group].unique().to_list())
+    domains = sorted(frame["domain"].unique().to_list())
+    fig, ax = plt.subplots(figsize=(max(4, len(groups) * 0.9), 3.5))
+    bottom = np.zeros(len(groups))
+    for domain in domains:
+        heights = np.array([frame.filter((pl.col(group) == g) & (pl.col("domain") == domain))[value].sum()
+                            for g in groups])
+        ax.bar(groups, heights, bottom=bottom, label=domain)
+        bottom += heights
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    ax.legend(fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------- mixture
 
+@stage
 def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp)."""
     sketches = store.read("gradient_sketches").sort("example_id")
@@ -489,13 +595,21 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     result.write(store, "mixture_weights", pl.DataFrame(rows, schema_overrides={"budget": pl.Int64}))
     result.metrics = {f"predicted_utility.{m}": objective(pi) for m, pi in mixtures.items()}
     result.metrics.update({f"weight.grasp.{d}": float(w) for d, w in zip(stats.domains, mixtures["grasp"])})
+    result.figures["mixture_weights.png"] = _stacked_shares_figure(
+        pl.DataFrame(rows), "method", "weight", "domain weight")
     return result
 
 
 # ---------------------------------------------------------------- validation
 
-def validate_selections(store: DeltaStore, workload: Workload, models_per_batch: int = 16) -> StageResult:
-    """Retrains the outcome recipe on every selection; writes `selection_validation`."""
+@stage
+def validate_selections(store: DeltaStore, workload: Workload, params: ValidationParams = ValidationParams()) -> StageResult:
+    """Retrains the outcome recipe on every selection and on a sample of every mixture, at the
+    same budget; writes `selection_validation` (utility averaged over `repeats` data orders).
+
+    Every selection trains with the same data-order seeds (common random numbers), so the
+    differences between methods are not differences between seeds.
+    """
     pool, pool_inputs, task_inputs, names, task_index = _encoded_pool_and_tasks(store, workload)
     recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
     recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
@@ -504,19 +618,69 @@ def validate_selections(store: DeltaStore, workload: Workload, models_per_batch:
     grouped = selections.group_by("selection_id", "method", "budget", maintain_order=True).agg("example_id")
     groups = [(sid, method, budget, np.array([position[e] for e in ids]))
               for sid, method, budget, ids in grouped.iter_rows()]
+    if store.exists("mixture_weights"):
+        domains = pool["domain"].to_numpy()
+        mixtures = store.read("mixture_weights").sort("mixture_id", "domain")
+        for (mixture_id, method, budget), rows_ in mixtures.group_by("mixture_id", "method", "budget",
+                                                                     maintain_order=True):
+            drawn = sample_mixture(domains, rows_["weight"].to_numpy(), rows_["domain"].to_list(), budget,
+                                   params.mixture_seed)
+            groups.append((mixture_id, f"mixture-{method}", budget, drawn))
     trainer = StackedTrainer(workload, recipe)
-    rows = []
-    for lo in range(0, len(groups), models_per_batch):
-        chunk = groups[lo:lo + models_per_batch]
-        trained = trainer.train(pool_inputs, [g[3] for g in chunk],
-                                [(recipe.data_order_seed, 10_000_000 + lo + j) for j in range(len(chunk))])
-        losses = task_losses(trainer.example_losses(trained, task_inputs), task_index, names)
-        for j, (sid, method, budget, _) in enumerate(chunk):
-            rows += [{"selection_id": sid, "method": method, "task": task, "loss": float(losses[j, t]),
-                      "utility": -float(losses[j, t]), "budget": budget} for t, task in enumerate(names)]
-    frame = pl.DataFrame(rows, schema_overrides={"budget": pl.Int64})
+    losses = np.zeros((len(groups), len(names)))
+    for repeat in range(params.repeats):
+        for lo in range(0, len(groups), params.models_per_batch):
+            chunk = groups[lo:lo + params.models_per_batch]
+            trained = trainer.train(pool_inputs, [g[3] for g in chunk],
+                                    [(recipe.data_order_seed + repeat, 10_000_000)] * len(chunk))
+            losses[lo:lo + len(chunk)] += task_losses(trainer.example_losses(trained, task_inputs),
+                                                      task_index, names) / params.repeats
+    rows = [{"selection_id": sid, "method": method, "task": task, "loss": float(losses[j, t]),
+             "utility": -float(losses[j, t]), "budget": budget, "repeats": params.repeats}
+            for j, (sid, method, budget, _) in enumerate(groups) for t, task in enumerate(names)]
+    frame = pl.DataFrame(rows, schema_overrides={"budget": pl.Int64, "repeats": pl.Int64})
     result = StageResult()
     result.write(store, "selection_validation", frame)
     means = frame.group_by("method").agg(pl.col("utility").mean()).sort("method")
     result.metrics = {f"utility.{m}": u for m, u in means.iter_rows()}
+    result.metrics.update(selection_comparison(frame))
+    result.figures["utility_per_task.png"] = _utility_figure(frame)
     return result
+
+
+def selection_comparison(frame: pl.DataFrame) -> dict[str, float]:
+    """Returns the curation and mixture targets' figures from a selection_validation frame:
+    share of tasks where grasp beats the mean of the random selections, and mean-utility gaps."""
+    wide = frame.pivot(on="method", index="task", values="utility")
+    randoms = [c for c in wide.columns if c.startswith("random-")]
+    out = {}
+    if "grasp" in wide.columns and randoms:
+        random_mean = wide.select(randoms).mean_horizontal()
+        out["grasp_beats_random_task_share"] = float((wide["grasp"] > random_mean).mean())
+        out["grasp_minus_random_mean_utility"] = float((wide["grasp"] - random_mean).mean())
+    if {"grasp", "grad_dot"} <= set(wide.columns):
+        out["grasp_minus_grad_dot_mean_utility"] = float((wide["grasp"] - wide["grad_dot"]).mean())
+    for other in ("natural", "uniform"):
+        if {"mixture-grasp", f"mixture-{other}"} <= set(wide.columns):
+            out[f"mixture_grasp_minus_{other}_mean_utility"] = float(
+                (wide["mixture-grasp"] - wide[f"mixture-{other}"]).mean())
+    return out
+
+
+def _utility_figure(frame: pl.DataFrame):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    methods = sorted(frame["method"].unique().to_list())
+    tasks = sorted(frame["task"].unique().to_list())
+    fig, ax = plt.subplots(figsize=(max(6, len(tasks) * 1.2), 3.5))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        mine = frame.filter(pl.col("method") == method).sort("task")
+        ax.bar(np.arange(len(tasks)) + i * width, mine["utility"].to_numpy(), width, label=method)
+    ax.set_xticks(np.arange(len(tasks)) + 0.4, tasks, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("retrained utility (−loss)")
+    ax.set_ylim(frame["utility"].min() - 0.1, frame["utility"].max() + 0.1)
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    return fig

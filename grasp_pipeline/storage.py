@@ -138,6 +138,33 @@ class DeltaStore:
         return pl.scan_delta(self.uri(table), storage_options=self.storage_options or None)
 
 
+class PinnedReads:
+    """A DeltaStore view that reads each table at one version for a whole stage.
+
+    The version is the one current at the stage's first read of that table, so a stage
+    never mixes two versions of an input, and `versions` records exactly what it read
+    (its lineage). Everything else is delegated to the underlying store.
+    """
+
+    def __init__(self, store: DeltaStore):
+        self.store = store
+        self.versions: dict[str, int] = {}
+
+    def read(self, table: str, version: int | None = None) -> pl.DataFrame:
+        if version is None:
+            if table not in self.versions:
+                current = self.store.version(table)
+                if current is None:
+                    raise FileNotFoundError(f"Delta table {table!r} not found under {self.store.root}; "
+                                            "materialise its asset first")
+                self.versions[table] = current
+            version = self.versions[table]
+        return self.store.read(table, version=version)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
 def table_schema(frame: pl.DataFrame) -> dict[str, str]:
     """Returns {column: type} for metadata display."""
     return {name: str(dtype) for name, dtype in frame.schema.items()}

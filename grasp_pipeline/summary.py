@@ -14,9 +14,12 @@ def fidelity_table(store: DeltaStore) -> pl.DataFrame:
                 .agg(pl.corr("predicted", "actual", method="spearman").alias("rho")))
     by_sampler = (per_task.group_by("method", "sampler").agg(pl.col("rho").fill_nan(None).mean())
                   .pivot(on="sampler", index="method", values="rho"))
-    overall = (store.read("surrogates").group_by("method")
+    surrogates = store.read("surrogates")
+    overall = (surrogates.group_by("method")
                .agg(pl.col("holdout_spearman").fill_nan(None).mean().alias("all_holdout"),
-                    pl.col("cv_lcb").first()))
+                    pl.col("holdout_pearson").fill_nan(None).mean().alias("pearson"),
+                    pl.col("cv_lcb").first(),
+                    *([pl.col("artifact_seconds").first()] if "artifact_seconds" in surrogates.columns else [])))
     return overall.join(by_sampler, on="method").sort("all_holdout", descending=True, nulls_last=True)
 
 

@@ -18,7 +18,8 @@ or choice: every function here receives the fit rows explicitly.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -99,21 +100,28 @@ def _bounded_least_squares(features: np.ndarray, target: np.ndarray, nonneg: np.
 
 @dataclass
 class Grasp(Surrogate):
-    """The interaction-aware surrogate of DESIGN §2 with one (φ, N, H, ridge) choice."""
+    """The interaction-aware surrogate of DESIGN §2 with one (φ, N, H, ridge, k') choice.
+
+    `sketch_dim` k' > 0 uses the first k' sketch coordinates only: a prefix of a dense
+    random projection is itself a (rescaled) random projection to k' dimensions, so one
+    wide sketch serves every candidate dimension; 0 means all k.
+    """
 
     size_term: str = "log"  # none | linear | log
     normalisation: str = "mean"  # none | sqrt | mean
     geometry: str = "identity"  # identity | diagonal
     ridge: float = 1e-3
+    sketch_dim: int = 0
     method: str = field(default="grasp", init=False)
 
     def features(self, data: SubsetData, task: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (free columns [1, φ], alignment A_t (m,), penalty columns Q (m, 1|k))."""
+        """Returns (free columns [1, φ], alignment A_t (m,), penalty columns Q (m, 1|k'))."""
         free = [np.ones(len(data.sizes))]
         if SIZE_TERMS[self.size_term] is not None:
             free.append(SIZE_TERMS[self.size_term](data.sizes))
-        z_s = data.sum_z * NORMALISATIONS[self.normalisation](data.sizes)[:, None]
-        alignment = z_s @ data.task_sketch[task]
+        dims = slice(0, self.sketch_dim or data.sum_z.shape[1])
+        z_s = data.sum_z[:, dims] * NORMALISATIONS[self.normalisation](data.sizes)[:, None]
+        alignment = z_s @ data.task_sketch[task, dims]
         penalty = (z_s ** 2).sum(1, keepdims=True) if self.geometry == "identity" else z_s ** 2
         return np.column_stack(free), alignment, penalty
 
@@ -139,7 +147,7 @@ class Grasp(Surrogate):
 
     def config(self) -> dict:
         return {"method": "grasp", "size_term": self.size_term, "normalisation": self.normalisation,
-                "geometry": self.geometry, "ridge": self.ridge}
+                "geometry": self.geometry, "ridge": self.ridge, "sketch_dim": self.sketch_dim}
 
 
 class _LinearOnScore(Surrogate):
@@ -225,19 +233,21 @@ class SurrogateParams:
     cv_folds: int = 5
     delta: float = 0.1
     seed: int = 0
-    grasp_size_terms: tuple[str, ...] = ("linear", "log")
+    grasp_size_terms: tuple[str, ...] = ("none", "linear", "log")
     grasp_normalisations: tuple[str, ...] = ("none", "sqrt", "mean")
     grasp_geometries: tuple[str, ...] = ("identity", "diagonal")
     grasp_ridges: tuple[float, ...] = (1e-3,)
+    grasp_sketch_dims: tuple[int, ...] = (0,)  # sketch-dimension prefixes k' (0 = all k)
     datamodel_ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     trak_damping: float = 1e-3
+    fidelity_fit_budgets: tuple[int, ...] = (16, 32, 64, 128)  # fidelity vs number of fit subsets
 
 
 def candidate_sets(params: SurrogateParams) -> dict[str, list[Surrogate]]:
     """Returns the declared candidate set of every method."""
-    grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r)
+    grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r, sketch_dim=k)
              for s in params.grasp_size_terms for n in params.grasp_normalisations
-             for g in params.grasp_geometries for r in params.grasp_ridges]
+             for g in params.grasp_geometries for r in params.grasp_ridges for k in params.grasp_sketch_dims]
     return {"grasp": grasp, "grad_dot": [GradDot()], "trak": [Trak(params.trak_damping)],
             "datamodel": [Datamodel(r) for r in params.datamodel_ridges], "size": [SizeOnly()]}
 
@@ -317,6 +327,7 @@ class FittedMethod:
     params: list[dict]  # per task
     predicted: np.ndarray  # (m, T), every subset
     candidates: list[CandidateScore]
+    seconds: float = 0.0  # wall time of the choice (CV over candidates) and the final fit
 
     @property
     def chosen(self) -> CandidateScore:
@@ -332,11 +343,48 @@ def fit_surrogates(data: SubsetData, params: SurrogateParams,
     sets = candidate_sets(params)
     fitted = {}
     for method in methods:
+        began = time.perf_counter()
         scores = choose_by_lcb(sets[method], data, params)
         chosen = sets[method][next(c.candidate for c in scores if c.chosen)]
         task_params, predicted = fit_all_tasks(chosen, data, data.fit_rows)
-        fitted[method] = FittedMethod(method, chosen, task_params, predicted, scores)
+        fitted[method] = FittedMethod(method, chosen, task_params, predicted, scores,
+                                      seconds=time.perf_counter() - began)
     return fitted
+
+
+def with_fit_budget(data: SubsetData, budget: int, seed: int) -> SubsetData:
+    """Returns a copy of `data` that keeps only `budget` fit subsets (the rest become unused).
+
+    The kept subsets are a seeded draw stratified by sampler, so every budget keeps the
+    regimes' proportions; holdout rows are untouched.
+    """
+    rng = np.random.default_rng(seed)
+    fit = data.fit_rows
+    order = []
+    for sampler in sorted(set(data.samplers[fit])):
+        mine = rng.permutation(fit[data.samplers[fit] == sampler])
+        order += [(i / len(mine), row) for i, row in enumerate(mine)]
+    kept = [row for _, row in sorted(order)[:budget]]  # interleaved by rank within each sampler
+    roles = np.where(data.roles == "fit", "unused", data.roles).astype(object)
+    roles[kept] = "fit"
+    return replace(data, roles=roles)
+
+
+def fidelity_by_fit_budget(data: SubsetData, params: SurrogateParams, budgets,
+                           methods: tuple[str, ...] = ("grasp", "grad_dot", "datamodel", "size")) -> list[dict]:
+    """Returns holdout fidelity per (budget, method) when only `budget` fit subsets are used.
+
+    Budgets at or above the number of fit subsets are skipped (that is the main fit); each
+    budget repeats the whole protocol (LCB choice and fit) on its own fit rows.
+    """
+    rows = []
+    for budget in sorted(b for b in budgets if params.cv_folds * 2 <= b < len(data.fit_rows)):
+        restricted = with_fit_budget(data, budget, params.seed)
+        for method, fitted in fit_surrogates(restricted, params, methods).items():
+            report = holdout_fidelity(restricted, fitted.predicted)
+            rows.append({"fit_subsets": budget, "method": method, "holdout_spearman": report["mean_spearman"],
+                         **{f"holdout_spearman.{s}": v for s, v in report["per_sampler"].items()}})
+    return rows
 
 
 def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
@@ -345,10 +393,13 @@ def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
     per_task = {task: {"spearman": spearman(predicted[rows, t], data.utility[rows, t]),
                        "pearson": pearson(predicted[rows, t], data.utility[rows, t])}
                 for t, task in enumerate(data.tasks)}
-    per_sampler = {}
+    per_sampler, per_sampler_pearson = {}, {}
     for sampler in sorted(set(data.samplers[rows])):
         mine = rows[data.samplers[rows] == sampler]
         per_sampler[sampler] = nan_mean(spearman(predicted[mine, t], data.utility[mine, t])
                                         for t in range(len(data.tasks)))
-    return {"per_task": per_task, "per_sampler": per_sampler,
-            "mean_spearman": nan_mean(v["spearman"] for v in per_task.values())}
+        per_sampler_pearson[sampler] = nan_mean(pearson(predicted[mine, t], data.utility[mine, t])
+                                                for t in range(len(data.tasks)))
+    return {"per_task": per_task, "per_sampler": per_sampler, "per_sampler_pearson": per_sampler_pearson,
+            "mean_spearman": nan_mean(v["spearman"] for v in per_task.values()),
+            "mean_pearson": nan_mean(v["pearson"] for v in per_task.values())}

@@ -25,6 +25,7 @@ TINY = {
                   "grasp_geometries": ["identity", "diagonal"], "datamodel_ridges": [1.0, 10.0]},
     "selection": {"budget_fraction": 0.2, "random_seeds": [0, 1]},
     "mixture": {"budget_fraction": 0.2},
+    "validation": {"repeats": 1},
 }
 
 

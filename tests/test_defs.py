@@ -25,7 +25,8 @@ def test_every_asset_declares_a_code_version_and_a_description():
 
 @pytest.mark.parametrize("config_cls", [launchpad.CorpusConfig, launchpad.ReferenceConfig, launchpad.SketchConfig,
                                         launchpad.PlanConfig, launchpad.RetrainConfig, launchpad.SurrogateConfig,
-                                        launchpad.SelectionConfig, launchpad.MixtureConfig])
+                                        launchpad.SelectionConfig, launchpad.MixtureConfig,
+                                        launchpad.ValidationConfig])
 def test_launchpad_config_defaults_equal_library_defaults(config_cls):
     params_cls = config_cls.params_cls
     assert set(config_cls.model_fields) == {f.name for f in dataclasses.fields(params_cls)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import numpy as np
 import polars as pl
 from mlflow.tracking import MlflowClient
@@ -24,8 +25,9 @@ def test_every_asset_materialises_and_every_check_passes(pipeline_run):
     assert materialized == set(ASSETS)
     evaluations = [e.event_specific_data for r in results for e in r.all_events
                    if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert len(evaluations) == 6
-    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    assert len(evaluations) == 7
+    errors = [e for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR]
+    assert all(e.passed for e in errors), [e.check_name for e in errors if not e.passed]
 
 
 def test_every_table_has_the_contract_columns_and_types(pipeline_run):
@@ -75,7 +77,11 @@ def test_selections_hold_their_budget_and_only_pool_examples(pipeline_run):
         assert rows["example_id"].n_unique() == rows["budget"][0] == rows.height, selection_id
         assert set(rows["example_id"]) <= pool
     validated = store.read("selection_validation")
-    assert set(validated["selection_id"]) == set(selections["selection_id"])
+    mixtures = store.read("mixture_weights")
+    assert set(validated["selection_id"]) == set(selections["selection_id"]) | set(mixtures["mixture_id"])
+    assert set(validated.filter(pl.col("method").str.starts_with("mixture-"))["method"]) == {
+        "mixture-natural", "mixture-uniform", "mixture-grasp"}
+    assert validated.filter(pl.col("method") == "mixture-grasp")["budget"][0] == mixtures["budget"][0]
 
 
 def test_metadata_carries_mlflow_run_table_version_rows_and_schema(pipeline_run):

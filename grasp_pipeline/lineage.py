@@ -1,0 +1,310 @@
+"""Lineage: which table versions, runs and parameters produced each table version.
+
+Every stage appends one row per table version it wrote to the `lineage` Delta table:
+the versions it read (pinned for the whole stage), the Dagster and MLflow run ids, the
+asset's code version and its parameters. Walking `reads` backwards from a selection or
+mixture gives its full provenance, down to the corpus content hash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import polars as pl
+from deltalake import write_deltalake
+
+from .storage import DeltaStore
+
+LINEAGE_TABLE = "lineage"
+LINEAGE_SCHEMA = {"table": pl.Utf8, "version": pl.Int64, "asset": pl.Utf8, "dagster_run_id": pl.Utf8,
+                  "mlflow_run_id": pl.Utf8, "code_version": pl.Utf8, "reads": pl.Utf8, "params": pl.Utf8,
+                  "facts": pl.Utf8, "recorded_at": pl.Float64}
+
+
+def record_lineage(store: DeltaStore, writes, reads: dict[str, int], *, asset: str, dagster_run_id: str = "",
+                   mlflow_run_id: str = "", code_version: str = "", params: dict | None = None,
+                   facts: dict | None = None) -> None:
+    """Appends one lineage row per (table, version) written; appends are one transaction."""
+    rows = [{"table": w.table, "version": w.version, "asset": asset, "dagster_run_id": dagster_run_id,
+             "mlflow_run_id": mlflow_run_id, "code_version": code_version,
+             "reads": json.dumps(reads, sort_keys=True), "params": json.dumps(params or {}, sort_keys=True, default=str),
+             "facts": json.dumps(facts or {}, sort_keys=True, default=str), "recorded_at": time.time()}
+            for w in writes]
+    if rows:
+        write_deltalake(store.uri(LINEAGE_TABLE), pl.DataFrame(rows, schema=LINEAGE_SCHEMA).to_arrow(),
+                        mode="append", storage_options=store.storage_options or None)
+
+
+def lineage_of(store: DeltaStore, table: str, version: int) -> pl.DataFrame:
+    """Returns the lineage rows of `table` at `version` and, recursively, of everything it read."""
+    log = store.read(LINEAGE_TABLE)
+    seen, frontier, rows = set(), [(table, version)], []
+    while frontier:
+        key = frontier.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        found = log.filter((pl.col("table") == key[0]) & (pl.col("version") == key[1]))
+        if found.height:
+            row = found.sort("recorded_at").row(-1, named=True)
+            rows.append(row)
+            frontier += [(t, v) for t, v in json.loads(row["reads"]).items()]
+    return pl.DataFrame(rows, schema=LINEAGE_SCHEMA)
+
+
+# ---------------------------------------------------------------- finding, explaining, reproducing
+
+# The outputs a user asks about: table -> the column holding the output's id.
+OUTPUT_ID_COLUMNS = {"curated_selections": "selection_id", "mixture_weights": "mixture_id"}
+
+
+class LineageError(ValueError):
+    """The id, version or lineage a command needs is not there; the message says what to do."""
+
+
+def table_versions(store: DeltaStore, table: str) -> list[int]:
+    """Returns the table's versions that Delta's log still lists, newest first."""
+    if not store.exists(table):
+        return []
+    from deltalake import DeltaTable
+
+    history = DeltaTable(store.uri(table), storage_options=store.storage_options or None).history()
+    versions = {int(entry["version"]) for entry in history if "version" in entry}
+    return sorted(versions, reverse=True)
+
+
+def find_output(store: DeltaStore, output_id: str, version: int | None = None) -> tuple[str, int]:
+    """Returns (table, version) of the newest table version that holds `output_id`.
+
+    Looks through `curated_selections` (selection ids) and `mixture_weights` (mixture ids),
+    reading each version through Delta time travel, newest first. `version` restricts the
+    search to that table version.
+    """
+    known = {}
+    for table, column in OUTPUT_ID_COLUMNS.items():
+        versions = table_versions(store, table)
+        if version is not None:
+            versions = [v for v in versions if v == version]
+        for v in versions:
+            try:
+                ids = pl.read_delta(store.uri(table), version=v, columns=[column],
+                                    storage_options=store.storage_options or None)[column]
+            except Exception:  # a version whose files were vacuumed cannot be read: skip it
+                continue
+            if (ids == output_id).any():
+                return table, v
+            if not known.get(table):
+                known[table] = sorted(ids.unique().to_list())
+    hint = "; ".join(f"{t} holds {', '.join(ids[:12])}" for t, ids in known.items() if ids) or \
+        "no curated_selections or mixture_weights table under this root"
+    where = f" at version {version}" if version is not None else ""
+    raise LineageError(f"no selection or mixture with id {output_id!r}{where} under {store.root} ({hint})")
+
+
+def _parsed(row: dict) -> dict:
+    return {**row, "reads": json.loads(row["reads"] or "{}"), "params": json.loads(row["params"] or "{}"),
+            "facts": json.loads(row["facts"] or "{}")}
+
+
+def provenance(store: DeltaStore, table: str, version: int) -> dict:
+    """The lineage of `table`@`version` as one JSON-able dict.
+
+    `chain` holds one entry per table version in the provenance, the asked-for one first, then
+    upstream in breadth-first order (each with its asset, Dagster run, MLflow run, code version,
+    the versions it read, its parameters and facts); `missing` lists table versions that were
+    read but have no lineage row (written before lineage was recorded, or by hand);
+    `model_version` and `corpus_content_sha1` are the reference model and corpus of the chain.
+    """
+    if not store.exists(LINEAGE_TABLE):
+        raise LineageError(f"no lineage table under {store.root}; rematerialise the pipeline to record lineage")
+    log = store.read(LINEAGE_TABLE)
+    chain, missing, seen, frontier = [], [], set(), [(table, version)]
+    while frontier:
+        key, frontier = frontier[0], frontier[1:]
+        if key in seen:
+            continue
+        seen.add(key)
+        found = log.filter((pl.col("table") == key[0]) & (pl.col("version") == key[1]))
+        if not found.height:
+            missing.append({"table": key[0], "version": key[1]})
+            continue
+        row = _parsed(found.sort("recorded_at").row(-1, named=True))
+        chain.append(row)
+        frontier += sorted(row["reads"].items())
+    if not chain:
+        raise LineageError(f"no lineage recorded for {table}@{version}; it was written before lineage was "
+                           "recorded (rematerialise it)")
+    facts = {}
+    for row in reversed(chain):  # the nearest upstream fact wins
+        facts.update(row["facts"])
+    return {"table": table, "version": version, "asset": chain[0]["asset"],
+            "model_version": facts.get("model_version"), "corpus_content_sha1": facts.get("corpus_content_sha1"),
+            "surrogate_id": facts.get("surrogate_id"), "chain": chain, "missing": missing}
+
+
+def lineage_summary(store: DeltaStore, table: str, version: int) -> dict:
+    """A compact lineage for materialisation metadata: reads, the runs behind them, model and corpus."""
+    found = provenance(store, table, version)
+    return {"reads": found["chain"][0]["reads"],
+            "upstream": {f"{r['table']}@{r['version']}": {"asset": r["asset"], "dagster_run_id": r["dagster_run_id"],
+                                                         "mlflow_run_id": r["mlflow_run_id"],
+                                                         "code_version": r["code_version"]}
+                         for r in found["chain"][1:]},
+            "model_version": found["model_version"], "corpus_content_sha1": found["corpus_content_sha1"]}
+
+
+def format_provenance(found: dict) -> str:
+    """Human-readable lineage, one block per table version."""
+    lines = [f"{found['table']}@{found['version']} (asset {found['asset']})",
+             f"  reference model: {found['model_version'] or '-'}",
+             f"  corpus content sha1: {found['corpus_content_sha1'] or '-'}", ""]
+    for row in found["chain"]:
+        reads = ", ".join(f"{t}@{v}" for t, v in sorted(row["reads"].items())) or "(external input only)"
+        lines += [f"{row['table']}@{row['version']}  asset={row['asset']}  code_version={row['code_version'] or '-'}",
+                  f"    dagster run: {row['dagster_run_id'] or '-'}",
+                  f"    mlflow run:  {row['mlflow_run_id'] or '-'}",
+                  f"    read:        {reads}"]
+        if row["facts"]:
+            lines.append("    facts:       " + ", ".join(f"{k}={v}" for k, v in sorted(row["facts"].items())))
+        if row["params"]:
+            lines.append("    params:      " + json.dumps(row["params"], sort_keys=True))
+    for item in found["missing"]:
+        lines.append(f"{item['table']}@{item['version']}  (no lineage recorded)")
+    return "\n".join(lines)
+
+
+class _RecordedVersions:
+    """A read-only store view for reproduction: every table reads at its recorded version.
+
+    `version()` answers the recorded version (so a stage's own pinning keeps it), reading a
+    table the lineage does not name is an error, and writes are captured, not written.
+    """
+
+    def __init__(self, store: DeltaStore, versions: dict[str, int]):
+        self.store = store
+        self.versions = dict(versions)
+        self.written: dict[str, pl.DataFrame] = {}
+        self.root = store.root
+        self.storage_options = store.storage_options
+
+    def _check(self, table: str) -> int:
+        if table not in self.versions:
+            raise LineageError(f"reproduction read table {table!r}, which the recorded lineage does not list "
+                               f"(recorded reads: {sorted(self.versions)}); the stage's code has changed since")
+        return self.versions[table]
+
+    def exists(self, table: str) -> bool:
+        return table in self.versions
+
+    def version(self, table: str) -> int:
+        return self._check(table)
+
+    def read(self, table: str, version: int | None = None) -> pl.DataFrame:
+        recorded = self._check(table)
+        try:
+            return self.store.read(table, version=recorded if version is None else version)
+        except Exception as error:
+            raise LineageError(f"cannot read {table}@{recorded} through time travel ({error}); was the table "
+                               "vacuumed?") from error
+
+    def uri(self, table: str) -> str:
+        return self.store.uri(table)
+
+    def write(self, table: str, frame: pl.DataFrame) -> int:
+        from .storage import check_contract
+
+        check_contract(table, frame)
+        self.written[table] = frame
+        return -1
+
+    def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
+        return self.write(table, frame)
+
+
+def _stage_for(table: str):
+    from .mixture import MixtureParams
+    from .select import SelectionParams
+    from .stages import curate_selections, optimise_mixtures
+
+    return {"curated_selections": (curate_selections, SelectionParams),
+            "mixture_weights": (optimise_mixtures, MixtureParams)}[table]
+
+
+def params_from_record(params_cls, recorded: dict):
+    """Rebuilds a parameter dataclass from its recorded JSON (lists back to tuples)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(params_cls)}
+    unknown = set(recorded) - names
+    if unknown:
+        raise LineageError(f"recorded parameters {sorted(unknown)} are not fields of {params_cls.__name__} any more")
+    defaults = params_cls()
+    values = {k: tuple(v) if isinstance(v, list) and isinstance(getattr(defaults, k), tuple) else v
+              for k, v in recorded.items()}
+    return dataclasses.replace(defaults, **values)
+
+
+def _compare(table: str, stored: pl.DataFrame, rebuilt: pl.DataFrame, tolerance: float) -> list[str]:
+    diff = []
+    if table == "curated_selections":
+        stored, rebuilt = stored.sort("rank"), rebuilt.sort("rank")
+        exact, close = ["rank", "example_id", "domain", "budget"], ["gain"]
+    else:
+        stored, rebuilt = stored.sort("domain"), rebuilt.sort("domain")
+        exact, close = ["domain", "budget"], ["weight", "predicted_utility"]
+    if stored.height != rebuilt.height:
+        diff.append(f"row count: stored {stored.height}, reproduced {rebuilt.height}")
+    n = min(stored.height, rebuilt.height)
+    for column in exact:
+        if column not in stored.columns or column not in rebuilt.columns:
+            continue
+        a, b = stored[column].to_list()[:n], rebuilt[column].to_list()[:n]
+        bad = [i for i in range(n) if a[i] != b[i]]
+        if bad:
+            diff.append(f"{column}: {len(bad)} of {n} rows differ (first at row {bad[0]}: stored {a[bad[0]]!r}, "
+                        f"reproduced {b[bad[0]]!r})")
+    for column in close:
+        a, b = stored[column].to_list()[:n], rebuilt[column].to_list()[:n]
+        bad = [i for i in range(n) if abs(a[i] - b[i]) > tolerance * max(1.0, abs(a[i]))]
+        if bad:
+            worst = max(bad, key=lambda i: abs(a[i] - b[i]))
+            diff.append(f"{column}: {len(bad)} of {n} rows differ by more than {tolerance:g} (worst row {worst}: "
+                        f"stored {a[worst]!r}, reproduced {b[worst]!r})")
+    return diff
+
+
+def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tolerance: float = 1e-9) -> dict:
+    """Rebuilds a selection or mixture from the versions and parameters its lineage recorded.
+
+    Re-runs the library stage (`curate_selections` or `optimise_mixtures`) against a view of
+    the store that reads every input at the recorded Delta version (time travel) and writes
+    nothing, then compares its rows for `output_id` with the stored ones: same examples in the
+    same ranks (selections), same domains, weights and predicted utility within `tolerance`
+    (relative for values above 1). Returns {"matches", "diff", "table", "version", ...}.
+    """
+    table, version = find_output(store, output_id, version)
+    log = store.read(LINEAGE_TABLE) if store.exists(LINEAGE_TABLE) else None
+    found = None if log is None else log.filter((pl.col("table") == table) & (pl.col("version") == version))
+    if found is None or not found.height:
+        raise LineageError(f"no lineage recorded for {table}@{version}; cannot reproduce it")
+    row = _parsed(found.sort("recorded_at").row(-1, named=True))
+    stage_fn, params_cls = _stage_for(table)
+    params = params_from_record(params_cls, row["params"])
+    view = _RecordedVersions(store, row["reads"])
+    result = stage_fn(view, params)
+    column = OUTPUT_ID_COLUMNS[table]
+    stored = store.read(table, version=version).filter(pl.col(column) == output_id)
+    rebuilt = view.written.get(table, pl.DataFrame()).filter(pl.col(column) == output_id) \
+        if table in view.written else pl.DataFrame()
+    diff = []
+    if rebuilt.is_empty():
+        ids = sorted(view.written[table][column].unique().to_list()) if table in view.written else []
+        diff.append(f"the reproduction produced no rows for {output_id!r} (it produced {ids})")
+    else:
+        diff += _compare(table, stored, rebuilt, tolerance)
+    if result.reads != row["reads"]:
+        diff.append(f"the reproduction read {result.reads}, the lineage recorded {row['reads']}")
+    return {"id": output_id, "table": table, "version": version, "asset": row["asset"],
+            "code_version": row["code_version"], "reads": row["reads"], "params": row["params"],
+            "rows": stored.height, "matches": not diff, "diff": diff}

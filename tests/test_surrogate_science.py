@@ -1,0 +1,66 @@
+"""Fidelity as a function of the fit budget, sketch-dimension prefixes, and artifact cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grasp_pipeline.surrogate import (Grasp, SubsetData, SurrogateParams, fidelity_by_fit_budget,
+                                      fit_all_tasks, with_fit_budget)
+
+from .test_surrogate import membership_matrix, pool_with_domains, random_members
+
+
+def planted_problem(seed: int = 0, n: int = 120, k: int = 16, m: int = 60) -> SubsetData:
+    """Utilities from the GRASP formula with known a, s, b, c plus a little noise."""
+    rng = np.random.default_rng(seed)
+    z, domain = pool_with_domains(rng, n, k)
+    q = rng.normal(size=(2, k))
+    members = random_members(rng, domain, 5, 40, m)
+    sizes = np.array([len(s) for s in members])
+    sums = np.stack([z[s].sum(0) for s in members]) / sizes[:, None]
+    utility = np.stack([0.5 + 0.3 * np.log(sizes) + 2.0 * sums @ q[t] - 0.7 * (sums ** 2).sum(1)
+                        for t in range(2)], axis=1) + 0.01 * rng.normal(size=(m, 2))
+    samplers = np.where(np.arange(m) % 2 == 0, "uniform", "dirichlet")
+    roles = np.where(np.arange(m) < 40, "fit", "holdout")
+    return SubsetData(np.arange(m), roles, samplers, sizes, membership_matrix(members, n), utility,
+                      z.astype(np.float32), q, ["t0", "t1"])
+
+
+def test_a_fit_budget_keeps_that_many_fit_subsets_balanced_across_samplers():
+    data = planted_problem()
+    restricted = with_fit_budget(data, 16, seed=0)
+    kept = restricted.fit_rows
+    assert len(kept) == 16 and set(kept) <= set(data.fit_rows)
+    counts = [np.sum(restricted.samplers[kept] == s) for s in ("uniform", "dirichlet")]
+    assert abs(counts[0] - counts[1]) <= 1
+    np.testing.assert_array_equal(restricted.holdout_rows, data.holdout_rows)
+
+
+def test_fidelity_by_fit_budget_reports_each_budget_below_the_fit_count():
+    data = planted_problem()
+    params = SurrogateParams(cv_folds=3, grasp_size_terms=("log",), grasp_normalisations=("mean",),
+                             grasp_geometries=("identity",), datamodel_ridges=(1.0,))
+    rows = fidelity_by_fit_budget(data, params, budgets=(4, 12, 24, 40, 64), methods=("grasp", "size"))
+    # 4 < 2 × folds and 40, 64 ≥ the 40 fit subsets are skipped
+    assert sorted({r["fit_subsets"] for r in rows}) == [12, 24]
+    grasp_24 = next(r for r in rows if r["fit_subsets"] == 24 and r["method"] == "grasp")
+    assert grasp_24["holdout_spearman"] > 0.9  # the planted model is recoverable from 24 subsets
+
+
+def test_a_sketch_dimension_prefix_equals_fitting_on_truncated_sketches():
+    data = planted_problem()
+    truncated = SubsetData(data.subset_ids, data.roles, data.samplers, data.sizes, data.membership, data.utility,
+                           data.pool_sketch[:, :6], data.task_sketch[:, :6], data.tasks)
+    prefix_params, prefix_pred = fit_all_tasks(Grasp(sketch_dim=6, geometry="diagonal"), data, data.fit_rows)
+    full_params, full_pred = fit_all_tasks(Grasp(geometry="diagonal"), truncated, truncated.fit_rows)
+    np.testing.assert_allclose(prefix_pred, full_pred, rtol=1e-9, atol=1e-9)
+    assert len(prefix_params[0]["penalty"]) == 6
+
+
+@pytest.mark.parametrize("size_term", ["none", "linear", "log"])
+def test_every_size_term_is_a_valid_candidate(size_term):
+    data = planted_problem()
+    params, predicted = fit_all_tasks(Grasp(size_term=size_term), data, data.fit_rows)
+    assert np.isfinite(predicted).all()
+    assert params[0]["b"] >= 0 and min(params[0]["penalty"]) >= 0
