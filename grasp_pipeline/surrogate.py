@@ -3,7 +3,7 @@
 GRASP (DESIGN §2):  Û_t(S) = a_t + s_t·φ(|S|) + b_t·⟨q_t, Z_S⟩ − ‖Z_S‖²_{C_t},
 Z_S = N(|S|)·Σ_{i∈S} z_i, where C_t = c_t·H is the penalty geometry (c_t·I, or a learned
 non-negative diagonal with ridge). b_t ≥ 0 and C_t ≥ 0 are the smoothness bound's signs,
-enforced by bounded least squares (scipy `lsq_linear`).
+enforced by non-negative least squares (scipy `nnls`, free terms projected out).
 
 Baselines on the same subsets: `size` (a + s|S|), `grad_dot` (a + b Σ⟨q_t, z_i⟩, TracIn-like),
 `trak` (a + b Σ q_tᵀ(ZᵀZ + λI)⁻¹z_i) and `datamodel` (ridge on 0/1 membership masks).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 from scipy import stats
-from scipy.optimize import lsq_linear
+from scipy.optimize import nnls
 
 from .metrics import nan_mean, pearson, spearman
 
@@ -93,9 +93,27 @@ def _bounded_least_squares(features: np.ndarray, target: np.ndarray, nonneg: np.
         extra = np.zeros((len(penalised), x.shape[1]))
         extra[np.arange(len(penalised)), penalised] = np.sqrt(ridge[penalised] * len(y))
         x, y = np.vstack([x, extra]), np.concatenate([y, np.zeros(len(penalised))])
-    lower = np.where(nonneg, 0.0, -np.inf)
-    solution = lsq_linear(x, y, bounds=(lower, np.full(x.shape[1], np.inf)), method="bvls")
-    return solution.x / col_scale * y_scale
+    return _nonneg_with_free_columns(x, y, nonneg) / col_scale * y_scale
+
+
+def _nonneg_with_free_columns(x: np.ndarray, y: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
+    """Solves min ‖xβ − y‖² with β ≥ 0 on the `nonneg` columns and the rest free.
+
+    The free columns are projected out exactly (their optimum is a least-squares fit of the
+    residual), which leaves a plain NNLS problem for Lawson–Hanson (`scipy.optimize.nnls`):
+    ~100× faster than a general bounded solver on the diagonal-geometry fits.
+    """
+    free, bounded = ~nonneg, nonneg
+    beta = np.zeros(x.shape[1])
+    if not bounded.any():
+        beta[:] = np.linalg.lstsq(x, y, rcond=None)[0]
+        return beta
+    basis = np.linalg.qr(x[:, free])[0] if free.any() else np.zeros((len(y), 0))
+    project = lambda a: a - basis @ (basis.T @ a)  # noqa: E731 — residual after the free columns
+    beta[bounded] = nnls(project(x[:, bounded]), project(y), maxiter=50 * x.shape[1])[0]
+    if free.any():
+        beta[free] = np.linalg.lstsq(x[:, free], y - x[:, bounded] @ beta[bounded], rcond=None)[0]
+    return beta
 
 
 @dataclass
@@ -236,7 +254,7 @@ class SurrogateParams:
     grasp_size_terms: tuple[str, ...] = ("none", "linear", "log")
     grasp_normalisations: tuple[str, ...] = ("none", "sqrt", "mean")
     grasp_geometries: tuple[str, ...] = ("identity", "diagonal")
-    grasp_ridges: tuple[float, ...] = (1e-3,)
+    grasp_ridges: tuple[float, ...] = (0.01, 0.1, 1.0)  # ridge on the learned diagonal H
     grasp_sketch_dims: tuple[int, ...] = (0,)  # sketch-dimension prefixes k' (0 = all k)
     datamodel_ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     trak_damping: float = 1e-3
@@ -245,9 +263,12 @@ class SurrogateParams:
 
 def candidate_sets(params: SurrogateParams) -> dict[str, list[Surrogate]]:
     """Returns the declared candidate set of every method."""
+    # the ridge only shapes a learned diagonal H: identity geometry gets one candidate, not one per ridge
+    geometries = [(g, r) for g in params.grasp_geometries
+                  for r in (params.grasp_ridges if g == "diagonal" else (0.0,))]
     grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r, sketch_dim=k)
              for s in params.grasp_size_terms for n in params.grasp_normalisations
-             for g in params.grasp_geometries for r in params.grasp_ridges for k in params.grasp_sketch_dims]
+             for g, r in geometries for k in params.grasp_sketch_dims]
     return {"grasp": grasp, "grad_dot": [GradDot()], "trak": [Trak(params.trak_damping)],
             "datamodel": [Datamodel(r) for r in params.datamodel_ridges], "size": [SizeOnly()]}
 
