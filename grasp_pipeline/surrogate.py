@@ -49,6 +49,7 @@ class SubsetData:
 
     def __post_init__(self):
         self.sum_z = np.asarray(self.membership @ self.pool_sketch.astype(np.float64))  # (m, k)
+        self.cache: dict = {}  # derived matrices shared by folds and tasks (never holdout utilities)
 
     @property
     def fit_rows(self) -> np.ndarray:
@@ -208,7 +209,10 @@ class Trak(_LinearOnScore):
     method: str = field(default="trak", init=False)
 
     def score(self, data, task):
-        return data.membership @ self.example_scores(data.pool_sketch, data.task_sketch[task])
+        key = ("trak", self.damping)
+        if key not in data.cache:  # one kernel solve serves every fold and task
+            data.cache[key] = data.membership @ self.example_scores(data.pool_sketch, data.task_sketch.T)
+        return data.cache[key][:, task]
 
     def example_scores(self, pool_sketch: np.ndarray, task_sketch: np.ndarray) -> np.ndarray:
         z = pool_sketch.astype(np.float64)
@@ -228,12 +232,18 @@ class Datamodel(Surrogate):
     method: str = field(default="datamodel", init=False)
 
     def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
-        x = data.membership[rows].toarray()
+        key = ("datamodel", rows.tobytes())
+        if key not in data.cache:  # the centred masks and their Gram matrix serve every task and ridge
+            x = data.membership[rows].toarray()
+            x_mean = x.mean(0)
+            xc = x - x_mean
+            data.cache[key] = (x_mean, xc, xc @ xc.T)
+        x_mean, xc, gram = data.cache[key]
         y = data.utility[rows, task]
-        x_mean, y_mean = x.mean(0), y.mean()
-        xc, yc = x - x_mean, y - y_mean
+        y_mean = y.mean()
+        yc = y - y_mean
         # dual form: m_fit ≪ n_pool, so solve the (m × m) system
-        alpha = np.linalg.solve(xc @ xc.T + self.ridge * np.eye(len(rows)), yc)
+        alpha = np.linalg.solve(gram + self.ridge * np.eye(len(rows)), yc)
         weights = xc.T @ alpha
         return {"intercept": float(y_mean - x_mean @ weights), "weights": weights.tolist(), **self.config()}
 
