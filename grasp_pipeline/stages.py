@@ -417,6 +417,9 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
         "candidate": pl.Int64, "cv_mean": pl.Float64, "cv_sd": pl.Float64, "cv_lcb": pl.Float64}))
     result.write(store, "surrogate_predictions", pl.concat(prediction_frames).with_columns(
         pl.col("subset_id").cast(pl.Int64)))
+    ceilings = noise_ceilings(store.read("subset_outcomes"), plan)
+    result.write(store, "fidelity_report", fidelity_report_frame(
+        surrogate_id, fidelity, by_budget, len(data.fit_rows), costs, ceilings))
     result.metrics = {"surrogate_id": surrogate_id}
     for method, report in fidelity.items():
         result.metrics[f"holdout_spearman.{method}"] = report["mean_spearman"]
@@ -436,6 +439,32 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
         result.figures["fidelity_by_fit_budget.png"] = _budget_figure(
             by_budget, {m: fidelity[m]["mean_spearman"] for m in fidelity}, len(data.fit_rows))
     return result
+
+
+def fidelity_report_frame(surrogate_id: str, fidelity: dict, by_budget: list[dict], all_fit: int,
+                          costs: dict[str, float], ceilings: dict[str, float]) -> pl.DataFrame:
+    """One row per (method, sampler regime or "all", number of fit subsets): holdout fidelity
+    next to the regime's noise ceiling and the method's artifact cost."""
+    rows = []
+    for method, report in fidelity.items():
+        rows.append({"method": method, "sampler": "all", "fit_subsets": all_fit,
+                     "holdout_spearman": report["mean_spearman"], "holdout_pearson": report["mean_pearson"]})
+        rows += [{"method": method, "sampler": sampler, "fit_subsets": all_fit, "holdout_spearman": value,
+                  "holdout_pearson": report["per_sampler_pearson"][sampler]}
+                 for sampler, value in report["per_sampler"].items()]
+    for row in by_budget:
+        rows.append({"method": row["method"], "sampler": "all", "fit_subsets": row["fit_subsets"],
+                     "holdout_spearman": row["holdout_spearman"], "holdout_pearson": None})
+        rows += [{"method": row["method"], "sampler": key.split(".", 1)[1], "fit_subsets": row["fit_subsets"],
+                  "holdout_spearman": value, "holdout_pearson": None}
+                 for key, value in row.items() if key.startswith("holdout_spearman.")]
+    return pl.DataFrame(rows, schema={"method": pl.Utf8, "sampler": pl.Utf8, "fit_subsets": pl.Int64,
+                                      "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64}).with_columns(
+        surrogate_id=pl.lit(surrogate_id),
+        noise_ceiling=pl.col("sampler").replace_strict({s.split(".", 1)[1]: v for s, v in ceilings.items()
+                                                        if s.startswith("noise_ceiling.")},
+                                                       default=None, return_dtype=pl.Float64),
+        artifact_seconds=pl.col("method").replace_strict(costs, default=None, return_dtype=pl.Float64))
 
 
 def artifact_seconds(store: DeltaStore, data: SubsetData, fitted: dict) -> dict[str, float]:

@@ -23,6 +23,17 @@ def fidelity_table(store: DeltaStore) -> pl.DataFrame:
     return overall.join(by_sampler, on="method").sort("all_holdout", descending=True, nulls_last=True)
 
 
+def fit_budget_table(store: DeltaStore) -> pl.DataFrame | None:
+    """Returns mean holdout Spearman ρ per method (rows) and number of fit subsets (columns)."""
+    if not store.exists("fidelity_report"):
+        return None
+    report = store.read("fidelity_report").filter(pl.col("sampler") == "all")
+    if report["fit_subsets"].n_unique() < 2:
+        return None
+    return (report.sort("fit_subsets").pivot(on="fit_subsets", index="method", values="holdout_spearman")
+            .sort("method"))
+
+
 def noise_ceiling_table(store: DeltaStore) -> pl.DataFrame | None:
     """Returns the noise ceiling per sampler regime, or None with a single repeat."""
     from .stages import noise_ceilings
@@ -61,6 +72,10 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
         parts += (["Noise ceiling (no surrogate can beat it: retraining the same subsets with another data order):",
                    str(ceilings)] if ceilings is not None else
                   ["Noise ceiling: not measured (set [retrain] repeats = 2)."])
+        by_budget = fit_budget_table(store)
+        if by_budget is not None:
+            parts += ["Holdout fidelity by number of fit subsets (retrainings the surrogate was fitted on):",
+                      str(by_budget)]
         parts += ["Selections retrained at the same budget (mean utility = −loss over tasks; higher is better):",
                   str(selection_table(store)),
                   "Mixtures (predicted task-weighted utility at the selection budget):",

@@ -126,3 +126,17 @@ def test_outcome_metadata_reports_a_noise_ceiling_per_sampler(pipeline_run):
     metadata = event.materialization.metadata
     for sampler in ("uniform", "dirichlet"):
         assert 0.0 <= metadata[f"noise_ceiling.{sampler}"].value <= 1.0
+
+
+def test_fidelity_report_covers_every_method_regime_and_fit_budget(pipeline_run):
+    store = DeltaStore(str(pipeline_run[0]))
+    report = store.read("fidelity_report")
+    n_fit = store.read("subset_plan").filter(pl.col("role") == "fit").height
+    methods = set(store.read("surrogates")["method"])
+    for fit_subsets in (8, n_fit):
+        rows = report.filter(pl.col("fit_subsets") == fit_subsets)
+        assert {(m, s) for m, s in rows.select("method", "sampler").iter_rows()} >= {
+            (m, s) for m in (methods if fit_subsets == n_fit else {"grasp", "grad_dot", "datamodel", "size"})
+            for s in ("all", "uniform", "dirichlet")}
+    assert report.filter(pl.col("sampler") == "uniform")["noise_ceiling"].null_count() == 0
+    assert (report["artifact_seconds"] > 0).all()
