@@ -2,7 +2,8 @@
 
 Runs land in a persistent Dagster instance (DAGSTER_HOME, default `.grasp/dagster_home`
 under the working folder), so `dagster dev -w workspace.yaml` started from the same folder
-shows them with their metadata.
+shows them with their metadata. `grasp lineage ID` explains (and `--reproduce` rebuilds) a
+selection or mixture; `grasp config` prints a profile's run config for the UI launchpad.
 """
 
 from __future__ import annotations
@@ -15,11 +16,44 @@ import time
 from pathlib import Path
 
 
-def _ensure_dagster_home() -> str:
-    home = os.environ.setdefault("DAGSTER_HOME", str(Path(".grasp/dagster_home").resolve()))
-    Path(home).mkdir(parents=True, exist_ok=True)
-    (Path(home) / "dagster.yaml").touch()  # an empty file = default local storage, no warning
-    return home
+# The local instance settings (sqlite storage, run queue, concurrency pools), copied into
+# DAGSTER_HOME when it has none; the file is in the repository, next to this package.
+DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+
+# Assets of the job that re-sketches and refits (no retraining: outcomes do not depend on θ₀).
+REFRESH_SKETCHES_AND_SURROGATE = ["reference_model", "gradient_sketches", "task_sketches", "grasp_surrogate"]
+
+
+JOB_NAMES = ["grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture",
+             "grasp_refresh_sketches_and_surrogate"]
+
+
+def job_assets() -> dict[str, list[str]]:
+    """Which assets (= ops) each job materialises; a job's run config carries only theirs."""
+    from .jobs import FIT_AND_CURATE, PREPARE, RETRAIN
+
+    return {"grasp_prepare": PREPARE, "grasp_retrain": RETRAIN, "grasp_fit_and_curate": FIT_AND_CURATE,
+            "grasp_reoptimise_mixture": ["mixture_weights"],
+            "grasp_refresh_sketches_and_surrogate": REFRESH_SKETCHES_AND_SURROGATE}
+
+
+def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
+    """Creates DAGSTER_HOME (default `.grasp/dagster_home`) and gives it `deploy/dagster.yaml`
+    when it has no settings yet (an absent or empty dagster.yaml); returns its path."""
+    if home is None:
+        home = os.environ.setdefault("DAGSTER_HOME", str(Path(".grasp/dagster_home").resolve()))
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists() or settings.stat().st_size == 0:
+        if DAGSTER_YAML_TEMPLATE.exists():
+            settings.write_text(DAGSTER_YAML_TEMPLATE.read_text())
+        else:  # an installed (non-editable) package: an empty file = default local storage, no warning
+            settings.touch()
+    return str(home)
+
+
+_ensure_dagster_home = ensure_dagster_home
 
 
 def _listify(values: dict) -> dict:
@@ -48,7 +82,7 @@ def run_config_for(params, root: str, tracking_uri: str = "") -> dict:
             "grasp_surrogate": section(params.surrogate),
             "curated_selection": section(params.selection),
             "mixture_weights": section(params.mixture),
-            "selection_validation": {"config": {"models_per_batch": params.retrain.models_per_batch}},
+            "selection_validation": section(params.validation),
         },
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         "resources": {
@@ -58,8 +92,35 @@ def run_config_for(params, root: str, tracking_uri: str = "") -> dict:
     }
 
 
+# Assets that take no workload resource (no model, no byte encoding).
+_WITHOUT_WORKLOAD = {"subset_plan", "grasp_surrogate", "curated_selection", "mixture_weights"}
+
+
+def job_run_config(job: str, params, root: str | None = None, tracking_uri: str = "",
+                   loggers: bool = False) -> dict:
+    """Returns the run config of one job: its ops' config from `params`, and the workload.
+
+    With `root` the storage resource is pinned to it; without, the resource's default applies
+    (GRASP_ROOT, else `.grasp/storage`, as the code location sees it).
+    """
+    assets = job_assets()
+    if job not in assets:
+        raise ValueError(f"unknown job {job!r}; choose one of {sorted(assets)}")
+    full = run_config_for(params, root or "", tracking_uri)
+    config = {"ops": {k: v for k, v in full["ops"].items() if k in assets[job]}, "resources": {}}
+    if set(assets[job]) - _WITHOUT_WORKLOAD:  # (Dagster ignores resource config a job does not use)
+        config["resources"]["workload"] = full["resources"]["workload"]
+    if root is not None:
+        config["resources"]["storage"] = full["resources"]["storage"]
+    if not config["resources"]:
+        del config["resources"]
+    if loggers:
+        config["loggers"] = full["loggers"]
+    return config
+
+
 def command_run(args) -> int:
-    _ensure_dagster_home()
+    ensure_dagster_home()
     from dagster import DagsterInstance
 
     from grasp_pipeline.config import load_params, with_overrides
@@ -104,6 +165,81 @@ def command_run(args) -> int:
     return 0
 
 
+def _root(value: str | None) -> str:
+    root = value or os.environ.get("GRASP_ROOT", ".grasp/storage")
+    return root if "://" in root else str(Path(root).resolve())
+
+
+def command_lineage(args) -> int:
+    import json
+
+    from grasp_pipeline.lineage import find_output, find_outputs, format_provenance, provenance, reproduce
+    from grasp_pipeline.storage import DeltaStore
+
+    root = _root(args.root)
+    if "://" not in root and not Path(root).is_dir():
+        raise FileNotFoundError(f"no storage root at {root}; pass --root or set GRASP_ROOT")
+    store = DeltaStore(root)
+    only = {"selection": "curated_selections", "mixture": "mixture_weights"}.get(args.kind)
+    table, version = find_output(store, args.id, args.version, only)
+    others = [t for t, _ in find_outputs(store, args.id, args.version) if t != table] if only is None else []
+    if others:
+        print(f"note: {args.id} is also a mixture id; this is the selection (pass --kind mixture for the "
+              "mixture)", file=sys.stderr)
+    found = provenance(store, table, version)
+    found["id"] = args.id
+    changed = _changed_code_versions(found) if args.reproduce else []
+    outcome = reproduce(store, args.id, version, tolerance=args.tolerance, table=table) if args.reproduce else None
+    if args.json:
+        payload = {**found, "code_version_changes": changed}
+        if outcome is not None:
+            payload["reproduce"] = outcome
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        print(f"{args.id} is in {table}@{version}\n")
+        print(format_provenance(found))
+        for line in changed:
+            print(f"note: {line}")
+        if outcome is not None:
+            reads = ", ".join(f"{t}@{v}" for t, v in sorted(outcome["reads"].items()))
+            if outcome["matches"]:
+                print(f"\nreproduce: MATCH: rebuilt {args.id} ({outcome['rows']} rows) from {reads}")
+            else:
+                print(f"\nreproduce: MISMATCH: rebuilt {args.id} from {reads}:", file=sys.stderr)
+                for line in outcome["diff"]:
+                    print(f"  {line}", file=sys.stderr)
+    return 0 if outcome is None or outcome["matches"] else 1
+
+
+def _changed_code_versions(found: dict) -> list[str]:
+    """The asked-for asset, if its code version differs now (a reproduction may then differ)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from .definitions import defs
+        current = {spec.key.to_user_string(): spec.code_version for spec in defs.resolve_all_asset_specs()}
+    except Exception:  # lineage must work without loading the code location
+        return []
+    row = found["chain"][0]
+    if row["code_version"] and current.get(row["asset"]) not in (None, row["code_version"]):
+        return [f"asset {row['asset']} was code version {row['code_version']}, now {current[row['asset']]}"]
+    return []
+
+
+def command_config(args) -> int:
+    import yaml
+
+    from grasp_pipeline.config import load_params
+
+    params = load_params(args.profile, args.config)
+    config = job_run_config(args.job, params, _root(args.root) if args.root else None)
+    print(f"# run config of {args.job}, profile {args.profile!r}: paste it into the launchpad's editor")
+    print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +251,29 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", help="torch device (cpu, cuda, …); overrides the config")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root)")
     run.set_defaults(handler=command_run)
+    lineage = commands.add_parser(
+        "lineage", help="where a selection or mixture came from (and --reproduce it)",
+        description="Finds the curated_selections or mixture_weights table version holding the id (newest "
+                    "first) and prints its lineage: every table version it read, with asset, Dagster run, "
+                    "MLflow run, code version, reference-model version and corpus content hash.")
+    lineage.add_argument("id", metavar="SELECTION_OR_MIXTURE_ID", help="a selection_id or mixture_id")
+    lineage.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
+    lineage.add_argument("--kind", choices=["selection", "mixture"],
+                         help="which table to look in (a selection and a mixture can share an id; default: "
+                              "the selection, then the mixture)")
+    lineage.add_argument("--version", type=int, help="look only in this table version")
+    lineage.add_argument("--json", action="store_true", help="print one JSON object")
+    lineage.add_argument("--reproduce", action="store_true",
+                         help="rebuild it from the recorded table versions (Delta time travel) and parameters; "
+                              "exit 1 with a diff if it does not match")
+    lineage.add_argument("--tolerance", type=float, default=1e-9, help="for weights, gains and utilities")
+    lineage.set_defaults(handler=command_lineage)
+    config = commands.add_parser("config", help="print a job's run config (YAML) for the UI launchpad")
+    config.add_argument("--job", default="grasp_prepare", choices=JOB_NAMES)
+    config.add_argument("--profile", default="demo", choices=["smoke", "demo"])
+    config.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
+    config.add_argument("--root", help="pin the storage root (default: the resource's, i.e. GRASP_ROOT)")
+    config.set_defaults(handler=command_config)
     args = parser.parse_args(argv)
     from grasp_pipeline.corpus import CorpusError
 

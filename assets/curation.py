@@ -18,7 +18,7 @@ def curated_selection(context: dg.AssetExecutionContext, config: SelectionConfig
     return run_stage(context, storage, params_dict(params), lambda run: curate_selections(storage.store(), params))
 
 
-@dg.asset(code_version="2", group_name="curation", deps=["curated_selection", "mixture_weights", "subset_outcomes"],
+@dg.asset(pool="torch", code_version="2", group_name="curation", deps=["curated_selection", "mixture_weights", "subset_outcomes"],
           kinds={"torch", "deltalake"})
 def selection_validation(context: dg.AssetExecutionContext, config: ValidationConfig, storage: GraspStorage,
                          workload: WorkloadResource) -> dg.MaterializeResult:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import dagster as dg
 
-from grasp_pipeline.lineage import record_lineage
+from grasp_pipeline.lineage import lineage_summary, record_lineage
 from grasp_pipeline.stages import StageResult
 from grasp_pipeline.tracking import TrackedRun
 
@@ -39,6 +39,9 @@ def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: 
         for name, figure in result.figures.items():
             run.log_figure(figure, name)
     metadata = _metadata(storage, tracker.tracking_uri, run, result)
+    if result.reads and result.writes:  # where this came from: versions read, their runs, model, corpus
+        metadata["lineage"] = dg.MetadataValue.json(
+            lineage_summary(storage.store(), result.writes[0].table, result.writes[0].version))
     import matplotlib.pyplot as plt
 
     for figure in result.figures.values():

@@ -9,7 +9,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(code_version="1", group_name="sketches", deps=["corpus_shards"], kinds={"torch", "deltalake"})
+@dg.asset(pool="torch", code_version="1", group_name="sketches", deps=["corpus_shards"], kinds={"torch", "deltalake"})
 def reference_model(context: dg.AssetExecutionContext, config: ReferenceConfig, storage: GraspStorage,
                     workload: WorkloadResource) -> dg.MaterializeResult:
     """The proxy model warmed up on a pool sample; its parameters are stored in `reference_models`."""

@@ -37,7 +37,7 @@ def subset_plan(context: dg.AssetExecutionContext, config: PlanConfig, storage: 
     return result
 
 
-@dg.asset(code_version="2", group_name="retraining", deps=["subset_plan", "corpus_shards"],
+@dg.asset(pool="torch", code_version="2", group_name="retraining", deps=["subset_plan", "corpus_shards"],
           partitions_def=retraining_batches, backfill_policy=dg.BackfillPolicy.single_run(),
           kinds={"torch", "deltalake"})
 def subset_outcomes(context: dg.AssetExecutionContext, config: RetrainConfig, storage: GraspStorage,

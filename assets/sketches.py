@@ -9,7 +9,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(code_version="1", group_name="sketches", deps=["reference_model", "corpus_shards"],
+@dg.asset(pool="torch", code_version="1", group_name="sketches", deps=["reference_model", "corpus_shards"],
           kinds={"torch", "deltalake"})
 def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, storage: GraspStorage,
                       workload: WorkloadResource) -> dg.MaterializeResult:
@@ -19,7 +19,7 @@ def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, s
                      lambda run: compute_gradient_sketches(storage.store(), workload.build(), params))
 
 
-@dg.asset(code_version="1", group_name="sketches", deps=["reference_model", "gradient_sketches"],
+@dg.asset(pool="torch", code_version="1", group_name="sketches", deps=["reference_model", "gradient_sketches"],
           kinds={"torch", "deltalake"})
 def task_sketches(context: dg.AssetExecutionContext, storage: GraspStorage,
                   workload: WorkloadResource) -> dg.MaterializeResult:

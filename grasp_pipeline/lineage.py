@@ -74,15 +74,36 @@ def table_versions(store: DeltaStore, table: str) -> list[int]:
     return sorted(versions, reverse=True)
 
 
-def find_output(store: DeltaStore, output_id: str, version: int | None = None) -> tuple[str, int]:
+def find_output(store: DeltaStore, output_id: str, version: int | None = None,
+                table: str | None = None) -> tuple[str, int]:
     """Returns (table, version) of the newest table version that holds `output_id`.
 
-    Looks through `curated_selections` (selection ids) and `mixture_weights` (mixture ids),
-    reading each version through Delta time travel, newest first. `version` restricts the
-    search to that table version.
+    Looks through `curated_selections` (selection ids), then `mixture_weights` (mixture ids),
+    reading each version through Delta time travel, newest first. `table` restricts the search
+    to one of them (a selection and a mixture made from one surrogate by the same method share
+    an id, e.g. `sg-…-grasp`); `version` to that table version.
     """
+    found = find_outputs(store, output_id, version, [table] if table else None)
+    if found:
+        return found[0]
     known = {}
-    for table, column in OUTPUT_ID_COLUMNS.items():
+    for name, column in OUTPUT_ID_COLUMNS.items():
+        if store.exists(name) and (table is None or name == table):
+            known[name] = sorted(store.read(name)[column].unique().to_list())
+    hint = "; ".join(f"the latest {t} holds {', '.join(ids[:12])}" for t, ids in known.items() if ids) or \
+        "no curated_selections or mixture_weights table under this root"
+    where = f" at version {version}" if version is not None else ""
+    raise LineageError(f"no selection or mixture with id {output_id!r}{where} under {store.root} ({hint})")
+
+
+def find_outputs(store: DeltaStore, output_id: str, version: int | None = None,
+                 tables: list[str] | None = None) -> list[tuple[str, int]]:
+    """Every output table's newest version holding `output_id`: [(table, version)], selections first."""
+    found = []
+    for table in tables or list(OUTPUT_ID_COLUMNS):
+        if table not in OUTPUT_ID_COLUMNS:
+            raise LineageError(f"{table!r} is not an output table; choose one of {sorted(OUTPUT_ID_COLUMNS)}")
+        column = OUTPUT_ID_COLUMNS[table]
         versions = table_versions(store, table)
         if version is not None:
             versions = [v for v in versions if v == version]
@@ -93,13 +114,9 @@ def find_output(store: DeltaStore, output_id: str, version: int | None = None) -
             except Exception:  # a version whose files were vacuumed cannot be read: skip it
                 continue
             if (ids == output_id).any():
-                return table, v
-            if not known.get(table):
-                known[table] = sorted(ids.unique().to_list())
-    hint = "; ".join(f"{t} holds {', '.join(ids[:12])}" for t, ids in known.items() if ids) or \
-        "no curated_selections or mixture_weights table under this root"
-    where = f" at version {version}" if version is not None else ""
-    raise LineageError(f"no selection or mixture with id {output_id!r}{where} under {store.root} ({hint})")
+                found.append((table, v))
+                break
+    return found
 
 
 def _parsed(row: dict) -> dict:
@@ -167,7 +184,7 @@ def format_provenance(found: dict) -> str:
                   f"    read:        {reads}"]
         if row["facts"]:
             lines.append("    facts:       " + ", ".join(f"{k}={v}" for k, v in sorted(row["facts"].items())))
-        if row["params"]:
+        if row["params"] and row is found["chain"][0]:  # upstream parameters: in --json
             lines.append("    params:      " + json.dumps(row["params"], sort_keys=True))
     for item in found["missing"]:
         lines.append(f"{item['table']}@{item['version']}  (no lineage recorded)")
@@ -274,7 +291,8 @@ def _compare(table: str, stored: pl.DataFrame, rebuilt: pl.DataFrame, tolerance:
     return diff
 
 
-def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tolerance: float = 1e-9) -> dict:
+def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tolerance: float = 1e-9,
+              table: str | None = None) -> dict:
     """Rebuilds a selection or mixture from the versions and parameters its lineage recorded.
 
     Re-runs the library stage (`curate_selections` or `optimise_mixtures`) against a view of
@@ -283,7 +301,7 @@ def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tol
     same ranks (selections), same domains, weights and predicted utility within `tolerance`
     (relative for values above 1). Returns {"matches", "diff", "table", "version", ...}.
     """
-    table, version = find_output(store, output_id, version)
+    table, version = find_output(store, output_id, version, table)
     log = store.read(LINEAGE_TABLE) if store.exists(LINEAGE_TABLE) else None
     found = None if log is None else log.filter((pl.col("table") == table) & (pl.col("version") == version))
     if found is None or not found.height:

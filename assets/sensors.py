@@ -1,0 +1,145 @@
+"""Sensors: new corpus files bring the pipeline up to date, one job after the other.
+
+`grasp_new_corpus_files` watches a folder (GRASP_WATCH_DIR, default `.grasp/incoming`) for
+corpus files (.jsonl, .jsonl.gz, .json, .parquet). Its cursor is the sorted list of
+(file, mtime, size) it last saw; when that changes it requests `grasp_prepare` on the whole
+folder as the corpus, which rewrites the pool and its shards, re-sketches and re-plans, and
+registers the plan's retraining batches as partitions. Two run-status sensors continue the
+chain: after that run succeeds `grasp_retrain_after_prepare` requests `grasp_retrain` over
+every registered batch (one run, a partition range), and after that
+`grasp_fit_and_curate_after_retrain` requests `grasp_fit_and_curate` (surrogates, selection,
+mixture). The followers only continue runs tagged `grasp/chain=true` (the watcher sets it;
+add it in the launchpad to have a manual `grasp_prepare` continued), so `grasp run` and
+hand-launched runs are left alone.
+
+Every sensor is off by default (turn them on in the UI under Automation, or with
+`dagster sensor start`): a sensor that starts retraining as soon as the UI opens would be a
+surprise. Parameters come from GRASP_PROFILE (default `demo`) and GRASP_CONFIG (an optional
+JSON/TOML override file, as `grasp run --config`), the storage root from GRASP_ROOT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+CHAIN_TAG = "grasp/chain"
+CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+PARTITION_RANGE_START = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END = "dagster/asset_partition_range_end"
+
+
+def watch_dir() -> Path:
+    return Path(os.environ.get("GRASP_WATCH_DIR", ".grasp/incoming")).expanduser().resolve()
+
+
+def storage_root() -> str:
+    root = os.environ.get("GRASP_ROOT", ".grasp/storage")
+    return root if "://" in root else str(Path(root).expanduser().resolve())
+
+
+def profile() -> str:
+    return os.environ.get("GRASP_PROFILE", "demo")
+
+
+def pipeline_params(corpus_path: str | None = None):
+    """The parameters automated runs use: GRASP_PROFILE, then GRASP_CONFIG's overrides."""
+    from grasp_pipeline.config import load_params, with_overrides
+
+    params = load_params(profile(), os.environ.get("GRASP_CONFIG") or None)
+    if corpus_path is not None:
+        params = with_overrides(params, {"corpus": {"corpus_path": corpus_path}})
+    return params
+
+
+def scan_corpus_files(folder: Path) -> list[list]:
+    """Sorted [relative path, mtime in ns, size] of every corpus file under `folder`.
+
+    Hidden files and folders (a writer's temporary `.name`) are skipped, so a file is seen
+    once it has been renamed into place.
+    """
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if path.name.endswith(CORPUS_SUFFIXES):
+            stat = path.stat()
+            found.append([relative.as_posix(), stat.st_mtime_ns, stat.st_size])
+    return sorted(found)
+
+
+def _chain_tags(trigger: str) -> dict[str, str]:
+    return {CHAIN_TAG: "true", "grasp/profile": profile(), "grasp/trigger": trigger}
+
+
+def _storage_of(run: dg.DagsterRun) -> str:
+    """The storage root the triggering run used, so the whole chain writes to one root."""
+    configured = (run.run_config or {}).get("resources", {}).get("storage", {}).get("config", {}).get("root")
+    return configured or storage_root()
+
+
+def build_sensors(prepare_job, retrain_job, fit_and_curate_job) -> list:
+    """The watcher and its two followers, targeting the code location's job definitions."""
+    from .cli import job_run_config
+
+    @dg.sensor(name="grasp_new_corpus_files", job=prepare_job, default_status=dg.DefaultSensorStatus.STOPPED,
+               minimum_interval_seconds=int(os.environ.get("GRASP_WATCH_INTERVAL", "60")),
+               description="New or changed corpus files in GRASP_WATCH_DIR (default .grasp/incoming) → "
+                           "grasp_prepare on that folder; the followers then retrain and refit.")
+    def new_corpus_files(context: dg.SensorEvaluationContext):
+        folder = watch_dir()
+        files = scan_corpus_files(folder)
+        if not files:
+            return dg.SkipReason(f"no corpus files (*{', *'.join(CORPUS_SUFFIXES)}) in {folder}")
+        state = json.dumps(files)
+        if context.cursor == state:
+            return dg.SkipReason(f"no new or changed corpus files in {folder} ({len(files)} seen)")
+        seen = {tuple(f) for f in json.loads(context.cursor)} if context.cursor else set()
+        changed = [f[0] for f in files if tuple(f) not in seen]
+        removed = len({f[0] for f in seen} - {f[0] for f in files})
+        trigger = f"{len(changed)} new or changed, {removed} removed corpus file(s) in {folder}"
+        context.log.info(f"{trigger}: {changed[:10]}")
+        request = dg.RunRequest(
+            run_key="corpus-" + hashlib.sha1(state.encode()).hexdigest()[:16],
+            run_config=job_run_config(prepare_job.name, pipeline_params(str(folder)), storage_root()),
+            tags=_chain_tags(trigger))
+        return dg.SensorResult(run_requests=[request], cursor=state)
+
+    @dg.run_status_sensor(name="grasp_retrain_after_prepare", run_status=dg.DagsterRunStatus.SUCCESS,
+                          monitored_jobs=[prepare_job], request_job=retrain_job,
+                          default_status=dg.DefaultSensorStatus.STOPPED, minimum_interval_seconds=15,
+                          description="After a chained grasp_prepare: grasp_retrain over every retraining batch.")
+    def retrain_after_prepare(context: dg.RunStatusSensorContext):
+        run = context.dagster_run
+        if run.tags.get(CHAIN_TAG) != "true":
+            return dg.SkipReason(f"run {run.run_id} is not tagged {CHAIN_TAG}=true")
+        batches = context.instance.get_dynamic_partitions("retraining_batches")
+        if not batches:
+            return dg.SkipReason("grasp_prepare registered no retraining batches")
+        return dg.RunRequest(
+            run_key=f"{run.run_id}:retrain",
+            run_config=job_run_config(retrain_job.name, pipeline_params(), _storage_of(run)),
+            tags={**_chain_tags(f"grasp_prepare run {run.run_id} succeeded"),
+                  PARTITION_RANGE_START: batches[0], PARTITION_RANGE_END: batches[-1]})
+
+    @dg.run_status_sensor(name="grasp_fit_and_curate_after_retrain", run_status=dg.DagsterRunStatus.SUCCESS,
+                          monitored_jobs=[retrain_job], request_job=fit_and_curate_job,
+                          default_status=dg.DefaultSensorStatus.STOPPED, minimum_interval_seconds=15,
+                          description="After a chained grasp_retrain: surrogates, selection and mixture.")
+    def fit_after_retrain(context: dg.RunStatusSensorContext):
+        run = context.dagster_run
+        if run.tags.get(CHAIN_TAG) != "true":
+            return dg.SkipReason(f"run {run.run_id} is not tagged {CHAIN_TAG}=true")
+        return dg.RunRequest(
+            run_key=f"{run.run_id}:fit",
+            run_config=job_run_config(fit_and_curate_job.name, pipeline_params(), _storage_of(run)),
+            tags=_chain_tags(f"grasp_retrain run {run.run_id} succeeded"))
+
+    return [new_corpus_files, retrain_after_prepare, fit_after_retrain]

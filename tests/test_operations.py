@@ -1,0 +1,276 @@
+"""Operating the pipeline: job defaults and presets, the schedule, the new-corpus sensor and its
+followers, staleness after a corpus change, and lineage (explained and reproduced)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from grasp_pipeline.config import load_params
+from grasp_pipeline.lineage import LINEAGE_TABLE, provenance, record_lineage, reproduce
+from grasp_pipeline.stages import TableWrite
+from grasp_pipeline.storage import DeltaStore
+
+from .conftest import materialize_prepare, tiny_params, write_user_corpus
+
+
+@pytest.fixture(scope="module")
+def defs():
+    from assets.definitions import defs as definitions
+
+    return definitions
+
+
+# ---------------------------------------------------------------- jobs and their config
+
+
+def test_jobs_exist_and_their_default_config_is_the_demo_profile(defs):
+    from dagster._config import process_config
+
+    from assets.cli import JOB_NAMES, job_run_config
+
+    demo = load_params("demo")
+    for name in JOB_NAMES:
+        job = defs.resolve_job_def(name)
+        defaults = process_config(job.run_config_schema.config_type, {})  # what the launchpad starts from
+        assert defaults.success, (name, defaults.errors)
+        expected = job_run_config(name, demo)
+        for op, section in expected["ops"].items():
+            assert defaults.value["ops"][op]["config"] == section["config"], (name, op)
+        if "workload" in defaults.value["resources"]:  # jobs whose assets train or encode
+            assert defaults.value["resources"]["workload"]["config"] == expected["resources"]["workload"]["config"]
+    assert set(defs.resolve_job_def("grasp_refresh_sketches_and_surrogate").asset_layer.executable_asset_keys) == {
+        dg.AssetKey(a) for a in ["reference_model", "gradient_sketches", "task_sketches", "grasp_surrogate"]}
+    assert defs.resolve_job_def("grasp_prepare").tags.get("grasp/torch") == "true"
+    assert "grasp/torch" not in defs.resolve_job_def("grasp_reoptimise_mixture").tags
+
+
+def test_grasp_config_prints_the_smoke_profile_for_the_launchpad(defs, capsys):
+    from assets.cli import main
+
+    for job in ("grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture"):
+        assert main(["config", "--profile", "smoke", "--job", job]) == 0
+        config = yaml.safe_load(capsys.readouterr().out)
+        assert dg.validate_run_config(defs.resolve_job_def(job), config)
+    assert main(["config", "--profile", "smoke", "--job", "grasp_prepare", "--root", "/tmp/x"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["ops"]["corpus_shards"]["config"]["pool_examples_per_domain"] == 120  # smoke, not demo's 400
+    assert config["resources"]["storage"]["config"]["root"] == "/tmp/x"
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def test_the_mixture_schedule_is_off_by_default_and_requests_a_valid_run(defs, monkeypatch, tmp_path):
+    from assets.schedules import build_schedules
+
+    schedule = defs.resolve_schedule_def("grasp_reoptimise_mixture_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == "grasp_reoptimise_mixture"
+    monkeypatch.setenv("GRASP_ROOT", str(tmp_path / "storage"))
+    monkeypatch.setenv("GRASP_PROFILE", "smoke")
+    with dg.instance_for_test() as instance:
+        request = schedule(dg.build_schedule_context(instance=instance))
+    assert request.run_config["resources"]["storage"]["config"]["root"] == str(tmp_path / "storage")
+    assert dg.validate_run_config(defs.resolve_job_def("grasp_reoptimise_mixture"), request.run_config)
+    monkeypatch.setenv("GRASP_MIXTURE_CRON", "*/30 * * * *")
+    (custom,) = build_schedules(defs.resolve_job_def("grasp_reoptimise_mixture"))
+    assert custom.cron_schedule == "*/30 * * * *"
+    monkeypatch.setenv("GRASP_MIXTURE_CRON", "every night")
+    with pytest.raises(ValueError, match="GRASP_MIXTURE_CRON"):
+        build_schedules(defs.resolve_job_def("grasp_reoptimise_mixture"))
+
+
+# ---------------------------------------------------------------- sensors
+
+
+def test_new_corpus_files_request_prepare_then_retrain_over_every_batch_then_fit(defs, monkeypatch, tmp_path,
+                                                                                  tiny_config_file):
+    from assets.sensors import CHAIN_TAG, PARTITION_RANGE_END, PARTITION_RANGE_START
+
+    incoming, root = tmp_path / "incoming", tmp_path / "storage"
+    monkeypatch.setenv("GRASP_WATCH_DIR", str(incoming))
+    monkeypatch.setenv("GRASP_ROOT", str(root))
+    monkeypatch.setenv("GRASP_PROFILE", "smoke")
+    monkeypatch.setenv("GRASP_CONFIG", str(tiny_config_file))
+    watcher = defs.resolve_sensor_def("grasp_new_corpus_files")
+    assert watcher.default_status == dg.DefaultSensorStatus.STOPPED
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        empty = watcher.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert not empty.run_requests and "no corpus files" in empty.skip_message
+
+        write_user_corpus(incoming / "batch-1.jsonl")
+        (incoming / ".partial.jsonl").write_text("{}")  # a writer's temporary file is not picked up
+        (incoming / "notes.txt").write_text("not a corpus file")
+        first = watcher.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        (request,) = first.run_requests
+        assert watcher.job_name == "grasp_prepare" and request.tags[CHAIN_TAG] == "true"
+        assert request.run_config["ops"]["corpus_shards"]["config"]["corpus_path"] == str(incoming)
+        assert request.run_config["ops"]["corpus_shards"]["config"]["pool_examples_per_domain"] == 24  # GRASP_CONFIG
+        assert [f[0] for f in json.loads(first.cursor)] == ["batch-1.jsonl"]
+
+        again = watcher.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                              definitions=defs))
+        assert not again.run_requests and "no new or changed" in again.skip_message
+
+        write_user_corpus(incoming / "more" / "batch-2.jsonl", domains=("essays", "docs"),
+                          source_domains=("french_literature", "python_docs"))
+        second = watcher.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                               definitions=defs))
+        (request,) = second.run_requests
+        assert request.run_key != first.run_requests[0].run_key
+        assert "1 new or changed" in request.tags["grasp/trigger"]
+
+        # run what the sensor asked for: the plan registers the retraining batches as partitions
+        prepare = defs.resolve_job_def("grasp_prepare").execute_in_process(
+            run_config=request.run_config, instance=instance, tags=request.tags)
+        assert prepare.success
+        assert set(DeltaStore(str(root)).read("corpus_shards")["domain"]) == {"news", "code", "poetry", "essays",
+                                                                             "docs"}  # both files
+        batches = instance.get_dynamic_partitions("retraining_batches")
+        assert batches
+
+        retrain_sensor = defs.resolve_sensor_def("grasp_retrain_after_prepare")
+        context = dg.build_run_status_sensor_context(
+            sensor_name=retrain_sensor.name, dagster_instance=instance, dagster_run=prepare.dagster_run,
+            dagster_event=prepare.get_run_success_event())
+        follow = retrain_sensor(context)
+        assert isinstance(follow, dg.RunRequest), follow
+        assert (follow.tags[PARTITION_RANGE_START], follow.tags[PARTITION_RANGE_END]) == (batches[0], batches[-1])
+        assert follow.run_config["resources"]["storage"]["config"]["root"] == str(root)
+
+        unchained = dg.build_run_status_sensor_context(
+            sensor_name=retrain_sensor.name, dagster_instance=instance,
+            dagster_run=prepare.dagster_run.with_tags({k: v for k, v in prepare.dagster_run.tags.items()
+                                                       if k != CHAIN_TAG}),
+            dagster_event=prepare.get_run_success_event())
+        assert isinstance(retrain_sensor(unchained), dg.SkipReason)  # `grasp run` and manual runs are left alone
+
+        retrain = defs.resolve_job_def("grasp_retrain").execute_in_process(
+            run_config=follow.run_config, instance=instance, tags=follow.tags)
+        assert retrain.success
+        outcomes = DeltaStore(str(root)).read("subset_outcomes")
+        assert sorted(outcomes["batch"].unique().to_list()) == sorted(batches)  # every batch, one run
+
+        fit_sensor = defs.resolve_sensor_def("grasp_fit_and_curate_after_retrain")
+        fit = fit_sensor(dg.build_run_status_sensor_context(
+            sensor_name=fit_sensor.name, dagster_instance=instance, dagster_run=retrain.dagster_run,
+            dagster_event=retrain.get_run_success_event()))
+        assert isinstance(fit, dg.RunRequest) and fit.tags[CHAIN_TAG] == "true"
+        assert dg.validate_run_config(defs.resolve_job_def("grasp_fit_and_curate"), fit.run_config)
+
+
+# ---------------------------------------------------------------- staleness
+
+
+def _stale_status(defs, instance, asset: str):
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    key = dg.AssetKey(asset)
+    return resolver.get_status(key), [cause.key.asset_key.to_user_string() for cause in resolver.get_stale_root_causes(key)]
+
+
+def test_a_corpus_change_marks_downstream_assets_stale(defs, tmp_path):
+    from dagster._core.definitions.data_version import StaleStatus
+
+    root = tmp_path / "storage"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        assert materialize_prepare(root, tiny_params(), instance, ["corpus_shards", "reference_model"]).success
+        status, _ = _stale_status(defs, instance, "reference_model")
+        assert status == StaleStatus.FRESH
+        record = instance.get_latest_materialization_event(dg.AssetKey("corpus_shards"))
+        assert record.asset_materialization.tags["dagster/data_version"] == "corpus_shards@0,task_sets@0"
+
+        corpus = write_user_corpus(tmp_path / "new" / "corpus.jsonl")
+        assert materialize_prepare(root, tiny_params(corpus={"corpus_path": str(corpus)}), instance,
+                                   ["corpus_shards"]).success
+        record = instance.get_latest_materialization_event(dg.AssetKey("corpus_shards"))
+        assert record.asset_materialization.tags["dagster/data_version"] == "corpus_shards@1,task_sets@1"
+        status, causes = _stale_status(defs, instance, "reference_model")
+        assert status == StaleStatus.STALE and causes == ["corpus_shards"]
+        assert _stale_status(defs, instance, "corpus_shards")[0] == StaleStatus.FRESH
+
+
+# ---------------------------------------------------------------- lineage
+
+
+def _ids(root, table: str, column: str) -> list[str]:
+    return sorted(DeltaStore(str(root)).read(table)[column].unique().to_list())
+
+
+def test_grasp_lineage_explains_and_reproduces_a_selection(pipeline_run, capsys):
+    from assets.cli import main
+
+    root, results, instance = pipeline_run
+    assert all(r.success for r in results)
+    (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp")]
+    assert main(["lineage", selection, "--root", str(root), "--reproduce"]) == 0
+    out = capsys.readouterr().out
+    assert f"{selection} is in curated_selections@" in out and "reproduce: MATCH" in out
+    store = DeltaStore(str(root))
+    model_version = store.read("reference_models")["model_version"][0]
+    assert f"reference model: {model_version}" in out
+    for asset in ("corpus_shards", "reference_model", "gradient_sketches", "grasp_surrogate", "subset_outcomes"):
+        assert f"asset={asset}" in out
+    surrogate_run = store.read("surrogates")["mlflow_run_id"][0]
+    assert surrogate_run in out  # MLflow run ids of the chain
+    assert results[0].run_id in out  # Dagster run ids of the chain
+
+    # the same lineage is in the materialisation's metadata
+    event = instance.get_latest_materialization_event(dg.AssetKey("curated_selection"))
+    shown = event.asset_materialization.metadata["lineage"].value
+    assert shown["model_version"] == model_version and "surrogates" in shown["reads"]
+
+
+def test_grasp_lineage_json_and_reproduce_a_mixture(pipeline_run, capsys):
+    from assets.cli import main
+
+    root, _, _ = pipeline_run
+    mixture = [i for i in _ids(root, "mixture_weights", "mixture_id") if i.endswith("-grasp")][0]
+    assert main(["lineage", mixture, "--root", str(root), "--kind", "mixture", "--reproduce", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["table"] == "mixture_weights" and payload["reproduce"]["matches"]
+    tables = {row["table"] for row in payload["chain"]}
+    assert {"mixture_weights", "surrogates", "gradient_sketches", "reference_models", "corpus_shards",
+            "subset_outcomes", "subset_plan"} <= tables
+    corpus_row = next(r for r in payload["chain"] if r["table"] == "corpus_shards")
+    assert payload["corpus_content_sha1"] == corpus_row["facts"]["corpus_content_sha1"]
+    assert all(row["dagster_run_id"] and row["mlflow_run_id"] and row["code_version"] for row in payload["chain"])
+
+
+def test_reproduce_uses_the_recorded_versions_and_reports_a_mismatch(pipeline_run, tmp_path, capsys):
+    """On a copy of a finished run: rewriting an input does not change the reproduction (it
+    reads the recorded versions through time travel); tampered parameters give a diff and exit 1."""
+    from assets.cli import main
+
+    root = tmp_path / "storage"
+    shutil.copytree(pipeline_run[0], root)
+    store = DeltaStore(str(root))
+    (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp")]
+    table_version = store.version("curated_selections")
+    sketches = store.read("gradient_sketches")
+    store.write("gradient_sketches", sketches.with_columns(pl.col("sketch").list.eval(pl.element() * 3)))
+    assert reproduce(store, selection)["matches"]  # still read gradient_sketches at the recorded version
+
+    found = provenance(store, "curated_selections", table_version)
+    params = {**found["chain"][0]["params"], "budget_fraction": 0.5}
+    record_lineage(store, [TableWrite("curated_selections", table_version, 0, {})], found["chain"][0]["reads"],
+                   asset="curated_selection", params=params)
+    assert store.read(LINEAGE_TABLE).height > 0
+    assert main(["lineage", selection, "--root", str(root), "--reproduce"]) == 1
+    err = capsys.readouterr().err
+    assert "MISMATCH" in err and "row count" in err
+
+    assert main(["lineage", "sg-nope-grasp", "--root", str(root)]) == 2
+    assert "no selection or mixture with id" in capsys.readouterr().err

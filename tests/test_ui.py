@@ -1,0 +1,253 @@
+"""The real Dagster UI: `dagster dev` (webserver + daemon) on localhost with deploy/dagster.yaml.
+
+A run with non-default config is launched through GraphQL (the `dagster-graphql` client),
+queued, dequeued by the daemon and executed; its Delta tables are read back; staleness is
+read through GraphQL after a corpus change; and headless Chromium opens the asset graph page,
+finds the asset names and saves a screenshot (`.grasp/test-artifacts/asset_graph.png`, or
+under GRASP_TEST_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from grasp_pipeline.storage import DeltaStore
+
+from .conftest import materialize_prepare, tiny_params, write_user_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes",
+          "grasp_surrogate", "curated_selection", "selection_validation", "mixture_weights"]
+STARTUP_SECONDS = 300
+RUN_SECONDS = 420
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
+CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver")
+                                                else None)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, port: int, home: Path, root: Path, log: Path, process: subprocess.Popen):
+        self.port, self.home, self.root, self.log, self.process = port, home, root, log, process
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(f"{self.url}/graphql", method="POST",
+                                         data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+        assert "errors" not in payload, payload
+        return payload["data"]
+
+    def stale_status(self) -> dict[str, str]:
+        data = self.graphql("{ assetNodes { assetKey { path } staleStatus staleCauses { reason key { path } } } }")
+        return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in data["assetNodes"]}
+
+
+def _wait_until_loaded(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            data = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                                  "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
+            entries = data["workspaceOrError"]["locationEntries"]
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                errors = [e["locationOrLoadError"] for e in entries
+                          if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
+                assert not errors, errors
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(2)
+    pytest.fail(f"the code location did not load within {STARTUP_SECONDS}s:\n{server.log_tail()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Interrupts `dagster dev` (it stops its webserver, daemon and code server), then kills
+    what is left of its process group; every wait is bounded."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the group of the process this test started
+    except ProcessLookupError:
+        pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from assets.cli import ensure_dagster_home
+
+    base = tmp_path_factory.mktemp("ui")
+    home, root, log = base / "dagster_home", base / "storage", base / "dagster-dev.log"
+    ensure_dagster_home(home)  # deploy/dagster.yaml: queued runs (the daemon dequeues), pools
+    assert (home / "dagster.yaml").read_text() == (REPO / "deploy" / "dagster.yaml").read_text()
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GRASP_ROOT": str(root), "GRASP_WATCH_DIR": str(base / "incoming"),
+           "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    dagster = Path(sys.executable).with_name("dagster")
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    running = Server(port, home, root, log, process)
+    try:
+        _wait_until_loaded(running)
+        yield running
+    finally:
+        _stop(process)
+
+
+def _wait_for_run(client, run_id: str, server: Server) -> str:
+    deadline = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            return status
+        time.sleep(2)
+    pytest.fail(f"run {run_id} did not finish within {RUN_SECONDS}s (last status {status}):\n{server.log_tail()}")
+
+
+def test_a_run_launched_through_graphql_with_non_default_config_succeeds_and_writes_its_tables(server):
+    from dagster_graphql import DagsterGraphQLClient
+
+    from assets.cli import job_run_config
+
+    params = tiny_params(corpus={"seed": 7}, sketch={"k": 24})  # not the launchpad defaults
+    run_config = job_run_config("grasp_prepare", params, str(server.root))
+    run_config["execution"] = {"config": {"in_process": {}}}  # one process: no per-step interpreter start
+    client = DagsterGraphQLClient("127.0.0.1", port_number=server.port, timeout=60)
+    run_id = client.submit_job_execution("grasp_prepare", run_config=run_config, tags={"test": "graphql"})
+    status = _wait_for_run(client, run_id, server)
+    assert status == dg.DagsterRunStatus.SUCCESS, server.log_tail()
+
+    store = DeltaStore(str(server.root))
+    pool = store.read("corpus_shards")
+    assert pool.group_by("domain").len()["len"].max() == params.corpus.pool_examples_per_domain
+    assert {len(s) for s in store.read("gradient_sketches")["sketch"].to_list()} == {24}
+    lineage = store.read("lineage").filter(pl.col("table") == "corpus_shards")
+    assert json.loads(lineage["params"][0])["seed"] == 7 and lineage["dagster_run_id"][0] == run_id
+    assert store.read("subset_plan").height == sum(getattr(params.plan, f) for f in (
+        "uniform_fit", "uniform_holdout", "dirichlet_fit", "dirichlet_holdout"))
+
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run.tags.get("grasp/torch") == "true"  # the job's tag, limited by the run queue
+        assert instance.get_dynamic_partitions("retraining_batches")  # registered by subset_plan
+    stale = server.stale_status()
+    assert all(stale[a] == "FRESH" for a in PREPARE_ASSETS), stale
+    assert stale["grasp_surrogate"] == "MISSING"
+
+
+PREPARE_ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan"]
+
+
+def test_schedule_and_sensors_are_loaded_and_off_by_default(server):
+    data = server.graphql("""{ repositoriesOrError { ... on RepositoryConnection { nodes {
+        schedules { name cronSchedule scheduleState { status } }
+        sensors { name sensorState { status } } } } } }""")
+    (repository,) = data["repositoriesOrError"]["nodes"]
+    schedules = {s["name"]: s for s in repository["schedules"]}
+    assert schedules["grasp_reoptimise_mixture_schedule"]["scheduleState"]["status"] == "STOPPED"
+    assert schedules["grasp_reoptimise_mixture_schedule"]["cronSchedule"] == os.environ.get("GRASP_MIXTURE_CRON",
+                                                                                            "0 3 * * *")
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
+    assert sensors == {"grasp_new_corpus_files": "STOPPED", "grasp_retrain_after_prepare": "STOPPED",
+                       "grasp_fit_and_curate_after_retrain": "STOPPED"}
+
+
+def test_a_corpus_change_marks_downstream_assets_stale_in_the_ui(server, tmp_path):
+    if not DeltaStore(str(server.root)).exists("corpus_shards"):
+        pytest.skip("needs the GraphQL-launched run of the first test")
+    corpus = write_user_corpus(tmp_path / "new" / "corpus.jsonl")
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        result = materialize_prepare(server.root, tiny_params(corpus={"corpus_path": str(corpus)}), instance,
+                                     ["corpus_shards"])
+        assert result.success
+    stale = server.stale_status()
+    assert stale["corpus_shards"] == "FRESH"
+    for asset in ["reference_model", "gradient_sketches", "subset_plan"]:
+        assert stale[asset] == "STALE", stale
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="no Chromium browser binary (apt-get install chromium chromium-driver; .ci/run does)")
+def test_headless_chromium_shows_the_asset_graph(server):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    artifacts = Path(os.environ.get("GRASP_TEST_ARTIFACTS", REPO / ".grasp" / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1600,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(f"{server.url}/server_info")
+        driver.execute_script("window.localStorage.setItem('communityNux', '1')")  # no newsletter dialog
+        driver.get(f"{server.url}/asset-groups")  # "Global asset lineage": the asset graph
+        found, expanded, deadline = [], False, time.monotonic() + 90
+        while time.monotonic() < deadline:
+            text = driver.execute_script("return document.body.innerText")
+            if not expanded and "Global asset lineage" in text and "sketches" in text:
+                time.sleep(2)
+                ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()  # expand groups
+                expanded = True
+            found = [a for a in ASSETS if a in text]
+            if len(found) >= len(ASSETS) - 1:
+                break
+            time.sleep(1)
+        time.sleep(2)  # let the graph finish its layout before the picture
+        screenshot = artifacts / "asset_graph.png"
+        assert driver.save_screenshot(str(screenshot))
+        # a zoomed-out graph shortens long names ("select…_validation"); hovering shows them whole
+        for node in driver.find_elements(By.XPATH, "//*[local-name()='foreignObject']//div[contains(text(), '…')]"):
+            ActionChains(driver).move_to_element(node).perform()
+            time.sleep(1)
+            text = driver.execute_script("return document.body.innerText")
+            found += [a for a in ASSETS if a in text and a not in found]
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert sorted(found) == sorted(ASSETS), f"asset names shown: {found}"
+    assert screenshot.stat().st_size > 20_000
