@@ -240,6 +240,48 @@ def command_config(args) -> int:
     return 0
 
 
+def command_recurate(args) -> int:
+    """`grasp select` / `grasp mixture`: re-curate from the existing tables, without refitting."""
+    import dataclasses
+    import json
+
+    import polars as pl
+
+    from grasp_pipeline import stages
+    from grasp_pipeline.config import load_params, with_overrides
+    from grasp_pipeline.lineage import record_lineage
+    from grasp_pipeline.storage import DeltaStore
+
+    section = "selection" if args.command == "select" else "mixture"
+    overrides = {}
+    if args.budget_fraction is not None:
+        overrides["budget_fraction"] = args.budget_fraction
+    if args.task_weight:
+        overrides["task_weights"] = {k: float(v) for k, v in (item.split("=", 1) for item in args.task_weight)}
+    params = load_params("demo", args.config)
+    params = with_overrides(params, {section: overrides}) if overrides else params
+    section_params = getattr(params, section)
+    store = DeltaStore(_root(args.root))
+    if section == "selection":
+        result = stages.curate_selections(store, section_params)
+        table, asset = "curated_selections", "curated_selection"
+    else:
+        result = stages.optimise_mixtures(store, section_params)
+        table, asset = "mixture_weights", "mixture_weights"
+    record_lineage(store, result.writes, result.reads, asset=f"{asset} (grasp {args.command})",
+                   params=dataclasses.asdict(section_params))
+    version = store.version(table)
+    frame = store.read(table, version=version)
+    with pl.Config(tbl_rows=40, tbl_cols=20, float_precision=3, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
+        if section == "selection":
+            print(frame.group_by("selection_id", "method", "budget").len().sort("method"))
+        else:
+            print(frame.pivot(on="domain", index=["mixture_id", "method", "predicted_utility"], values="weight"))
+    print(f"wrote {table} version {version} from inputs {json.dumps(result.reads, sort_keys=True)}; "
+          "`grasp lineage ID` traces it")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
     config.add_argument("--root", help="pin the storage root (default: the resource's, i.e. GRASP_ROOT)")
     config.set_defaults(handler=command_config)
+    for name, help_text in (("select", "re-curate selections from the existing surrogate and sketches"),
+                            ("mixture", "re-optimise the domain mixture from the existing surrogate")):
+        recurate = commands.add_parser(name, help=help_text,
+                                       description=f"{help_text}; writes a new table version (no Dagster run).")
+        recurate.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
+        recurate.add_argument("--config", help=f"JSON or TOML overrides; the [{'selection' if name == 'select' else 'mixture'}] section applies")
+        recurate.add_argument("--budget-fraction", type=float, help="budget as a fraction of the pool")
+        recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
+                              help="weight of a task in the objective (repeatable; others weigh 1)")
+        recurate.set_defaults(handler=command_recurate)
     args = parser.parse_args(argv)
     from grasp_pipeline.corpus import CorpusError
 

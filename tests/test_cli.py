@@ -40,3 +40,35 @@ def test_grasp_run_with_an_unknown_config_field_fails_naming_it(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
     assert completed.returncode != 0
     assert "stepz" in completed.stderr
+
+
+def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tmp_path):
+    import polars as pl
+
+    from assets.cli import main
+
+    source = DeltaStore(str(pipeline_run[0]))
+    store = DeltaStore(str(tmp_path / "storage"))
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates"):
+        store.write(table, source.read(table))
+    tasks = sorted(store.read("task_sketches")["task"])
+    assert main(["select", "--root", store.root, "--budget-fraction", "0.1", "--task-weight", f"{tasks[0]}=3"]) == 0
+    selections = store.read("curated_selections")
+    pool = store.read("corpus_shards").height
+    assert set(selections.filter(pl.col("method") == "grasp")["budget"]) == {max(1, round(0.1 * pool))}
+    assert main(["mixture", "--root", store.root, "--budget-fraction", "0.1"]) == 0
+    sums = store.read("mixture_weights").group_by("method").agg(pl.col("weight").sum())
+    assert all(abs(w - 1) < 1e-9 for w in sums["weight"])
+    lineage = store.read("lineage")
+    assert set(lineage["asset"]) == {"curated_selection (grasp select)", "mixture_weights (grasp mixture)"}
+
+
+def test_grasp_select_with_an_unknown_task_weight_fails_naming_it(pipeline_run, tmp_path, capsys):
+    from assets.cli import main
+
+    source = DeltaStore(str(pipeline_run[0]))
+    store = DeltaStore(str(tmp_path / "storage"))
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates"):
+        store.write(table, source.read(table))
+    assert main(["select", "--root", store.root, "--task-weight", "no_such_task=2"]) == 2
+    assert "no_such_task" in capsys.readouterr().err
