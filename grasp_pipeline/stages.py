@@ -545,7 +545,8 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
     domains = sketches["domain"].to_numpy()
     selections = {"grasp": grasp_selection(
-        z, q, grasp_params, weights, budget, domains=domains, max_per_domain=params.max_per_domain,
+        z, q, grasp_params, weights, budget, method=params.greedy, domains=domains,
+        max_per_domain=params.max_per_domain,
         content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
     _, _, gd_params = _method_params(store, "grad_dot")
     gd_scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, gd_params, q))

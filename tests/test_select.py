@@ -8,15 +8,18 @@ incremental bookkeeping.
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from grasp_pipeline.select import (
+    METHODS,
     grasp_objective,
     grasp_selection,
     random_selection,
     residual_greedy,
+    residual_greedy_streaming,
     task_weight_vector,
     top_k,
 )
@@ -253,3 +256,230 @@ def test_grasp_objective_weights_alignment_and_penalty_per_task():
     v, d = grasp_objective(params, q, np.array([0.25, 0.75]), 3)
     np.testing.assert_allclose(v, 0.25 * 2.0 * q[0] + 0.75 * 1.0 * q[1])
     np.testing.assert_allclose(d, [0.25 * 0.5 + 0.75 * 0.1, 0.25 * 0.5 + 0.75 * 0.2, 0.25 * 0.5 + 0.75 * 0.3])
+
+
+# -----------------------------------------------------------------------------
+# fast variants: lazy (exact by construction), batched (approximate), streaming
+
+
+def hard_problem(seed: int, n: int = 120, k: int = 6, dtype=np.float64):
+    """A clustered pool with a penalty strong enough that gains rise as well as fall.
+
+    Half the clusters are anti-aligned copies of the others, so picking from one raises the
+    gains of its mirror: the objective is not submodular and stale gains are not bounds.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, k))
+    centres = np.concatenate([centres, -centres])
+    z = centres[rng.integers(len(centres), size=n)] + 0.6 * rng.normal(size=(n, k))
+    v = rng.normal(size=k)
+    d = rng.uniform(0.2, 1.0, size=k) * rng.choice([0.05, 0.5, 2.0])
+    return z.astype(dtype), v, d
+
+
+def gains_rise_somewhere(z, v, d, scale, rows) -> bool:
+    """Returns True if some candidate's marginal gain went up between two greedy steps."""
+    s = np.zeros(z.shape[1])
+    before = scale * z @ v - scale ** 2 * (z ** 2) @ d
+    for row in rows:
+        s += z[row]
+        after = scale * z @ v - scale ** 2 * (2 * z @ (d * s) + (z ** 2) @ d)
+        if np.any(after > before + 1e-12):
+            return True
+        before = after
+    return False
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_lazy_equals_exact_row_for_row_on_non_submodular_problems(seed):
+    z, v, d = hard_problem(seed)
+    scale = [1.0, 0.3, 1 / 40][seed % 3]
+    sizes = [[24, 6], [10], [40, 12, 3]][seed % 3]
+    exact = residual_greedy(z, v, d, scale, 40, method="exact")
+    lazy = residual_greedy(z, v, d, scale, 40, method="lazy", shortlist_sizes=sizes)
+    np.testing.assert_array_equal(lazy.rows, exact.rows)
+    np.testing.assert_allclose(lazy.gains, exact.gains, rtol=1e-9, atol=1e-12)
+    assert sum(lazy.stats["redraws"]) > 1  # the bounds were exercised, not one big shortlist
+
+
+def test_the_lazy_test_problems_really_are_non_submodular():
+    rising = 0
+    for seed in range(24):
+        z, v, d = hard_problem(seed)
+        scale = [1.0, 0.3, 1 / 40][seed % 3]
+        rising += gains_rise_somewhere(z, v, d, scale, residual_greedy(z, v, d, scale, 40, method="exact").rows)
+    assert rising >= 12  # classic lazy greedy (stale gains as upper bounds) would be unsound here
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lazy_equals_exact_under_quotas_dedup_and_exclusions(seed):
+    z, v, d = hard_problem(seed + 100, n=150)
+    rng = np.random.default_rng(seed)
+    domains = rng.choice(["web", "code", "books"], size=150)
+    content = rng.integers(0, 110, size=150).astype(str)  # ~40 duplicated documents
+    z[content == content[0]] = z[0]  # duplicates carry identical sketches: exact ties
+    excluded = rng.choice(150, size=15, replace=False)
+    constraints = dict(domains=domains, max_per_domain=12, content=content, excluded=excluded)
+    exact = residual_greedy(z, v, d, 0.5, 40, method="exact", **constraints)
+    lazy = residual_greedy(z, v, d, 0.5, 40, method="lazy", shortlist_sizes=[20, 5], **constraints)
+    np.testing.assert_array_equal(lazy.rows, exact.rows)
+    assert len(exact.rows) == 36  # three domains × quota 12: the constraints ran out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lazy_equals_exact_in_float32_and_keeps_the_sketch_dtype(seed):
+    z, v, d = hard_problem(seed + 200, n=300, k=16, dtype=np.float32)
+    exact = residual_greedy(z, v, d, 0.2, 60, method="exact")
+    lazy = residual_greedy(z, v, d, 0.2, 60, method="lazy", shortlist_sizes=[64, 16])
+    np.testing.assert_array_equal(lazy.rows, exact.rows)
+
+
+def test_identical_rows_tie_and_every_method_takes_the_lowest_row_first():
+    z, v, _ = random_problem(9, n=12, k=3)
+    z[[3, 7, 10]] = 10 * v  # three identical, best rows
+    for method in METHODS:
+        selection = residual_greedy(z, v, np.full(3, 0.01), 1.0, 3, method=method)
+        assert selection.rows[0] == 3, method
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_objective_is_within_half_a_percent_of_exact(seed):
+    # stated tolerance 0.5%; on these strongly penalised, anti-aligned problems the default 64
+    # windows lose ≤ 0.15% (8 windows lose up to 6.5%: the window must be short next to B)
+    z, v, d = hard_problem(seed + 300, n=2000, k=16)
+    scale = 1 / 200
+    exact = residual_greedy(z, v, d, scale, 200, method="exact")
+    batched = residual_greedy(z, v, d, scale, 200, method="batched")
+    assert len(batched.rows) == 200 == len(set(batched.rows.tolist()))
+    f_exact, f_batched = objective(z, exact.rows, v, d, scale), objective(z, batched.rows, v, d, scale)
+    assert f_batched >= f_exact - 0.005 * abs(f_exact)
+    # its reported gains are the exact marginal gains of its own picks, in order
+    assert batched.gains.sum() == pytest.approx(f_batched, rel=1e-9)
+    for step in (0, 57, 199):
+        increase = objective(z, batched.rows[:step + 1], v, d, scale) - objective(z, batched.rows[:step], v, d, scale)
+        assert batched.gains[step] == pytest.approx(increase, rel=1e-7, abs=1e-12)
+
+
+def test_batched_with_one_pass_per_step_is_the_exact_greedy():
+    z, v, d = hard_problem(5, n=200)
+    exact = residual_greedy(z, v, d, 0.5, 30, method="exact")
+    batched = residual_greedy(z, v, d, 0.5, 30, method="batched", batch_passes=30)
+    np.testing.assert_array_equal(batched.rows, exact.rows)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_honours_quotas_dedup_and_exclusions(method):
+    z, v, d = hard_problem(7, n=400, k=8)
+    rng = np.random.default_rng(1)
+    domains = rng.choice(["a", "b", "c", "d"], size=400)
+    content = rng.integers(0, 250, size=400)
+    excluded = rng.choice(400, size=40, replace=False)
+    selection = residual_greedy(z, v, d, 0.1, 120, method=method, domains=domains, max_per_domain=25,
+                                content=content, excluded=excluded)
+    rows = selection.rows
+    assert len(rows) == 100  # four domains × 25
+    assert len(set(rows.tolist())) == len(rows)
+    assert np.unique(domains[rows], return_counts=True)[1].max() <= 25
+    assert len(set(content[rows].tolist())) == len(rows)
+    assert not set(rows.tolist()) & set(excluded.tolist())
+
+
+def chunked(z, ids, sizes, domains=None, content=None):
+    """Splits a pool into (ids, sketch, domains, content) chunks of the given sizes."""
+    bounds = np.cumsum([0] + list(sizes))
+    assert bounds[-1] == len(z)
+    return [(ids[a:b], z[a:b], None if domains is None else domains[a:b], None if content is None else content[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_streaming_equals_in_memory_selection(method):
+    z, v, d = hard_problem(11, n=500, k=8, dtype=np.float32)
+    rng = np.random.default_rng(2)
+    ids = rng.permutation(10_000)[:500] + 7
+    domains = rng.choice(["x", "y", "z"], size=500)
+    content = rng.integers(0, 400, size=500).astype(str)
+    excluded_ids = ids[rng.choice(500, size=30, replace=False)]
+    excluded = np.flatnonzero(np.isin(ids, excluded_ids))
+    memory = residual_greedy(z, v, d, 0.05, 80, method=method, domains=domains, max_per_domain=30,
+                             content=content, excluded=excluded)
+    chunks = chunked(z, ids, [130, 0, 7, 250, 113], domains, content)
+    streamed = residual_greedy_streaming(lambda: iter(chunks), v, d, 0.05, 80, method=method, max_per_domain=30,
+                                         excluded_ids=excluded_ids, max_rows_in_memory=64)
+    np.testing.assert_array_equal(streamed.rows, memory.rows)
+    np.testing.assert_array_equal(streamed.example_ids, ids[memory.rows])
+    np.testing.assert_allclose(streamed.gains, memory.gains, rtol=1e-5, atol=1e-9)
+    if method == "lazy":
+        assert streamed.stats["passes_over_pool"] > 2  # the shortlist did not hold the pool
+
+
+def test_streaming_without_metadata_and_from_a_list():
+    z, v, d = hard_problem(12, n=90)
+    ids = np.arange(90)
+    memory = residual_greedy(z, v, d, 0.5, 20)
+    streamed = residual_greedy_streaming([(ids[:40], z[:40]), (ids[40:], z[40:])], v, d, 0.5, 20,
+                                         max_rows_in_memory=16)
+    np.testing.assert_array_equal(streamed.rows, memory.rows)
+
+
+def test_streaming_refuses_one_shot_iterators_and_pools_that_change_between_passes():
+    z, v, d = hard_problem(13, n=60)
+    ids = np.arange(60)
+    with pytest.raises(TypeError, match="more than once"):
+        residual_greedy_streaming(iter([(ids, z)]), v, d, 0.5, 5)
+    calls = []
+
+    def shifting():
+        calls.append(1)
+        return iter([(ids + len(calls), z)])
+
+    with pytest.raises(ValueError, match="changed between passes"):
+        residual_greedy_streaming(shifting, v, d, 0.5, 5)
+
+
+@pytest.mark.parametrize("method", ["lazy", "batched"])
+def test_fast_methods_allocate_well_under_one_sketch_of_extra_memory(method):
+    z, v, d = hard_problem(14, n=40_000, k=128, dtype=np.float32)  # a 20 MB float32 sketch
+    tracemalloc.start()
+    try:
+        residual_greedy(z, v, d, 1 / 1000, 1000, method=method)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.6 * z.nbytes, peak  # no float64 copy of the pool, nothing n×n; blocks of 4 MB
+
+
+def test_unknown_method_is_refused():
+    z, v, d = hard_problem(15, n=20)
+    with pytest.raises(ValueError, match="unknown selection method"):
+        residual_greedy(z, v, d, 1.0, 3, method="greedy")
+
+
+def test_grasp_selection_passes_the_method_through():
+    rng = np.random.default_rng(16)
+    z, q = rng.normal(size=(300, 6)), rng.normal(size=(3, 6))
+    params = fitted_params("sqrt", rng, 6, "diagonal")
+    weights = np.array([0.2, 0.3, 0.5])
+    lazy = grasp_selection(z, q, params, weights, 30)
+    exact = grasp_selection(z, q, params, weights, 30, method="exact")
+    batched = grasp_selection(z, q, params, weights, 30, method="batched")
+    np.testing.assert_array_equal(lazy.rows, exact.rows)
+    assert batched.stats["method"] == "batched" and len(batched.rows) == 30
+
+
+def test_massive_exact_ties_are_still_taken_lowest_row_first():
+    z, v, d = hard_problem(17, n=400, k=4)
+    z[50:350] = 3 * v / np.linalg.norm(v)  # 300 identical, most attractive rows: > 4× any shortlist below
+    exact = residual_greedy(z, v, d * 0.001, 0.5, 40, method="exact")
+    lazy = residual_greedy(z, v, d * 0.001, 0.5, 40, method="lazy", shortlist_sizes=[16, 4])
+    assert exact.rows.tolist() == list(range(50, 90))
+    np.testing.assert_array_equal(lazy.rows, exact.rows)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_empty_pool_or_budget_selects_nothing(method):
+    z, v, d = hard_problem(18, n=10)
+    assert residual_greedy(z[:0], v, d, 1.0, 5, method=method).rows.size == 0
+    assert residual_greedy(z, v, d, 1.0, 0, method=method).rows.size == 0
+    everything_excluded = residual_greedy(z, v, d, 1.0, 5, method=method, excluded=np.arange(10))
+    assert everything_excluded.rows.size == 0
