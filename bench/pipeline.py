@@ -8,6 +8,12 @@ numbers are the stages' own cost.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/select.py would shadow the standard library's `select` (imported by subprocess)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
 import sys

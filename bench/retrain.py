@@ -10,6 +10,12 @@ one vmapped loop. `ratios` compares them side by side in the same run.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# bench/select.py would shadow the standard library's `select` (imported by subprocess)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
 import argparse
 import json
 import os

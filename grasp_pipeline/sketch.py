@@ -457,8 +457,12 @@ class GradientSketcher:
         flat = torch.cat(parts, dim=1, out=out) if out is not None else torch.cat(parts, dim=1)
         return losses.detach(), flat
 
-    def _transposed_grads(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses, (p, n) gradients): parameter grads written transposed into a reused buffer."""
+    def _transposed_grads(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(losses, (p, n) gradients, (n,) norms): grads written transposed into a reused buffer.
+
+        Norms are taken from the row-major parts (a reduction over dim 0 of the (p, n) buffer
+        is ~25× slower on CPU).
+        """
         losses, grads = self._per_example(self.params, chunk)
         n = chunk.shape[0]
         key = (n, chunk.device)
@@ -466,11 +470,13 @@ class GradientSketcher:
             self._buffer = torch.empty(self.projector.p, n, device=chunk.device)
             self._buffer_key = key
         lo = 0
+        norm_sq = torch.zeros(n, device=chunk.device)
         for name in self.names:
             part = grads[name].detach().reshape(n, -1)
             self._buffer[lo:lo + part.shape[1]].copy_(part.t())
+            norm_sq += torch.linalg.vector_norm(part, dim=1) ** 2
             lo += part.shape[1]
-        return losses.detach(), self._buffer
+        return losses.detach(), self._buffer, norm_sq.sqrt()
 
     def _dense_buffer_rows(self) -> int:
         """Examples whose flat gradients are projected together (1 chunk when P is cached)."""
@@ -484,8 +490,8 @@ class GradientSketcher:
         """Yields (sketch, grad_norm, loss) for consecutive slices of `inputs`."""
         if isinstance(self.projector, SJLTProjector):
             for lo in range(0, inputs.shape[0], self.chunk_size):
-                loss, flat_t = self._transposed_grads(inputs[lo:lo + self.chunk_size])
-                yield self.projector.project_transposed(flat_t), torch.linalg.vector_norm(flat_t, dim=0), loss
+                loss, flat_t, norm = self._transposed_grads(inputs[lo:lo + self.chunk_size])
+                yield self.projector.project_transposed(flat_t), norm, loss
             return
         rows = self._dense_buffer_rows()
         for lo in range(0, inputs.shape[0], rows):
