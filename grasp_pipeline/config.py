@@ -83,7 +83,8 @@ class RetrainParams:
     optimizer: str = doc("adam or sgd.", "adam")
     init_seed: int = doc("Initialisation seed shared by every retraining.", 0)
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
-    repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling).", 2)
+    repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling; "
+                       "doubles the retraining cost).", 1)
     models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16)
 
 

@@ -20,7 +20,7 @@ TINY = {
     "plan": {"uniform_fraction": 0.2, "uniform_fit": 8, "uniform_holdout": 4, "dirichlet_fit": 8,
              "dirichlet_holdout": 4, "dirichlet_min_fraction": 0.05, "dirichlet_max_fraction": 0.4,
              "subsets_per_batch": 8},
-    "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8},
+    "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8, "repeats": 2},
     "surrogate": {"cv_folds": 3, "grasp_size_terms": ["log"], "grasp_normalisations": ["none", "mean"],
                   "grasp_geometries": ["identity", "diagonal"], "datamodel_ridges": [1.0, 10.0],
                   "grasp_ridges": [0.1], "fidelity_fit_budgets": [8]},
