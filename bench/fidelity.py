@@ -123,15 +123,8 @@ def _work_dir(keep: str | None, prefix: str):
 # ---------------------------------------------------------------- 1. the project's stages
 
 def run_stages(store: DeltaStore, params, workload) -> dict[str, float]:
-    plan = [
-        ("corpus_shards", lambda: stages.build_corpus(store, params.corpus, params.workload.example_bytes)),
-        ("reference_model", lambda: stages.train_reference_model(store, workload, params.reference)),
-        ("gradient_sketches", lambda: stages.compute_gradient_sketches(store, workload, params.sketch)),
-        ("task_sketches", lambda: stages.compute_task_sketches(store, workload, params.sketch.chunk_size)),
-        ("subset_plan", lambda: stages.plan_subsets(store, params.plan)),
-        ("subset_outcomes", lambda: stages.retrain_outcomes(store, workload, params.retrain)),
-        ("grasp_surrogate", lambda: stages.fit_surrogate_tables(store, params.surrogate)),
-    ]
+    plan = [(name, call) for name, call in stages.stage_plan(store, params, workload)
+            if name not in ("curated_selection", "mixture_weights", "selection_validation")]
     seconds = {}
     for name, run in plan:
         began = time.perf_counter()

@@ -39,18 +39,7 @@ def main() -> int:
     seconds = {}
     with tempfile.TemporaryDirectory() as root:
         store = DeltaStore(root)
-        plan = [
-            ("corpus_shards", lambda: stages.build_corpus(store, params.corpus, params.workload.example_bytes)),
-            ("reference_model", lambda: stages.train_reference_model(store, workload, params.reference)),
-            ("gradient_sketches", lambda: stages.compute_gradient_sketches(store, workload, params.sketch)),
-            ("task_sketches", lambda: stages.compute_task_sketches(store, workload, params.sketch.chunk_size)),
-            ("subset_plan", lambda: stages.plan_subsets(store, params.plan)),
-            ("subset_outcomes", lambda: stages.retrain_outcomes(store, workload, params.retrain)),
-            ("grasp_surrogate", lambda: stages.fit_surrogate_tables(store, params.surrogate)),
-            ("curated_selection", lambda: stages.curate_selections(store, params.selection)),
-            ("mixture_weights", lambda: stages.optimise_mixtures(store, params.mixture)),
-            ("selection_validation", lambda: stages.validate_selections(store, workload, params.validation)),
-        ]
+        plan = stages.stage_plan(store, params, workload)
         for name, run in plan:
             began = time.perf_counter()
             run()

@@ -714,3 +714,20 @@ def _utility_figure(frame: pl.DataFrame):
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     return fig
+
+
+def stage_plan(store: DeltaStore, params, workload: Workload) -> list[tuple[str, object]]:
+    """Returns (asset name, zero-argument call) for every stage, in dependency order: the
+    whole graph without Dagster, for benchmarks and scripts."""
+    return [
+        ("corpus_shards", lambda: build_corpus(store, params.corpus, params.workload.example_bytes)),
+        ("reference_model", lambda: train_reference_model(store, workload, params.reference)),
+        ("gradient_sketches", lambda: compute_gradient_sketches(store, workload, params.sketch)),
+        ("task_sketches", lambda: compute_task_sketches(store, workload, params.sketch.chunk_size)),
+        ("subset_plan", lambda: plan_subsets(store, params.plan)),
+        ("subset_outcomes", lambda: retrain_outcomes(store, workload, params.retrain)),
+        ("grasp_surrogate", lambda: fit_surrogate_tables(store, params.surrogate)),
+        ("curated_selection", lambda: curate_selections(store, params.selection)),
+        ("mixture_weights", lambda: optimise_mixtures(store, params.mixture)),
+        ("selection_validation", lambda: validate_selections(store, workload, params.validation)),
+    ]
