@@ -24,15 +24,15 @@ DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagste
 REFRESH_SKETCHES_AND_SURROGATE = ["reference_model", "gradient_sketches", "task_sketches", "grasp_surrogate"]
 
 
-JOB_NAMES = ["grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture",
+JOB_NAMES = ["grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture",
              "grasp_refresh_sketches_and_surrogate"]
 
 
 def job_assets() -> dict[str, list[str]]:
     """Which assets (= ops) each job materialises; a job's run config carries only theirs."""
-    from .jobs import FIT_AND_CURATE, PREPARE, RETRAIN
+    from .jobs import FIT_AND_CURATE, PREPARE, RETRAIN, SKETCH
 
-    return {"grasp_prepare": PREPARE, "grasp_retrain": RETRAIN, "grasp_fit_and_curate": FIT_AND_CURATE,
+    return {"grasp_prepare": PREPARE, "grasp_sketch": SKETCH, "grasp_retrain": RETRAIN, "grasp_fit_and_curate": FIT_AND_CURATE,
             "grasp_reoptimise_mixture": ["mixture_weights"],
             "grasp_refresh_sketches_and_surrogate": REFRESH_SKETCHES_AND_SURROGATE}
 

@@ -1,4 +1,7 @@
-"""Corpus stage: the pool (`corpus_shards`) and the held-out task sets (`task_sets`)."""
+"""Corpus stage: the pool (`corpus_shards`) and the held-out task sets (`task_sets`).
+
+Materialising the pool registers its shards as the partitions of `gradient_sketches`.
+"""
 
 import dagster as dg
 
@@ -7,6 +10,8 @@ from grasp_pipeline.stages import build_corpus
 from .config import CorpusConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
+from .retraining import sync_dynamic_partitions
+from .sketches import corpus_shard_partitions
 
 
 @dg.asset(code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
@@ -14,5 +19,9 @@ def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, stora
                   workload: WorkloadResource) -> dg.MaterializeResult:
     """Pool examples cut into fixed-length byte examples, sharded per domain; writes the task sets too."""
     params = to_params(config)
-    return run_stage(context, storage, params_dict(params),
-                     lambda run: build_corpus(storage.store(), params, workload.example_bytes))
+    result = run_stage(context, storage, params_dict(params),
+                       lambda run: build_corpus(storage.store(), params, workload.example_bytes))
+    shards = storage.store().read("corpus_shards")["shard"].unique().sort().to_list()
+    sync_dynamic_partitions(context.instance, corpus_shard_partitions, shards)
+    context.log.info(f"registered {len(shards)} corpus shards as partitions of gradient_sketches")
+    return result

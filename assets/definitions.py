@@ -18,14 +18,16 @@ from .schedules import build_schedules
 from .sensors import build_sensors
 
 TORCH_TAG = {"grasp/torch": "true"}
-TORCH_JOBS = {"grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_refresh_sketches_and_surrogate"}
+TORCH_JOBS = {"grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate",
+              "grasp_refresh_sketches_and_surrogate"}
 
 all_assets = dg.load_assets_from_modules([corpus, model, sketches, retraining, surrogates, curation, mixture])
 
 refresh_job = dg.define_asset_job(
     "grasp_refresh_sketches_and_surrogate", selection=REFRESH_SKETCHES_AND_SURROGATE,
     description="Reference model, gradient and task sketches, surrogates (after a sketch or model setting "
-                "changed; the retraining outcomes do not depend on them). Then run grasp_fit_and_curate or "
+                "changed; the retraining outcomes do not depend on them). Launch it over all corpus_shards "
+                "partitions (one run). Then run grasp_fit_and_curate or "
                 "grasp_reoptimise_mixture for what they mark stale.")
 
 
@@ -47,6 +49,7 @@ defs = dg.Definitions(
     asset_checks=checks.all_checks,
     jobs=list(jobs.values()),
     schedules=build_schedules(jobs["grasp_reoptimise_mixture"]),
-    sensors=build_sensors(jobs["grasp_prepare"], jobs["grasp_retrain"], jobs["grasp_fit_and_curate"]),
+    sensors=build_sensors(jobs["grasp_prepare"], jobs["grasp_sketch"], jobs["grasp_retrain"],
+                          jobs["grasp_fit_and_curate"]),
     resources={"storage": GraspStorage(), "workload": WorkloadResource()},
 )

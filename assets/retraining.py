@@ -16,14 +16,15 @@ from .resources import GraspStorage, WorkloadResource
 retraining_batches = dg.DynamicPartitionsDefinition(name="retraining_batches")
 
 
-def sync_batch_partitions(instance: dg.DagsterInstance, keys: list[str]) -> None:
-    """Makes the dynamic partitions exactly `keys` (adds new batches, drops vanished ones)."""
-    existing = set(instance.get_dynamic_partitions(retraining_batches.name))
+def sync_dynamic_partitions(instance: dg.DagsterInstance, partitions: dg.DynamicPartitionsDefinition,
+                            keys: list[str]) -> None:
+    """Makes the dynamic partitions exactly `keys` (adds new ones, drops vanished ones)."""
+    existing = set(instance.get_dynamic_partitions(partitions.name))
     for key in sorted(existing - set(keys)):
-        instance.delete_dynamic_partition(retraining_batches.name, key)
+        instance.delete_dynamic_partition(partitions.name, key)
     missing = [k for k in sorted(keys) if k not in existing]
     if missing:
-        instance.add_dynamic_partitions(retraining_batches.name, missing)
+        instance.add_dynamic_partitions(partitions.name, missing)
 
 
 @dg.asset(code_version="2", group_name="retraining", deps=["corpus_shards"], kinds={"deltalake"})
@@ -32,7 +33,7 @@ def subset_plan(context: dg.AssetExecutionContext, config: PlanConfig, storage: 
     params = to_params(config)
     result = run_stage(context, storage, params_dict(params), lambda run: plan_subsets(storage.store(), params))
     batches = storage.store().read("subset_plan")["batch"].unique().sort().to_list()
-    sync_batch_partitions(context.instance, batches)
+    sync_dynamic_partitions(context.instance, retraining_batches, batches)
     context.log.info(f"registered {len(batches)} retraining batches as partitions of subset_outcomes")
     return result
 

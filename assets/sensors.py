@@ -3,12 +3,12 @@
 `grasp_new_corpus_files` watches a folder (GRASP_WATCH_DIR, default `.grasp/incoming`) for
 corpus files (.jsonl, .jsonl.gz, .json, .parquet). Its cursor is the sorted list of
 (file, mtime, size) it last saw; when that changes it requests `grasp_prepare` on the whole
-folder as the corpus, which rewrites the pool and its shards, re-sketches and re-plans, and
-registers the plan's retraining batches as partitions. Two run-status sensors continue the
-chain: after that run succeeds `grasp_retrain_after_prepare` requests `grasp_retrain` over
-every registered batch (one run, a partition range), and after that
-`grasp_fit_and_curate_after_retrain` requests `grasp_fit_and_curate` (surrogates, selection,
-mixture). The followers only continue runs tagged `grasp/chain=true` (the watcher sets it;
+folder as the corpus, which rewrites the pool and its shards, retrains θ₀, re-plans, and
+registers the pool's shards and the plan's retraining batches as partitions. Three run-status
+sensors continue the chain: `grasp_sketch_after_prepare` requests `grasp_sketch` over every
+shard (one run, a partition range), `grasp_retrain_after_sketch` then `grasp_retrain` over
+every batch, and `grasp_fit_and_curate_after_retrain` then `grasp_fit_and_curate` (task
+sketches, surrogates, selection, mixture). The followers only continue runs tagged `grasp/chain=true` (the watcher sets it;
 add it in the launchpad to have a manual `grasp_prepare` continued), so `grasp run` and
 hand-launched runs are left alone.
 
@@ -29,8 +29,6 @@ import dagster as dg
 
 CHAIN_TAG = "grasp/chain"
 CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
-PARTITION_RANGE_START = "dagster/asset_partition_range_start"
-PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
 
 def watch_dir() -> Path:
@@ -85,8 +83,8 @@ def _storage_of(run: dg.DagsterRun) -> str:
     return configured or storage_root()
 
 
-def build_sensors(prepare_job, retrain_job, fit_and_curate_job) -> list:
-    """The watcher and its two followers, targeting the code location's job definitions."""
+def build_sensors(prepare_job, sketch_job, retrain_job, fit_and_curate_job) -> list:
+    """The watcher and its three followers, targeting the code location's job definitions."""
     from .cli import job_run_config
 
     @dg.sensor(name="grasp_new_corpus_files", job=prepare_job, default_status=dg.DefaultSensorStatus.STOPPED,
@@ -112,34 +110,34 @@ def build_sensors(prepare_job, retrain_job, fit_and_curate_job) -> list:
             tags=_chain_tags(trigger))
         return dg.SensorResult(run_requests=[request], cursor=state)
 
-    @dg.run_status_sensor(name="grasp_retrain_after_prepare", run_status=dg.DagsterRunStatus.SUCCESS,
-                          monitored_jobs=[prepare_job], request_job=retrain_job,
-                          default_status=dg.DefaultSensorStatus.STOPPED, minimum_interval_seconds=15,
-                          description="After a chained grasp_prepare: grasp_retrain over every retraining batch.")
-    def retrain_after_prepare(context: dg.RunStatusSensorContext):
+    followers = [follower(prepare_job, sketch_job, "every corpus shard"),
+                 follower(sketch_job, retrain_job, "every retraining batch"),
+                 follower(retrain_job, fit_and_curate_job, "task sketches, surrogates, selection and mixture")]
+    return [new_corpus_files, *followers]
+
+
+def follower(monitored_job, request_job, what: str):
+    """A run-status sensor: after a chained `monitored_job` run succeeds, request `request_job`
+    (over all of its registered partitions, one run, when it is partitioned)."""
+    from .cli import job_run_config
+    from .jobs import full_range_tags
+
+    @dg.run_status_sensor(name=f"{request_job.name}_after_{monitored_job.name.removeprefix('grasp_')}",
+                          run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[monitored_job],
+                          request_job=request_job, default_status=dg.DefaultSensorStatus.STOPPED,
+                          minimum_interval_seconds=15,
+                          description=f"After a chained {monitored_job.name}: {request_job.name} ({what}).")
+    def follow(context: dg.RunStatusSensorContext):
         run = context.dagster_run
         if run.tags.get(CHAIN_TAG) != "true":
             return dg.SkipReason(f"run {run.run_id} is not tagged {CHAIN_TAG}=true")
-        batches = context.instance.get_dynamic_partitions("retraining_batches")
-        if not batches:
-            return dg.SkipReason("grasp_prepare registered no retraining batches")
+        try:
+            partition_tags = full_range_tags(context.instance, request_job.name)
+        except ValueError as error:
+            return dg.SkipReason(str(error))
         return dg.RunRequest(
-            run_key=f"{run.run_id}:retrain",
-            run_config=job_run_config(retrain_job.name, pipeline_params(), _storage_of(run)),
-            tags={**_chain_tags(f"grasp_prepare run {run.run_id} succeeded"),
-                  PARTITION_RANGE_START: batches[0], PARTITION_RANGE_END: batches[-1]})
+            run_key=f"{run.run_id}:{request_job.name}",
+            run_config=job_run_config(request_job.name, pipeline_params(), _storage_of(run)),
+            tags={**_chain_tags(f"{monitored_job.name} run {run.run_id} succeeded"), **partition_tags})
 
-    @dg.run_status_sensor(name="grasp_fit_and_curate_after_retrain", run_status=dg.DagsterRunStatus.SUCCESS,
-                          monitored_jobs=[retrain_job], request_job=fit_and_curate_job,
-                          default_status=dg.DefaultSensorStatus.STOPPED, minimum_interval_seconds=15,
-                          description="After a chained grasp_retrain: surrogates, selection and mixture.")
-    def fit_after_retrain(context: dg.RunStatusSensorContext):
-        run = context.dagster_run
-        if run.tags.get(CHAIN_TAG) != "true":
-            return dg.SkipReason(f"run {run.run_id} is not tagged {CHAIN_TAG}=true")
-        return dg.RunRequest(
-            run_key=f"{run.run_id}:fit",
-            run_config=job_run_config(fit_and_curate_job.name, pipeline_params(), _storage_of(run)),
-            tags=_chain_tags(f"grasp_retrain run {run.run_id} succeeded"))
-
-    return [new_corpus_files, retrain_after_prepare, fit_after_retrain]
+    return follow

@@ -1,4 +1,9 @@
-"""Sketch stage: per-example gradient sketches of the pool and task-gradient sketches."""
+"""Sketch stage: per-example gradient sketches of the pool and task-gradient sketches.
+
+`gradient_sketches` is partitioned by corpus shard (dynamic partitions registered by
+`corpus_shards` from its `shard` column): a backfill spreads shards over executors, a
+crashed shard reruns alone, and each partition write replaces exactly its shard.
+"""
 
 import dagster as dg
 
@@ -8,21 +13,25 @@ from .config import SketchConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
+corpus_shard_partitions = dg.DynamicPartitionsDefinition(name="corpus_shards")
 
-@dg.asset(pool="torch", code_version="1", group_name="sketches", deps=["reference_model", "corpus_shards"],
+
+@dg.asset(pool="torch", code_version="2", group_name="sketches", deps=["reference_model", "corpus_shards"],
+          partitions_def=corpus_shard_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
           kinds={"torch", "deltalake"})
 def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, storage: GraspStorage,
                       workload: WorkloadResource) -> dg.MaterializeResult:
-    """z_i = P ∇θ ℓ(x_i; θ₀) for every pool example (vmap per-example gradients, seeded projection)."""
+    """z_i = P ∇θ ℓ(x_i; θ₀) for every pool example of the shards (vmap per-example gradients, seeded projection)."""
     params = to_params(config)
-    return run_stage(context, storage, params_dict(params),
-                     lambda run: compute_gradient_sketches(storage.store(), workload.build(), params))
+    shards = list(context.partition_keys)
+    return run_stage(context, storage, {**params_dict(params), "shards": ",".join(shards)},
+                     lambda run: compute_gradient_sketches(storage.store(), workload.build(), params, shards=shards))
 
 
-@dg.asset(pool="torch", code_version="1", group_name="sketches", deps=["reference_model", "gradient_sketches"],
+@dg.asset(pool="torch", code_version="2", group_name="sketches", deps=["reference_model", "gradient_sketches"],
           kinds={"torch", "deltalake"})
 def task_sketches(context: dg.AssetExecutionContext, storage: GraspStorage,
                   workload: WorkloadResource) -> dg.MaterializeResult:
-    """q_t = P ∇θ L_t(θ₀) per task, in the projection recorded by gradient_sketches."""
+    """q_t = P ∇θ L_t(θ₀) per task, in the projection recorded by gradient_sketches (checked to cover the pool)."""
     return run_stage(context, storage, {},
                      lambda run: compute_task_sketches(storage.store(), workload.build()))

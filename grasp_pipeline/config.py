@@ -69,10 +69,15 @@ class ReferenceParams:
 
 @dataclass(frozen=True)
 class SketchParams:
-    projection: str = doc("Random projection: gaussian, rademacher or sjlt.", "gaussian")
+    projection: str = doc("Random projection: sjlt (sparse JL, fastest at equal error), gaussian, rademacher "
+                          "or kronecker (LoGra-style, Linear layers).", "sjlt")
     k: int = doc("Sketch dimension.", 256)
     seed: int = doc("Projection seed.", 0)
     chunk_size: int = doc("Examples per vmap chunk (bounds memory).", 64)
+    nonzeros: int = doc("SJLT nonzeros per gradient coordinate (also the Kronecker second stage).", 4)
+    factor_dim: int = doc("Kronecker projection: width each layer's input/output factor is projected to.", 32)
+    storage_dtype: str = doc("Precision the sketches are rounded to before storage: float32, float16, bfloat16.",
+                             "float32")
 
 
 @dataclass(frozen=True)

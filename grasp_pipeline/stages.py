@@ -179,12 +179,35 @@ def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, di
 
 # ---------------------------------------------------------------- sketches
 
+def _select_partitions(frame: pl.DataFrame, column: str, keys: list[str] | None, table: str) -> pl.DataFrame:
+    """The rows of partitions `keys` (all rows for None); unknown keys are an error naming them."""
+    if keys is None:
+        return frame
+    unknown = sorted(set(keys) - set(frame[column].to_list()))
+    if unknown:
+        raise ValueError(f"{column} key(s) {unknown} are not in {table} (it has: "
+                         f"{sorted(frame[column].unique().to_list())}); rematerialise {table}")
+    return frame.filter(pl.col(column).is_in(keys))
+
+
+def make_sketcher(workload: Workload, theta: dict[str, torch.Tensor], params: SketchParams) -> GradientSketcher:
+    return GradientSketcher(workload, theta, params.projection, params.k, params.seed, params.chunk_size,
+                            storage_dtype=params.storage_dtype, nonzeros=params.nonzeros,
+                            factor_dim=params.factor_dim)
+
+
 @stage
-def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams) -> StageResult:
-    """Sketches every pool example's gradient at θ₀, shard by shard; writes `gradient_sketches`."""
+def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams,
+                              shards: list[str] | None = None) -> StageResult:
+    """Sketches every pool example's gradient at θ₀, shard by shard; writes `gradient_sketches`.
+
+    With `shards` (shard keys of corpus_shards) only those shards are sketched and exactly
+    their partitions replaced, so shards can run on separate workers and a crashed shard
+    reruns alone; otherwise every shard, replacing the table (dropping vanished shards).
+    """
     version, theta = load_reference_model(store, workload)
-    sketcher = GradientSketcher(workload, theta, params.projection, params.k, params.seed, params.chunk_size)
-    pool = _pool(store)
+    sketcher = make_sketcher(workload, theta, params)
+    pool = _select_partitions(_pool(store), "shard", shards, "corpus_shards")
     parts = []
     for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
         began = time.perf_counter()
@@ -200,12 +223,40 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     frame = pl.concat(parts).sort("example_id").with_columns(
         sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
     result = StageResult()
-    result.write(store, "gradient_sketches", frame)
+    if shards is None:
+        result.write(store, "gradient_sketches", frame)
+    else:
+        result.write_partitions(store, "gradient_sketches", frame)
     sketches = np.asarray(frame["sketch"].to_list(), dtype=np.float32)
-    result.metrics = {"examples": frame.height, "k": params.k, "finite": bool(np.isfinite(sketches).all()),
+    result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k,
+                      "projection": params.projection, "finite": bool(np.isfinite(sketches).all()),
                       "mean_grad_norm": float(frame["grad_norm"].mean()), "mean_loss": float(frame["loss"].mean()),
+                      "examples_per_second": frame.height / max(float(frame["seconds"].sum()), 1e-9),
                       "model_version": version}
     return result
+
+
+def pool_sketches(store: DeltaStore) -> pl.DataFrame:
+    """Returns gradient_sketches sorted by example_id, checked to be one projection of the whole pool.
+
+    Shards are written separately, so a table mixing projections or model versions, or
+    missing shards, is caught here instead of silently mixing sketch spaces.
+    """
+    sketches = store.read("gradient_sketches").sort("example_id")
+    configs = sketches.group_by("sketch_config").agg(pl.col("shard").unique().sort())
+    if configs.height > 1:
+        described = "; ".join(f"shards {row['shard'][:5]} → {row['sketch_config'][:160]}"
+                              for row in configs.iter_rows(named=True))
+        raise ValueError(f"gradient_sketches mixes {configs.height} projections/model versions across shards "
+                         f"({described}); rematerialise every gradient_sketches partition")
+    pool = _pool(store)
+    if not sketches["example_id"].equals(pool["example_id"]):
+        missing = pool.filter(~pl.col("example_id").is_in(sketches["example_id"].implode()))
+        raise ValueError(f"gradient_sketches does not cover corpus_shards: {missing.height} pool examples have no "
+                         f"sketch (shards {sorted(missing['shard'].unique().to_list())[:5]}), {sketches.height} "
+                         f"sketches for {pool.height} pool examples; materialise the missing gradient_sketches "
+                         "partitions (or rematerialise all of them after corpus_shards changed)")
+    return sketches
 
 
 @stage
@@ -216,12 +267,11 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
     and pool sketches always live in the same space.
     """
     version, theta = load_reference_model(store, workload)
-    pool_config = json.loads(store.read("gradient_sketches")["sketch_config"][0])
+    pool_config = json.loads(pool_sketches(store)["sketch_config"][0])
     if pool_config["model_version"] != version:
         raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
                          f"reference model is now {version}; rematerialise gradient_sketches first")
-    sketcher = GradientSketcher(workload, theta, pool_config["projection"], pool_config["k"],
-                                pool_config["seed"], chunk_size)
+    sketcher = GradientSketcher.from_config(workload, theta, pool_config, chunk_size)
     frame, names, index = _tasks(store)
     inputs = workload.encode(frame["text"].to_list())
     rows = []
@@ -269,13 +319,7 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
     """
     pool, pool_inputs, task_inputs, names, task_index = _encoded_pool_and_tasks(store, workload)
     full_plan = store.read("subset_plan").sort("subset_id")
-    plan = full_plan
-    if batches is not None:
-        unknown = sorted(set(batches) - set(full_plan["batch"].to_list()))
-        if unknown:
-            raise ValueError(f"retraining batch(es) {unknown} are not in subset_plan (batches: "
-                             f"{sorted(full_plan['batch'].unique().to_list())}); rematerialise subset_plan")
-        plan = full_plan.filter(pl.col("batch").is_in(batches))
+    plan = _select_partitions(full_plan, "batch", batches, "subset_plan")
     position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
     subsets = []
     for subset_id, members in plan.select("subset_id", "members").iter_rows():
@@ -342,7 +386,7 @@ def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, floa
 
 def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.DataFrame]:
     """Joins sketches, plan and outcomes into a SubsetData; returns it with the sketch and plan frames."""
-    sketches = store.read("gradient_sketches").sort("example_id")
+    sketches = pool_sketches(store)
     task_frame = store.read("task_sketches").sort("task")
     plan = store.read("subset_plan").sort("subset_id")
     outcomes = store.read("subset_outcomes")
@@ -533,7 +577,7 @@ def _method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list
 @stage
 def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult:
     """Selects a budget of pool examples per method; writes `curated_selections`."""
-    sketches = store.read("gradient_sketches").sort("example_id")
+    sketches = pool_sketches(store)
     pool = _pool(store).select("example_id", "domain", "content_sha1")
     sketches = sketches.join(pool, on=["example_id", "domain"], how="left")
     z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
@@ -607,7 +651,7 @@ def _stacked_shares_figure(frame: pl.DataFrame, group: str, value: str, ylabel: 
 @stage
 def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp)."""
-    sketches = store.read("gradient_sketches").sort("example_id")
+    sketches = pool_sketches(store)
     z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
     q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
     surrogate_id, tasks, grasp_params = _method_params(store, "grasp")

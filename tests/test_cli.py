@@ -28,7 +28,8 @@ def test_grasp_run_on_a_user_corpus_prints_the_summary_and_records_the_run(tmp_p
     assert set(DeltaStore(str(tmp_path / "storage")).read("corpus_shards")["domain"]) == {"news", "code", "poetry"}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
-        assert sorted(r.job_name for r in runs) == ["grasp_fit_and_curate", "grasp_prepare", "grasp_retrain"]
+        assert sorted(r.job_name for r in runs) == ["grasp_fit_and_curate", "grasp_prepare", "grasp_retrain",
+                                                   "grasp_sketch"]
         assert all(r.is_success for r in runs)
 
 

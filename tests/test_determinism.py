@@ -111,10 +111,51 @@ def test_rerunning_one_retraining_batch_replaces_only_that_batch(two_runs):
     assert_frame_equal(after, before)  # same seeds: the batch comes back identical, nothing duplicated
 
 
+def test_rerunning_one_sketch_shard_replaces_only_that_shard(two_runs):
+    from deltalake import DeltaTable
+
+    store = two_runs[1]
+    params = tiny_params()
+    workload = stages.build_workload(params.workload)
+    before = without_timings(store.read("gradient_sketches")).sort("example_id")
+    files_before = set(DeltaTable(store.uri("gradient_sketches")).file_uris())
+    shards = sorted(before["shard"].unique().to_list())
+    assert len(shards) >= 2
+    stages.compute_gradient_sketches(store, workload, params.sketch, shards=[shards[0]])
+    assert_frame_equal(without_timings(store.read("gradient_sketches")).sort("example_id"), before)
+    replaced = files_before - set(DeltaTable(store.uri("gradient_sketches")).file_uris())
+    assert replaced and all(f"shard={shards[0]}" in uri for uri in replaced)  # the other shards' files stay
+
+
+def test_shards_sketched_in_different_spaces_are_refused_until_all_are_resketched(two_runs):
+    from dataclasses import replace
+
+    store = two_runs[1]
+    params = tiny_params()
+    workload = stages.build_workload(params.workload)
+    shards = sorted(store.read("gradient_sketches")["shard"].unique().to_list())
+    stages.compute_gradient_sketches(store, workload, replace(params.sketch, seed=5), shards=[shards[-1]])
+    with pytest.raises(ValueError, match="mixes 2 projections.*rematerialise every gradient_sketches partition"):
+        stages.compute_task_sketches(store, workload)
+    stages.compute_gradient_sketches(store, workload, params.sketch, shards=[shards[-1]])  # restore
+    stages.pool_sketches(store)
+
+
+def test_sketches_missing_a_shard_are_refused_naming_it(two_runs, tmp_path):
+    source = two_runs[0]
+    store = DeltaStore(str(tmp_path))
+    store.write("corpus_shards", source.read("corpus_shards"))
+    sketches = source.read("gradient_sketches")
+    last = sorted(sketches["shard"].unique().to_list())[-1]
+    store.write("gradient_sketches", sketches.filter(pl.col("shard") != last))
+    with pytest.raises(ValueError, match=f"does not cover corpus_shards.*{last}.*missing gradient_sketches"):
+        stages.pool_sketches(store)
+
+
 def test_outcomes_trained_on_another_plan_are_refused(two_runs, tmp_path):
     source = two_runs[0]
     store = DeltaStore(str(tmp_path))
-    for table in ("gradient_sketches", "task_sketches", "subset_outcomes"):
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "subset_outcomes"):
         store.write(table, source.read(table))
     plan = source.read("subset_plan")
     store.write("subset_plan", plan.with_columns(

@@ -57,7 +57,7 @@ def test_incomplete_outcomes_stop_the_surrogate_with_an_explanation(pipeline_run
 
     source = DeltaStore(str(pipeline_run[0]))
     store = DeltaStore(str(tmp_path / "storage"))
-    for table in ("gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes"):
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes"):
         store.write(table, source.read(table))
     outcomes = store.read("subset_outcomes")
     store.write("subset_outcomes", outcomes.filter(pl.col("subset_id") != 3))

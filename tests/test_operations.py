@@ -89,9 +89,10 @@ def test_the_mixture_schedule_is_off_by_default_and_requests_a_valid_run(defs, m
 # ---------------------------------------------------------------- sensors
 
 
-def test_new_corpus_files_request_prepare_then_retrain_over_every_batch_then_fit(defs, monkeypatch, tmp_path,
+def test_new_corpus_files_request_prepare_then_sketch_and_retrain_over_every_partition_then_fit(defs, monkeypatch, tmp_path,
                                                                                   tiny_config_file):
-    from assets.sensors import CHAIN_TAG, PARTITION_RANGE_END, PARTITION_RANGE_START
+    from assets.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
+    from assets.sensors import CHAIN_TAG
 
     incoming, root = tmp_path / "incoming", tmp_path / "storage"
     monkeypatch.setenv("GRASP_WATCH_DIR", str(incoming))
@@ -128,41 +129,53 @@ def test_new_corpus_files_request_prepare_then_retrain_over_every_batch_then_fit
         assert request.run_key != first.run_requests[0].run_key
         assert "1 new or changed" in request.tags["grasp/trigger"]
 
-        # run what the sensor asked for: the plan registers the retraining batches as partitions
+        # run what the sensor asked for: the pool and plan register shards and batches as partitions
         prepare = defs.resolve_job_def("grasp_prepare").execute_in_process(
             run_config=request.run_config, instance=instance, tags=request.tags)
         assert prepare.success
-        assert set(DeltaStore(str(root)).read("corpus_shards")["domain"]) == {"news", "code", "poetry", "essays",
-                                                                             "docs"}  # both files
+        pool = DeltaStore(str(root)).read("corpus_shards")
+        assert set(pool["domain"]) == {"news", "code", "poetry", "essays", "docs"}  # both files
+        shards = instance.get_dynamic_partitions("corpus_shards")
+        assert shards == sorted(pool["shard"].unique().to_list())
         batches = instance.get_dynamic_partitions("retraining_batches")
         assert batches
 
-        retrain_sensor = defs.resolve_sensor_def("grasp_retrain_after_prepare")
-        context = dg.build_run_status_sensor_context(
-            sensor_name=retrain_sensor.name, dagster_instance=instance, dagster_run=prepare.dagster_run,
-            dagster_event=prepare.get_run_success_event())
-        follow = retrain_sensor(context)
-        assert isinstance(follow, dg.RunRequest), follow
-        assert (follow.tags[PARTITION_RANGE_START], follow.tags[PARTITION_RANGE_END]) == (batches[0], batches[-1])
-        assert follow.run_config["resources"]["storage"]["config"]["root"] == str(root)
+        def follow(sensor_name: str, run):
+            sensor = defs.resolve_sensor_def(sensor_name)
+            return sensor(dg.build_run_status_sensor_context(
+                sensor_name=sensor.name, dagster_instance=instance, dagster_run=run.dagster_run,
+                dagster_event=run.get_run_success_event()))
 
+        sketch_request = follow("grasp_sketch_after_prepare", prepare)
+        assert isinstance(sketch_request, dg.RunRequest), sketch_request
+        assert (sketch_request.tags[PARTITION_RANGE_START], sketch_request.tags[PARTITION_RANGE_END]) == (
+            shards[0], shards[-1])
+        assert sketch_request.run_config["resources"]["storage"]["config"]["root"] == str(root)
+
+        sketch_sensor = defs.resolve_sensor_def("grasp_sketch_after_prepare")
         unchained = dg.build_run_status_sensor_context(
-            sensor_name=retrain_sensor.name, dagster_instance=instance,
+            sensor_name=sketch_sensor.name, dagster_instance=instance,
             dagster_run=prepare.dagster_run.with_tags({k: v for k, v in prepare.dagster_run.tags.items()
                                                        if k != CHAIN_TAG}),
             dagster_event=prepare.get_run_success_event())
-        assert isinstance(retrain_sensor(unchained), dg.SkipReason)  # `grasp run` and manual runs are left alone
+        assert isinstance(sketch_sensor(unchained), dg.SkipReason)  # `grasp run` and manual runs are left alone
 
+        sketch = defs.resolve_job_def("grasp_sketch").execute_in_process(
+            run_config=sketch_request.run_config, instance=instance, tags=sketch_request.tags)
+        assert sketch.success
+        assert DeltaStore(str(root)).read("gradient_sketches").height == pool.height  # every shard, one run
+
+        retrain_request = follow("grasp_retrain_after_sketch", sketch)
+        assert isinstance(retrain_request, dg.RunRequest), retrain_request
+        assert (retrain_request.tags[PARTITION_RANGE_START], retrain_request.tags[PARTITION_RANGE_END]) == (
+            batches[0], batches[-1])
         retrain = defs.resolve_job_def("grasp_retrain").execute_in_process(
-            run_config=follow.run_config, instance=instance, tags=follow.tags)
+            run_config=retrain_request.run_config, instance=instance, tags=retrain_request.tags)
         assert retrain.success
         outcomes = DeltaStore(str(root)).read("subset_outcomes")
         assert sorted(outcomes["batch"].unique().to_list()) == sorted(batches)  # every batch, one run
 
-        fit_sensor = defs.resolve_sensor_def("grasp_fit_and_curate_after_retrain")
-        fit = fit_sensor(dg.build_run_status_sensor_context(
-            sensor_name=fit_sensor.name, dagster_instance=instance, dagster_run=retrain.dagster_run,
-            dagster_event=retrain.get_run_success_event()))
+        fit = follow("grasp_fit_and_curate_after_retrain", retrain)
         assert isinstance(fit, dg.RunRequest) and fit.tags[CHAIN_TAG] == "true"
         assert dg.validate_run_config(defs.resolve_job_def("grasp_fit_and_curate"), fit.run_config)
 

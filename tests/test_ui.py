@@ -62,6 +62,12 @@ class Server:
         assert "errors" not in payload, payload
         return payload["data"]
 
+    def stale_status_by_partition(self, asset: str, partitions: list[str]) -> list[str]:
+        data = self.graphql("""query ($key: AssetKeyInput!, $partitions: [String!]!) {
+            assetNodeOrError(assetKey: $key) { ... on AssetNode { staleStatusByPartition(partitions: $partitions) } } }""",
+                            {"key": {"path": [asset]}, "partitions": partitions})
+        return data["assetNodeOrError"]["staleStatusByPartition"]
+
     def stale_status(self) -> dict[str, str]:
         data = self.graphql("{ assetNodes { assetKey { path } staleStatus staleCauses { reason key { path } } } }")
         return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in data["assetNodes"]}
@@ -152,6 +158,16 @@ def test_a_run_launched_through_graphql_with_non_default_config_succeeds_and_wri
     run_id = client.submit_job_execution("grasp_prepare", run_config=run_config, tags={"test": "graphql"})
     status = _wait_for_run(client, run_id, server)
     assert status == dg.DagsterRunStatus.SUCCESS, server.log_tail()
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        shards = instance.get_dynamic_partitions("corpus_shards")  # registered by corpus_shards
+    assert len(shards) > 1
+    # the partitioned sketch job over every shard in one run, as the UI launches a partition range
+    sketch_config = job_run_config("grasp_sketch", params, str(server.root))
+    sketch_config["execution"] = {"config": {"in_process": {}}}
+    sketch_run_id = client.submit_job_execution(
+        "grasp_sketch", run_config=sketch_config,
+        tags={"dagster/asset_partition_range_start": shards[0], "dagster/asset_partition_range_end": shards[-1]})
+    assert _wait_for_run(client, sketch_run_id, server) == dg.DagsterRunStatus.SUCCESS, server.log_tail()
 
     store = DeltaStore(str(server.root))
     pool = store.read("corpus_shards")
@@ -167,11 +183,11 @@ def test_a_run_launched_through_graphql_with_non_default_config_succeeds_and_wri
         assert run.tags.get("grasp/torch") == "true"  # the job's tag, limited by the run queue
         assert instance.get_dynamic_partitions("retraining_batches")  # registered by subset_plan
     stale = server.stale_status()
-    assert all(stale[a] == "FRESH" for a in PREPARE_ASSETS), stale
-    assert stale["grasp_surrogate"] == "MISSING"
+    assert all(stale[a] == "FRESH" for a in PREPARED_ASSETS), stale
+    assert stale["task_sketches"] == stale["grasp_surrogate"] == "MISSING"
 
 
-PREPARE_ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan"]
+PREPARED_ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "subset_plan"]
 
 
 def test_schedule_and_sensors_are_loaded_and_off_by_default(server):
@@ -184,8 +200,8 @@ def test_schedule_and_sensors_are_loaded_and_off_by_default(server):
     assert schedules["grasp_reoptimise_mixture_schedule"]["cronSchedule"] == os.environ.get("GRASP_MIXTURE_CRON",
                                                                                             "0 3 * * *")
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == {"grasp_new_corpus_files": "STOPPED", "grasp_retrain_after_prepare": "STOPPED",
-                       "grasp_fit_and_curate_after_retrain": "STOPPED"}
+    assert sensors == {"grasp_new_corpus_files": "STOPPED", "grasp_sketch_after_prepare": "STOPPED",
+                       "grasp_retrain_after_sketch": "STOPPED", "grasp_fit_and_curate_after_retrain": "STOPPED"}
 
 
 def test_a_corpus_change_marks_downstream_assets_stale_in_the_ui(server, tmp_path):
@@ -198,8 +214,14 @@ def test_a_corpus_change_marks_downstream_assets_stale_in_the_ui(server, tmp_pat
         assert result.success
     stale = server.stale_status()
     assert stale["corpus_shards"] == "FRESH"
-    for asset in ["reference_model", "gradient_sketches", "subset_plan"]:
+    for asset in ["reference_model", "subset_plan"]:
         assert stale[asset] == "STALE", stale
+    # the new pool's shards are the partitions of gradient_sketches now: none of them is fresh
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        shards = instance.get_dynamic_partitions("corpus_shards")
+    assert shards == sorted(DeltaStore(str(server.root)).read("corpus_shards")["shard"].unique().to_list())
+    by_partition = server.stale_status_by_partition("gradient_sketches", shards)
+    assert set(by_partition) <= {"STALE", "MISSING"} and by_partition, by_partition
 
 
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,

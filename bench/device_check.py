@@ -1,0 +1,179 @@
+"""The torch engines on an accelerator: same results as on CPU, and their throughput there.
+
+    python bench/device_check.py [--device cuda] [--quick]
+
+Needs only torch and numpy (no polars, Delta, MLflow or Dagster), so it runs on a bare GPU
+image. For each workload it checks that sketches (every projection) and batched retraining
+give the CPU's results on the device within float tolerance, and measures sketching
+examples/s and retraining subsets/s (batched vs one at a time) there. One JSON object on
+stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses, unstack  # noqa: E402
+from grasp_pipeline.sketch import GradientSketcher  # noqa: E402
+from grasp_pipeline.workload import make_workload  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[1] / "grasp_pipeline" / "data" / "default_corpus.jsonl.gz"
+WORKLOADS = {"byte_mlp": {}, "byte_transformer": {}}
+
+
+def corpus_texts(n: int, length: int = 128) -> list[str]:
+    """n fixed-length chunks of the embedded corpus, round-robin over documents (no polars)."""
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as handle:
+        documents = [json.loads(line)["text"] for line in handle]
+    chunks = [[doc[i:i + length] for i in range(0, len(doc) - length, length)] for doc in documents]
+    out, i = [], 0
+    while len(out) < n:
+        for doc in chunks:
+            if i < len(doc):
+                out.append(doc[i])
+        i += 1
+    return out[:n]
+
+
+def synchronise(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(device: str, fn):
+    synchronise(device)
+    began = time.perf_counter()
+    value = fn()
+    synchronise(device)
+    return value, time.perf_counter() - began
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+def check_workload(name: str, device: str, quick: bool, texts: list[str], parts: set[str], steps: int = 0) -> dict:
+    cpu_workload, dev_workload = make_workload(name, "cpu"), make_workload(name, device)
+    cpu_inputs = cpu_workload.encode(texts)
+    dev_inputs = cpu_inputs.to(device)
+    recipe = Recipe(steps=steps or (20 if quick else 40), batch_size=16)
+    # θ₀: a short warm-up on CPU, then the same parameters on both devices
+    theta_cpu = unstack(StackedTrainer(cpu_workload, recipe).train(cpu_inputs, [np.arange(512)], [(0, 0)]), 0)
+    theta_dev = {k: v.to(device) for k, v in theta_cpu.items()}
+    out: dict = {"workload": name, "parameters": int(sum(t.numel() for t in theta_cpu.values()))}
+
+    if "sketch" in parts:
+        out.update(check_sketches(cpu_workload, dev_workload, theta_cpu, theta_dev, cpu_inputs, dev_inputs,
+                                  device, quick))
+    if "retrain" in parts:
+        out.update(check_retraining(cpu_workload, dev_workload, recipe, cpu_inputs, dev_inputs, device, len(texts)))
+    return out
+
+
+def check_sketches(cpu_workload, dev_workload, theta_cpu, theta_dev, cpu_inputs, dev_inputs, device: str,
+                   quick: bool) -> dict:
+    """Sketches on CPU vs device (every projection), and device throughput at k = 1024."""
+    out = {}
+    sample = slice(0, 64)
+    for kind, k in [("sjlt", 256), ("gaussian", 256), ("kronecker", 256)]:
+        cpu = GradientSketcher(cpu_workload, theta_cpu, kind, k, 0, 64).sketch_examples(cpu_inputs[sample]).sketch
+        dev = GradientSketcher(dev_workload, theta_dev, kind, k, 0, 64).sketch_examples(dev_inputs[sample]).sketch
+        out[f"sketch_{kind}_k{k}_cpu_vs_device_rel_error"] = relative_error(cpu, dev)
+    n = 1024 if quick else 4096
+    for kind in ("sjlt", "gaussian"):
+        for chunk in (64, 256):
+            sketcher = GradientSketcher(dev_workload, theta_dev, kind, 1024, 0, chunk)
+            sketcher.sketch_examples(dev_inputs[:chunk])  # warm-up (projection generation, kernels)
+            _, seconds = timed(device, lambda: sketcher.sketch_examples(dev_inputs[:n]))
+            out[f"sketch_{kind}_k1024_chunk{chunk}_examples_per_second"] = n / seconds
+    if device.startswith("cuda"):
+        out["sketch_peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def check_retraining(cpu_workload, dev_workload, recipe: Recipe, cpu_inputs, dev_inputs, device: str,
+                     n_texts: int) -> dict:
+    """Batched (M = 64) vs one-at-a-time retraining on the device, and device vs CPU losses."""
+    rng = np.random.default_rng(0)
+    m = 64
+    subsets = [np.sort(rng.choice(np.arange(256, n_texts), size=200, replace=False)) for _ in range(m)]
+    seeds = [(0, i) for i in range(m)]
+    tasks, task_index, names = dev_inputs[:256], np.arange(256) % 4, ["a", "b", "c", "d"]
+    trainer = StackedTrainer(dev_workload, recipe)
+    trainer.train(dev_inputs, subsets[:1], seeds[:1])  # warm-up
+    stacked, batched_seconds = timed(device, lambda: trainer.train(dev_inputs, subsets, seeds))
+    batched_losses = task_losses(trainer.example_losses(stacked, tasks), task_index, names)
+    rerun = trainer.train(dev_inputs, subsets[:8], seeds[:8])  # same subsets and seeds, a smaller stack
+    rerun_same_stack = trainer.train(dev_inputs, subsets, seeds)
+    rerun_losses = task_losses(trainer.example_losses(rerun, tasks), task_index, names)
+    rerun_same_losses = task_losses(trainer.example_losses(rerun_same_stack, tasks), task_index, names)
+    sequential = min(m, 8)
+    singles, sequential_seconds = timed(device, lambda: [trainer.train(dev_inputs, [subsets[i]], [seeds[i]])
+                                                         for i in range(sequential)])
+    sequential_losses = np.concatenate([task_losses(trainer.example_losses(s, tasks), task_index, names)
+                                        for s in singles])
+    cpu_trainer = StackedTrainer(cpu_workload, recipe)
+    cpu_stacked = cpu_trainer.train(cpu_inputs, subsets[:4], seeds[:4])
+    cpu_losses = task_losses(cpu_trainer.example_losses(cpu_stacked, cpu_inputs[:256]), task_index, names)
+    return {
+        "retrain_steps": recipe.steps, "dtype": str(torch.get_default_dtype()),
+        "retrain_batched_m64_subsets_per_second": m / batched_seconds,
+        "retrain_sequential_subsets_per_second": sequential / sequential_seconds,
+        "retrain_batched_over_sequential": (m / batched_seconds) / (sequential / sequential_seconds),
+        "retrain_max_abs_loss_diff_batched_vs_sequential": float(np.abs(batched_losses[:sequential]
+                                                                        - sequential_losses).max()),
+        "retrain_max_abs_loss_diff_device_vs_cpu": float(np.abs(batched_losses[:4] - cpu_losses).max()),
+        "retrain_max_abs_loss_diff_rerun_same_stack": float(np.abs(batched_losses - rerun_same_losses).max()),
+        "retrain_max_abs_loss_diff_m64_vs_m8": float(np.abs(batched_losses[:8] - rerun_losses).max()),
+        "retrain_abs_loss_diff_per_subset_batched_vs_sequential": np.abs(
+            batched_losses[:sequential] - sequential_losses).max(axis=1).tolist(),
+        "retrain_mean_final_loss": float(batched_losses.mean()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--parts", nargs="*", default=["sketch", "retrain"], choices=["sketch", "retrain"])
+    parser.add_argument("--steps", type=int, default=0, help="retraining steps (default 40, --quick 20)")
+    parser.add_argument("--float64", action="store_true",
+                        help="build models in float64: separates rounding amplification from real differences")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="torch.use_deterministic_algorithms(True) (CUDA needs CUBLAS_WORKSPACE_CONFIG=:4096:8)")
+    args = parser.parse_args()
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if args.float64:
+        torch.set_default_dtype(torch.float64)
+    texts = corpus_texts(2048)
+    report = {"device": args.device, "deterministic": args.deterministic, "torch": torch.__version__,
+              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+              "workloads": []}
+    for name in args.workloads:
+        began = time.perf_counter()
+        result = check_workload(name, args.device, args.quick, texts, set(args.parts), args.steps)
+        result["seconds"] = time.perf_counter() - began
+        report["workloads"].append(result)
+        print(json.dumps(result), file=sys.stderr, flush=True)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
