@@ -12,7 +12,8 @@ from .resources import GraspStorage, WorkloadResource
 @dg.asset(code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
 def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, storage: GraspStorage,
                   workload: WorkloadResource) -> dg.MaterializeResult:
-    """Pool examples cut into fixed-length byte examples, sharded per domain; writes the task sets too."""
+    """Pool examples (byte pieces of documents, or whole rows such as images, as the workload
+    says), sharded per domain; writes the task sets too."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),
-                     lambda run: build_corpus(storage.store(), params, workload.example_bytes))
+                     lambda run: build_corpus(storage.store(), params, workload.example_bytes, workload.build()))

@@ -94,10 +94,17 @@ def _digest(*parts) -> str:
 # ---------------------------------------------------------------- corpus
 
 @stage
-def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int) -> StageResult:
-    """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`."""
-    documents, report = corpus_lib.load_documents(params.corpus_path or None)
-    examples = corpus_lib.cut_examples(documents, example_bytes)
+def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
+                 workload: Workload | None = None) -> StageResult:
+    """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`.
+
+    The workload may bring its own corpus (`default_corpus`, used when `corpus_path` is
+    empty) and keep documents whole (`whole_documents`: one row = one example, e.g. an image).
+    """
+    default = getattr(workload, "default_corpus", None)
+    documents, report = corpus_lib.load_documents(params.corpus_path or default)
+    examples = corpus_lib.cut_examples(documents, example_bytes,
+                                       whole_documents=bool(getattr(workload, "whole_documents", False)))
     pool, tasks = corpus_lib.split_pool_and_tasks(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
@@ -720,7 +727,7 @@ def stage_plan(store: DeltaStore, params, workload: Workload) -> list[tuple[str,
     """Returns (asset name, zero-argument call) for every stage, in dependency order: the
     whole graph without Dagster, for benchmarks and scripts."""
     return [
-        ("corpus_shards", lambda: build_corpus(store, params.corpus, params.workload.example_bytes)),
+        ("corpus_shards", lambda: build_corpus(store, params.corpus, params.workload.example_bytes, workload)),
         ("reference_model", lambda: train_reference_model(store, workload, params.reference)),
         ("gradient_sketches", lambda: compute_gradient_sketches(store, workload, params.sketch)),
         ("task_sketches", lambda: compute_task_sketches(store, workload, params.sketch.chunk_size)),
