@@ -4,7 +4,7 @@ GRASP's scoring only sees per-example gradients, so the same asset graph attribu
 classification as it does language modelling. The images are scikit-learn's bundled copy of
 the UCI "Optical Recognition of Handwritten Digits" test set (`sklearn.datasets.load_digits`:
 1,797 images, 8×8 pixels, intensities 0–16, ten classes; CC BY 4.0), shipped here as the
-corpus `data/digits_shifts.jsonl.gz` (see data/PROVENANCE.md) so nothing is downloaded and
+corpus `data/digits_shifts.jsonl.gz` (see data/DIGITS_PROVENANCE.md) so nothing is downloaded and
 scikit-learn is only needed to rebuild it (`python -m grasp_pipeline.vision --write-corpus`).
 
 **Domains are shifts** of the same images, each deterministic from (seed, domain, image):

@@ -1,0 +1,94 @@
+"""Selection on a classification workload, with and without a per-label quota.
+
+    grasp run --workload vision --root ROOT        # first: any finished vision run
+    python bench/vision_label_quota.py ROOT [--task-weight rotated=1 ...]
+
+Prints one JSON object: per-task retrained utility (validation recipe and seeds, as
+`selection_validation`) of `grasp` and `grad_dot` selections at the run's budget, the same
+methods restricted to at most budget/10 examples per digit label, and the run's random
+selections. Gradient-based selection at θ₀ favours the worst-fitted classes; the quota
+measures how much of the gap to random that imbalance explains.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/select.py would shadow the standard library's `select` (imported by subprocess)
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse
+import json
+
+import numpy as np
+import polars as pl
+
+
+def main() -> None:
+    from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
+    from grasp_pipeline.select import grasp_selection, random_selection, task_weight_vector, top_k
+    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.surrogate import GradDot
+    from grasp_pipeline.vision import text_to_image
+    from grasp_pipeline.workload import make_workload
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root", help="storage root of a finished vision run")
+    parser.add_argument("--task-weight", action="append", default=[], metavar="TASK=WEIGHT")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    store = DeltaStore(args.root)
+    workload_config = json.loads(store.read("reference_models")["workload"][0])
+    workload = make_workload("vision", **{k: v for k, v in workload_config.items() if k != "workload"})
+    sketches = store.read("gradient_sketches").sort("example_id")
+    pool = store.read("corpus_shards").sort("example_id")
+    labels = np.array([text_to_image(t)[0] for t in pool["text"]])
+    z = np.asarray(sketches["sketch"].to_list(), float)
+    task_frame = store.read("task_sketches").sort("task")
+    q = np.asarray(task_frame["sketch"].to_list(), float)
+    surrogates = store.read("surrogates").sort("task")
+    grasp = [json.loads(p) for p in surrogates.filter(pl.col("method") == "grasp")["params"]]
+    grad_dot = [json.loads(p) for p in surrogates.filter(pl.col("method") == "grad_dot")["params"]]
+    weights = task_weight_vector(task_frame["task"].to_list(),
+                                 {k: float(v) for k, v in (w.split("=") for w in args.task_weight)})
+    budget = int(store.read("curated_selections").filter(pl.col("method") == "grasp")["budget"][0])
+    quota = max(1, budget // 10)
+    scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, grad_dot, q))
+    selections = {
+        "grasp": grasp_selection(z, q, grasp, weights, budget).rows,
+        "grasp+label_quota": grasp_selection(z, q, grasp, weights, budget, domains=labels,
+                                             max_per_domain=quota).rows,
+        "grad_dot": top_k(scores, budget).rows,
+        "grad_dot+label_quota": np.concatenate([np.flatnonzero(labels == c)[np.argsort(-scores[labels == c])[:quota]]
+                                                for c in np.unique(labels)]),
+        **{f"random-{s}": random_selection(len(z), budget, s).rows for s in range(3)},
+    }
+    recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
+    recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
+    tasks = store.read("task_sets").sort("task", "example_id")
+    names = sorted(tasks["task"].unique().to_list())
+    task_index = np.searchsorted(np.asarray(names), tasks["task"].to_numpy())
+    pool_inputs, task_inputs = workload.encode(pool["text"].to_list()), workload.encode(tasks["text"].to_list())
+    trainer = StackedTrainer(workload, recipe)
+    keys = list(selections)
+    losses = np.zeros((len(keys), len(names)))
+    for repeat in range(args.repeats):  # the validation stage's seeds: common random numbers
+        trained = trainer.train(pool_inputs, [selections[k] for k in keys],
+                                [(recipe.data_order_seed + repeat, 10_000_000)] * len(keys))
+        losses += task_losses(trainer.example_losses(trained, task_inputs), task_index, names) / args.repeats
+    utility = {k: dict(zip(names, (-losses[j]).round(4).tolist())) for j, k in enumerate(keys)}
+    random_mean = -losses[[keys.index(f"random-{s}") for s in range(3)]].mean(axis=0)
+    print(json.dumps({
+        "root": args.root, "budget": budget, "label_quota": quota, "task_weights": dict(zip(names, weights.tolist())),
+        "utility": utility,
+        "mean_utility": {k: round(float(-losses[j].mean()), 4) for j, k in enumerate(keys)},
+        "weighted_utility": {k: round(float(-(losses[j] * weights).sum()), 4) for j, k in enumerate(keys)},
+        "random_mean": dict(zip(names, random_mean.round(4).tolist())),
+        "tasks_beating_random_mean": {k: int((-losses[j] > random_mean).sum()) for j, k in enumerate(keys)},
+        "classes_selected": {k: int(len(np.unique(labels[selections[k]]))) for k in keys},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
