@@ -244,9 +244,7 @@ def _changed_code_versions(found: dict) -> list[str]:
 def command_config(args) -> int:
     import yaml
 
-    from grasp_pipeline.config import load_params
-
-    from grasp_pipeline.config import with_overrides
+    from grasp_pipeline.config import load_params, with_overrides
 
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     config = job_run_config(args.job, params, _root(args.root) if args.root else None)

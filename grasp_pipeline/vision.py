@@ -171,6 +171,10 @@ class VisionWorkload:
             out[row, 1:] = pixels.reshape(-1) / LEVELS
         return torch.from_numpy(out).to(self.device)
 
+    def example_labels(self, texts: Sequence[str]) -> list[str]:
+        """The digit of each row (selections are balanced across them)."""
+        return [str(text_to_image(text)[0]) for text in texts]
+
     def build_model(self, seed: int) -> nn.Module:
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)

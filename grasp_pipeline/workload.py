@@ -22,11 +22,12 @@ IGNORE = -100  # cross-entropy ignore_index for padded target positions
 class Workload(Protocol):
     """What the pipeline needs from a proxy-model workload.
 
-    Two optional class attributes shape the corpus stage (read with getattr, so a workload
-    without them gets the text defaults): `whole_documents` (True: each corpus row is one
-    example, e.g. an image, instead of being cut into `example_bytes` pieces) and
-    `default_corpus` (the corpus path used when none is configured; None: the embedded
-    text corpus).
+    Optional members shape the corpus stage (read with getattr, so a workload without them
+    gets the text defaults): `whole_documents` (True: each corpus row is one example, e.g.
+    an image, instead of being cut into `example_bytes` pieces), `default_corpus` (the
+    corpus path used when none is configured; None: the embedded text corpus) and
+    `example_labels(texts) -> list[str]` (class labels of a classification workload: the
+    pool gets a `label` column and selections are balanced across labels).
 
     Models must be vmap-friendly (per-example gradients and batched retraining use
     torch.func): no in-place updates of parameters, no data-dependent Python control flow,
@@ -125,7 +126,7 @@ class ByteLMWorkload:
 
 
 def _registry() -> dict:
-    # these modules import this one; transformers itself is imported only when a model is built
+    # these modules import this one; `transformers` is imported only when an hf_causal_lm is made
     from .hf_workload import HFCausalLMParams, HFCausalLMWorkload
     from .transformer import ByteTransformerParams, ByteTransformerWorkload
     from .vision import VisionParams, VisionWorkload

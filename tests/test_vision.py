@@ -17,8 +17,9 @@ import torch
 from grasp_pipeline.config import with_overrides
 from grasp_pipeline.corpus import cut_examples, load_documents
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
+from grasp_pipeline.select import SelectionParams, label_quota, top_k
 from grasp_pipeline.sketch import GradientSketcher
-from grasp_pipeline.stages import build_corpus
+from grasp_pipeline.stages import build_corpus, curate_selections
 from grasp_pipeline.storage import DeltaStore
 from grasp_pipeline.vision import (DIGITS_CORPUS, DOMAINS, LEVELS, VisionParams, VisionWorkload,
                                    build_digits_documents, image_to_text, text_to_image)
@@ -117,6 +118,8 @@ def test_corpus_stage_uses_the_digits_corpus_with_one_image_per_example(tmp_path
     assert tasks.height == len(DOMAINS) * params.task_examples_per_domain
     assert result.metrics["examples_cut"] == 1797 * len(DOMAINS)
     VisionWorkload().encode(pool["text"].to_list() + tasks["text"].to_list())  # every row is one whole image
+    assert pool["label"].to_list() == [t.split(":")[0] for t in pool["text"]]
+    assert "label" not in tasks.columns
     # the task images are the same base images in every domain, and none of them is in any pool
     task_ids = store.read("task_sets").join(
         load_documents(DIGITS_CORPUS)[0].select("doc_id", "text", "domain"), on=["text", "domain"])
@@ -170,6 +173,15 @@ def test_training_on_a_domain_lowers_that_domains_loss_most(corpus_rows):
     assert clean_loss < 1.5 < np.log(10) < inverted_loss
 
 
+def test_top_k_with_a_group_quota_takes_the_best_of_each_group_up_to_the_quota():
+    scores = np.array([9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0])
+    groups = np.array(["a", "a", "a", "b", "a", "b", "c"])
+    assert top_k(scores, 4).rows.tolist() == [0, 1, 2, 3]
+    assert top_k(scores, 4, groups=groups, max_per_group=2).rows.tolist() == [0, 1, 3, 5]
+    assert top_k(scores, 9, np.array([1]), groups=groups, max_per_group=2).rows.tolist() == [0, 2, 3, 5, 6]
+    assert label_quota(groups, 7) == 3 and label_quota(groups, 6) == 2
+
+
 def test_unknown_vision_model_is_refused():
     with pytest.raises(ValueError, match="vision_model"):
         make_workload("vision", vision_model="resnet")
@@ -194,6 +206,15 @@ def test_grasp_run_with_workload_vision_selects_and_validates_on_the_digits(tmp_
     for method in ("grasp", "grad_dot", "datamodel", "random-0", "full"):
         assert sorted(validation.filter(pl.col("method") == method)["task"]) == sorted(DOMAINS), method
     assert validation["utility"].is_finite().all()
+    # classification pools: score-based selections are balanced across digits, random ones are not forced to be
+    selections = store.read("curated_selections").join(store.read("corpus_shards").select("example_id", "label"),
+                                                       on="example_id")
+    budget = selections.filter(pl.col("method") == "grasp")["budget"][0]
+    per_label = selections.group_by("method", "label").len()
+    for method in ("grasp", "grad_dot", "datamodel"):
+        assert per_label.filter(pl.col("method") == method)["len"].max() <= -(-budget // 10), method
+    with pytest.raises(ValueError, match="balance_labels"):
+        curate_selections(store, SelectionParams(budget_fraction=0.2, max_per_domain=3))
 
 
 def test_grasp_config_prints_the_vision_workload_for_the_launchpad(capsys):
