@@ -1,13 +1,14 @@
-"""Selection on a classification workload, with and without a per-label quota.
+"""Selection on a classification workload, with and without the per-label quota.
 
     grasp run --workload vision --root ROOT        # first: any finished vision run
     python bench/vision_label_quota.py ROOT [--task-weight rotated=1 ...]
 
 Prints one JSON object: per-task retrained utility (validation recipe and seeds, as
-`selection_validation`) of `grasp` and `grad_dot` selections at the run's budget, the same
-methods restricted to at most budget/10 examples per digit label, and the run's random
-selections. Gradient-based selection at θ₀ favours the worst-fitted classes; the quota
-measures how much of the gap to random that imbalance explains.
+`selection_validation`) of `grasp` and `grad_dot` selections (and `datamodel`, balanced) at the run's budget without a
+label quota (`*_unbalanced`) and with at most ceil(budget/labels) per digit label
+(`*_label_balanced`, what `selection.balance_labels = true` does in the pipeline), and the
+run's random selections. Gradient-based selection at θ₀ favours the worst-fitted classes;
+the comparison measures how much of the gap to random that imbalance explains.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import polars as pl
 
 def main() -> None:
     from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
-    from grasp_pipeline.select import grasp_selection, random_selection, task_weight_vector, top_k
+    from grasp_pipeline.select import grasp_selection, label_quota, random_selection, task_weight_vector, top_k
     from grasp_pipeline.storage import DeltaStore
     from grasp_pipeline.surrogate import GradDot
     from grasp_pipeline.vision import text_to_image
@@ -53,17 +54,23 @@ def main() -> None:
     weights = task_weight_vector(task_frame["task"].to_list(),
                                  {k: float(v) for k, v in (w.split("=") for w in args.task_weight)})
     budget = int(store.read("curated_selections").filter(pl.col("method") == "grasp")["budget"][0])
-    quota = max(1, budget // 10)
+    quota = label_quota(labels, budget)
     scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, grad_dot, q))
+    content = pool["content_sha1"].to_numpy()  # the pipeline's default content dedup
     selections = {
-        "grasp": grasp_selection(z, q, grasp, weights, budget).rows,
-        "grasp+label_quota": grasp_selection(z, q, grasp, weights, budget, domains=labels,
-                                             max_per_domain=quota).rows,
-        "grad_dot": top_k(scores, budget).rows,
-        "grad_dot+label_quota": np.concatenate([np.flatnonzero(labels == c)[np.argsort(-scores[labels == c])[:quota]]
-                                                for c in np.unique(labels)]),
+        "grasp_unbalanced": grasp_selection(z, q, grasp, weights, budget, content=content).rows,
+        "grasp_label_balanced": grasp_selection(z, q, grasp, weights, budget, content=content, domains=labels,
+                                                max_per_domain=quota).rows,
+        "grad_dot_unbalanced": top_k(scores, budget).rows,
+        "grad_dot_label_balanced": top_k(scores, budget, groups=labels, max_per_group=quota).rows,
         **{f"random-{s}": random_selection(len(z), budget, s).rows for s in range(3)},
     }
+    position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
+    datamodel_scores = np.zeros(len(z))
+    for w, p in zip(weights, surrogates.filter(pl.col("method") == "datamodel")["params"]):
+        p = json.loads(p)
+        datamodel_scores[[position[e] for e in p["example_ids"]]] += w * np.asarray(p["weights"])
+    selections["datamodel_label_balanced"] = top_k(datamodel_scores, budget, groups=labels, max_per_group=quota).rows
     recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
     recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
     tasks = store.read("task_sets").sort("task", "example_id")
