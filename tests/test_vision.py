@@ -226,7 +226,13 @@ def test_grasp_config_prints_the_vision_workload_for_the_launchpad(capsys):
     assert "no_such_workload" in capsys.readouterr().err
 
 
-def test_pipeline_params_accept_the_vision_fields():
+def test_pipeline_params_and_the_launchpad_have_the_workload_fields():
+    from assets.resources import WorkloadResource
+
     params = with_overrides(tiny_params(), {"workload": {"name": "vision", "vision_model": "cnn",
                                                          "vision_channels": 4}})
     assert params.workload.model_params() == {"vision_model": "cnn", "vision_channels": 4, "hidden": 64}
+    fields = WorkloadResource.model_fields
+    assert {"name", "vision_model", "vision_channels", "hf_model_path", "hf_model_config", "hf_tokenizer_path",
+            "max_tokens"} <= set(fields)
+    assert "vision" in fields["name"].description and "hf_causal_lm" in fields["name"].description
