@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -18,7 +21,7 @@ from grasp_pipeline.sketch import GradientSketcher  # noqa: E402
 from grasp_pipeline.storage import DeltaStore  # noqa: E402
 from grasp_pipeline.workload import make_workload  # noqa: E402
 
-from .conftest import materialize_everything, tiny_params  # noqa: E402
+from .conftest import TINY  # noqa: E402
 
 ATOL = 1e-5
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "def add(a, b):\n    return a + b",
@@ -139,14 +142,23 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused(tiny_dir):
                       max_tokens=16)
 
 
-def test_the_whole_graph_runs_on_a_local_gpt2(tiny_dir, tmp_path):
-    params = tiny_params(workload={"name": "hf_causal_lm", "hf_model_path": str(tiny_dir),
-                                   "hf_tokenizer_path": str(tiny_dir / "tokenizer.json"), "max_tokens": 16})
+def test_grasp_run_smoke_on_a_local_gpt2(tiny_dir, tmp_path):
+    """What a user runs after --make-tiny: grasp run --config <dir>/grasp.toml --profile smoke (bounded by TINY)."""
+    from grasp_pipeline.config import load_params
+
+    settings = load_params("smoke", tiny_dir / "grasp.toml").workload
+    config = tmp_path / "tiny_gpt2.json"
+    config.write_text(json.dumps({**TINY, "workload": {"name": settings.name, "hf_model_path": settings.hf_model_path,
+                                                       "hf_tokenizer_path": settings.hf_tokenizer_path,
+                                                       "max_tokens": 16}}))
     root = tmp_path / "storage"
-    (tmp_path / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        results = materialize_everything(root, params, instance)
-        assert all(r.success for r in results)
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("grasp")), "run", "--profile", "smoke", "--config", str(config),
+         "--root", str(root)],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path / "home")})
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "workload=hf_causal_lm" in completed.stdout and "Holdout fidelity" in completed.stdout
     store = DeltaStore(str(root))
     workload_config = json.loads(store.read("reference_models")["workload"][0])
     assert workload_config["workload"] == "hf_causal_lm" and workload_config["files_sha1"]
