@@ -119,6 +119,25 @@ def job_run_config(job: str, params, root: str | None = None, tracking_uri: str 
     return config
 
 
+def flag_overrides(args) -> dict:
+    """Returns the {section: {field: value}} overrides of --corpus, --device and --workload."""
+    overrides: dict[str, dict] = {}
+    if getattr(args, "corpus", None):
+        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
+                               else args.corpus}
+    workload = {}
+    if getattr(args, "device", None):
+        workload["device"] = args.device
+    if getattr(args, "workload", None):
+        from grasp_pipeline.workload import workload_parameter_names
+
+        workload_parameter_names(args.workload)  # an unknown name fails here, listing the known ones
+        workload["name"] = args.workload
+    if workload:
+        overrides["workload"] = workload
+    return overrides
+
+
 def command_run(args) -> int:
     ensure_dagster_home()
     from dagster import DagsterInstance
@@ -130,20 +149,14 @@ def command_run(args) -> int:
     from .definitions import defs
     from .jobs import materialize_everything
 
-    params = load_params(args.profile, args.config)
-    overrides = {}
-    if args.corpus:
-        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
-                               else args.corpus}
-    if args.device:
-        overrides["workload"] = {"device": args.device}
-    params = with_overrides(params, overrides)
+    params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     root = args.root or os.environ.get("GRASP_ROOT", ".grasp/storage")
     root = root if "://" in root else str(Path(root).resolve())
     run_config = run_config_for(params, root, args.tracking_uri or "")
     instance = DagsterInstance.get()
     began = time.perf_counter()
-    print(f"grasp run: profile={args.profile} root={root} DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
+    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={root} "
+          f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     results = materialize_everything(defs, instance, run_config, tags={"grasp/profile": args.profile})
     stage_seconds = {}
     for result in results:
@@ -231,9 +244,9 @@ def _changed_code_versions(found: dict) -> list[str]:
 def command_config(args) -> int:
     import yaml
 
-    from grasp_pipeline.config import load_params
+    from grasp_pipeline.config import load_params, with_overrides
 
-    params = load_params(args.profile, args.config)
+    params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     config = job_run_config(args.job, params, _root(args.root) if args.root else None)
     print(f"# run config of {args.job}, profile {args.profile!r}: paste it into the launchpad's editor")
     print(yaml.safe_dump(config, sort_keys=False), end="")
@@ -286,11 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="materialise the whole asset graph and print a summary")
-    run.add_argument("--corpus", help="Parquet/JSONL file, directory or glob (default: embedded corpus)")
+    run.add_argument("--corpus", help="Parquet/JSONL file, directory or glob (default: the workload's corpus: "
+                                      "the embedded text corpus, or the digits images for vision)")
     run.add_argument("--root", help="storage root for Delta tables and MLflow (default: .grasp/storage)")
     run.add_argument("--profile", default="demo", choices=["smoke", "demo"])
     run.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
     run.add_argument("--device", help="torch device (cpu, cuda, …); overrides the config")
+    run.add_argument("--workload", help="byte_mlp, byte_transformer, vision or hf_causal_lm; overrides the "
+                                        "config (vision uses its digits corpus unless --corpus is given)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root)")
     run.set_defaults(handler=command_run)
     lineage = commands.add_parser(
@@ -315,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--profile", default="demo", choices=["smoke", "demo"])
     config.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
     config.add_argument("--root", help="pin the storage root (default: the resource's, i.e. GRASP_ROOT)")
+    config.add_argument("--workload", help="workload name (as for grasp run)")
     config.set_defaults(handler=command_config)
     for name, help_text in (("select", "re-curate selections from the existing surrogate and sketches"),
                             ("mixture", "re-optimise the domain mixture from the existing surrogate")):

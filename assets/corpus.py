@@ -17,10 +17,11 @@ from .sketches import corpus_shard_partitions
 @dg.asset(code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
 def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, storage: GraspStorage,
                   workload: WorkloadResource) -> dg.MaterializeResult:
-    """Pool examples cut into fixed-length byte examples, sharded per domain; writes the task sets too."""
+    """Pool examples (byte pieces of documents, or whole rows such as images, as the workload
+    says), sharded per domain; writes the task sets too."""
     params = to_params(config)
     result = run_stage(context, storage, params_dict(params),
-                       lambda run: build_corpus(storage.store(), params, workload.example_bytes))
+                       lambda run: build_corpus(storage.store(), params, workload.example_bytes, workload.build()))
     shards = storage.store().read("corpus_shards")["shard"].unique().sort().to_list()
     sync_dynamic_partitions(context.instance, corpus_shard_partitions, shards)
     context.log.info(f"registered {len(shards)} corpus shards as partitions of gradient_sketches")

@@ -29,15 +29,28 @@ def doc(text: str, default=None, **kwargs):
 
 @dataclass(frozen=True)
 class WorkloadParams:
-    name: str = doc("Workload (proxy model + loss): byte_mlp or byte_transformer (~0.9M parameters).", "byte_mlp")
+    name: str = doc("Workload (proxy model + loss): byte_mlp, byte_transformer (~0.9M parameters), "
+                    "vision (digits classifier; its own corpus when corpus_path is empty) or "
+                    "hf_causal_lm (a local Hugging Face causal LM).", "byte_mlp")
     device: str = doc("Torch device for every stage: cpu, cuda, cuda:1, mps.", "cpu")
-    example_bytes: int = doc("Bytes per example (inputs are padded/truncated to this).", 128)
+    example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
+                             "byte models pad/truncate to it).", 128)
     context: int = doc("Bytes of context the byte MLP sees per prediction.", 8)
     embed_dim: int = doc("Byte embedding width.", 16)
-    hidden: int = doc("Hidden units of the byte MLP.", 64)
+    hidden: int = doc("Hidden units of the byte MLP and of the vision MLP.", 64)
     d_model: int = doc("Width of the byte transformer.", 128)
     n_layers: int = doc("Blocks of the byte transformer.", 4)
     n_heads: int = doc("Attention heads of the byte transformer.", 4)
+    vision_model: str = doc("vision: mlp (one tanh hidden layer of `hidden` units) or cnn (two 3×3 conv "
+                            "layers; slower to train: raise the retrain lr).", "mlp")
+    vision_channels: int = doc("vision cnn: channels of the first convolution (the second has twice as many).", 8)
+    hf_model_path: str = doc("hf_causal_lm: local directory of a saved model (save_pretrained); never downloads.", "")
+    hf_model_config: str = doc("hf_causal_lm: instead of hf_model_path, a config.json path or inline JSON "
+                               "(e.g. {\"model_type\": \"gpt2\", \"n_layer\": 2}) for a randomly "
+                               "initialised model.", "")
+    hf_tokenizer_path: str = doc("hf_causal_lm: a tokenizer.json file or a local tokenizer directory "
+                                 "(empty = hf_model_path).", "")
+    max_tokens: int = doc("hf_causal_lm: tokens per example (padded/truncated to this).", 64)
     torch_threads: int = doc("torch intra-op threads per step (0 = torch default).", 0)
 
     def model_params(self) -> dict:

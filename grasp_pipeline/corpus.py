@@ -325,7 +325,8 @@ def example_id(domain: str, doc_id: str, chunk_index: int) -> int:
     return int.from_bytes(digest[:8], "big") & _ID_MASK
 
 
-def cut_examples(documents: pl.DataFrame, example_bytes: int = 128) -> pl.DataFrame:
+def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
+                 whole_documents: bool = False) -> pl.DataFrame:
     """Cut each document's UTF-8 bytes into consecutive examples of at most `example_bytes`.
 
     Returns one row per example, in document order then offset order, with
@@ -335,6 +336,10 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128) -> pl.DataFr
     character is split.  Whitespace-only pieces and pieces shorter than
     example_bytes // 2 (document tails) are dropped; chunk indices, and so ids,
     count dropped pieces too.
+
+    With `whole_documents` (records such as images, whose workload parses each row), every
+    document is one example, whatever its length (chunk index 0, offset 0); only
+    whitespace-only documents are dropped.
     """
     if example_bytes < 4:
         raise CorpusError(f"example_bytes={example_bytes} is too small: a UTF-8 character can take "
@@ -350,9 +355,10 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128) -> pl.DataFr
     min_bytes = example_bytes // 2
     for domain, doc_id, source, text in documents.select("domain", "doc_id", "source", "text").iter_rows():
         data = (text or "").encode("utf-8")
-        for chunk_index, (start, end) in enumerate(_chunk_bounds(data, example_bytes)):
+        bounds = [(0, len(data))] if whole_documents and data else _chunk_bounds(data, example_bytes)
+        for chunk_index, (start, end) in enumerate(bounds):
             piece = data[start:end]
-            if len(piece) < min_bytes:
+            if len(piece) < min_bytes and not whole_documents:
                 continue
             piece_text = piece.decode("utf-8")
             if piece_text.isspace():

@@ -97,6 +97,9 @@ class SelectionParams:
     exclude_example_ids: tuple[int, ...] = ()
     dedup_content: bool = True
     greedy: str = "lazy"  # exact | lazy (same rows as exact) | batched (approximate, fastest at 10⁶)
+    # pools with a `label` column (classification workloads): grasp, grad_dot and datamodel take at
+    # most ceil(budget / labels) per label; gradients at θ₀ otherwise pile onto the worst-fitted class
+    balance_labels: bool = True
 
 
 @dataclass
@@ -730,12 +733,31 @@ def residual_greedy_streaming(chunks: Callable[[], Iterable] | Iterable, v: np.n
     return Selection(rows, np.asarray(gains, float), example_ids=pool.example_ids[rows], stats=stats)
 
 
-def top_k(scores: np.ndarray, budget: int, excluded: np.ndarray | None = None) -> Selection:
-    """Additive selection: the `budget` highest scores (ties broken by row order)."""
+def top_k(scores: np.ndarray, budget: int, excluded: np.ndarray | None = None, *,
+          groups: np.ndarray | None = None, max_per_group: int = 0) -> Selection:
+    """Additive selection: the `budget` highest scores (ties broken by row order), at most
+    `max_per_group` from each value of `groups` when both are given."""
     masked = np.where(_allowed_mask(len(scores), excluded), scores, -np.inf)
-    order = np.argsort(-masked, kind="stable")[:budget]
+    order = np.argsort(-masked, kind="stable")
+    if groups is not None and max_per_group:
+        order = order[_rank_within_group(_codes(np.asarray(groups))[order]) < max_per_group]
+    order = order[:budget]
     order = order[np.isfinite(masked[order])]
     return Selection(order, scores[order])
+
+
+def _rank_within_group(codes: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same code."""
+    by_code = np.argsort(codes, kind="stable")
+    sorted_codes = codes[by_code]
+    rank = np.empty(len(codes), np.int64)
+    rank[by_code] = np.arange(len(codes)) - np.searchsorted(sorted_codes, sorted_codes, side="left")
+    return rank
+
+
+def label_quota(labels: np.ndarray, budget: int) -> int:
+    """The per-label cap that balances a budget over the labels present: ceil(budget / labels)."""
+    return -(-budget // max(1, len(np.unique(labels))))
 
 
 def random_selection(n: int, budget: int, seed: int, excluded: np.ndarray | None = None) -> Selection:

@@ -27,7 +27,8 @@ from .mixture import (MixtureObjective, MixtureParams, domain_stats, natural_mix
                       sample_mixture, uniform_mixture)
 from .plan import PlanParams, sample_subset_plan
 from .retrain import Recipe, StackedTrainer, retrain_subsets, task_losses, unstack
-from .select import (SelectionParams, grasp_selection, random_selection, task_weight_vector, top_k)
+from .select import (SelectionParams, grasp_selection, label_quota, random_selection, task_weight_vector,
+                     top_k)
 from .sketch import GradientSketcher
 from .storage import DeltaStore, PinnedReads, table_schema
 from .surrogate import (GradDot, SubsetData, SurrogateParams, fidelity_by_fit_budget, fit_surrogates,
@@ -94,14 +95,24 @@ def _digest(*parts) -> str:
 # ---------------------------------------------------------------- corpus
 
 @stage
-def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int) -> StageResult:
-    """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`."""
-    documents, report = corpus_lib.load_documents(params.corpus_path or None)
-    examples = corpus_lib.cut_examples(documents, example_bytes)
+def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
+                 workload: Workload | None = None) -> StageResult:
+    """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`.
+
+    The workload may bring its own corpus (`default_corpus`, used when `corpus_path` is
+    empty), keep documents whole (`whole_documents`: one row = one example, e.g. an image)
+    and label examples (`example_labels`: a `label` column in the pool).
+    """
+    default = getattr(workload, "default_corpus", None)
+    documents, report = corpus_lib.load_documents(params.corpus_path or default)
+    examples = corpus_lib.cut_examples(documents, example_bytes,
+                                       whole_documents=bool(getattr(workload, "whole_documents", False)))
     pool, tasks = corpus_lib.split_pool_and_tasks(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
         shard_size=params.shard_size, seed=params.seed)
+    if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
+        pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
     result = StageResult()
     result.write(store, "corpus_shards", pool)
     result.write(store, "task_sets", tasks)
@@ -578,7 +589,9 @@ def _method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list
 def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult:
     """Selects a budget of pool examples per method; writes `curated_selections`."""
     sketches = pool_sketches(store)
-    pool = _pool(store).select("example_id", "domain", "content_sha1")
+    pool = _pool(store)
+    labelled = params.balance_labels and "label" in pool.columns
+    pool = pool.select("example_id", "domain", "content_sha1", *(["label"] if labelled else []))
     sketches = sketches.join(pool, on=["example_id", "domain"], how="left")
     z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
     q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
@@ -588,19 +601,26 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
     domains = sketches["domain"].to_numpy()
+    quota_groups, quota, top_k_quota = domains, params.max_per_domain, {}  # grasp's per-domain quota
+    if labelled:
+        if params.max_per_domain:
+            raise ValueError("selection.max_per_domain and selection.balance_labels cannot be combined yet; "
+                             "set one of them to 0 / false")
+        quota_groups = sketches["label"].to_numpy()
+        quota = label_quota(quota_groups, budget)
+        top_k_quota = {"groups": quota_groups, "max_per_group": quota}
     selections = {"grasp": grasp_selection(
-        z, q, grasp_params, weights, budget, method=params.greedy, domains=domains,
-        max_per_domain=params.max_per_domain,
+        z, q, grasp_params, weights, budget, method=params.greedy, domains=quota_groups, max_per_domain=quota,
         content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
     _, _, gd_params = _method_params(store, "grad_dot")
     gd_scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, gd_params, q))
-    selections["grad_dot"] = top_k(gd_scores, budget, excluded)
+    selections["grad_dot"] = top_k(gd_scores, budget, excluded, **top_k_quota)
     _, _, dm_params = _method_params(store, "datamodel")
     dm_weights = {eid: 0.0 for eid in example_ids}
     for w, p in zip(weights, dm_params):
         for eid, value in zip(p["example_ids"], p["weights"]):
             dm_weights[eid] = dm_weights.get(eid, 0.0) + w * value
-    selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded)
+    selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded, **top_k_quota)
     for seed in params.random_seeds:
         selections[f"random-{seed}"] = random_selection(len(z), budget, seed, excluded)
     frames = []
@@ -618,7 +638,7 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     result.write(store, "curated_selections", frame)
     composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
                    .sort("method", "domain"))
-    result.metrics = {"budget": budget, "pool": len(z),
+    result.metrics = {"budget": budget, "pool": len(z), **({"label_quota": quota} if labelled else {}),
                       **{f"domain_share.{m}.{d}": n / budget for m, d, n in composition.iter_rows()}}
     result.figures["selection_composition.png"] = _stacked_shares_figure(
         composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")
@@ -764,7 +784,7 @@ def stage_plan(store: DeltaStore, params, workload: Workload) -> list[tuple[str,
     """Returns (asset name, zero-argument call) for every stage, in dependency order: the
     whole graph without Dagster, for benchmarks and scripts."""
     return [
-        ("corpus_shards", lambda: build_corpus(store, params.corpus, params.workload.example_bytes)),
+        ("corpus_shards", lambda: build_corpus(store, params.corpus, params.workload.example_bytes, workload)),
         ("reference_model", lambda: train_reference_model(store, workload, params.reference)),
         ("gradient_sketches", lambda: compute_gradient_sketches(store, workload, params.sketch)),
         ("task_sketches", lambda: compute_task_sketches(store, workload, params.sketch.chunk_size)),

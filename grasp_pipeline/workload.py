@@ -20,7 +20,19 @@ IGNORE = -100  # cross-entropy ignore_index for padded target positions
 
 
 class Workload(Protocol):
-    """What the pipeline needs from a proxy-model workload."""
+    """What the pipeline needs from a proxy-model workload.
+
+    Optional members shape the corpus stage (read with getattr, so a workload without them
+    gets the text defaults): `whole_documents` (True: each corpus row is one example, e.g.
+    an image, instead of being cut into `example_bytes` pieces), `default_corpus` (the
+    corpus path used when none is configured; None: the embedded text corpus) and
+    `example_labels(texts) -> list[str]` (class labels of a classification workload: the
+    pool gets a `label` column and selections are balanced across labels).
+
+    Models must be vmap-friendly (per-example gradients and batched retraining use
+    torch.func): no in-place updates of parameters, no data-dependent Python control flow,
+    no dropout or other randomness in the forward pass.
+    """
 
     name: str
     device: torch.device
@@ -76,6 +88,8 @@ class ByteLMWorkload:
     """The default workload: fixed-length byte examples and a small byte-level MLP LM."""
 
     name = "byte_mlp"
+    whole_documents = False
+    default_corpus = None  # the embedded text corpus
 
     def __init__(self, params: ByteMLPParams = ByteMLPParams(), device: str = "cpu"):
         self.params = params
@@ -112,10 +126,15 @@ class ByteLMWorkload:
 
 
 def _registry() -> dict:
-    from .transformer import ByteTransformerParams, ByteTransformerWorkload  # imports this module
+    # these modules import this one; `transformers` is imported only when an hf_causal_lm is made
+    from .hf_workload import HFCausalLMParams, HFCausalLMWorkload
+    from .transformer import ByteTransformerParams, ByteTransformerWorkload
+    from .vision import VisionParams, VisionWorkload
 
     return {"byte_mlp": (ByteLMWorkload, ByteMLPParams),
-            "byte_transformer": (ByteTransformerWorkload, ByteTransformerParams)}
+            "byte_transformer": (ByteTransformerWorkload, ByteTransformerParams),
+            "vision": (VisionWorkload, VisionParams),
+            "hf_causal_lm": (HFCausalLMWorkload, HFCausalLMParams)}
 
 
 def workload_parameter_names(name: str) -> set[str]:

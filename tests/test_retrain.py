@@ -247,8 +247,8 @@ def test_example_loss_is_mean_cross_entropy_over_non_padding_bytes(workload):
 
 
 def test_an_unknown_workload_is_refused():
-    with pytest.raises(ValueError, match="unknown workload 'vision'"):
-        make_workload("vision")
+    with pytest.raises(ValueError, match="unknown workload 'audio'"):
+        make_workload("audio")
 
 
 def test_state_fingerprint_is_stable_and_changes_with_any_parameter(workload):
