@@ -422,7 +422,7 @@ class GradientSketcher:
                                             param_shapes=shapes, factor_dim=factor_dim)
             self._modules = dict(self.model.named_modules())
             self._grad_params = {n: t.clone().requires_grad_(True) for n, t in self.params.items()}
-            self._shared = self._probe_shared_modules()
+            self._shared: set[int] | None = None  # probed on the first real chunk (any modality)
         else:
             self.projector = make_projector(projector_kind, p, k, seed, nonzeros=nonzeros)
 
@@ -540,14 +540,15 @@ class GradientSketcher:
             for handle in handles:
                 handle.remove()
 
-    def _probe_shared_modules(self) -> set[int]:
+    def _probe_shared_modules(self, examples: torch.Tensor) -> set[int]:
         """Indices of layers whose input does not carry the batch dimension.
 
-        Found by running two tiny batches (1 and 2 examples) and seeing which layer inputs
-        change their leading size; the expansion is then checked to leave the losses as
-        they are, so a model it would change is refused instead of sketched wrongly.
+        Found by running two tiny batches (1 and 2 of the workload's own encoded examples)
+        and seeing which layer inputs change their leading size; the expansion is then
+        checked to leave the losses as they are, so a model it would change is refused
+        instead of sketched wrongly.
         """
-        probe = self.workload.encode(["GRASP probe text", "another probe"])
+        probe = examples[:2] if examples.shape[0] >= 2 else examples[:1].repeat(2, *[1] * (examples.dim() - 1))
         leading: list[dict[int, int]] = []
         with torch.no_grad():
             for batch in (probe[:1], probe):
@@ -568,6 +569,8 @@ class GradientSketcher:
         """(n, width) stage-1 values, (n,) squared gradient norms and (n,) losses of a chunk."""
         projector: KroneckerProjector = self.projector  # type: ignore[assignment]
         n = chunk.shape[0]
+        if self._shared is None:
+            self._shared = self._probe_shared_modules(chunk)
         records: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         with torch.enable_grad():
             losses = self._hooked_losses(chunk, self._grad_params, self._shared, records)
