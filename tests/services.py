@@ -125,6 +125,7 @@ def mlflow_server(tmp_path_factory):
     process = start([binary("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                      "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
                      "--artifacts-destination", str(folder / "artifacts")],
-                    port, "mlflow server", folder / "mlflow.log")
+                    port, "mlflow server", folder / "mlflow.log",
+                    env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no background job consumers
     yield f"http://127.0.0.1:{port}"
     stop(process)
