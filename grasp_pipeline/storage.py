@@ -152,11 +152,13 @@ class DeltaStore:
             raise self._log_error(table, error) from None
 
     def _missing(self, table: str) -> Exception:
+        """The error for reading a table that has no Delta log."""
         if self.is_local and Path(self.uri(table)).is_dir() and any(Path(self.uri(table)).iterdir()):
             return TableLogError(
                 f"Delta table {table!r} at {self.uri(table)}: the folder holds files but no Delta log "
-                "(_delta_log is missing), so no version of it can be trusted; restore _delta_log from a "
-                "backup, or move the folder away and rematerialise the asset")
+                "(_delta_log is missing). Either the first write to it was interrupted before it committed "
+                "(nothing was lost: rematerialise the asset; the orphan files stay unreferenced), or _delta_log "
+                "was deleted (restore it from a backup before anything writes here: a write starts a new table)")
         return FileNotFoundError(f"Delta table {table!r} not found under {self.root}; materialise its asset first")
 
     def _log_error(self, table: str, error: Exception) -> TableLogError:
@@ -167,10 +169,8 @@ class DeltaStore:
             "and rematerialise the asset")
 
     def version(self, table: str) -> int | None:
-        """Returns the table's current version, or None if it does not exist."""
+        """Returns the table's current version, or None if it has no Delta log (yet)."""
         if not self.exists(table):
-            if self.is_local and isinstance(self._missing(table), TableLogError):
-                raise self._missing(table)
             return None
         return self._table(table).version()
 
@@ -266,8 +266,7 @@ class PinnedReads:
             if table not in self.versions:
                 current = self.store.version(table)
                 if current is None:
-                    raise FileNotFoundError(f"Delta table {table!r} not found under {self.store.root}; "
-                                            "materialise its asset first")
+                    raise self.store._missing(table)
                 self.versions[table] = current
             version = self.versions[table]
         return self.store.read(table, version=version)

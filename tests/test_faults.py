@@ -19,7 +19,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,20 +27,13 @@ from polars.testing import assert_frame_equal
 
 from grasp_pipeline import stages
 from grasp_pipeline.corpus import CorpusError, load_documents
-from grasp_pipeline.storage import DeltaStore, TableLogError
+from grasp_pipeline.storage import DeltaStore, PinnedReads, TableLogError
 
 from .conftest import tiny_params, write_user_corpus
+from .partition_writers import outcome_rows, write_one_batch
 from .services import s3_endpoint, s3_root  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def outcome_rows(batch: str, n: int, offset: int = 0) -> pl.DataFrame:
-    """`n` subset_outcomes rows of one retraining batch (subset ids offset.., one task)."""
-    ids = np.arange(offset, offset + n, dtype=np.int64)
-    return pl.DataFrame({"subset_id": ids, "task": ["t"] * n, "loss": ids * 0.5 + 1.0, "utility": -(ids * 0.5 + 1.0),
-                         "repeat": np.zeros(n, dtype=np.int64), "steps": np.full(n, 4, dtype=np.int64),
-                         "seconds": np.full(n, 0.1), "batch": [batch] * n})
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -57,7 +49,7 @@ def any_root(request, tmp_path) -> str:
 WRITER = """
 import sys, numpy as np, polars as pl
 from grasp_pipeline.storage import DeltaStore
-from tests.test_faults import outcome_rows
+from tests.partition_writers import outcome_rows
 root, batch, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 DeltaStore(root).write_partitions("subset_outcomes", outcome_rows(batch, n))
 """
@@ -77,11 +69,14 @@ def data_files(store: DeltaStore, table: str, partition: str) -> list[str]:
     return sorted([o["Key"] for o in listed.get("Contents", [])] + [u["Key"] for u in uploads])
 
 
-def test_a_writer_killed_mid_write_leaves_the_previous_version_and_a_rerun_has_no_duplicates(any_root):
+@pytest.mark.parametrize("first_write", [False, True], ids=["existing-table", "first-write"])
+def test_a_writer_killed_mid_write_leaves_the_previous_version_and_a_rerun_has_no_duplicates(any_root, first_write):
     store = DeltaStore(any_root)
-    store.write_partitions("subset_outcomes", outcome_rows("b0", 100))
-    store.write_partitions("subset_outcomes", outcome_rows("b1", 100, offset=100))
-    version, before = store.version("subset_outcomes"), store.read("subset_outcomes")
+    if not first_write:
+        store.write_partitions("subset_outcomes", outcome_rows("b0", 100))
+        store.write_partitions("subset_outcomes", outcome_rows("b1", 100, offset=100))
+    version = store.version("subset_outcomes")
+    before = store.read("subset_outcomes") if version is not None else None
 
     # a writer replacing batch b1 with 3M rows (~ a second or more of Parquet encoding and upload)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -99,6 +94,13 @@ def test_a_writer_killed_mid_write_leaves_the_previous_version_and_a_rerun_has_n
     assert writer.returncode == -signal.SIGKILL
 
     assert store.version("subset_outcomes") == version
+    if first_write:  # nothing was ever committed: readers are told so, a rerun simply creates the table
+        with pytest.raises((TableLogError, FileNotFoundError), match="first write to it was interrupted|not found"):
+            store.read("subset_outcomes")
+        rerun = outcome_rows("b1", 150, offset=100)
+        assert store.write_partitions("subset_outcomes", rerun) == 0
+        assert_frame_equal(store.read("subset_outcomes").sort("subset_id"), rerun, check_column_order=False)
+        return
     assert_frame_equal(store.read("subset_outcomes").sort("subset_id"), before.sort("subset_id"))
 
     rerun = outcome_rows("b1", 150, offset=100)
@@ -114,17 +116,13 @@ def test_a_writer_killed_mid_write_leaves_the_previous_version_and_a_rerun_has_n
 
 # ----------------------------------------------------------------------------- concurrent partition writers
 
-def _write_one_batch(root: str, batch: int) -> int:
-    return DeltaStore(root).write_partitions("subset_outcomes", outcome_rows(f"b{batch}", 50, offset=50 * batch))
-
-
 @pytest.mark.parametrize("table_exists", [True, False], ids=["existing-table", "first-write-races"])
 def test_eight_partitions_written_concurrently_lose_nothing(any_root, table_exists):
     store = DeltaStore(any_root)
     if table_exists:
         store.write_partitions("subset_outcomes", outcome_rows("b8", 50, offset=400))
     with multiprocessing.get_context("spawn").Pool(8) as pool:
-        versions = pool.starmap(_write_one_batch, [(any_root, b) for b in range(8)])
+        versions = pool.starmap(write_one_batch, [(any_root, b) for b in range(8)])
     table = store.read("subset_outcomes")
     expected_batches = 9 if table_exists else 8
     assert table.height == 50 * expected_batches
@@ -165,6 +163,7 @@ def test_a_corrupted_commit_file_is_a_clear_error_and_nothing_is_written(two_ver
     (table / "_delta_log" / f"{1:020d}.json").write_text('{"add": {"path": "batch=b1/part-0')  # torn write
     files = snapshot(table)
     for attempt in (lambda: store.read("subset_outcomes"), lambda: store.version("subset_outcomes"),
+                    lambda: PinnedReads(store).read("subset_outcomes"),
                     lambda: store.write_partitions("subset_outcomes", outcome_rows("b2", 5, offset=20)),
                     lambda: store.write("subset_outcomes", outcome_rows("b2", 5, offset=20))):
         with pytest.raises(TableLogError, match=r"Delta table 'subset_outcomes' at .*subset_outcomes: its Delta "
@@ -173,18 +172,17 @@ def test_a_corrupted_commit_file_is_a_clear_error_and_nothing_is_written(two_ver
     assert snapshot(table) == files
 
 
-def test_a_missing_delta_log_is_a_clear_error_and_is_not_silently_replaced(two_version_table):
+def test_a_missing_delta_log_is_a_clear_error_for_readers_and_nothing_is_deleted(two_version_table):
     store = two_version_table
     table = Path(store.uri("subset_outcomes"))
     shutil.rmtree(table / "_delta_log")
     files = snapshot(table)
-    for attempt in (lambda: store.read("subset_outcomes"), lambda: store.version("subset_outcomes"),
-                    lambda: store.write_partitions("subset_outcomes", outcome_rows("b2", 5, offset=20)),
-                    lambda: store.write("subset_outcomes", outcome_rows("b2", 5, offset=20))):
-        with pytest.raises(TableLogError, match=r"'subset_outcomes' .*no Delta log \(_delta_log is missing\)"):
+    for attempt in (lambda: store.read("subset_outcomes"), lambda: PinnedReads(store).read("subset_outcomes")):
+        with pytest.raises(TableLogError, match=r"'subset_outcomes' .*no Delta log \(_delta_log is missing\)\. "
+                                                r"Either the first write to it was interrupted.*or _delta_log was "
+                                                r"deleted \(restore it from a backup"):
             attempt()
     assert snapshot(table) == files
-
 
 # ----------------------------------------------------------------------------- pipeline stages on bad data
 
