@@ -13,14 +13,14 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import polars as pl
-import pytest
+import torch
 import yaml
 
 from grasp_pipeline import stages
 from grasp_pipeline.storage import DeltaStore
 
 from .conftest import tiny_params
-from .services import binary, mlflow_server, redis_url, s3_endpoint, s3_root, stop  # noqa: F401  (fixtures)
+from .services import binary, stop
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def sorted_frame(frame: pl.DataFrame, keys: list[str], columns: list[str]) -> pl
 def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_local_run(
         redis_url, s3_root, mlflow_server, tmp_path, monkeypatch):
     from assets.cli import job_run_config
-    from assets.definitions_celery import celery_run_config, grasp_prepare, grasp_retrain
+    from assets.definitions_celery import celery_run_config, grasp_prepare
 
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -119,31 +119,37 @@ def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_lo
 
     # the same pipeline run locally with the library stages
     local = DeltaStore(str(tmp_path / "local"))
-    workload = stages.build_workload(params.workload)
-    stages.build_corpus(local, params.corpus, params.workload.example_bytes)
-    stages.train_reference_model(local, workload, params.reference)
-    stages.compute_gradient_sketches(local, workload, params.sketch)
-    stages.compute_task_sketches(local, workload)
-    stages.plan_subsets(local, params.plan)
-    stages.retrain_outcomes(local, workload, params.retrain, batches=sorted(batches))
+    threads = torch.get_num_threads()
+    try:
+        workload = stages.build_workload(params.workload)  # one torch thread, as on the workers
+        stages.build_corpus(local, params.corpus, params.workload.example_bytes)
+        stages.train_reference_model(local, workload, params.reference)
+        stages.compute_gradient_sketches(local, workload, params.sketch)
+        stages.compute_task_sketches(local, workload)
+        stages.plan_subsets(local, params.plan)
+        stages.retrain_outcomes(local, workload, params.retrain, batches=sorted(batches))
+    finally:
+        torch.set_num_threads(threads)
 
     remote = DeltaStore(s3_root)
     for table in ("corpus_shards", "subset_plan"):
         keys = ["example_id"] if table == "corpus_shards" else ["subset_id"]
         assert sorted_frame(remote.read(table), keys, [c for c in local.read(table).columns if c not in keys]).equals(
             sorted_frame(local.read(table), keys, [c for c in local.read(table).columns if c not in keys]))
-    # floats: same code, same seeds, one torch thread everywhere; allow last-bit reassociation only
+    # floats: same code, same seeds, one torch thread in every process -> bit-identical
     sketch_cols = ["model_version", "sketch_config"]
     r, l_ = (sorted_frame(s.read("gradient_sketches"), ["example_id"], ["sketch", "loss", "grad_norm", *sketch_cols])
              for s in (remote, local))
     assert r["model_version"].equals(l_["model_version"]) and r["sketch_config"].equals(l_["sketch_config"])
-    np.testing.assert_allclose(np.asarray(r["sketch"].to_list()), np.asarray(l_["sketch"].to_list()), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(r["loss"].to_numpy(), l_["loss"].to_numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(r["sketch"].to_list()), np.asarray(l_["sketch"].to_list()))
+    np.testing.assert_array_equal(r["loss"].to_numpy(), l_["loss"].to_numpy())
+    r, l_ = (sorted_frame(s.read("task_sketches"), ["task"], ["sketch", "loss"]) for s in (remote, local))
+    np.testing.assert_array_equal(np.asarray(r["sketch"].to_list()), np.asarray(l_["sketch"].to_list()))
     keys = ["subset_id", "task", "repeat"]
     r, l_ = (sorted_frame(s.read("subset_outcomes"), keys, ["loss", "utility", "batch", "members_sha1"])
              for s in (remote, local))
     assert r.select(keys + ["batch", "members_sha1"]).equals(l_.select(keys + ["batch", "members_sha1"]))
-    np.testing.assert_allclose(r["loss"].to_numpy(), l_["loss"].to_numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(r["loss"].to_numpy(), l_["loss"].to_numpy())
 
     # MLflow runs went to the tracking server, one per materialisation
     from mlflow.tracking import MlflowClient
@@ -154,3 +160,7 @@ def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_lo
     assert sorted(run.data.tags["dagster.asset"] for run in runs) == sorted(
         ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan"])
     assert all(run.info.status == "FINISHED" for run in runs)
+    retrain_runs = [client.search_runs([experiment.experiment_id],
+                                       filter_string=f"tags.`dagster.run_id` = '{r.dagster_run.run_id}'")
+                    for r in results]
+    assert [len(found) for found in retrain_runs] == [1] * len(batches)

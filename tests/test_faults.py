@@ -31,7 +31,6 @@ from grasp_pipeline.storage import DeltaStore, PinnedReads, TableLogError
 
 from .conftest import tiny_params, write_user_corpus
 from .partition_writers import outcome_rows, write_one_batch
-from .services import s3_endpoint, s3_root  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 

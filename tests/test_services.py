@@ -10,7 +10,6 @@ from mlflow.tracking import MlflowClient
 
 from grasp_pipeline.tracking import Tracker, resolve_tracking_uri
 
-from .services import mlflow_server, redis_url, s3_endpoint  # noqa: F401  (fixtures)
 
 
 def test_a_tracker_logs_params_metrics_and_artifacts_to_a_tracking_server(mlflow_server):
