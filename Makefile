@@ -7,7 +7,7 @@ GRASP_ROOT ?= $(CURDIR)/.grasp/storage
 UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo smoke test ui mlflow-ui dagster-home browser clean
+.PHONY: install demo smoke test ui mlflow-ui dagster-home browser services redis s3-local mlflow-server celery-worker clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -39,6 +39,31 @@ mlflow-ui: install     ## MLflow UI on http://127.0.0.1:5000 over the storage ro
 browser:               ## Chromium + chromedriver for tests/test_ui.py (Debian packages; run as root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+services:              ## system services the tests start on 127.0.0.1: Debian's redis-server (run as root)
+	command -v redis-server >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+REDIS_PORT ?= 6379
+S3_PORT ?= 9000
+MLFLOW_SERVER_PORT ?= 5001
+
+redis:                 ## Redis broker for the celery profile on 127.0.0.1:$(REDIS_PORT) (foreground)
+	redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --save "" --appendonly no
+
+s3-local:              ## S3-compatible server (moto) on http://127.0.0.1:$(S3_PORT) (foreground; in memory)
+	$(VENV)/bin/moto_server -H 127.0.0.1 -p $(S3_PORT)
+
+mlflow-server:         ## MLflow tracking server on http://127.0.0.1:$(MLFLOW_SERVER_PORT), store in .grasp/mlflow-server
+	mkdir -p .grasp/mlflow-server
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_SERVER_PORT) \
+	  --backend-store-uri sqlite:///$(CURDIR)/.grasp/mlflow-server/mlflow.db \
+	  --artifacts-destination $(CURDIR)/.grasp/mlflow-server/artifacts
+
+WORKER ?= worker1
+celery-worker: install dagster-home  ## one Celery worker of the celery profile (deploy/celery.yaml); start one per core/machine
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR) $(VENV)/bin/dagster-celery worker start \
+	  -A dagster_celery.app -y deploy/celery.yaml -n $(WORKER) -- --pool=solo
 
 clean:                 ## forget every table, MLflow run and Dagster run (keeps the venv)
 	rm -rf .grasp

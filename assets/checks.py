@@ -28,9 +28,23 @@ def task_sketches_finite(storage: GraspStorage) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="subset_outcomes", blocking=True)
-def outcomes_complete(storage: GraspStorage) -> dg.AssetCheckResult:
-    """Every planned subset has an outcome for every task."""
-    return _result(checks.outcomes_complete(storage.store()))
+def outcomes_complete(context: dg.AssetCheckExecutionContext, storage: GraspStorage) -> dg.AssetCheckResult:
+    """Every planned subset of the batches this run retrained has an outcome for every task."""
+    return _result(checks.outcomes_complete(storage.store(), batches_of_run(context)))
+
+
+def batches_of_run(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The retraining batches (partitions of subset_outcomes) the run targets; None = all."""
+    tags = context.run.tags
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start is None or end is None:
+        return None
+    keys = context.instance.get_dynamic_partitions("retraining_batches")
+    if start not in keys or end not in keys:
+        return None
+    return keys[keys.index(start):keys.index(end) + 1]
 
 
 class FidelityFloorConfig(dg.Config):

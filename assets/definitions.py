@@ -44,12 +44,20 @@ def with_torch_tag(job):
 
 jobs = {job.name: with_torch_tag(job) for job in [*all_jobs, refresh_job]}
 
-defs = dg.Definitions(
-    assets=all_assets,
-    asset_checks=checks.all_checks,
-    jobs=list(jobs.values()),
-    schedules=build_schedules(jobs["grasp_reoptimise_mixture"]),
-    sensors=build_sensors(jobs["grasp_prepare"], jobs["grasp_sketch"], jobs["grasp_retrain"],
-                          jobs["grasp_fit_and_curate"]),
-    resources={"storage": GraspStorage(), "workload": WorkloadResource()},
-)
+
+def build_definitions(executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+    """The code location; `executor` (default: Dagster's multiprocess executor) is what a
+    deployment profile changes (assets.definitions_celery, deploy/k8s)."""
+    return dg.Definitions(
+        assets=all_assets,
+        asset_checks=checks.all_checks,
+        jobs=list(jobs.values()),
+        schedules=build_schedules(jobs["grasp_reoptimise_mixture"]),
+        sensors=build_sensors(jobs["grasp_prepare"], jobs["grasp_sketch"], jobs["grasp_retrain"],
+                              jobs["grasp_fit_and_curate"]),
+        resources={"storage": GraspStorage(), "workload": WorkloadResource()},
+        executor=executor,
+    )
+
+
+defs = build_definitions()

@@ -10,7 +10,7 @@ from pydantic import Field
 from grasp_pipeline.config import WorkloadParams
 from grasp_pipeline.stages import build_workload
 from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.tracking import Tracker, default_tracking_uri
+from grasp_pipeline.tracking import Tracker, default_tracking_uri, resolve_tracking_uri
 from grasp_pipeline.workload import Workload
 
 from .config import config_from_params, to_params
@@ -21,16 +21,20 @@ DEFAULT_ROOT = os.environ.get("GRASP_ROOT", ".grasp/storage")
 class GraspStorage(dg.ConfigurableResource):
     """The storage root (one Delta table per asset) and the MLflow tracking store."""
 
-    root: str = Field(default=DEFAULT_ROOT, description="Local folder or object-store URI of the Delta tables.")
-    tracking_uri: str = Field(default="", description="MLflow tracking URI; empty = SQLite store under the root.")
+    root: str = Field(default=DEFAULT_ROOT, description="Local folder or object-store URI (s3://bucket/prefix) of "
+                      "the Delta tables; object-store credentials come from environment variables only.")
+    tracking_uri: str = Field(default="", description="MLflow tracking URI (e.g. http://127.0.0.1:5000); empty = "
+                              "$MLFLOW_TRACKING_URI, else a SQLite store under a local root.")
 
     def store(self) -> DeltaStore:
         return DeltaStore(self.root)
 
     def tracker(self) -> Tracker:
         store = self.store()
-        uri = self.tracking_uri or default_tracking_uri(store.root)
-        return Tracker(uri, artifact_root=os.path.join(store.root, "mlartifacts") if "://" not in store.root else None)
+        uri = resolve_tracking_uri(self.tracking_uri, store.root)
+        # artifacts next to the tables only for the local default store; a server stores its own
+        local_default = uri == default_tracking_uri(store.root) if store.is_local else False
+        return Tracker(uri, artifact_root=os.path.join(store.root, "mlartifacts") if local_default else None)
 
 
 class _WorkloadResourceBase(dg.ConfigurableResource):

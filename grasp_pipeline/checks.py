@@ -16,15 +16,25 @@ def sketches_are_finite(store: DeltaStore, table: str) -> tuple[bool, dict]:
     return bad == 0, {"non_finite_values": bad, "rows": frame.height}
 
 
-def outcomes_complete(store: DeltaStore) -> tuple[bool, dict]:
-    """Every planned subset has an outcome for every task (for every repeat present)."""
-    plan = store.read("subset_plan").select("subset_id")
+def outcomes_complete(store: DeltaStore, batches: list[str] | None = None) -> tuple[bool, dict]:
+    """Every planned subset (of `batches`, default all) has an outcome for every task.
+
+    A run that retrains some batches checks those: other batches may be running elsewhere
+    at the same time (one run per batch on Celery or Kubernetes). The surrogate refuses to
+    fit while any planned subset lacks outcomes, so completeness of the whole plan is still
+    enforced before anything downstream uses them.
+    """
+    plan = store.read("subset_plan")
+    if batches is not None:
+        plan = plan.filter(pl.col("batch").is_in(batches))
+    plan = plan.select("subset_id")
     outcomes = store.read("subset_outcomes")
     tasks = store.read("task_sets")["task"].unique()
     expected = plan.join(pl.DataFrame({"task": tasks}), how="cross")
     missing = expected.join(outcomes.select("subset_id", "task").unique(), on=["subset_id", "task"], how="anti")
     return missing.height == 0, {"expected_pairs": expected.height, "missing_pairs": missing.height,
-                                 "first_missing": str(missing.head(3).to_dicts())}
+                                 "first_missing": str(missing.head(3).to_dicts()),
+                                 "batches": "all" if batches is None else ",".join(batches)}
 
 
 def holdout_fidelity_above(store: DeltaStore, floor: float, method: str = "grasp") -> tuple[bool, dict]:

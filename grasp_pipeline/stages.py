@@ -415,6 +415,13 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
     if incomplete.height:
         raise ValueError(f"{incomplete.height} planned subset(s) lack outcomes (first: subset "
                          f"{incomplete['subset_id'][0]}); rematerialise subset_outcomes")
+    fit = plan.filter(pl.col("role") == "fit")
+    for task in tasks:  # a constant target has no ranking to learn: every fit would be arbitrary
+        values = fit[task].to_numpy()
+        if len(values) and np.ptp(values) == 0:
+            raise ValueError(f"task {task!r}: utility is the same ({values[0]:.6g}) for all {len(values)} fit "
+                             "subsets in subset_outcomes (zero variance), so no surrogate can rank subsets for it; "
+                             "check the retraining recipe (steps, lr) or leave the task out")
     position = {eid: i for i, eid in enumerate(sketches["example_id"].to_list())}
     rows, cols = [], []
     for r, members in enumerate(plan["members"].to_list()):

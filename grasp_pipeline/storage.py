@@ -5,16 +5,28 @@ mid-write leaves the previous table version. A full write replaces the table; a 
 write replaces exactly the partitions present in the frame (a predicate overwrite) and
 keeps the others, so rerunning a shard or a retraining batch never duplicates rows.
 Frames are checked against the contract before anything is written.
+
+The root is a local folder or an object-store URI (`s3://bucket/prefix`, also `gs://`,
+`az://`). Object-store credentials and endpoints come only from environment variables
+(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...), are passed to deltalake and polars as
+storage options, and never appear in reprs, errors or metadata. Concurrent writers are
+safe: delta-rs commits with put-if-absent (local rename-if-absent, S3 `If-None-Match`
+conditional writes, which AWS S3, MinIO and moto enforce), and a writer that loses a
+commit race re-checks for conflicts and retries.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 # The table contract (DESIGN §5): required columns and their types; more columns are allowed.
 CONTRACT: dict[str, dict[str, pl.DataType]] = {
@@ -59,6 +71,26 @@ class ContractError(ValueError):
     """A frame does not match the table contract; nothing was written."""
 
 
+class TableLogError(RuntimeError):
+    """A table's Delta log is missing or unreadable; nothing was written."""
+
+
+# Environment variables handed to deltalake/polars as storage options for object-store roots
+# (the object_store crate's names). Values are secrets: never print or log them.
+STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+
+# Commit retries when concurrent writers race for the same table version (delta-rs already
+# retries non-conflicting commits internally; this covers a concurrent *create*).
+WRITE_ATTEMPTS = 5
+
+
+def storage_options_from_env(root: str, environ=os.environ) -> dict[str, str]:
+    """Returns the object-store settings for `root` from environment variables ({} for a local root)."""
+    if "://" not in root or root.startswith("file://"):
+        return {}
+    return {k: v for k, v in environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+
+
 def check_contract(table: str, frame: pl.DataFrame) -> None:
     """Raises ContractError naming the table and column if `frame` breaks the contract."""
     expected = CONTRACT[table]
@@ -81,64 +113,140 @@ def check_contract(table: str, frame: pl.DataFrame) -> None:
 
 @dataclass
 class DeltaStore:
-    """The storage root: `<root>/<table>` is a Delta table (local path or object-store URI)."""
+    """The storage root: `<root>/<table>` is a Delta table (local path or object-store URI).
+
+    For an object-store root without explicit `storage_options`, they are read from the
+    environment (see `storage_options_from_env`).
+    """
 
     root: str
-    storage_options: dict[str, str] = field(default_factory=dict)
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
 
     def __post_init__(self):
         if "://" not in self.root:
             self.root = str(Path(self.root).expanduser().resolve())
             os.makedirs(self.root, exist_ok=True)
+        elif not self.storage_options:
+            self.storage_options = storage_options_from_env(self.root)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
 
     def uri(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/{table}"
 
+    def _options(self) -> dict[str, str] | None:
+        return self.storage_options or None
+
     def exists(self, table: str) -> bool:
-        return DeltaTable.is_deltatable(self.uri(table), storage_options=self.storage_options or None)
+        return DeltaTable.is_deltatable(self.uri(table), storage_options=self._options())
+
+    def _table(self, table: str) -> DeltaTable:
+        """Opens the table; a missing or unreadable Delta log is a TableLogError naming it."""
+        try:
+            return DeltaTable(self.uri(table), storage_options=self._options())
+        except TableNotFoundError:
+            raise self._missing(table) from None
+        except DeltaError as error:
+            raise self._log_error(table, error) from None
+
+    def _missing(self, table: str) -> Exception:
+        """The error for reading a table that has no Delta log."""
+        if self.is_local and Path(self.uri(table)).is_dir() and any(Path(self.uri(table)).iterdir()):
+            return TableLogError(
+                f"Delta table {table!r} at {self.uri(table)}: the folder holds files but no Delta log "
+                "(_delta_log is missing). Either the first write to it was interrupted before it committed "
+                "(nothing was lost: rematerialise the asset; the orphan files stay unreferenced), or _delta_log "
+                "was deleted (restore it from a backup before anything writes here: a write starts a new table)")
+        return FileNotFoundError(f"Delta table {table!r} not found under {self.root}; materialise its asset first")
+
+    def _log_error(self, table: str, error: Exception) -> TableLogError:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return TableLogError(
+            f"Delta table {table!r} at {self.uri(table)}: its Delta log (_delta_log) cannot be read ({reason}); "
+            "nothing was written. Restore the damaged commit file from a backup, or move the table folder away "
+            "and rematerialise the asset")
 
     def version(self, table: str) -> int | None:
-        """Returns the table's current version, or None if it does not exist."""
+        """Returns the table's current version, or None if it has no Delta log (yet)."""
         if not self.exists(table):
             return None
-        return DeltaTable(self.uri(table), storage_options=self.storage_options or None).version()
+        return self._table(table).version()
 
     def write(self, table: str, frame: pl.DataFrame) -> int:
         """Replaces the whole table with `frame` in one transaction; returns the new version."""
         check_contract(table, frame)
-        write_deltalake(self.uri(table), frame.to_arrow(), mode="overwrite", schema_mode="overwrite",
-                        partition_by=PARTITION_COLUMNS.get(table),
-                        storage_options=self.storage_options or None)
-        return self.version(table)
+        self.version(table)  # refuses a table whose log is damaged (instead of writing over it)
+        return self._commit(table, frame, mode="overwrite", schema_mode="overwrite",
+                            partition_by=PARTITION_COLUMNS.get(table))
 
     def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
         """Replaces exactly the partitions present in `frame`, keeping all others.
 
-        Returns the new version. The overwrite predicate names the partition values, so
-        rerunning one shard or batch rewrites only it (idempotent), in one transaction.
+        Returns the version this write committed. The overwrite predicate names the partition
+        values, so rerunning one shard or batch rewrites only it (idempotent), in one
+        transaction; concurrent writers of other partitions (other processes or machines)
+        do not lose each other's rows.
         """
         check_contract(table, frame)
         (column,) = PARTITION_COLUMNS[table]
         if frame.is_empty():  # no partition to replace
             return self.version(table)
-        if not self.exists(table):
-            return self.write(table, frame)
         values = sorted(frame[column].unique().to_list())
         quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-        write_deltalake(self.uri(table), frame.to_arrow(), mode="overwrite",
-                        predicate=f"{column} IN ({quoted})", partition_by=[column], schema_mode="merge",
-                        storage_options=self.storage_options or None)
-        return self.version(table)
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                if self.version(table) is None:
+                    # the first writer creates the table; a concurrent creator makes this fail and retry
+                    return self._commit(table, frame, mode="error", partition_by=[column])
+                return self._commit(table, frame, mode="overwrite", predicate=f"{column} IN ({quoted})",
+                                    partition_by=[column], schema_mode="merge")
+            except (CommitFailedError, FileExistsError) as error:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise RuntimeError(f"table {table!r}: partition write of {values} lost {WRITE_ATTEMPTS} "
+                                       f"commit races to concurrent writers ({error})") from None
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+            except DeltaError as error:
+                if "already exists" in str(error).lower() and attempt < WRITE_ATTEMPTS - 1:
+                    time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+                    continue
+                raise
+
+    def _commit(self, table: str, frame: pl.DataFrame, **kwargs) -> int:
+        """One write_deltalake transaction; returns the exact version it committed.
+
+        Other writers may commit right after this one, so the version is found by a write id
+        in the commit's metadata, read from the commit files themselves (deltalake's history()
+        can mislabel versions while writers race).
+        """
+        write_id = uuid.uuid4().hex
+        write_deltalake(self.uri(table), frame.to_arrow(), storage_options=self._options(),
+                        commit_properties=CommitProperties(custom_metadata={"grasp.write_id": write_id}), **kwargs)
+        latest = self._table(table).version()
+        for version in range(latest, max(-1, latest - 50), -1):
+            if self._commit_write_id(table, version) == write_id:
+                return version
+        return latest  # more than 50 commits since ours: the latest is an upper bound
+
+    def _commit_write_id(self, table: str, version: int) -> str | None:
+        commit = f"{self.uri(table)}/_delta_log/{version:020d}.json"
+        infos = pl.read_ndjson(commit, schema={"commitInfo": pl.Struct({"grasp.write_id": pl.Utf8})},
+                               storage_options=self._options())
+        ids = infos["commitInfo"].struct.field("grasp.write_id").drop_nulls()
+        return ids[0] if len(ids) else None
 
     def read(self, table: str, version: int | None = None) -> pl.DataFrame:
         """Returns the table (at `version`, default latest) as a polars frame."""
         if not self.exists(table):
-            raise FileNotFoundError(f"Delta table {table!r} not found under {self.root}; "
-                                    "materialise its asset first")
-        return pl.read_delta(self.uri(table), version=version, storage_options=self.storage_options or None)
+            raise self._missing(table)
+        try:
+            return pl.read_delta(self.uri(table), version=version, storage_options=self._options())
+        except DeltaError as error:
+            raise self._log_error(table, error) from None
 
     def scan(self, table: str) -> pl.LazyFrame:
-        return pl.scan_delta(self.uri(table), storage_options=self.storage_options or None)
+        return pl.scan_delta(self.uri(table), storage_options=self._options())
 
 
 class PinnedReads:
@@ -158,8 +266,7 @@ class PinnedReads:
             if table not in self.versions:
                 current = self.store.version(table)
                 if current is None:
-                    raise FileNotFoundError(f"Delta table {table!r} not found under {self.store.root}; "
-                                            "materialise its asset first")
+                    raise self.store._missing(table)
                 self.versions[table] = current
             version = self.versions[table]
         return self.store.read(table, version=version)

@@ -1,4 +1,5 @@
-"""MLflow tracking: one MLflow run per materialisation, in a store under the storage root.
+"""MLflow tracking: one MLflow run per materialisation, in a tracking server or a store under
+the storage root.
 
 Uses `MlflowClient` with an explicit run id rather than MLflow's global "active run", so
 concurrent steps in one process never log into each other's runs.
@@ -7,6 +8,7 @@ concurrent steps in one process never log into each other's runs.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +22,19 @@ EXPERIMENT = "grasp-pipeline"
 def default_tracking_uri(storage_root: str) -> str:
     """Returns a SQLite tracking store inside a local storage root."""
     return f"sqlite:///{Path(storage_root).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(configured: str, storage_root: str, environ=os.environ) -> str:
+    """The tracking URI to use: the configured one, else $MLFLOW_TRACKING_URI, else SQLite under a
+    local root. An object-store root has no local folder for SQLite: it needs a tracking server."""
+    uri = configured or environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        return uri
+    if "://" in storage_root:
+        raise ValueError(f"the storage root {storage_root} is an object store, where MLflow cannot keep a SQLite "
+                         "store: set the storage resource's tracking_uri (or MLFLOW_TRACKING_URI) to an MLflow "
+                         "tracking server, e.g. http://127.0.0.1:5000")
+    return default_tracking_uri(storage_root)
 
 
 class TrackedRun:

@@ -12,6 +12,9 @@ import pytest
 
 from grasp_pipeline.config import PipelineParams, with_overrides
 
+# localhost servers (moto S3, Redis, MLflow) as session fixtures: tests/services.py
+pytest_plugins = ["tests.services"]
+
 # Small enough that the whole graph runs in seconds, big enough that every stage is real.
 TINY = {
     "corpus": {"task_examples_per_domain": 8, "pool_examples_per_domain": 24, "shard_size": 16},
