@@ -9,7 +9,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(code_version="1", group_name="curation", deps=["grasp_surrogate", "gradient_sketches", "task_sketches"],
+@dg.asset(code_version="2", group_name="curation", deps=["grasp_surrogate", "gradient_sketches", "task_sketches"],
           kinds={"deltalake"})
 def curated_selection(context: dg.AssetExecutionContext, config: SelectionConfig,
                       storage: GraspStorage) -> dg.MaterializeResult:

@@ -9,7 +9,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@dg.asset(code_version="1", group_name="surrogates",
+@dg.asset(code_version="2", group_name="surrogates",
           deps=["gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes"], kinds={"deltalake", "mlflow"})
 def grasp_surrogate(context: dg.AssetExecutionContext, config: SurrogateConfig,
                     storage: GraspStorage) -> dg.MaterializeResult:

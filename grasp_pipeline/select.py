@@ -93,6 +93,10 @@ class SelectionParams:
     budget_fraction: float = 0.1
     random_seeds: tuple[int, ...] = (0, 1, 2)
     task_weights: dict[str, float] = field(default_factory=dict)  # missing tasks weigh 1
+    # "utility_std": each task's weight is divided by the spread of its retrained utility over
+    # the fit subsets, so the objective adds standardised gains and a task whose loss moves a
+    # lot (a script the rest of the pool lacks) cannot take the whole budget; "none": raw utility
+    task_scale: str = "utility_std"
     max_per_domain: int = 0  # 0 = no quota
     exclude_example_ids: tuple[int, ...] = ()
     dedup_content: bool = True

@@ -453,7 +453,8 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
         fidelity[method] = report
         chosen = fm.chosen
         for t, task in enumerate(data.tasks):
-            params_t = fm.params[t]
+            # the task's utility spread over fit subsets: the scale selection.task_scale divides by
+            params_t = {**fm.params[t], "fit_utility_std": float(np.std(data.utility[data.fit_rows, t], ddof=1))}
             if method == "datamodel":  # weights are indexed by pool row: keep their example ids
                 params_t = {**params_t, "example_ids": sketches["example_id"].to_list()}
             surrogate_rows.append({
@@ -603,7 +604,8 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
     q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
     surrogate_id, tasks, grasp_params = _method_params(store, "grasp")
-    weights = task_weight_vector(tasks, dict(params.task_weights))
+    weights = scaled_task_weights(grasp_params, tasks, task_weight_vector(tasks, dict(params.task_weights)),
+                                  params.task_scale)
     budget = max(1, int(round(params.budget_fraction * len(z))))
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
@@ -646,10 +648,35 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
                    .sort("method", "domain"))
     result.metrics = {"budget": budget, "pool": len(z), **({"label_quota": quota} if labelled else {}),
+                      **{f"task_weight.{t}": float(w) for t, w in zip(tasks, weights)},
                       **{f"domain_share.{m}.{d}": n / budget for m, d, n in composition.iter_rows()}}
     result.figures["selection_composition.png"] = _stacked_shares_figure(
         composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")
     return result
+
+
+def scaled_task_weights(grasp_params: list[dict], tasks: list[str], weights: np.ndarray,
+                        task_scale: str) -> np.ndarray:
+    """Task weights for selection: `weights`, divided by each task's utility spread for "utility_std".
+
+    The spread (recorded by the surrogate fit as `fit_utility_std`) is the standard deviation
+    over `fit` subsets of the repeat-mean retrained utility, so it never sees holdout
+    outcomes; the result is normalised to sum to 1.
+    """
+    if task_scale == "none":
+        return weights
+    if task_scale != "utility_std":
+        raise ValueError(f"selection.task_scale must be 'utility_std' or 'none', not {task_scale!r}")
+    if any("fit_utility_std" not in p for p in grasp_params):
+        raise ValueError("the surrogates table predates fit_utility_std; rematerialise grasp_surrogate, or set "
+                         "selection.task_scale = 'none'")
+    spread = np.array([p["fit_utility_std"] for p in grasp_params])
+    flat = [t for t, s in zip(tasks, spread) if not np.isfinite(s) or s <= 0]
+    if flat:
+        raise ValueError(f"task(s) {flat} have no utility spread over the fit subsets, so selection.task_scale = "
+                         "'utility_std' cannot scale them; set task_scale = 'none'")
+    scaled = weights / spread
+    return scaled / scaled.sum()
 
 
 def _stacked_shares_figure(frame: pl.DataFrame, group: str, value: str, ylabel: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import numpy as np
 import polars as pl
+import pytest
 from mlflow.tracking import MlflowClient
 
 from grasp_pipeline.storage import CONTRACT, DeltaStore
@@ -140,3 +141,28 @@ def test_fidelity_report_covers_every_method_regime_and_fit_budget(pipeline_run)
             for s in ("all", "uniform", "dirichlet")}
     assert report.filter(pl.col("sampler") == "uniform")["noise_ceiling"].null_count() == 0
     assert (report["artifact_seconds"] > 0).all()
+
+
+def test_selection_task_weights_are_scaled_by_each_tasks_fit_utility_spread(pipeline_run):
+    from grasp_pipeline.stages import _method_params, scaled_task_weights
+
+    store = DeltaStore(str(pipeline_run[0]))
+    outcomes, plan = store.read("subset_outcomes"), store.read("subset_plan")
+    _, tasks, grasp_params = _method_params(store, "grasp")
+    fit_ids = plan.filter(pl.col("role") == "fit")["subset_id"].to_list()
+    spread = []
+    for task in tasks:  # std over fit subsets of the repeat-mean utility, recomputed here by hand
+        mine = outcomes.filter((pl.col("task") == task) & pl.col("subset_id").is_in(fit_ids))
+        means = [np.mean(g["utility"].to_numpy()) for _, g in mine.group_by("subset_id")]
+        spread.append(np.std(means, ddof=1))
+    given = np.array([2.0] + [1.0] * (len(tasks) - 1))
+    given = given / given.sum()
+    expected = given / np.array(spread)
+    np.testing.assert_allclose(scaled_task_weights(grasp_params, tasks, given, "utility_std"),
+                               expected / expected.sum(), rtol=1e-9)
+    np.testing.assert_array_equal(scaled_task_weights(grasp_params, tasks, given, "none"), given)
+    with pytest.raises(ValueError, match="task_scale"):
+        scaled_task_weights(grasp_params, tasks, given, "zscore")
+    with pytest.raises(ValueError, match="rematerialise grasp_surrogate"):
+        scaled_task_weights([{k: v for k, v in p.items() if k != "fit_utility_std"} for p in grasp_params],
+                            tasks, given, "utility_std")
