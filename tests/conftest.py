@@ -60,6 +60,20 @@ def write_user_corpus(path: Path, domains=("news", "code", "poetry"), docs_per_d
     return path
 
 
+def build_tables_until(root, last: str = "subset_outcomes", params: PipelineParams | None = None):
+    """Runs the library stages (no Dagster) in dependency order up to and including `last`."""
+    from grasp_pipeline import stages
+    from grasp_pipeline.storage import DeltaStore
+
+    params = params or tiny_params()
+    store = DeltaStore(str(root))
+    plan = stages.stage_plan(store, params, stages.build_workload(params.workload))
+    names = [name for name, _ in plan]
+    for _, run in plan[:names.index(last) + 1]:
+        run()
+    return store
+
+
 def materialize_prepare(root: Path, params: PipelineParams, instance: dg.DagsterInstance,
                         selection: list[str], raise_on_error: bool = True) -> dg.ExecuteInJobResult:
     """Materialises `selection` (assets of the grasp_prepare job) in-process with `params`."""

@@ -11,26 +11,12 @@ from grasp_pipeline import stages
 from grasp_pipeline.storage import DeltaStore
 from grasp_pipeline.surrogate import choose_by_lcb, candidate_sets
 
-from .conftest import tiny_params
-
-
-def _build_until_outcomes(root) -> DeltaStore:
-    params = tiny_params()
-    store = DeltaStore(str(root))
-    workload = stages.build_workload(params.workload)
-    stages.build_corpus(store, params.corpus, params.workload.example_bytes)
-    stages.train_reference_model(store, workload, params.reference)
-    stages.compute_gradient_sketches(store, workload, params.sketch)
-    stages.compute_task_sketches(store, workload)
-    stages.plan_subsets(store, params.plan)
-    stages.retrain_outcomes(store, workload, params.retrain)
-    return store
+from .conftest import build_tables_until, tiny_params
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    return (_build_until_outcomes(tmp_path_factory.mktemp("a")),
-            _build_until_outcomes(tmp_path_factory.mktemp("b")))
+    return (build_tables_until(tmp_path_factory.mktemp("a")), build_tables_until(tmp_path_factory.mktemp("b")))
 
 
 def without_timings(frame: pl.DataFrame) -> pl.DataFrame:

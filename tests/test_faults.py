@@ -29,7 +29,7 @@ from grasp_pipeline import stages
 from grasp_pipeline.corpus import CorpusError, load_documents
 from grasp_pipeline.storage import DeltaStore, PinnedReads, TableLogError
 
-from .conftest import tiny_params, write_user_corpus
+from .conftest import build_tables_until, tiny_params, write_user_corpus
 from .partition_writers import outcome_rows, write_one_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,14 +189,7 @@ def test_a_missing_delta_log_is_a_clear_error_for_readers_and_nothing_is_deleted
 def prepared(tmp_path_factory) -> Path:
     """Every table up to subset_outcomes for the tiny config, built once by the library stages."""
     root = tmp_path_factory.mktemp("prepared") / "root"
-    store, params = DeltaStore(str(root)), tiny_params()
-    workload = stages.build_workload(params.workload)
-    stages.build_corpus(store, params.corpus, params.workload.example_bytes)
-    stages.train_reference_model(store, workload, params.reference)
-    stages.compute_gradient_sketches(store, workload, params.sketch)
-    stages.compute_task_sketches(store, workload)
-    stages.plan_subsets(store, params.plan)
-    stages.retrain_outcomes(store, workload, params.retrain, batches=None)
+    build_tables_until(root, "subset_outcomes")
     return root
 
 
