@@ -16,7 +16,7 @@ from .resources import GraspStorage, WorkloadResource
 corpus_shard_partitions = dg.DynamicPartitionsDefinition(name="corpus_shards")
 
 
-@dg.asset(pool="torch", code_version="2", group_name="sketches", deps=["reference_model", "corpus_shards"],
+@dg.asset(pool="torch", code_version="3", group_name="sketches", deps=["reference_model", "corpus_shards"],
           partitions_def=corpus_shard_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
           kinds={"torch", "deltalake"})
 def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, storage: GraspStorage,
@@ -28,7 +28,7 @@ def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, s
                      lambda run: compute_gradient_sketches(storage.store(), workload.build(), params, shards=shards))
 
 
-@dg.asset(pool="torch", code_version="2", group_name="sketches", deps=["reference_model", "gradient_sketches"],
+@dg.asset(pool="torch", code_version="3", group_name="sketches", deps=["reference_model", "gradient_sketches"],
           kinds={"torch", "deltalake"})
 def task_sketches(context: dg.AssetExecutionContext, storage: GraspStorage,
                   workload: WorkloadResource) -> dg.MaterializeResult:

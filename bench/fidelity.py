@@ -71,7 +71,7 @@ OUR_METHODS = ("grasp", "grad_dot", "trak", "datamodel", "size")
 # whole bench, peers included, stays within 15 minutes on 2 shared CPU cores.
 QUICK_OVERRIDES = {
     "corpus": {"task_examples_per_domain": 32, "pool_examples_per_domain": 80, "shard_size": 128},
-    "reference": {"warmup_examples": 600, "steps": 120},
+    "reference": {"warmup_examples": 600, "steps": 120, "sketch_steps": [15, 30, 120]},
     "sketch": {"k": 128},
     "plan": {"uniform_fit": 32, "uniform_holdout": 16, "dirichlet_fit": 32, "dirichlet_holdout": 16},
     "retrain": {"steps": 30, "repeats": 2, "models_per_batch": 16},

@@ -55,7 +55,7 @@ def main() -> None:
                                  {k: float(v) for k, v in (w.split("=") for w in args.task_weight)})
     budget = int(store.read("curated_selections").filter(pl.col("method") == "grasp")["budget"][0])
     quota = label_quota(labels, budget)
-    scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, grad_dot, q))
+    scores = GradDot.weighted_example_scores(z, q, grad_dot, weights)
     content = pool["content_sha1"].to_numpy()  # the pipeline's default content dedup
     selections = {
         "grasp_unbalanced": grasp_selection(z, q, grasp, weights, budget, content=content).rows,

@@ -75,6 +75,12 @@ class CorpusParams:
 class ReferenceParams:
     warmup_examples: int = doc("Pool examples the reference model θ₀ warms up on.", 1000)
     steps: int = doc("Warm-up optimisation steps.", 150)
+    sketch_steps: tuple[int, ...] = doc(
+        "Warm-up checkpoints (steps; 0 = the initialisation, at most `steps`) at which the gradients are "
+        "sketched. Each pool and task sketch concatenates one k-dimensional block per checkpoint; every "
+        "sketch-based surrogate picks its block by the LCB protocol (surrogate.sketch_blocks). Early "
+        "checkpoints sit where the retraining recipe trains (it starts from the same initialisation).",
+        (20, 40, 150))
     batch_size: int = doc("Warm-up batch size.", 32)
     lr: float = doc("Warm-up Adam learning rate.", 3e-3)
     seed: int = doc("Seed of initialisation, warm-up sample and data order.", 0)
@@ -133,7 +139,7 @@ PROFILES: dict[str, dict] = {
     "demo": {},
     "smoke": {
         "corpus": {"task_examples_per_domain": 32, "pool_examples_per_domain": 120, "shard_size": 64},
-        "reference": {"warmup_examples": 300, "steps": 60},
+        "reference": {"warmup_examples": 300, "steps": 60, "sketch_steps": [10, 20, 60]},
         "sketch": {"k": 64},
         "plan": {"uniform_fit": 20, "uniform_holdout": 10, "dirichlet_fit": 20, "dirichlet_holdout": 10},
         "retrain": {"steps": 20, "repeats": 1},

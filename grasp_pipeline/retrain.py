@@ -76,10 +76,13 @@ class StackedTrainer:
         return {n: p.detach().unsqueeze(0).repeat(m, *[1] * p.dim()).clone() for n, p in source.items()}
 
     def train(self, inputs: torch.Tensor, member_rows: Sequence[np.ndarray],
-              order_seeds: Sequence[Sequence[int]], start: Params | None = None) -> Params:
+              order_seeds: Sequence[Sequence[int]], start: Params | None = None,
+              snapshots: dict[int, Params | None] | None = None) -> Params:
         """Trains one model per entry of `member_rows` (row indices into `inputs`).
 
-        Returns the stacked final parameters, shape (M, ...) per tensor.
+        Returns the stacked final parameters, shape (M, ...) per tensor. `snapshots` maps
+        step counts (0 = the start, at most `recipe.steps`) to fill in: on return each holds
+        the stacked parameters after that many steps, as a shorter run would have ended.
         """
         recipe = self.recipe
         m = len(member_rows)
@@ -92,6 +95,12 @@ class StackedTrainer:
         moments = {n: torch.zeros_like(p) for n, p in params.items()}
         second = {n: torch.zeros_like(p) for n, p in params.items()}
         beta1, beta2, eps = 0.9, 0.999, 1e-8
+        snapshots = {} if snapshots is None else snapshots
+        outside = sorted(s for s in snapshots if not 0 <= s <= recipe.steps)
+        if outside:
+            raise ValueError(f"snapshot steps {outside} are outside 0..{recipe.steps} (the recipe's steps)")
+        if 0 in snapshots:
+            snapshots[0] = {n: p.clone() for n, p in params.items()}
         for step in range(recipe.steps):
             grads = self._stacked_grad(params, inputs[schedule[:, step]])
             with torch.no_grad():
@@ -104,6 +113,8 @@ class StackedTrainer:
                     m_hat = moments[name] / (1 - beta1 ** (step + 1))
                     v_hat = second[name] / (1 - beta2 ** (step + 1))
                     params[name] = params[name] - recipe.lr * m_hat / (v_hat.sqrt() + eps)
+            if step + 1 in snapshots:
+                snapshots[step + 1] = {n: p.clone() for n, p in params.items()}
         return params
 
     def example_losses(self, params: Params, inputs: torch.Tensor, examples_per_chunk: int = 2048) -> torch.Tensor:

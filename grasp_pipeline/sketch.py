@@ -707,3 +707,59 @@ class _Bound(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self._model[0], self._params, (x,))
+
+
+class CheckpointSketcher:
+    """Sketches gradients at several checkpoints of one training run and concatenates them.
+
+    The sketch of example i is [P g_i(θ_{s₁}); …; P g_i(θ_{s_C})] (length C·k), the same
+    projection P at every checkpoint, so ⟨q_t, z_i⟩ sums the per-checkpoint alignments as
+    TracIn-CP does and ‖Z_S‖² sums the per-checkpoint penalties. One checkpoint gives
+    exactly `GradientSketcher`'s sketches. `grad_norm` is the norm of the concatenated
+    gradients; `loss` is the loss at the last checkpoint.
+    """
+
+    def __init__(self, sketchers: Sequence[GradientSketcher], steps: Sequence[int]):
+        if not sketchers or len(sketchers) != len(steps):
+            raise ValueError(f"need one sketcher per checkpoint step, got {len(sketchers)} for steps {list(steps)}")
+        self.sketchers = list(sketchers)
+        self.steps = [int(s) for s in steps]
+        self.storage_dtype = self.sketchers[0].storage_dtype
+
+    @classmethod
+    def build(cls, workload: Workload, checkpoints: Sequence[tuple[int, Params]], projector_kind: str, k: int,
+              seed: int, chunk_size: int = 64, **options) -> "CheckpointSketcher":
+        """`checkpoints` is [(step, parameters)] in training order."""
+        return cls([GradientSketcher(workload, params, projector_kind, k, seed, chunk_size, **options)
+                    for _, params in checkpoints], [step for step, _ in checkpoints])
+
+    @classmethod
+    def from_config(cls, workload: Workload, checkpoints: Sequence[tuple[int, Params]], config: str | dict,
+                    chunk_size: int = 64) -> "CheckpointSketcher":
+        """Rebuilds the sketcher whose `config()` is `config`; the checkpoint steps must match."""
+        config = json.loads(config) if isinstance(config, str) else config
+        steps = [step for step, _ in checkpoints]
+        recorded = config.get("checkpoint_steps", steps)
+        if list(recorded) != steps:
+            raise ValueError(f"the sketches were taken at checkpoint steps {recorded}, the reference model now has "
+                             f"{steps}; rematerialise gradient_sketches")
+        return cls([GradientSketcher.from_config(workload, params, config, chunk_size) for _, params in checkpoints],
+                   steps)
+
+    @property
+    def dim(self) -> int:
+        return len(self.sketchers) * self.sketchers[0].projector.k
+
+    def config(self, model_version: str) -> str:
+        config = json.loads(self.sketchers[0].config(model_version))
+        return json.dumps({**config, "checkpoint_steps": self.steps, "dim": self.dim}, sort_keys=True)
+
+    def sketch_examples(self, inputs: torch.Tensor) -> Sketches:
+        parts = [sketcher.sketch_examples(inputs) for sketcher in self.sketchers]
+        return Sketches(np.concatenate([p.sketch for p in parts], axis=1),
+                        np.sqrt(sum(p.grad_norm.astype(np.float64) ** 2 for p in parts)),
+                        parts[-1].loss)
+
+    def sketch_mean_gradient(self, inputs: torch.Tensor) -> tuple[np.ndarray, float]:
+        parts = [sketcher.sketch_mean_gradient(inputs) for sketcher in self.sketchers]
+        return np.concatenate([q for q, _ in parts]), parts[-1][1]

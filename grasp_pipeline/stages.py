@@ -27,9 +27,9 @@ from .mixture import (MixtureObjective, MixtureParams, domain_stats, natural_mix
                       sample_mixture, uniform_mixture)
 from .plan import PlanParams, sample_subset_plan
 from .retrain import Recipe, StackedTrainer, retrain_subsets, task_losses, unstack
-from .select import (SelectionParams, grasp_selection, label_quota, random_selection, task_weight_vector,
+from .select import (SelectionParams, label_quota, protected_grasp_selection, random_selection, task_weight_vector,
                      top_k)
-from .sketch import GradientSketcher
+from .sketch import CheckpointSketcher
 from .storage import DeltaStore, PinnedReads, table_schema
 from .surrogate import (GradDot, SubsetData, SurrogateParams, fidelity_by_fit_budget, fit_surrogates,
                         holdout_fidelity)
@@ -150,9 +150,20 @@ def _state_bytes(params: dict[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
+def _checkpoint_fingerprint(checkpoints: dict[int, dict[str, torch.Tensor]]) -> str:
+    """The model version of a set of checkpoints: a hash over every step's parameters."""
+    return state_fingerprint({f"step{step:06d}.{name}": p for step, state in checkpoints.items()
+                              for name, p in state.items()})
+
+
 @stage
 def train_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
-    """Warms the proxy up on a seeded pool sample to get θ₀; writes `reference_models`."""
+    """Warms the proxy up on a seeded pool sample, keeping the parameters at `sketch_steps`;
+    writes `reference_models` (one row: the checkpoints and the final θ)."""
+    steps = sorted(set(params.sketch_steps))
+    if not steps or steps[0] < 0 or steps[-1] > params.steps or len(steps) != len(params.sketch_steps):
+        raise ValueError(f"reference.sketch_steps {list(params.sketch_steps)} must be distinct steps in "
+                         f"0..{params.steps} (reference.steps), at least one")
     pool = _pool(store)
     rng = np.random.default_rng(params.seed)
     rows = np.sort(rng.choice(pool.height, size=min(params.warmup_examples, pool.height), replace=False))
@@ -161,31 +172,57 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
                     init_seed=params.seed, data_order_seed=params.seed)
     began = time.perf_counter()
     trainer = StackedTrainer(workload, recipe)
-    theta = unstack(trainer.train(inputs, [rows], [(params.seed, 0)]), 0)
+    snapshots: dict = dict.fromkeys(steps)
+    theta = unstack(trainer.train(inputs, [rows], [(params.seed, 0)], snapshots=snapshots), 0)
+    checkpoints = {step: unstack(snapshots[step], 0) for step in steps}
     seconds = time.perf_counter() - began
     warmup_loss = float(trainer.example_losses({n: p[None] for n, p in theta.items()}, inputs[rows]).mean())
-    version = state_fingerprint(theta)
+    version = _checkpoint_fingerprint(checkpoints)
     frame = pl.DataFrame({
         "model_version": [version], "workload": [json.dumps(workload.config(), sort_keys=True)],
         "parameters": [sum(p.numel() for p in theta.values())], "warmup_loss": [warmup_loss],
-        "recipe": [json.dumps(recipe.to_dict())], "state": [_state_bytes(theta)], "seconds": [seconds],
-    }, schema_overrides={"parameters": pl.Int64, "state": pl.Binary})
+        "recipe": [json.dumps(recipe.to_dict())], "state": [_state_bytes(theta)],
+        "sketch_steps": [steps], "checkpoints": [_checkpoints_bytes(checkpoints)], "seconds": [seconds],
+    }, schema_overrides={"parameters": pl.Int64, "state": pl.Binary, "checkpoints": pl.Binary,
+                         "sketch_steps": pl.List(pl.Int64)})
     result = StageResult()
     result.write(store, "reference_models", frame.with_columns(path=pl.lit(store.uri("reference_models"))))
     result.metrics = {"warmup_loss": warmup_loss, "parameters": int(frame["parameters"][0]),
-                      "model_version": version}
+                      "model_version": version, "sketch_steps": steps}
     return result
 
 
-def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, dict[str, torch.Tensor]]:
-    """Returns (model_version, parameters θ₀ on the workload's device)."""
+def _checkpoints_bytes(checkpoints: dict[int, dict[str, torch.Tensor]]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({step: {n: p.detach().cpu() for n, p in state.items()} for step, state in checkpoints.items()},
+               buffer)
+    return buffer.getvalue()
+
+
+def _reference_row(store: DeltaStore, workload: Workload) -> dict:
     row = store.read("reference_models").row(0, named=True)
     expected = json.dumps(workload.config(), sort_keys=True)
     if row["workload"] != expected:
         raise ValueError(f"the reference model {row['model_version']} was trained for workload {row['workload']}, "
                          f"but the workload is now {expected}; rematerialise reference_model")
+    return row
+
+
+def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, dict[str, torch.Tensor]]:
+    """Returns (model_version, the final warm-up parameters on the workload's device)."""
+    row = _reference_row(store, workload)
     state = torch.load(io.BytesIO(row["state"]), map_location=workload.device, weights_only=True)
     return row["model_version"], state
+
+
+def load_reference_checkpoints(store: DeltaStore, workload: Workload) -> tuple[str, list[tuple[int, dict]]]:
+    """Returns (model_version, [(step, parameters)]): the checkpoints every gradient is sketched at."""
+    row = _reference_row(store, workload)
+    if row.get("checkpoints") is None:
+        raise ValueError(f"reference_models (version {row['model_version']}) predates checkpoint sketching "
+                         "(no `checkpoints` column); rematerialise reference_model")
+    states = torch.load(io.BytesIO(row["checkpoints"]), map_location=workload.device, weights_only=True)
+    return row["model_version"], sorted(states.items())
 
 
 # ---------------------------------------------------------------- sketches
@@ -201,23 +238,24 @@ def _select_partitions(frame: pl.DataFrame, column: str, keys: list[str] | None,
     return frame.filter(pl.col(column).is_in(keys))
 
 
-def make_sketcher(workload: Workload, theta: dict[str, torch.Tensor], params: SketchParams) -> GradientSketcher:
-    return GradientSketcher(workload, theta, params.projection, params.k, params.seed, params.chunk_size,
-                            storage_dtype=params.storage_dtype, nonzeros=params.nonzeros,
-                            factor_dim=params.factor_dim)
+def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:
+    return CheckpointSketcher.build(workload, checkpoints, params.projection, params.k, params.seed,
+                                    params.chunk_size, storage_dtype=params.storage_dtype,
+                                    nonzeros=params.nonzeros, factor_dim=params.factor_dim)
 
 
 @stage
 def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams,
                               shards: list[str] | None = None) -> StageResult:
-    """Sketches every pool example's gradient at θ₀, shard by shard; writes `gradient_sketches`.
+    """Sketches every pool example's gradient at the reference checkpoints, shard by shard;
+    writes `gradient_sketches`.
 
     With `shards` (shard keys of corpus_shards) only those shards are sketched and exactly
     their partitions replaced, so shards can run on separate workers and a crashed shard
     reruns alone; otherwise every shard, replacing the table (dropping vanished shards).
     """
-    version, theta = load_reference_model(store, workload)
-    sketcher = make_sketcher(workload, theta, params)
+    version, checkpoints = load_reference_checkpoints(store, workload)
+    sketcher = make_sketcher(workload, checkpoints, params)
     pool = _select_partitions(_pool(store), "shard", shards, "corpus_shards")
     parts = []
     for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
@@ -239,7 +277,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     else:
         result.write_partitions(store, "gradient_sketches", frame)
     sketches = np.asarray(frame["sketch"].to_list(), dtype=np.float32)
-    result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k,
+    result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k, "dim": sketcher.dim,
                       "projection": params.projection, "finite": bool(np.isfinite(sketches).all()),
                       "mean_grad_norm": float(frame["grad_norm"].mean()), "mean_loss": float(frame["loss"].mean()),
                       "examples_per_second": frame.height / max(float(frame["seconds"].sum()), 1e-9),
@@ -272,17 +310,17 @@ def pool_sketches(store: DeltaStore) -> pl.DataFrame:
 
 @stage
 def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> StageResult:
-    """Sketches ∇θ of each task's mean loss at θ₀; writes `task_sketches`.
+    """Sketches ∇θ of each task's mean loss at the reference checkpoints; writes `task_sketches`.
 
     The projection (kind, k, seed) is read from `gradient_sketches`' sketch_config, so task
     and pool sketches always live in the same space.
     """
-    version, theta = load_reference_model(store, workload)
+    version, checkpoints = load_reference_checkpoints(store, workload)
     pool_config = json.loads(pool_sketches(store)["sketch_config"][0])
     if pool_config["model_version"] != version:
         raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
                          f"reference model is now {version}; rematerialise gradient_sketches first")
-    sketcher = GradientSketcher.from_config(workload, theta, pool_config, chunk_size)
+    sketcher = CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
     frame, names, index = _tasks(store)
     inputs = workload.encode(frame["text"].to_list())
     rows = []
@@ -433,7 +471,8 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
         samplers=plan["sampler"].to_numpy(), sizes=plan["size"].to_numpy(), membership=membership,
         utility=plan.select(tasks).to_numpy().astype(np.float64),
         pool_sketch=np.asarray(sketches["sketch"].to_list(), dtype=np.float32),
-        task_sketch=np.asarray(task_frame["sketch"].to_list(), dtype=np.float64), tasks=tasks)
+        task_sketch=np.asarray(task_frame["sketch"].to_list(), dtype=np.float64), tasks=tasks,
+        sketch_blocks=len(json.loads(sketches["sketch_config"][0]).get("checkpoint_steps", [0])))
     return data, sketches, plan
 
 
@@ -618,11 +657,15 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
         quota_groups = sketches["label"].to_numpy()
         quota = label_quota(quota_groups, budget)
         top_k_quota = {"groups": quota_groups, "max_per_group": quota}
-    selections = {"grasp": grasp_selection(
-        z, q, grasp_params, weights, budget, method=params.greedy, domains=quota_groups, max_per_domain=quota,
+    spread = np.array([p.get("fit_utility_std", 1.0) for p in grasp_params])
+    selections = {"grasp": protected_grasp_selection(
+        z, q, grasp_params, weights, budget, spread=spread, rounds=params.protect_rounds, rate=params.protect_rate,
+        margin=params.protect_margin,
+        method=params.greedy, domains=quota_groups, max_per_domain=quota,
         content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
+    protection = selections["grasp"].stats
     _, _, gd_params = _method_params(store, "grad_dot")
-    gd_scores = sum(w * p["slope"] * GradDot.example_scores(z, q_t) for w, p, q_t in zip(weights, gd_params, q))
+    gd_scores = GradDot.weighted_example_scores(z, q, gd_params, weights)
     selections["grad_dot"] = top_k(gd_scores, budget, excluded, **top_k_quota)
     _, _, dm_params = _method_params(store, "datamodel")
     dm_weights = {eid: 0.0 for eid in example_ids}
@@ -649,6 +692,10 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
                    .sort("method", "domain"))
     result.metrics = {"budget": budget, "pool": len(z), **({"label_quota": quota} if labelled else {}),
                       **{f"task_weight.{t}": float(w) for t, w in zip(tasks, weights)},
+                      "protect_rounds": protection["protect_rounds"],
+                      **{f"protected_weight.{t}": w for t, w in zip(tasks, protection["protected_weights"])},
+                      **{f"predicted_gain_vs_random.{t}": g
+                         for t, g in zip(tasks, protection["predicted_gain_vs_random"])},
                       **{f"domain_share.{m}.{d}": n / budget for m, d, n in composition.iter_rows()}}
     result.figures["selection_composition.png"] = _stacked_shares_figure(
         composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")

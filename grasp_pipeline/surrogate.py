@@ -46,8 +46,12 @@ class SubsetData:
     pool_sketch: np.ndarray  # (n, k)
     task_sketch: np.ndarray  # (T, k)
     tasks: list[str]
+    sketch_blocks: int = 1  # equal blocks the sketch columns form: one per reference checkpoint
 
     def __post_init__(self):
+        if self.sketch_blocks < 1 or self.pool_sketch.shape[1] % self.sketch_blocks:
+            raise ValueError(f"{self.pool_sketch.shape[1]} sketch columns do not split into {self.sketch_blocks} "
+                             "equal checkpoint blocks")
         self.sum_z = np.asarray(self.membership @ self.pool_sketch.astype(np.float64))  # (m, k)
         self.cache: dict = {}  # derived matrices shared by folds and tasks (never holdout utilities)
 
@@ -117,13 +121,42 @@ def _nonneg_with_free_columns(x: np.ndarray, y: np.ndarray, nonneg: np.ndarray) 
     return beta
 
 
-@dataclass
-class Grasp(Surrogate):
-    """The interaction-aware surrogate of DESIGN §2 with one (φ, N, H, ridge, k') choice.
+def sketch_range(data: SubsetData, block: int, dim: int = 0) -> tuple[int, int]:
+    """The [start, stop) sketch columns of checkpoint block `block` (-1 = every block), cut to
+    their first `dim` columns when dim > 0."""
+    width = data.pool_sketch.shape[1]
+    if block == -1:
+        start, stop = 0, width
+    elif 0 <= block < data.sketch_blocks:
+        size = width // data.sketch_blocks
+        start, stop = block * size, (block + 1) * size
+    else:
+        raise ValueError(f"sketch_block {block} does not exist: the sketches have {data.sketch_blocks} "
+                         "checkpoint block(s) (-1 = all)")
+    return start, (min(stop, start + dim) if dim else stop)
 
-    `sketch_dim` k' > 0 uses the first k' sketch coordinates only: a prefix of a dense
-    random projection is itself a (rescaled) random projection to k' dimensions, so one
-    wide sketch serves every candidate dimension; 0 means all k.
+
+class _OnSketchBlock:
+    """Methods that read the sketches choose which checkpoint block (`sketch_block`) they use;
+    the columns go into the fitted params as `sketch_range`, for selection and mixtures."""
+
+    sketch_block: int = -1
+
+    def columns(self, data: SubsetData) -> slice:
+        return slice(*sketch_range(data, self.sketch_block, getattr(self, "sketch_dim", 0)))
+
+    def range_params(self, data: SubsetData) -> dict:
+        return {"sketch_range": list(sketch_range(data, self.sketch_block, getattr(self, "sketch_dim", 0)))}
+
+
+@dataclass
+class Grasp(_OnSketchBlock, Surrogate):
+    """The interaction-aware surrogate of DESIGN §2 with one (φ, N, H, ridge, block, k') choice.
+
+    `sketch_block` picks one reference checkpoint's block of sketch columns (-1: all of
+    them, concatenated); `sketch_dim` k' > 0 then uses its first k' coordinates only: a
+    prefix of a random projection is itself a (rescaled) random projection to k'
+    dimensions, so one wide sketch serves every candidate dimension; 0 means all.
     """
 
     size_term: str = "log"  # none | linear | log
@@ -131,6 +164,7 @@ class Grasp(Surrogate):
     geometry: str = "identity"  # identity | diagonal
     ridge: float = 1e-3
     sketch_dim: int = 0
+    sketch_block: int = -1
     method: str = field(default="grasp", init=False)
 
     def features(self, data: SubsetData, task: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +172,7 @@ class Grasp(Surrogate):
         free = [np.ones(len(data.sizes))]
         if SIZE_TERMS[self.size_term] is not None:
             free.append(SIZE_TERMS[self.size_term](data.sizes))
-        dims = slice(0, self.sketch_dim or data.sum_z.shape[1])
+        dims = self.columns(data)
         z_s = data.sum_z[:, dims] * NORMALISATIONS[self.normalisation](data.sizes)[:, None]
         alignment = z_s @ data.task_sketch[task, dims]
         penalty = (z_s ** 2).sum(1, keepdims=True) if self.geometry == "identity" else z_s ** 2
@@ -156,17 +190,30 @@ class Grasp(Surrogate):
         beta = _bounded_least_squares(x, data.utility[rows, task], nonneg, ridge)
         return {"intercept": float(beta[0]),
                 "size_coef": float(beta[1]) if n_free == 2 else 0.0,
-                "b": float(beta[n_free]), "penalty": beta[n_free + 1:].tolist(), **self.config()}
+                "b": float(beta[n_free]), "penalty": beta[n_free + 1:].tolist(), **self.range_params(data),
+                **self.config()}
 
     def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
-        free, alignment, penalty = self.features(data, task)
-        size_part = free[:, 1] * params["size_coef"] if free.shape[1] == 2 else 0.0
-        return (params["intercept"] + size_part + params["b"] * alignment
-                - penalty @ np.asarray(params["penalty"]))
+        return grasp_subset_utility(params, data.sum_z, data.sizes, data.task_sketch[task])
 
     def config(self) -> dict:
         return {"method": "grasp", "size_term": self.size_term, "normalisation": self.normalisation,
-                "geometry": self.geometry, "ridge": self.ridge, "sketch_dim": self.sketch_dim}
+                "geometry": self.geometry, "ridge": self.ridge, "sketch_dim": self.sketch_dim,
+                "sketch_block": self.sketch_block}
+
+
+def grasp_subset_utility(params: dict, sum_z: np.ndarray, sizes: np.ndarray, task_sketch: np.ndarray) -> np.ndarray:
+    """Û_t(S) of one task's fitted `grasp` params for subsets given by their sketch sums
+    Σ_{i∈S} z_i (s, width) and sizes (s,): what `Grasp.predict` returns, without a SubsetData
+    (selection uses it to score candidate selections)."""
+    sizes = np.asarray(sizes, float)
+    start, stop = params.get("sketch_range") or (0, params.get("sketch_dim") or sum_z.shape[1])
+    z_s = np.asarray(sum_z, float)[:, start:stop] * NORMALISATIONS[params["normalisation"]](sizes)[:, None]
+    size_term = SIZE_TERMS[params["size_term"]]
+    size_part = params["size_coef"] * size_term(sizes) if size_term is not None else 0.0
+    penalty = np.asarray(params["penalty"], float)
+    quadratic = (z_s ** 2).sum(1) * penalty[0] if len(penalty) == 1 else (z_s ** 2) @ penalty
+    return params["intercept"] + size_part + params["b"] * (z_s @ np.asarray(task_sketch, float)[start:stop]) - quadratic
 
 
 class _LinearOnScore(Surrogate):
@@ -178,7 +225,8 @@ class _LinearOnScore(Surrogate):
     def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
         x = np.column_stack([np.ones(len(rows)), self.score(data, task)[rows]])
         beta = _bounded_least_squares(x, data.utility[rows, task], np.zeros(2, bool), np.zeros(2))
-        return {"intercept": float(beta[0]), "slope": float(beta[1]), **self.config()}
+        extra = self.range_params(data) if isinstance(self, _OnSketchBlock) else {}
+        return {"intercept": float(beta[0]), "slope": float(beta[1]), **extra, **self.config()}
 
     def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
         return params["intercept"] + params["slope"] * self.score(data, task)
@@ -191,27 +239,46 @@ class SizeOnly(_LinearOnScore):
         return data.sizes.astype(float)
 
 
-class GradDot(_LinearOnScore):
-    method = "grad_dot"
+@dataclass
+class GradDot(_OnSketchBlock, _LinearOnScore):
+    sketch_block: int = -1
+    method: str = field(default="grad_dot", init=False)
 
     def score(self, data, task):
-        return data.sum_z @ data.task_sketch[task]
+        dims = self.columns(data)
+        return data.sum_z[:, dims] @ data.task_sketch[task, dims]
+
+    def config(self):
+        return {"method": "grad_dot", "sketch_block": self.sketch_block}
 
     @staticmethod
     def example_scores(pool_sketch: np.ndarray, task_sketch: np.ndarray) -> np.ndarray:
         """Returns (n,) additive per-example scores ⟨q_t, z_i⟩ for one task."""
         return pool_sketch @ task_sketch
 
+    @staticmethod
+    def weighted_example_scores(pool_sketch: np.ndarray, task_sketch: np.ndarray, task_params: list[dict],
+                                weights: np.ndarray) -> np.ndarray:
+        """Returns (n,) Σ_t w_t·slope_t·⟨q_t, z_i⟩, each task on its fitted sketch columns (top-k selection)."""
+        total = np.zeros(len(pool_sketch))
+        for w, p, q in zip(weights, task_params, task_sketch):
+            dims = slice(*p.get("sketch_range", (0, pool_sketch.shape[1])))
+            total += w * p["slope"] * GradDot.example_scores(pool_sketch[:, dims], np.asarray(q)[dims])
+        return total
+
 
 @dataclass
-class Trak(_LinearOnScore):
+class Trak(_OnSketchBlock, _LinearOnScore):
     damping: float = 1e-3  # λ relative to the mean eigenvalue of ZᵀZ
+    sketch_block: int = -1
     method: str = field(default="trak", init=False)
 
     def score(self, data, task):
-        key = ("trak", self.damping)
+        key = ("trak", self.damping, self.sketch_block)
         if key not in data.cache:  # one kernel solve serves every fold and task
-            data.cache[key] = data.membership @ self.example_scores(data.pool_sketch, data.task_sketch.T)
+            dims = self.columns(data)
+            data.cache[key] = data.membership @ self.example_scores(data.pool_sketch[:, dims],
+                                                                    data.task_sketch[:, dims].T)
         return data.cache[key][:, task]
 
     def example_scores(self, pool_sketch: np.ndarray, task_sketch: np.ndarray) -> np.ndarray:
@@ -221,7 +288,7 @@ class Trak(_LinearOnScore):
         return z @ np.linalg.solve(gram, task_sketch)
 
     def config(self):
-        return {"method": "trak", "damping": self.damping}
+        return {"method": "trak", "damping": self.damping, "sketch_block": self.sketch_block}
 
 
 @dataclass
@@ -266,20 +333,25 @@ class SurrogateParams:
     grasp_geometries: tuple[str, ...] = ("identity", "diagonal")
     grasp_ridges: tuple[float, ...] = (0.01, 0.1, 1.0)  # ridge on the learned diagonal H
     grasp_sketch_dims: tuple[int, ...] = (0,)  # sketch-dimension prefixes k' (0 = all k)
+    # checkpoint blocks the sketch methods (grasp, grad_dot, trak) choose from; empty = each
+    # block alone (every block when there is one); -1 = all blocks concatenated
+    sketch_blocks: tuple[int, ...] = ()
     datamodel_ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     trak_damping: float = 1e-3
     fidelity_fit_budgets: tuple[int, ...] = (16, 32, 64, 128)  # fidelity vs number of fit subsets
 
 
-def candidate_sets(params: SurrogateParams) -> dict[str, list[Surrogate]]:
-    """Returns the declared candidate set of every method."""
+def candidate_sets(params: SurrogateParams, sketch_blocks: int = 1) -> dict[str, list[Surrogate]]:
+    """Returns the declared candidate set of every method, for sketches of `sketch_blocks` blocks."""
+    blocks = params.sketch_blocks or (tuple(range(sketch_blocks)) if sketch_blocks > 1 else (-1,))
     # the ridge only shapes a learned diagonal H: identity geometry gets one candidate, not one per ridge
     geometries = [(g, r) for g in params.grasp_geometries
                   for r in (params.grasp_ridges if g == "diagonal" else (0.0,))]
-    grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r, sketch_dim=k)
-             for s in params.grasp_size_terms for n in params.grasp_normalisations
+    grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r, sketch_dim=k, sketch_block=b)
+             for b in blocks for s in params.grasp_size_terms for n in params.grasp_normalisations
              for g, r in geometries for k in params.grasp_sketch_dims]
-    return {"grasp": grasp, "grad_dot": [GradDot()], "trak": [Trak(params.trak_damping)],
+    return {"grasp": grasp, "grad_dot": [GradDot(b) for b in blocks],
+            "trak": [Trak(params.trak_damping, b) for b in blocks],
             "datamodel": [Datamodel(r) for r in params.datamodel_ridges], "size": [SizeOnly()]}
 
 
@@ -371,7 +443,7 @@ def fit_surrogates(data: SubsetData, params: SurrogateParams,
     if len(data.fit_rows) < params.cv_folds * 2:
         raise ValueError(f"{len(data.fit_rows)} fit subsets cannot support {params.cv_folds}-fold "
                          "cross-validation; plan at least 2 per fold")
-    sets = candidate_sets(params)
+    sets = candidate_sets(params, data.sketch_blocks)
     fitted = {}
     for method in methods:
         began = time.perf_counter()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
+import numpy as np
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from grasp_pipeline.storage import DeltaStore
 
-from .conftest import materialize_prepare, tiny_params, write_user_corpus
+from .conftest import build_tables_until, materialize_prepare, tiny_params, write_user_corpus
 
 
 def _failure_messages(result) -> str:
@@ -67,3 +71,36 @@ def test_incomplete_outcomes_stop_the_surrogate_with_an_explanation(pipeline_run
         assert "subset 3" in str(error) and "subset_outcomes" in str(error)
     else:
         raise AssertionError("fitting on incomplete outcomes must fail")
+
+
+def test_sketch_steps_beyond_the_warm_up_are_refused_before_anything_is_written(tmp_path):
+    from grasp_pipeline import stages
+
+    store = build_tables_until(tmp_path, "corpus_shards")
+    params = tiny_params(reference={"steps": 8, "sketch_steps": [4, 12]})
+    with pytest.raises(ValueError, match=r"reference.sketch_steps \[4, 12\] must be distinct steps in 0..8"):
+        stages.train_reference_model(store, stages.build_workload(params.workload), params.reference)
+    assert not store.exists("reference_models")
+
+
+def test_pool_sketches_hold_one_block_per_reference_checkpoint(pipeline_run):
+    """The stored sketch is [P g(θ₄); P g(θ₈)]: its first block is the step-4 checkpoint's own sketch."""
+    from grasp_pipeline import stages
+    from grasp_pipeline.sketch import GradientSketcher
+
+    store = DeltaStore(str(pipeline_run[0]))
+    params = tiny_params()
+    workload = stages.build_workload(params.workload)
+    version, checkpoints = stages.load_reference_checkpoints(store, workload)
+    assert [step for step, _ in checkpoints] == [4, 8]
+    assert store.read("reference_models")["sketch_steps"].to_list() == [[4, 8]]
+    sketches = stages.pool_sketches(store)
+    config = json.loads(sketches["sketch_config"][0])
+    assert config["checkpoint_steps"] == [4, 8] and config["dim"] == 2 * params.sketch.k
+    assert config["model_version"] == version
+    head = sketches.head(5)
+    first = GradientSketcher.from_config(workload, checkpoints[0][1], config).sketch_examples(
+        workload.encode(stages._pool(store).head(5)["text"].to_list())).sketch
+    stored = np.asarray(head["sketch"].to_list(), dtype=np.float32)
+    np.testing.assert_allclose(stored[:, :params.sketch.k], first, atol=1e-5, rtol=0)
+    assert np.asarray(store.read("task_sketches")["sketch"].to_list()).shape[1] == 2 * params.sketch.k

@@ -69,6 +69,27 @@ def test_training_many_subsets_together_equals_training_each_alone(workload, poo
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_snapshots_equal_the_parameters_of_shorter_runs(workload, pool, optimizer):
+    """A snapshot after s steps is what a recipe of s steps ends with (same schedule prefix, same
+    Adam bias correction); step 0 is the initialisation."""
+    lr = 0.05 if optimizer == "sgd" else 3e-3
+    snapshots = dict.fromkeys([0, 3, 6])
+    trainer = StackedTrainer(workload, Recipe(steps=6, batch_size=4, lr=lr, optimizer=optimizer))
+    final = trainer.train(pool, MEMBERS[:2], SEEDS[:2], snapshots=snapshots)
+    assert_params_close(snapshots[6], final, atol=0)
+    assert_params_close(snapshots[0], trainer.stack(2), atol=0)
+    shorter = StackedTrainer(workload, Recipe(steps=3, batch_size=4, lr=lr, optimizer=optimizer))
+    assert_params_close(snapshots[3], shorter.train(pool, MEMBERS[:2], SEEDS[:2]))
+    assert any(not torch.equal(snapshots[3][name], final[name]) for name in final)
+
+
+def test_snapshot_steps_beyond_the_recipe_are_refused(workload, pool):
+    trainer = StackedTrainer(workload, Recipe(steps=4, batch_size=4))
+    with pytest.raises(ValueError, match=r"snapshot steps \[5\] are outside 0..4"):
+        trainer.train(pool, MEMBERS[:1], SEEDS[:1], snapshots={2: None, 5: None})
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_training_equals_a_plain_torch_optim_loop_on_the_same_batches(workload, pool, optimizer):
     """The vmapped functional optimiser matches torch.optim on the scheduled batches (atol 1e-5)."""
     lr = 0.05 if optimizer == "sgd" else 3e-3

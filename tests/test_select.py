@@ -17,6 +17,8 @@ from grasp_pipeline.select import (
     METHODS,
     grasp_objective,
     grasp_selection,
+    predicted_utilities,
+    protected_grasp_selection,
     random_selection,
     residual_greedy,
     residual_greedy_streaming,
@@ -258,6 +260,15 @@ def test_grasp_objective_weights_alignment_and_penalty_per_task():
     np.testing.assert_allclose(d, [0.25 * 0.5 + 0.75 * 0.1, 0.25 * 0.5 + 0.75 * 0.2, 0.25 * 0.5 + 0.75 * 0.3])
 
 
+def test_grasp_objective_puts_each_task_on_its_fitted_checkpoint_block():
+    q = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    params = [{"b": 2.0, "penalty": [0.5], "sketch_range": [2, 4]},
+              {"b": 1.0, "penalty": [0.1, 0.2], "sketch_range": [0, 2]}]
+    v, d = grasp_objective(params, q, np.array([0.5, 0.5]), 4)
+    np.testing.assert_allclose(v, [0.5 * 5.0, 0.5 * 6.0, 0.5 * 2.0 * 3.0, 0.5 * 2.0 * 4.0])
+    np.testing.assert_allclose(d, [0.05, 0.1, 0.25, 0.25])
+
+
 # -----------------------------------------------------------------------------
 # fast variants: lazy (exact by construction), batched (approximate), streaming
 
@@ -483,3 +494,55 @@ def test_an_empty_pool_or_budget_selects_nothing(method):
     assert residual_greedy(z, v, d, 1.0, 0, method=method).rows.size == 0
     everything_excluded = residual_greedy(z, v, d, 1.0, 5, method=method, excluded=np.arange(10))
     assert everything_excluded.rows.size == 0
+
+
+# -----------------------------------------------------------------------------
+# protected selection: no task predicted below random
+
+
+def two_domain_problem(seed: int = 0, n: int = 200):
+    """Domain A examples help task A only, domain B examples task B only, with varying strength."""
+    rng = np.random.default_rng(seed)
+    strength = rng.uniform(0, 2, size=n)
+    z = np.zeros((n, 2))
+    z[: n // 2, 0] = strength[: n // 2]
+    z[n // 2:, 1] = strength[n // 2:]
+    q = np.eye(2)
+    params = [{"intercept": 0.0, "size_coef": 0.0, "b": 1.0, "penalty": [0.05], "size_term": "none",
+               "normalisation": "mean", "geometry": "identity", "method": "grasp"} for _ in range(2)]
+    return z, q, params
+
+
+def test_predicted_utilities_follow_the_grasp_formula():
+    z, q, params = two_domain_problem()
+    params[1] = {**params[1], "size_term": "log", "size_coef": 0.3, "intercept": -1.0, "penalty": [0.2, 0.1]}
+    rows = [np.arange(0, 20), np.arange(90, 130)]
+    sums = np.stack([z[r].sum(0) for r in rows])
+    sizes = np.array([len(r) for r in rows])
+    got = predicted_utilities(params, q, sums, sizes)
+    for j, r in enumerate(rows):
+        mean = z[r].mean(0)
+        assert got[j, 0] == pytest.approx(mean[0] - 0.05 * mean @ mean)
+        assert got[j, 1] == pytest.approx(-1.0 + 0.3 * np.log(len(r)) + mean[1] - (0.2 * mean[0] ** 2 + 0.1 * mean[1] ** 2))
+
+
+def test_protection_lifts_a_sacrificed_task_above_random_selections():
+    z, q, params = two_domain_problem()
+    weights, budget, spread = np.array([0.95, 0.05]), 40, np.ones(2)
+    plain = protected_grasp_selection(z, q, params, weights, budget, spread=spread, rounds=0)
+    np.testing.assert_array_equal(plain.rows, grasp_selection(z, q, params, weights, budget).rows)
+    assert plain.stats["predicted_gain_vs_random"][1] < 0  # task B is sacrificed: every pick is domain A
+    protected = protected_grasp_selection(z, q, params, weights, budget, spread=spread, rounds=10, margin=0.1)
+    gains = np.asarray(protected.stats["predicted_gain_vs_random"])
+    assert gains.min() >= 0.1 and protected.stats["protect_rounds"] >= 1
+    assert 0 < np.sum(protected.rows >= 100) < budget  # both domains contribute
+    assert protected.stats["protected_weights"][1] > weights[1]
+
+
+def test_protection_respects_exclusions_and_is_deterministic():
+    z, q, params = two_domain_problem()
+    excluded = np.arange(100, 150)
+    runs = [protected_grasp_selection(z, q, params, np.array([0.95, 0.05]), 40, spread=np.ones(2), margin=0.1,
+                                      excluded=excluded) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].rows, runs[1].rows)
+    assert not np.isin(runs[0].rows, excluded).any()

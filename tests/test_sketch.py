@@ -19,7 +19,7 @@ import torch
 
 from torch import nn
 
-from grasp_pipeline.sketch import (DenseProjector, GradientSketcher, KroneckerProjector, SJLTProjector,
+from grasp_pipeline.sketch import (CheckpointSketcher, DenseProjector, GradientSketcher, KroneckerProjector, SJLTProjector,
                                    kronecker_layout, make_projector)
 from grasp_pipeline.workload import PAD, make_workload
 
@@ -223,6 +223,37 @@ def test_sketch_config_records_projection_seed_workload_and_model_version(worklo
     assert config["projection"] == "rademacher" and config["k"] == 16 and config["seed"] == 42
     assert config["model_version"] == "abc123" and config["workload"] == "byte_mlp"
     assert config["p"] == sum(p.numel() for p in params.values())
+
+
+def test_checkpoint_sketches_concatenate_one_block_per_checkpoint(workload, reference):
+    """Each k-block is that checkpoint's own sketch (same projection); task sketches likewise;
+    the gradient norm is the norm of the concatenated gradients, the loss the last checkpoint's."""
+    params, inputs = reference
+    other = {n: p.detach().clone() for n, p in workload.build_model(3).named_parameters()}
+    checkpoints = [(5, other), (9, params)]
+    sketcher = CheckpointSketcher.build(workload, checkpoints, "sjlt", k=16, seed=4, chunk_size=4)
+    both = sketcher.sketch_examples(inputs)
+    q, loss = sketcher.sketch_mean_gradient(inputs)
+    assert both.sketch.shape == (len(inputs), 32) and sketcher.dim == 32
+    alone = [GradientSketcher(workload, theta, "sjlt", k=16, seed=4, chunk_size=4) for _, theta in checkpoints]
+    blocks = [s.sketch_examples(inputs) for s in alone]
+    np.testing.assert_array_equal(both.sketch, np.concatenate([b.sketch for b in blocks], axis=1))
+    np.testing.assert_allclose(both.grad_norm, np.hypot(blocks[0].grad_norm, blocks[1].grad_norm), rtol=1e-6)
+    np.testing.assert_array_equal(both.loss, blocks[1].loss)
+    np.testing.assert_allclose(q, np.concatenate([s.sketch_mean_gradient(inputs)[0] for s in alone]), atol=1e-6)
+    assert loss == pytest.approx(alone[1].sketch_mean_gradient(inputs)[1])
+    assert not np.allclose(blocks[0].sketch, blocks[1].sketch)
+
+
+def test_checkpoint_sketcher_config_round_trips_and_refuses_other_steps(workload, reference):
+    params, inputs = reference
+    sketcher = CheckpointSketcher.build(workload, [(0, params), (4, params)], "gaussian", k=8, seed=1)
+    config = json.loads(sketcher.config("v1"))
+    assert config["checkpoint_steps"] == [0, 4] and config["dim"] == 16 and config["k"] == 8
+    rebuilt = CheckpointSketcher.from_config(workload, [(0, params), (4, params)], config)
+    np.testing.assert_array_equal(rebuilt.sketch_examples(inputs[:3]).sketch, sketcher.sketch_examples(inputs[:3]).sketch)
+    with pytest.raises(ValueError, match=r"checkpoint steps \[0, 4\].*now has \[4\]; rematerialise gradient_sketches"):
+        CheckpointSketcher.from_config(workload, [(4, params)], config)
 
 
 # -----------------------------------------------------------------------------

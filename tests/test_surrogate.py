@@ -205,6 +205,12 @@ def test_grad_dot_recovers_planted_additive_alignment():
         assert params["intercept"] == pytest.approx(0.5, abs=1e-8)
         assert params["slope"] == pytest.approx(0.1, rel=1e-8)
     np.testing.assert_allclose(GradDot.example_scores(zf, q[1]), [zf[i] @ q[1] for i in range(80)])
+    task_params = [GradDot().fit(data, data.fit_rows, t) for t in range(2)]
+    assert task_params[0]["sketch_range"] == [0, 5]
+    task_params[1]["sketch_range"] = [1, 3]  # a task fitted on one checkpoint block scores on it alone
+    expected = [0.3 * 0.1 * zf[i] @ q[0] + 0.7 * 0.1 * zf[i, 1:3] @ q[1, 1:3] for i in range(80)]
+    np.testing.assert_allclose(GradDot.weighted_example_scores(zf, q, task_params, np.array([0.3, 0.7])),
+                               expected, rtol=1e-6)
 
 
 def test_size_only_recovers_a_planted_size_slope():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from grasp_pipeline.surrogate import (Grasp, SubsetData, SurrogateParams, fidelity_by_fit_budget,
-                                      fit_all_tasks, with_fit_budget)
+                                      fit_all_tasks, fit_surrogates, holdout_fidelity, with_fit_budget)
 
 from .test_surrogate import membership_matrix, pool_with_domains, random_members
 
@@ -64,3 +64,48 @@ def test_every_size_term_is_a_valid_candidate(size_term):
     params, predicted = fit_all_tasks(Grasp(size_term=size_term), data, data.fit_rows)
     assert np.isfinite(predicted).all()
     assert params[0]["b"] >= 0 and min(params[0]["penalty"]) >= 0
+
+
+def two_checkpoint_problem(informative_block: int) -> SubsetData:
+    """The planted problem's sketches as one checkpoint block, next to a block of pure noise."""
+    data = planted_problem()
+    rng = np.random.default_rng(5)
+    noise_z = rng.normal(size=data.pool_sketch.shape).astype(np.float32)
+    noise_q = rng.normal(size=data.task_sketch.shape)
+    blocks_z = [noise_z, data.pool_sketch] if informative_block == 1 else [data.pool_sketch, noise_z]
+    blocks_q = [noise_q, data.task_sketch] if informative_block == 1 else [data.task_sketch, noise_q]
+    return SubsetData(data.subset_ids, data.roles, data.samplers, data.sizes, data.membership, data.utility,
+                      np.concatenate(blocks_z, 1), np.concatenate(blocks_q, 1), data.tasks, sketch_blocks=2)
+
+
+@pytest.mark.parametrize("informative_block", [0, 1])
+def test_the_lcb_picks_the_checkpoint_block_that_carries_the_signal(informative_block):
+    """Each block is a candidate for every sketch method; the chosen fit records its columns."""
+    data = two_checkpoint_problem(informative_block)
+    params = SurrogateParams(cv_folds=4, grasp_size_terms=("log",), grasp_normalisations=("mean",),
+                             grasp_geometries=("identity",), datamodel_ridges=(1.0,))
+    fitted = fit_surrogates(data, params, methods=("grasp", "grad_dot", "trak"))
+    k = data.pool_sketch.shape[1] // 2
+    for method, fm in fitted.items():
+        assert {c.config["sketch_block"] for c in fm.candidates} == {0, 1}, method
+        assert fm.chosen.config["sketch_block"] == informative_block, method
+        assert fm.params[0]["sketch_range"] == [informative_block * k, (informative_block + 1) * k]
+    report = holdout_fidelity(data, fitted["grasp"].predicted)
+    assert report["mean_spearman"] > 0.9
+
+
+def test_a_checkpoint_block_equals_fitting_on_that_block_alone():
+    data = two_checkpoint_problem(informative_block=1)
+    alone = planted_problem()
+    block_params, block_pred = fit_all_tasks(Grasp(sketch_block=1, geometry="diagonal"), data, data.fit_rows)
+    _, alone_pred = fit_all_tasks(Grasp(geometry="diagonal"), alone, alone.fit_rows)
+    np.testing.assert_allclose(block_pred, alone_pred, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="sketch_block 2 does not exist: the sketches have 2 checkpoint block"):
+        Grasp(sketch_block=2).fit(data, data.fit_rows, 0)
+
+
+def test_sketch_columns_must_split_into_equal_checkpoint_blocks():
+    data = planted_problem()
+    with pytest.raises(ValueError, match="16 sketch columns do not split into 3 equal checkpoint blocks"):
+        SubsetData(data.subset_ids, data.roles, data.samplers, data.sizes, data.membership, data.utility,
+                   data.pool_sketch, data.task_sketch, data.tasks, sketch_blocks=3)
