@@ -111,6 +111,9 @@ class SelectionParams:
     # the predicted gain over random a task must reach, in units of its utility spread: a margin
     # for the surrogate's own error (it over-predicts tasks whose loss is steep in their data share)
     protect_margin: float = 0.5
+    # trust region: utility (nats) the grasp selection pays per squared standard deviation its mean
+    # sketch moves from random selections' (on the coordinates the surrogate uses); 0 = off
+    trust_region: float = 1e-3
 
 
 @dataclass
@@ -779,15 +782,42 @@ def random_selection(n: int, budget: int, seed: int, excluded: np.ndarray | None
     return Selection(rows, np.zeros(len(rows)))
 
 
+def trust_region_terms(pool_sketch: np.ndarray, budget: int, scale: float, used: np.ndarray,
+                       strength: float, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(Δv, ΔD) that add −strength·Σ_j (z̄_j − μ_j)²/σ_j² to the selection objective.
+
+    z̄ = s/B is the selection's mean sketch, μ the allowed pool's mean and σ_j² the variance
+    of z̄_j over random selections of B rows (without replacement), on the `used` coordinates.
+    The surrogate was fitted on subsets near random composition; a selection far outside
+    that region is an extrapolation it over-predicts (measured: tasks whose own data the
+    selection thins out lose against random). Written in the objective's own form
+    N⟨v, s⟩ − N²‖s‖²_D, the penalty is Δv = 2·strength·Tμ/(B·N), ΔD = strength·T/(B·N)²,
+    T = diag(1/σ²) on `used`.
+    """
+    z = np.asarray(pool_sketch, float)[_allowed_mask(len(pool_sketch), excluded)]
+    n = len(z)
+    mean, var = z.mean(0), z.var(0) * (n - budget) / max(1, (n - 1) * budget)
+    inverse = np.zeros(z.shape[1])
+    live = used & (var > 0)
+    inverse[live] = 1.0 / var[live]
+    return 2 * strength * inverse * mean / (budget * scale), strength * inverse / (budget * scale) ** 2
+
+
 def grasp_selection(pool_sketch: np.ndarray, task_sketch: np.ndarray, grasp_params: list[dict],
-                    weights: np.ndarray, budget: int, *, method: str = "lazy", **constraints) -> Selection:
+                    weights: np.ndarray, budget: int, *, method: str = "lazy", trust_region: float = 0.0,
+                    **constraints) -> Selection:
     """Residual-greedy selection under the fitted GRASP surrogates (normalisation at budget).
 
     Returns the Selection of `residual_greedy` (constraints: domains, max_per_domain, content,
     excluded); `method` as there, "lazy" by default because it equals the exact greedy.
+    `trust_region` > 0 adds `trust_region_terms` on the coordinates the surrogates use.
     """
     v, d = grasp_objective(grasp_params, task_sketch, weights, pool_sketch.shape[1])
     scale = float(NORMALISATIONS[grasp_params[0]["normalisation"]](np.array([float(budget)]))[0])
+    if trust_region > 0:
+        dv, dd = trust_region_terms(pool_sketch, budget, scale, (v != 0) | (d > 0), trust_region,
+                                    constraints.get("excluded"))
+        v, d = v + dv, d + dd
     return residual_greedy(pool_sketch, v, d, scale, budget, method=method, **constraints)
 
 
@@ -800,7 +830,7 @@ def predicted_utilities(grasp_params: list[dict], task_sketch: np.ndarray, sum_z
 def protected_grasp_selection(pool_sketch: np.ndarray, task_sketch: np.ndarray, grasp_params: list[dict],
                               weights: np.ndarray, budget: int, *, spread: np.ndarray, rounds: int = 10,
                               rate: float = 1.0, margin: float = 0.0, random_draws: int = 16, seed: int = 0,
-                              method: str = "lazy", **constraints) -> Selection:
+                              method: str = "lazy", trust_region: float = 0.0, **constraints) -> Selection:
     """GRASP selection that leaves no task predicted below a random selection of the budget.
 
     The weighted objective can sacrifice a task whose data the others do not want (on the
@@ -826,7 +856,7 @@ def protected_grasp_selection(pool_sketch: np.ndarray, task_sketch: np.ndarray, 
     current, best, best_key, history = weights.copy(), None, None, []
     for round_ in range(max(1, rounds + 1)):
         selection = grasp_selection(pool_sketch, task_sketch, grasp_params, current, budget, method=method,
-                                    **constraints)
+                                    trust_region=trust_region, **constraints)
         predicted = predicted_utilities(grasp_params, task_sketch, z64[selection.rows].sum(0, keepdims=True),
                                         np.array([len(selection.rows)]))[0]
         gain = (predicted - baseline) / spread

@@ -660,7 +660,7 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     spread = np.array([p.get("fit_utility_std", 1.0) for p in grasp_params])
     selections = {"grasp": protected_grasp_selection(
         z, q, grasp_params, weights, budget, spread=spread, rounds=params.protect_rounds, rate=params.protect_rate,
-        margin=params.protect_margin,
+        margin=params.protect_margin, trust_region=params.trust_region,
         method=params.greedy, domains=quota_groups, max_per_domain=quota,
         content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
     protection = selections["grasp"].stats

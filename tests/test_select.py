@@ -21,6 +21,7 @@ from grasp_pipeline.select import (
     protected_grasp_selection,
     random_selection,
     residual_greedy,
+    trust_region_terms,
     residual_greedy_streaming,
     task_weight_vector,
     top_k,
@@ -546,3 +547,33 @@ def test_protection_respects_exclusions_and_is_deterministic():
                                       excluded=excluded) for _ in range(2)]
     np.testing.assert_array_equal(runs[0].rows, runs[1].rows)
     assert not np.isin(runs[0].rows, excluded).any()
+
+
+def test_trust_region_terms_add_the_mahalanobis_distance_from_random_selections():
+    """f + terms − f = −λ Σ_j (z̄_j − μ_j)²/σ_j² up to a constant, for any two selections."""
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(60, 4)) + np.array([1.0, 0.0, -2.0, 0.5])
+    budget, scale, strength = 12, 1 / 12, 0.3
+    used = np.array([True, True, False, True])
+    dv, dd = trust_region_terms(z, budget, scale, used, strength)
+    mean = z.mean(0)
+    var = z.var(0) * (60 - budget) / ((60 - 1) * budget)
+
+    def distance(rows):
+        zbar = z[rows].mean(0)
+        return float(np.sum(((zbar - mean) ** 2 / var)[used]))
+
+    subsets = [rng.choice(60, budget, replace=False) for _ in range(3)]
+    added = [objective(z, r, dv, dd, scale) for r in subsets]
+    for a, b, ra, rb in [(added[0], added[1], subsets[0], subsets[1]), (added[1], added[2], subsets[1], subsets[2])]:
+        assert a - b == pytest.approx(-strength * (distance(ra) - distance(rb)), rel=1e-9, abs=1e-9)
+    assert dd[2] == 0 and dv[2] == 0
+
+
+def test_a_strong_trust_region_keeps_the_selection_near_random_composition():
+    z, q, params = two_domain_problem()
+    weights = np.array([0.95, 0.05])
+    free = grasp_selection(z, q, params, weights, 40)
+    held = grasp_selection(z, q, params, weights, 40, trust_region=10.0)
+    share_b = [np.mean(sel.rows >= 100) for sel in (free, held)]
+    assert share_b[0] < 0.1 and 0.3 < share_b[1] < 0.7  # random selections hold about half B
