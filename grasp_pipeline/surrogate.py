@@ -8,6 +8,10 @@ enforced by non-negative least squares (scipy `nnls`, free terms projected out).
 Baselines on the same subsets: `size` (a + s|S|), `grad_dot` (a + b Σ⟨q_t, z_i⟩, TracIn-like),
 `trak` (a + b Σ q_tᵀ(ZᵀZ + λI)⁻¹z_i) and `datamodel` (ridge on 0/1 membership masks).
 
+Sketches may hold one k-block per reference checkpoint (`SubsetData.sketch_blocks`); which
+block a sketch method reads (`sketch_block`) is part of its candidate set, so each method
+takes the checkpoint that predicts best on the fit subsets.
+
 Configuration choice (LCB protocol): every method's candidates form a finite set declared
 up front; K-fold CV over the `fit` subsets (folds stratified by sampler) gives per-fold
 scores = mean over (sampler, task) of Spearman ρ on the held-out fold; the candidate with
