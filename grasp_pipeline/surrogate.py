@@ -84,6 +84,10 @@ class Surrogate(ABC):
     def config(self) -> dict:
         return {"method": self.method}
 
+    def range_params(self, data: SubsetData) -> dict:
+        """Fitted-params entries naming the sketch columns used (none for sketch-free methods)."""
+        return {}
+
 
 def _bounded_least_squares(features: np.ndarray, target: np.ndarray, nonneg: np.ndarray,
                            ridge: np.ndarray) -> np.ndarray:
@@ -229,8 +233,7 @@ class _LinearOnScore(Surrogate):
     def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
         x = np.column_stack([np.ones(len(rows)), self.score(data, task)[rows]])
         beta = _bounded_least_squares(x, data.utility[rows, task], np.zeros(2, bool), np.zeros(2))
-        extra = self.range_params(data) if isinstance(self, _OnSketchBlock) else {}
-        return {"intercept": float(beta[0]), "slope": float(beta[1]), **extra, **self.config()}
+        return {"intercept": float(beta[0]), "slope": float(beta[1]), **self.range_params(data), **self.config()}
 
     def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
         return params["intercept"] + params["slope"] * self.score(data, task)
