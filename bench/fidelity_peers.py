@@ -76,7 +76,7 @@ def log_odds(loss: torch.Tensor) -> torch.Tensor:
 def load_export(export: Path):
     manifest = json.loads((export / "manifest.json").read_text())
     sys.path.insert(0, manifest["repo_root"])
-    from grasp_pipeline.workload import make_workload  # noqa: E402 — repo on sys.path first
+    from grasp_pipeline.workloads import make_workload  # noqa: E402 — repo on sys.path first
 
     workload = make_workload(manifest["workload"]["name"], device="cpu", **manifest["workload"]["params"])
     pool = torch.load(export / "pool.pt", weights_only=True)

@@ -23,7 +23,7 @@ import time
 from grasp_pipeline import stages
 from grasp_pipeline.config import load_params, with_overrides
 from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.summary import fidelity_table, selection_table
+from grasp_pipeline.evaluation.summary import fidelity_table, selection_table
 
 
 def main() -> int:
@@ -35,7 +35,7 @@ def main() -> int:
     params = load_params(args.profile, args.config)
     if args.device:
         params = with_overrides(params, {"workload": {"device": args.device}})
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     seconds = {}
     with tempfile.TemporaryDirectory() as root:
         store = DeltaStore(root)

@@ -51,7 +51,7 @@ def cell(workload_key: str, mode: str, m: int, steps: int, batch_size: int, devi
     import torch
 
     from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
-    from grasp_pipeline.workload import make_workload
+    from grasp_pipeline.workloads import make_workload
 
     torch.manual_seed(0)
     name, params = WORKLOADS[workload_key]

@@ -90,7 +90,7 @@ def objective(z: np.ndarray, rows: np.ndarray, v: np.ndarray, d: np.ndarray, sca
 
 def cell(regime: str, n: int, method: str) -> dict:
     """Runs one selection in this process; returns seconds, memory, objective and stats."""
-    from grasp_pipeline.select import residual_greedy
+    from grasp_pipeline.selection import residual_greedy
 
     before_sketch = _status_bytes("VmRSS")
     z, v = synthetic(n)

@@ -28,11 +28,11 @@ import polars as pl
 
 def main() -> None:
     from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
-    from grasp_pipeline.select import grasp_selection, label_quota, random_selection, task_weight_vector, top_k
+    from grasp_pipeline.selection import grasp_selection, label_quota, random_selection, task_weight_vector, top_k
     from grasp_pipeline.storage import DeltaStore
-    from grasp_pipeline.surrogate import GradDot
-    from grasp_pipeline.vision import text_to_image
-    from grasp_pipeline.workload import make_workload
+    from grasp_pipeline.surrogates import GradDot
+    from grasp_pipeline.workloads.vision import text_to_image
+    from grasp_pipeline.workloads import make_workload
 
     parser = argparse.ArgumentParser()
     parser.add_argument("root", help="storage root of a finished vision run")

@@ -240,8 +240,7 @@ class _RecordedVersions:
 
 
 def _stage_for(table: str):
-    from .mixture import MixtureParams
-    from .select import SelectionParams
+    from .config.params import MixtureParams, SelectionParams
     from .stages import curate_selections, optimise_mixtures
 
     return {"curated_selections": (curate_selections, SelectionParams),

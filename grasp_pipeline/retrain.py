@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .workload import Workload
+from .workloads.base import Params, Workload
 
-Params = dict[str, torch.Tensor]
+
 
 
 @dataclass(frozen=True)

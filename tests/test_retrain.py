@@ -21,7 +21,7 @@ from grasp_pipeline.retrain import (
     task_losses,
     unstack,
 )
-from grasp_pipeline.workload import PAD, make_workload, parameter_count, state_fingerprint
+from grasp_pipeline.workloads import PAD, make_workload, parameter_count, state_fingerprint
 
 ATOL = 1e-5
 

@@ -17,13 +17,14 @@ import torch
 from grasp_pipeline.config import with_overrides
 from grasp_pipeline.corpus import cut_examples, load_documents
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
-from grasp_pipeline.select import SelectionParams, label_quota, top_k
-from grasp_pipeline.sketch import GradientSketcher
+from grasp_pipeline.config import SelectionParams
+from grasp_pipeline.selection import label_quota, top_k
+from grasp_pipeline.sketching import GradientSketcher
 from grasp_pipeline.stages import build_corpus, curate_selections
 from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.vision import (DIGITS_CORPUS, DOMAINS, LEVELS, VisionParams, VisionWorkload,
+from grasp_pipeline.workloads.vision import (DIGITS_CORPUS, DOMAINS, LEVELS, VisionParams, VisionWorkload,
                                    build_digits_documents, image_to_text, text_to_image)
-from grasp_pipeline.workload import make_workload
+from grasp_pipeline.workloads import make_workload
 
 from .conftest import tiny_params
 
