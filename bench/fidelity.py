@@ -33,17 +33,12 @@ under `skipped` (and `peers.runs.<name>.skipped`) with the reason; the bench doe
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/ holds scripts named like stdlib modules (e.g. select.py): never import from it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
 import argparse
 import contextlib
 import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,9 +52,9 @@ sys.path.insert(0, str(REPO))
 
 from grasp_pipeline import stages  # noqa: E402
 from grasp_pipeline.config import load_params, with_overrides  # noqa: E402
+from grasp_pipeline.evaluation.fidelity import holdout_fidelity, noise_ceilings, with_fit_budget  # noqa: E402
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.storage import DeltaStore  # noqa: E402
-from grasp_pipeline.evaluation.fidelity import holdout_fidelity, noise_ceilings, with_fit_budget  # noqa: E402
 from grasp_pipeline.surrogates import LinearOnScore, choose_by_lcb, fit_all_tasks  # noqa: E402
 from grasp_pipeline.workloads import PAD, state_fingerprint  # noqa: E402
 
@@ -170,8 +165,7 @@ def train_checkpoints(workload, params, pool_inputs: torch.Tensor, steps_wanted:
     ref = params.reference
     rng = np.random.default_rng(ref.seed)
     rows = np.sort(rng.choice(len(pool_inputs), size=min(ref.warmup_examples, len(pool_inputs)), replace=False))
-    recipe = Recipe(steps=ref.steps, batch_size=ref.batch_size, lr=ref.lr, init_seed=ref.seed,
-                    data_order_seed=ref.seed)
+    recipe = Recipe.from_params(ref, init_seed=ref.seed, data_order_seed=ref.seed)
     began = time.perf_counter()
     trainer = StackedTrainer(workload, recipe)
     captured: dict[int, dict] = {}

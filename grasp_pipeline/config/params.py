@@ -35,6 +35,10 @@ class ReferenceParams:
         (20, 40, 150))
     batch_size: int = doc("Warm-up batch size.", 32)
     lr: float = doc("Warm-up Adam learning rate.", 3e-3)
+    optimizer: str = doc("Warm-up optimizer: adam or sgd.", "adam")
+    adam_beta1: float = doc("Warm-up Adam β₁ (first-moment decay).", 0.9)
+    adam_beta2: float = doc("Warm-up Adam β₂ (second-moment decay).", 0.999)
+    adam_eps: float = doc("Warm-up Adam ε (added to the root of the second moment).", 1e-8)
     seed: int = doc("Seed of initialisation, warm-up sample and data order.", 0)
 
 
@@ -74,6 +78,9 @@ class RetrainParams:
     batch_size: int = doc("Batch size per step.", 16)
     lr: float = doc("Learning rate.", 3e-3)
     optimizer: str = doc("adam or sgd.", "adam")
+    adam_beta1: float = doc("Adam β₁ (first-moment decay).", 0.9)
+    adam_beta2: float = doc("Adam β₂ (second-moment decay).", 0.999)
+    adam_eps: float = doc("Adam ε (added to the root of the second moment).", 1e-8)
     init_seed: int = doc("Initialisation seed shared by every retraining.", 0)
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
     repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling; "

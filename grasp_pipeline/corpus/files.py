@@ -10,8 +10,6 @@ from .errors import CorpusError
 
 
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
-
-
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 

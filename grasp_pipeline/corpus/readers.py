@@ -17,14 +17,8 @@ from .errors import CorpusError
 
 
 DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
-
-
 DOMAIN_CHARS_HELP = "letters A-Z a-z, digits 0-9, '_', '.' and '-' (no spaces)"
-
-
 _SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")  # one per undecodable byte (surrogateescape)
-
-
 _SURROGATES = re.compile("[\ud800-\udfff]")  # lone surrogates, e.g. from "\ud800" JSON escapes
 
 
@@ -63,6 +57,23 @@ def _read_json(file: Path) -> tuple[pl.DataFrame, int]:
     A .json file holding an array of objects is read as such (rows are 1-based
     elements); any other .json file is read as JSON lines.
     """
+    text, bad = _json_text(file)
+    unit, records = _json_records(file, text)
+    columns = {"_row": [], "id": [], "source": [], "domain": [], "text": []}
+    for n, rec in records:
+        t, d, i, src = _checked_record(rec, f"{file}: {unit} {n}")
+        # lone surrogates (from "\ud800"-style escapes) cannot be stored as UTF-8
+        (t, bad_t), (i, bad_i), (src, bad_s) = _clean(t), _clean(i), _clean(src)
+        bad += bad_t + bad_i + bad_s
+        for name, value in zip(columns, (n, i, src, d, t)):
+            columns[name].append(value)
+    frame = pl.DataFrame(columns, schema={"_row": pl.Int64, "id": pl.Utf8, "source": pl.Utf8,
+                                          "domain": pl.Utf8, "text": pl.Utf8})
+    return frame.with_columns(_unit=pl.lit(unit, pl.Utf8)), bad
+
+
+def _json_text(file: Path) -> tuple[str, int]:
+    """Return (the file's text, decompressed and decoded, without a byte order mark; replaced bytes)."""
     raw = file.read_bytes()
     if file.name.endswith(".gz"):
         try:
@@ -71,62 +82,51 @@ def _read_json(file: Path) -> tuple[pl.DataFrame, int]:
             raise CorpusError(f"{file}: cannot decompress ({e}); re-create the .gz file or "
                               "store it uncompressed as .jsonl.") from None
     text, bad = _decode(raw)
-    text = text.removeprefix("\ufeff")  # tolerate a UTF-8 byte order mark
+    return text.removeprefix("\ufeff"), bad  # tolerate a UTF-8 byte order mark
 
-    unit = "line"
+
+def _json_records(file: Path, text: str) -> tuple[str, list[tuple[int, object]]]:
+    """Return (unit: "element" or "line", [(element or line number, parsed value)])."""
     if file.name.endswith(".json") and text.lstrip().startswith("["):
-        unit = "element"
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
             raise CorpusError(f"{file}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. "
                               "Fix the JSON, or store one object per line as .jsonl.") from None
-        records = list(enumerate(items, start=1))
-    else:
-        records = []
-        for n, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing newline) are not records
-            try:
-                records.append((n, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{file}: line {n} is not valid JSON ({e.msg} at column {e.colno}). "
-                                  "Each line must be one JSON object; fix or delete that line.") from None
+        return "element", list(enumerate(items, start=1))
+    records = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing newline) are not records
+        try:
+            records.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise CorpusError(f"{file}: line {n} is not valid JSON ({e.msg} at column {e.colno}). "
+                              "Each line must be one JSON object; fix or delete that line.") from None
+    return "line", records
 
-    rows, ids, sources, domains, texts = [], [], [], [], []
-    for n, rec in records:
-        where = f"{file}: {unit} {n}"
-        if not isinstance(rec, dict):
-            raise CorpusError(f"{where}: expected a JSON object with 'text' and 'domain', "
-                              f"got {type(rec).__name__}.")
-        for field in ("text", "domain"):
-            if field not in rec:
-                raise CorpusError(f"{where}: missing required field '{field}' (fields present: "
-                                  f"{sorted(rec)}). Every record needs 'text' and 'domain'.")
-        t, d, i, src = rec["text"], rec["domain"], rec.get("id"), rec.get("source")
-        if not isinstance(t, str):
-            raise CorpusError(f"{where}: field 'text' must be a string, got {type(t).__name__}.")
-        if d is not None and not isinstance(d, str):
-            raise CorpusError(f"{where}: field 'domain' must be a string, got {type(d).__name__}.")
-        if i is not None:
-            if isinstance(i, int) and not isinstance(i, bool):
-                i = str(i)
-            elif not isinstance(i, str):
-                raise CorpusError(f"{where}: field 'id' must be a string or integer, got {type(i).__name__}.")
-        if src is not None and not isinstance(src, str):
-            raise CorpusError(f"{where}: field 'source' must be a string, got {type(src).__name__}.")
-        # lone surrogates (from "\ud800"-style escapes) cannot be stored as UTF-8
-        (t, bad_t), (i, bad_i), (src, bad_s) = _clean(t), _clean(i), _clean(src)
-        bad += bad_t + bad_i + bad_s
-        rows.append(n)
-        ids.append(i)
-        sources.append(src)
-        domains.append(d)
-        texts.append(t)
-    frame = pl.DataFrame({"_row": rows, "id": ids, "source": sources, "domain": domains, "text": texts},
-                         schema={"_row": pl.Int64, "id": pl.Utf8, "source": pl.Utf8,
-                                 "domain": pl.Utf8, "text": pl.Utf8})
-    return frame.with_columns(_unit=pl.lit(unit, pl.Utf8)), bad
+
+def _checked_record(rec, where: str) -> tuple[str, str | None, str | None, str | None]:
+    """Return (text, domain, id, source) of one record; a CorpusError naming `where` and the field."""
+    if not isinstance(rec, dict):
+        raise CorpusError(f"{where}: expected a JSON object with 'text' and 'domain', got {type(rec).__name__}.")
+    for field in ("text", "domain"):
+        if field not in rec:
+            raise CorpusError(f"{where}: missing required field '{field}' (fields present: "
+                              f"{sorted(rec)}). Every record needs 'text' and 'domain'.")
+    t, d, i, src = rec["text"], rec["domain"], rec.get("id"), rec.get("source")
+    if not isinstance(t, str):
+        raise CorpusError(f"{where}: field 'text' must be a string, got {type(t).__name__}.")
+    if d is not None and not isinstance(d, str):
+        raise CorpusError(f"{where}: field 'domain' must be a string, got {type(d).__name__}.")
+    if i is not None:
+        if isinstance(i, int) and not isinstance(i, bool):
+            i = str(i)
+        elif not isinstance(i, str):
+            raise CorpusError(f"{where}: field 'id' must be a string or integer, got {type(i).__name__}.")
+    if src is not None and not isinstance(src, str):
+        raise CorpusError(f"{where}: field 'source' must be a string, got {type(src).__name__}.")
+    return t, d, i, src
 
 
 def _read_parquet(file: Path) -> tuple[pl.DataFrame, int]:

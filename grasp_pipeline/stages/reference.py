@@ -30,8 +30,7 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
     rng = np.random.default_rng(params.seed)
     rows = np.sort(rng.choice(pool.height, size=min(params.warmup_examples, pool.height), replace=False))
     inputs = workload.encode(pool["text"].to_list())
-    recipe = Recipe(steps=params.steps, batch_size=params.batch_size, lr=params.lr,
-                    init_seed=params.seed, data_order_seed=params.seed)
+    recipe = Recipe.from_params(params, init_seed=params.seed, data_order_seed=params.seed)
     began = time.perf_counter()
     trainer = StackedTrainer(workload, recipe)
     snapshots: dict = dict.fromkeys(steps)

@@ -47,8 +47,7 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
             raise ValueError(f"subset_plan subset {subset_id} names example_id {missing[0]} that is not in "
                              "corpus_shards; rematerialise subset_plan after corpus_shards")
         subsets.append((subset_id, np.array([position[m] for m in members])))
-    recipe = Recipe(steps=params.steps, batch_size=params.batch_size, lr=params.lr, optimizer=params.optimizer,
-                    init_seed=params.init_seed, data_order_seed=params.data_order_seed)
+    recipe = Recipe.from_params(params)
     outcomes = retrain_subsets(workload, recipe, pool_inputs, subsets, task_inputs, task_index, names,
                                repeats=params.repeats, models_per_batch=params.models_per_batch)
     batch_of = dict(plan.select("subset_id", "batch").iter_rows())

@@ -21,46 +21,20 @@ from .tables import load_subset_data
 @stage
 def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_id: str = "") -> StageResult:
     """Chooses and fits every surrogate method; writes `surrogates`, `surrogate_candidates`,
-    `surrogate_predictions`."""
+    `surrogate_predictions` and `fidelity_report`."""
     data, sketches, plan = load_subset_data(store)
     fitted = fit_surrogates(data, params)
     costs = artifact_seconds(store, data, fitted)
     by_budget = fidelity_by_fit_budget(data, params, params.fidelity_fit_budgets)
     surrogate_id = "sg-" + digest(asdict(params), sketches["sketch_config"][0],
                                    data.utility.tobytes(), plan["members"].to_list())
-    surrogate_rows, candidate_rows, prediction_frames, fidelity = [], [], [], {}
-    for method, fm in fitted.items():
-        report = holdout_fidelity(data, fm.predicted)
-        fidelity[method] = report
-        chosen = fm.chosen
-        for t, task in enumerate(data.tasks):
-            # the task's utility spread over fit subsets: the scale selection.task_scale divides by
-            params_t = {**fm.params[t], "fit_utility_std": float(np.std(data.utility[data.fit_rows, t], ddof=1))}
-            if method == "datamodel":  # weights are indexed by pool row: keep their example ids
-                params_t = {**params_t, "example_ids": sketches["example_id"].to_list()}
-            surrogate_rows.append({
-                "surrogate_id": surrogate_id, "method": method, "task": task,
-                "params": json.dumps(params_t, sort_keys=True), "config": json.dumps(chosen.config, sort_keys=True),
-                "cv_mean": chosen.cv_mean, "cv_lcb": chosen.cv_lcb,
-                "holdout_spearman": report["per_task"][task]["spearman"],
-                "holdout_pearson": report["per_task"][task]["pearson"], "mlflow_run_id": mlflow_run_id,
-                "artifact_seconds": costs[method]})
-            prediction_frames.append(pl.DataFrame({
-                "surrogate_id": surrogate_id, "method": method, "subset_id": data.subset_ids, "task": task,
-                "role": data.roles, "sampler": data.samplers, "predicted": fm.predicted[:, t],
-                "actual": data.utility[:, t]}))
-        candidate_rows += [{"surrogate_id": surrogate_id, "method": method, "candidate": c.candidate,
-                            "config": json.dumps(c.config, sort_keys=True), "cv_mean": c.cv_mean,
-                            "cv_sd": c.cv_sd, "cv_lcb": c.cv_lcb, "chosen": c.chosen,
-                            "fold_scores": json.dumps(c.fold_scores)} for c in fm.candidates]
+    fidelity = {method: holdout_fidelity(data, fm.predicted) for method, fm in fitted.items()}
+    surrogates, candidates, predictions = _surrogate_frames(surrogate_id, data, fitted, fidelity, costs,
+                                                            sketches["example_id"].to_list(), mlflow_run_id)
     result = StageResult()
-    result.write(store, "surrogates", pl.DataFrame(surrogate_rows, schema_overrides={
-        "cv_mean": pl.Float64, "cv_lcb": pl.Float64, "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64,
-        "artifact_seconds": pl.Float64}))
-    result.write(store, "surrogate_candidates", pl.DataFrame(candidate_rows, schema_overrides={
-        "candidate": pl.Int64, "cv_mean": pl.Float64, "cv_sd": pl.Float64, "cv_lcb": pl.Float64}))
-    result.write(store, "surrogate_predictions", pl.concat(prediction_frames).with_columns(
-        pl.col("subset_id").cast(pl.Int64)))
+    result.write(store, "surrogates", surrogates)
+    result.write(store, "surrogate_candidates", candidates)
+    result.write(store, "surrogate_predictions", predictions)
     ceilings = noise_ceilings(store.read("subset_outcomes"), plan)
     result.write(store, "fidelity_report", fidelity_report_frame(
         surrogate_id, fidelity, by_budget, len(data.fit_rows), costs, ceilings))
@@ -83,6 +57,40 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
         result.figures["fidelity_by_fit_budget.png"] = fidelity_budget_figure(
             by_budget, {m: fidelity[m]["mean_spearman"] for m in fidelity}, len(data.fit_rows))
     return result
+
+
+def _surrogate_frames(surrogate_id: str, data: SubsetData, fitted: dict, fidelity: dict, costs: dict,
+                      example_ids: list, mlflow_run_id: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The surrogates, surrogate_candidates and surrogate_predictions rows of every fitted method."""
+    surrogate_rows, candidate_rows, prediction_frames = [], [], []
+    for method, fm in fitted.items():
+        report, chosen = fidelity[method], fm.chosen
+        for t, task in enumerate(data.tasks):
+            # the task's utility spread over fit subsets: the scale selection.task_scale divides by
+            params_t = {**fm.params[t], "fit_utility_std": float(np.std(data.utility[data.fit_rows, t], ddof=1))}
+            if method == "datamodel":  # weights are indexed by pool row: keep their example ids
+                params_t = {**params_t, "example_ids": example_ids}
+            surrogate_rows.append({
+                "surrogate_id": surrogate_id, "method": method, "task": task,
+                "params": json.dumps(params_t, sort_keys=True), "config": json.dumps(chosen.config, sort_keys=True),
+                "cv_mean": chosen.cv_mean, "cv_lcb": chosen.cv_lcb,
+                "holdout_spearman": report["per_task"][task]["spearman"],
+                "holdout_pearson": report["per_task"][task]["pearson"], "mlflow_run_id": mlflow_run_id,
+                "artifact_seconds": costs[method]})
+            prediction_frames.append(pl.DataFrame({
+                "surrogate_id": surrogate_id, "method": method, "subset_id": data.subset_ids, "task": task,
+                "role": data.roles, "sampler": data.samplers, "predicted": fm.predicted[:, t],
+                "actual": data.utility[:, t]}))
+        candidate_rows += [{"surrogate_id": surrogate_id, "method": method, "candidate": c.candidate,
+                            "config": json.dumps(c.config, sort_keys=True), "cv_mean": c.cv_mean,
+                            "cv_sd": c.cv_sd, "cv_lcb": c.cv_lcb, "chosen": c.chosen,
+                            "fold_scores": json.dumps(c.fold_scores)} for c in fm.candidates]
+    surrogates = pl.DataFrame(surrogate_rows, schema_overrides={
+        "cv_mean": pl.Float64, "cv_lcb": pl.Float64, "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64,
+        "artifact_seconds": pl.Float64})
+    candidates = pl.DataFrame(candidate_rows, schema_overrides={
+        "candidate": pl.Int64, "cv_mean": pl.Float64, "cv_sd": pl.Float64, "cv_lcb": pl.Float64})
+    return surrogates, candidates, pl.concat(prediction_frames).with_columns(pl.col("subset_id").cast(pl.Int64))
 
 
 def artifact_seconds(store: DeltaStore, data: SubsetData, fitted: dict) -> dict[str, float]:

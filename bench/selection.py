@@ -1,6 +1,6 @@
 """Residual-greedy selection at scale: exact vs lazy vs batched, seconds, peak memory, objective.
 
-    python bench/select.py [--quick]
+    python bench/selection.py [--quick]
 
 Prints one JSON object on stdout (progress on stderr). Synthetic float32 sketches, k = 128,
 budget B = n/10, normalisation N = 1/B. Each (regime, n, method) cell runs in its own
@@ -25,18 +25,13 @@ run, quadratic when it fell back to exact steps); the cell then says so with its
 
 from __future__ import annotations
 
-import os
-import sys
-
-# this file is bench/select.py: drop bench/ from the path before anything imports the standard
-# library's `select` module (subprocess does), or this file would be imported in its place
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import os
 import subprocess  # noqa: E402
+import sys
 import time  # noqa: E402
 
 import numpy as np
