@@ -10,7 +10,7 @@ from .constraints import allowed_mask, codes, rank_within_group
 
 def top_k(scores: np.ndarray, budget: int, excluded: np.ndarray | None = None, *,
           groups: np.ndarray | None = None, max_per_group: int = 0) -> Selection:
-    """Additive selection: the `budget` highest scores (ties broken by row order), at most
+    """Returns the additive selection: the `budget` highest scores (ties broken by row order), at most
     `max_per_group` from each value of `groups` when both are given."""
     masked = np.where(allowed_mask(len(scores), excluded), scores, -np.inf)
     order = np.argsort(-masked, kind="stable")
@@ -22,7 +22,7 @@ def top_k(scores: np.ndarray, budget: int, excluded: np.ndarray | None = None, *
 
 
 def random_selection(n: int, budget: int, seed: int, excluded: np.ndarray | None = None) -> Selection:
-    """A uniformly random selection of `budget` allowed rows (seeded)."""
+    """Returns a uniformly random selection of `budget` allowed rows (seeded)."""
     candidates = np.flatnonzero(allowed_mask(n, excluded))
     rows = np.random.default_rng(seed).choice(candidates, size=min(budget, len(candidates)), replace=False)
     return Selection(rows, np.zeros(len(rows)))

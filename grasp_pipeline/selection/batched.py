@@ -1,4 +1,13 @@
-"""The batched greedy: windows of m exact steps on a shortlist drawn per pass (approximate)."""
+"""The batched greedy: windows of m exact steps on a shortlist drawn per pass (approximate).
+
+method="batched" takes windows of m = ⌈B/passes⌉ steps (64 passes by default, m ≤ 2048).
+Each window reads the pool once, keeps the top 2m candidates by current gain, and takes m
+exact greedy steps among them using their Gram matrix (O(m) per step). Approximate, because
+a candidate left out cannot overtake until the next window. Measured: ≥ 99.85% of the exact
+objective on small anti-aligned problems (tests), ≈ 99.95% at n = 10⁴–10⁵ under a strong
+penalty (bench/select.py); with B ≤ passes it is the exact greedy. Its cost does not depend
+on the penalty: ~passes full passes plus O(B·m).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ def batched_greedy(pool, terms, cons, budget, passes, width, max_rows=None):
     takes m exact greedy steps among them using their Gram matrix G = 2N²·Z D Zᵀ, so a step
     costs O(width·m) rather than O(width·m·k). Candidates left out are not looked at until
     the next window: that is what makes it approximate. `certified_steps` counts the picks
-    the Cauchy–Schwarz bound (module doc) proves to be the exact greedy's, given the history.
+    the Cauchy–Schwarz bound (`lazy` module doc) proves to be the exact greedy's, given the history.
     """
     k = len(terms.nv)
     m = max(1, min(math.ceil(budget / passes), int(GRAM_ROWS // width)))  # G stays ≤ GRAM_ROWS² floats
@@ -34,16 +43,12 @@ def batched_greedy(pool, terms, cons, budget, passes, width, max_rows=None):
     while len(rows) < budget:
         u = terms.direction(s)
         tol = terms.tol(u)  # the window's tie band: picks here are approximate anyway
-        short = draw_shortlist(pool_gains(pool, terms, cons, u), max(m, int(width * m)), 0.0, terms.reach_max, terms, s, k,
-                      pool.dtype)
+        short = draw_shortlist(pool_gains(pool, terms, cons, u), max(m, int(width * m)), 0.0, terms.reach_max, terms,
+                               s, k, pool.dtype)
         if not len(short.idx):
             break  # nothing allowed is left
         z = short.z
-        if incremental:  # z·√(2N²D) times its transpose: a symmetric product (syrk, half the flops)
-            y = z * np.sqrt(terms.wscale).astype(z.dtype)
-            gram = y @ y.T
-        else:
-            gram = (z * terms.wscale.astype(z.dtype)) @ z.T
+        gram = window_gram(z, terms.wscale, incremental)
         g = short.gain.copy()
         domain = cons.domain[short.idx] if cons.domain is not None else None
         content = cons.content[short.idx] if cons.content is not None else None
@@ -66,11 +71,28 @@ def batched_greedy(pool, terms, cons, budget, passes, width, max_rows=None):
                 s_now += z[pick]
                 delta2 = terms.norm(s_now - s) ** 2
             g -= gram[pick]  # every shortlisted gain after adding z_p: g_i −= 2N²⟨z_i, D z_p⟩
-            g[pick] = -np.inf
-            if domain is not None and not cons.domain_open[domain[pick]]:
-                g[domain == domain[pick]] = -np.inf
-            if content is not None:
-                g[content == content[pick]] = -np.inf
+            close_taken(g, pick, cons, domain, content)
         for pick in picked:  # the same summation order as the other methods
             s += z[pick]
     return rows, gains, stats
+
+
+def window_gram(z: np.ndarray, wscale: np.ndarray, incremental: bool) -> np.ndarray:
+    """Returns the window's Gram matrix G = Z·diag(2N²d)·Zᵀ, in the sketch dtype."""
+    if incremental:  # z·√(2N²D) times its transpose: a symmetric product (syrk, half the flops)
+        y = z * np.sqrt(wscale).astype(z.dtype)
+        return y @ y.T
+    return (z * wscale.astype(z.dtype)) @ z.T
+
+
+def close_taken(g: np.ndarray, pick: int, cons, domain, content) -> None:
+    """Sets to −inf the window gains of `pick` and of the rows its taking closed (quota, duplicates).
+
+    `domain` and `content` are the window rows' codes (None without that constraint);
+    `cons.take(row)` must already have counted the pick.
+    """
+    g[pick] = -np.inf
+    if domain is not None and not cons.domain_open[domain[pick]]:
+        g[domain == domain[pick]] = -np.inf
+    if content is not None:
+        g[content == content[pick]] = -np.inf

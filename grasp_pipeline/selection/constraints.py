@@ -6,6 +6,7 @@ import numpy as np
 
 
 def allowed_mask(n: int, excluded: np.ndarray | None) -> np.ndarray:
+    """Returns a length-n boolean mask, False at the `excluded` rows."""
     allowed = np.ones(n, bool)
     if excluded is not None:
         allowed[excluded] = False
@@ -66,7 +67,7 @@ class Constraints:
 
 
 def rank_within_group(codes: np.ndarray) -> np.ndarray:
-    """For each position, how many earlier positions hold the same code."""
+    """Returns, for each position, how many earlier positions hold the same code."""
     by_code = np.argsort(codes, kind="stable")
     sorted_codes = codes[by_code]
     rank = np.empty(len(codes), np.int64)
@@ -75,5 +76,5 @@ def rank_within_group(codes: np.ndarray) -> np.ndarray:
 
 
 def label_quota(labels: np.ndarray, budget: int) -> int:
-    """The per-label cap that balances a budget over the labels present: ceil(budget / labels)."""
+    """Returns the per-label cap that balances a budget over the labels present: ceil(budget / labels)."""
     return -(-budget // max(1, len(np.unique(labels))))

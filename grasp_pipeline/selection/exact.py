@@ -1,4 +1,8 @@
-"""The exact greedy: every step recomputes every gain (the reference the other methods match)."""
+"""The exact greedy: every step recomputes every gain (the reference the other methods match).
+
+method="exact" recomputes all n gains every step, O(B·n·k), and takes the best one (the
+lowest row among near-ties, `terms`). Streamed, that is one pass over the pool per step.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ def exact_greedy(pool, terms, cons, budget):
 
 
 def pool_row(pool, row: int) -> np.ndarray:
+    """Returns sketch row `row` of the pool as float64."""
     if isinstance(pool, MemoryPool):
         return pool.z[row].astype(np.float64)
     for start, zb in pool.blocks():  # the exact method streamed: a pass per step, as it says

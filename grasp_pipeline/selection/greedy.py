@@ -1,4 +1,19 @@
-"""The residual greedy's entry points: an in-memory pool or a streamed one, any of the three methods."""
+"""The residual greedy's entry points: an in-memory pool or a streamed one, any of the three methods.
+
+Default: "lazy", because it is the exact greedy — the same rows in the same order as
+"exact", which tests and reproducible curation rely on — and it is never much slower than
+"exact" while 3× (10⁴ rows) to ~300× (10⁶ rows, predicted) faster under a moderate
+penalty (bench/select.py). "batched" is the fastest method whose selections
+match the exact ones on small problems (identical when B ≤ passes, within 0.15% of the
+objective otherwise), and the one to use for 10⁶-row pools under strong penalties, where
+exact certification cannot keep up (bench/select.py: lazy ≈ exact there).
+
+Memory: nothing n×n is formed. Extra memory is the shortlists' rows (≤ n/8, plus their
+draw's transient copies; typically ≪ the sketch), 4 MB block temporaries, a batched
+window's Gram matrix (≤ 4096² floats) and a few length-n vectors (cost, reach, and a 0/−inf
+penalty that encodes the constraints). bench/select.py: peak ≈ 1.25× the sketch at 10⁶,
+the sketch included. Matvecs run on one BLAS thread (see `single_threaded_blas`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +32,7 @@ from .terms import row_terms
 
 
 def run_greedy(pool, v, d, scale, budget, cons_args, method, shortlist_sizes, batch_passes, batch_width,
-         max_rows=None) -> tuple[list, list, dict]:
+               max_rows=None) -> tuple[list, list, dict]:
     """Returns (rows, gains, stats) of `method` over `pool`; cons_args(pool) gives the constraints."""
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r}; choose one of {METHODS}")
@@ -40,8 +55,11 @@ def run_greedy(pool, v, d, scale, budget, cons_args, method, shortlist_sizes, ba
 
 
 def single_threaded_blas():
-    """Matvecs here are small and memory-bound: BLAS threads spinning on a loaded machine cost
-    far more than they gain (10-100× on 2 busy cores), so run the selection single-threaded."""
+    """Returns a context manager that limits BLAS to one thread (a no-op without threadpoolctl).
+
+    Matvecs here are small and memory-bound: BLAS threads spinning on a loaded machine cost
+    far more than they gain (10-100× on 2 busy cores), so the selection runs single-threaded.
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it, BLAS keeps its own setting
@@ -54,7 +72,7 @@ def residual_greedy(pool_sketch: np.ndarray, v: np.ndarray, d: np.ndarray, scale
                     content: np.ndarray | None = None, excluded: np.ndarray | None = None,
                     method: str = "lazy", shortlist_sizes: list[int] | None = None,
                     batch_passes: int = 64, batch_width: float = 2.0) -> Selection:
-    """Greedy maximisation of scale⟨v, s⟩ − scale²‖s‖²_D over an in-memory pool (module doc).
+    """Greedy maximisation of scale⟨v, s⟩ − scale²‖s‖²_D over an in-memory pool (package doc).
 
     Optional constraints: at most `max_per_domain` per domain, one example per content hash,
     never the `excluded` rows. `method`: "lazy" (default; the exact greedy's selection),
@@ -68,7 +86,7 @@ def residual_greedy(pool_sketch: np.ndarray, v: np.ndarray, d: np.ndarray, scale
         return dict(domains=domains, max_per_domain=max_per_domain, content=content, excluded=excluded)
 
     rows, gains, stats = run_greedy(pool, v, d, scale, budget, cons_args, method, shortlist_sizes, batch_passes,
-                              batch_width)
+                                    batch_width)
     return Selection(np.asarray(rows, np.int64), np.asarray(gains, float), stats=stats)
 
 
@@ -98,6 +116,6 @@ def residual_greedy_streaming(chunks: Callable[[], Iterable] | Iterable, v: np.n
                     content=p.content if dedup_content else None, excluded=excluded)
 
     rows, gains, stats = run_greedy(pool, v, d, scale, budget, cons_args, method, shortlist_sizes, batch_passes,
-                              batch_width, max_rows=max_rows_in_memory)
+                                    batch_width, max_rows=max_rows_in_memory)
     rows = np.asarray(rows, np.int64)
     return Selection(rows, np.asarray(gains, float), example_ids=pool.example_ids[rows], stats=stats)

@@ -2,7 +2,14 @@
 
 At a fixed budget, size and normalisation N = N(B) are constants, so GRASP's objective is
     f(S) = Σ_t w_t Û_t(S) − const = N⟨v, s⟩ − N²‖s‖²_D,   s = Σ_{i∈S} z_i,
-with v = Σ_t w_t b_t q_t and D = Σ_t w_t C_t (diagonal)."""
+with v = Σ_t w_t b_t q_t and D = Σ_t w_t C_t (diagonal). Completing the square, this is
+−‖N·s − r*‖²_D with target r* = D⁻¹v/2: matching pursuit on the residual r = r* − N·s.
+Each greedy step adds the example with the largest gain
+    g_i(s) = a_i − 2N²⟨z_i, D s⟩,   a_i = N⟨v, z_i⟩ − N²‖z_i‖²_D,
+so redundant examples (aligned with what is already in S) lose value. With D = 0 it is
+additive top-k by ⟨v, z_i⟩. Optional constraints (`constraints`): per-domain quotas,
+exclusion lists, one example per content hash.
+"""
 
 from __future__ import annotations
 
@@ -40,13 +47,13 @@ def grasp_objective(grasp_params: list[dict], task_sketch: np.ndarray, weights: 
 
 def predicted_utilities(grasp_params: list[dict], task_sketch: np.ndarray, sum_z: np.ndarray,
                         sizes: np.ndarray) -> np.ndarray:
-    """(s, T) GRASP-predicted utility of every task for subsets given by sketch sums and sizes."""
+    """Returns the (s, T) GRASP-predicted utility of every task for subsets given by sketch sums and sizes."""
     return np.column_stack([grasp_subset_utility(p, sum_z, sizes, q) for p, q in zip(grasp_params, task_sketch)])
 
 
 def scaled_task_weights(grasp_params: list[dict], tasks: list[str], weights: np.ndarray,
                         task_scale: str) -> np.ndarray:
-    """Task weights for selection: `weights`, divided by each task's utility spread for "utility_std".
+    """Returns the task weights for selection: `weights`, divided by each task's utility spread for "utility_std".
 
     The spread (recorded by the surrogate fit as `fit_utility_std`) is the standard deviation
     over `fit` subsets of the repeat-mean retrained utility, so it never sees holdout

@@ -1,4 +1,15 @@
-"""The candidate pool the greedy reads: a sketch matrix in memory, or chunks streamed afresh per pass."""
+"""The candidate pool the greedy reads: a sketch matrix in memory, or chunks streamed afresh per pass.
+
+Streaming. `greedy.residual_greedy_streaming` runs the same code over a re-iterable sequence
+of (example_ids, sketch block[, domains[, content]]) chunks (`StreamPool`), e.g. one per
+shard from a polars scan. It holds the shortlists (≤ `max_rows_in_memory` rows), one chunk
+and length-n vectors, never the pool; each redraw from the pool is one pass over the chunks
+(the first pass computes cost, reach and constraint codes; `stats["passes_over_pool"]`
+counts them). Because it is the same algorithm on the same rows, its selection equals the
+in-memory one exactly. (The two-pass alternative — per-chunk shortlists, then a greedy on
+their union — needs a bound on every left-out row over the whole run, which under a real
+penalty keeps most rows.)
+"""
 
 from __future__ import annotations
 
@@ -11,6 +22,7 @@ BLOCK_BYTES = 4 << 20  # sketch bytes per pass block: bounds temporaries (e.g. z
 
 
 def sketch_dtype(z: np.ndarray) -> np.dtype:
+    """Returns the dtype the greedy reads a sketch in: its own if float32/64, else float64."""
     return z.dtype if z.dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
@@ -24,6 +36,7 @@ class MemoryPool:
         self.passes = 0
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yields (first row, sketch block) over one pass, in ~BLOCK_BYTES views."""
         self.passes += 1
         rows = max(256, BLOCK_BYTES // max(1, self.z.itemsize * self.k))
         for start in range(0, self.n, rows):
@@ -46,6 +59,7 @@ class StreamPool:
         self.example_ids = self.domains = self.content = None
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Yields (first row, sketch chunk) over one pass; checks later passes match the first."""
         first = self.passes == 0
         self.passes += 1
         ids, domains, content = [], [], []
@@ -76,6 +90,7 @@ class StreamPool:
 
 
 def concat_optional(parts: list) -> np.ndarray | None:
+    """Returns the chunks' metadata joined, or None when no chunk has any."""
     if not parts or all(p is None for p in parts):
         return None
     if any(p is None for p in parts):

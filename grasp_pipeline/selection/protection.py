@@ -13,7 +13,7 @@ from .objective import grasp_objective, predicted_utilities
 
 def trust_region_terms(pool_sketch: np.ndarray, budget: int, scale: float, used: np.ndarray,
                        strength: float, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(Δv, ΔD) that add −strength·Σ_j (z̄_j − μ_j)²/σ_j² to the selection objective.
+    """Returns (Δv, ΔD) that add −strength·Σ_j (z̄_j − μ_j)²/σ_j² to the selection objective.
 
     z̄ = s/B is the selection's mean sketch, μ the allowed pool's mean and σ_j² the variance
     of z̄_j over random selections of B rows (without replacement), on the `used` coordinates.

@@ -24,8 +24,8 @@ class Shortlist:
 
 
 def draw_shortlist(blocks, size: int, gap: float, reach: float, terms: RowTerms, s: np.ndarray, k: int,
-          dtype) -> Shortlist:
-    """Keeps the allowed candidates with gain ≥ min(size-th largest, best − gap).
+                   dtype) -> Shortlist:
+    """Returns the Shortlist of allowed candidates with gain ≥ min(size-th largest, best − gap).
 
     `blocks` yields (rows, sketch rows, gains) in ascending row order, rows being a slice of
     the pool or an index array, and gains −inf where a row may not be taken. The `gap` keeps
@@ -33,59 +33,83 @@ def draw_shortlist(blocks, size: int, gap: float, reach: float, terms: RowTerms,
     band. `reach` bounds the reach of every row of the parent. At most 4·size rows are kept
     (massive exact ties beyond that are left out, lowest rows kept); memory ~6·size rows.
     """
-    kept: list[tuple] = []
-    held, threshold = 0, -np.inf
-    out_gain = -np.inf
-
-    def tighten(gains):  # raise the threshold: it only ever rises towards its final value
-        nonlocal threshold
-        if len(gains) > size:
-            kth = np.partition(gains, len(gains) - size)[len(gains) - size]
-            threshold = max(threshold, min(float(kth), float(gains.max()) - gap))
-
-    def keep_mask(gains):
-        """Returns which gains to keep; folds the largest one left out into the bound."""
-        nonlocal out_gain
-        keep = gains >= threshold if threshold > -np.inf else gains > -np.inf
-        out_gain = max(out_gain, float(np.max(gains, where=~keep, initial=-np.inf)))  # no copy
-        return keep
-
-    def prune():
-        nonlocal kept, held, out_gain
-        tighten(np.concatenate([part[3] for part in kept]))
-        parts, kept = kept, []
-        while parts:  # filter each part before joining them: the peak stays near the kept rows
-            rows, zs, costs, gains = parts.pop(0)
-            keep = keep_mask(gains)
-            kept.append((rows, zs, costs, gains) if keep.all() else (rows[keep], zs[keep], costs[keep], gains[keep]))
-        if len(kept) > 1:
-            kept = [tuple(np.concatenate(parts) for parts in zip(*kept))]
-        rows, zs, costs, gains = kept[0]
-        if len(rows) > 4 * size:  # only exact ties get here: keep the lowest rows among them
-            keep = np.zeros(len(rows), bool)
-            keep[np.lexsort((rows, -gains))[:4 * size]] = True
-            out_gain = max(out_gain, float(np.max(gains, where=~keep, initial=-np.inf)))
-            kept = [(rows[keep], zs[keep], costs[keep], gains[keep])]
-        held = len(kept[0][0])
-
+    draw = ShortlistDraw(size, gap)
     for rows, zb, gains in blocks:
-        above = gains >= threshold if threshold > -np.inf else gains > -np.inf
-        if np.count_nonzero(above) > size:
-            tighten(gains[above])
-        keep = keep_mask(gains)
+        draw.add(rows, zb, gains, terms.cost)
+    if not draw.kept:
+        empty = np.zeros(0)
+        return Shortlist(np.zeros(0, np.int64), np.zeros((0, k), dtype), empty, empty, s.copy(), draw.out_gain,
+                         reach)
+    draw.prune()
+    rows, zs, costs, gains = draw.kept[0]
+    return Shortlist(rows, zs, costs, gains, s.copy(), draw.out_gain, reach if draw.out_gain > -np.inf else 0.0)
+
+
+class ShortlistDraw:
+    """A shortlist being drawn block by block: the parts kept, the threshold, the left-out bound.
+
+    `kept` holds (rows, sketch rows, costs, gains) parts; after `prune` it is one part. The
+    threshold only ever rises towards its final value, so a row dropped stays dropped, and
+    `out_gain` is the largest gain dropped so far.
+    """
+
+    def __init__(self, size: int, gap: float):
+        self.size, self.gap = size, gap
+        self.kept: list[tuple] = []
+        self.held = 0  # rows in `kept`
+        self.threshold = -np.inf
+        self.out_gain = -np.inf
+
+    def add(self, rows, zb: np.ndarray, gains: np.ndarray, cost: np.ndarray) -> None:
+        """Keeps the block's rows above the threshold (raised first if they alone fill the size).
+
+        `rows` index the pool (a slice or an array), `cost` is the pool's cost_i (length n).
+        """
+        above = gains >= self.threshold if self.threshold > -np.inf else gains > -np.inf
+        if np.count_nonzero(above) > self.size:
+            self.tighten(gains[above])
+        keep = self.keep_mask(gains)
         if keep.any():
             kept_rows = np.flatnonzero(keep) + rows.start if isinstance(rows, slice) else rows[keep]
-            kept.append((kept_rows, zb[keep], terms.cost[rows][keep], gains[keep]))
-            held += len(kept_rows)
-        if held > 2 * size:
-            prune()
-    if not kept:
-        empty = np.zeros(0)
-        return Shortlist(np.zeros(0, np.int64), np.zeros((0, k), dtype), empty, empty, s.copy(), out_gain,
-                          reach)
-    prune()
-    rows, zs, costs, gains = kept[0]
-    return Shortlist(rows, zs, costs, gains, s.copy(), out_gain, reach if out_gain > -np.inf else 0.0)
+            self.kept.append((kept_rows, zb[keep], cost[rows][keep], gains[keep]))
+            self.held += len(kept_rows)
+        if self.held > 2 * self.size:
+            self.prune()
+
+    def tighten(self, gains: np.ndarray) -> None:
+        """Raises the threshold to min(size-th largest of `gains`, their best − gap) if higher."""
+        if len(gains) > self.size:
+            kth = np.partition(gains, len(gains) - self.size)[len(gains) - self.size]
+            self.threshold = max(self.threshold, min(float(kth), float(gains.max()) - self.gap))
+
+    def keep_mask(self, gains: np.ndarray) -> np.ndarray:
+        """Returns which gains to keep; folds the largest one left out into the bound."""
+        keep = gains >= self.threshold if self.threshold > -np.inf else gains > -np.inf
+        self.out_gain = max(self.out_gain, float(np.max(gains, where=~keep, initial=-np.inf)))  # no copy
+        return keep
+
+    def prune(self) -> None:
+        """Tightens the threshold over every kept row and joins what stays into one part."""
+        self.tighten(np.concatenate([part[3] for part in self.kept]))
+        parts, self.kept = self.kept, []
+        while parts:  # filter each part before joining them: the peak stays near the kept rows
+            rows, zs, costs, gains = parts.pop(0)
+            keep = self.keep_mask(gains)
+            self.kept.append((rows, zs, costs, gains) if keep.all() else
+                             (rows[keep], zs[keep], costs[keep], gains[keep]))
+        if len(self.kept) > 1:
+            self.kept = [tuple(np.concatenate(columns) for columns in zip(*self.kept))]
+        self.cap_ties()
+        self.held = len(self.kept[0][0])
+
+    def cap_ties(self) -> None:
+        """Keeps at most 4·size rows; only exact ties get past the threshold: the lowest rows stay."""
+        rows, zs, costs, gains = self.kept[0]
+        if len(rows) > 4 * self.size:
+            keep = np.zeros(len(rows), bool)
+            keep[np.lexsort((rows, -gains))[:4 * self.size]] = True
+            self.out_gain = max(self.out_gain, float(np.max(gains, where=~keep, initial=-np.inf)))
+            self.kept = [(rows[keep], zs[keep], costs[keep], gains[keep])]
 
 
 def pool_gains(pool, terms: RowTerms, cons: Constraints, u: np.ndarray):

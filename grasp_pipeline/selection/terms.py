@@ -1,4 +1,13 @@
-"""Per-row terms of the greedy's gains (cost, reach, tie band), computed in one pass."""
+"""Per-row terms of the greedy's gains (cost, reach, tie band), computed in one pass.
+
+Ties and floating point. Sketches are used in their own dtype (float32 sketches stay
+float32: BLAS matvecs, half the memory); s, bounds and gains are float64. A gain is computed
+as ⟨z_i, u⟩ − cost_i with u = N·v − 2N²·D·s formed in float64, so the alignment and the
+penalty cancel in u before the matvec and its rounding scales with the residual ‖u‖.
+That rounding still depends on how a matvec was blocked, so every method treats gains
+within tol = 2(k+2)·ε·max‖z_i‖·‖u‖ of the best (a rigorous bound) as tied and takes the
+lowest row. That makes exact, lazy and streaming agree row for row, duplicates included.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +45,7 @@ class RowTerms:
         return 2 * self.rtol * self.zmax * float(np.sqrt(u @ u))
 
     def norm(self, x: np.ndarray) -> float:
+        """Returns ‖x‖_|D|."""
         return float(np.sqrt(x * x @ self.dabs))
 
 
@@ -53,5 +63,5 @@ def row_terms(pool, v: np.ndarray, d: np.ndarray, scale: float) -> RowTerms:
             zmax = max(zmax, float(np.sqrt((sq @ np.ones(len(v), dt)).max())))
     dtype = pool.dtype or np.float64
     return RowTerms(np.concatenate(cost) if cost else np.zeros(0), np.concatenate(reach) if reach else np.zeros(0),
-                  zmax * (1 + 1e-6), (len(v) + 2) * float(np.finfo(dtype).eps), scale * v, 2 * scale ** 2 * d,
-                  np.abs(d))
+                    zmax * (1 + 1e-6), (len(v) + 2) * float(np.finfo(dtype).eps), scale * v, 2 * scale ** 2 * d,
+                    np.abs(d))
