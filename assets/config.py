@@ -14,7 +14,8 @@ import dagster as dg
 from pydantic import Field, create_model
 
 from grasp_pipeline.config import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
-                                   SelectionParams, SketchParams, SurrogateParams, ValidationParams)
+                                   SelectionParams, SketchParams, SurrogateParams, TestParams,
+                                   ValidationParams)
 
 
 def _launchpad_type(annotation):
@@ -56,3 +57,4 @@ SurrogateConfig = config_from_params(SurrogateParams, "SurrogateConfig")
 SelectionConfig = config_from_params(SelectionParams, "SelectionConfig")
 MixtureConfig = config_from_params(MixtureParams, "MixtureConfig")
 ValidationConfig = config_from_params(ValidationParams, "ValidationConfig")
+TestConfig = config_from_params(TestParams, "TestConfig")

@@ -22,7 +22,7 @@ JOB_ASSETS: dict[str, list[str]] = {
     "grasp_sketch": ["gradient_sketches"],
     "grasp_retrain": ["subset_outcomes"],
     "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curated_selection", "mixture_weights",
-                             "selection_validation"],
+                             "selection_validation", "curation_test"],
     "grasp_reoptimise_mixture": ["mixture_weights"],
     # no retraining: the outcomes do not depend on θ₀
     "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches",
@@ -38,7 +38,8 @@ _DESCRIPTIONS = {
     "grasp_prepare": "Corpus, reference model and the subset plan; registers the shard and batch partitions.",
     "grasp_sketch": "Per-example gradient sketches of the pool (partitioned by shard).",
     "grasp_retrain": "Retrain the recipe on planned subsets (partitioned by batch).",
-    "grasp_fit_and_curate": "Task sketches, surrogates, curated selection and its validation, mixture.",
+    "grasp_fit_and_curate": "Task sketches, surrogates, curated selection and its validation, mixture, and "
+                            "the held-out curation test.",
     "grasp_reoptimise_mixture": "Re-optimise the domain mixture from the current surrogate.",
     "grasp_refresh_sketches_and_surrogate": (
         "Reference model, gradient and task sketches, surrogates (after a sketch or model setting changed; the "

@@ -9,6 +9,7 @@ training M subsets together gives the same result as training them one after ano
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
@@ -20,6 +21,23 @@ from torch.func import functional_call, grad, vmap
 from .workloads.base import Params, Workload
 
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """The multiplier of the base learning rate at `step` (0-based) of `steps`.
+
+    "linear" and "cosine" decay towards 0 over the run (the last step still moves): with a
+    constant rate the final model is mostly its last few batches, so which examples a data
+    order happens to put last shows in the outcome as noise.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return (steps - step) / steps
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / steps))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +52,7 @@ class Recipe:
     steps: int
     batch_size: int
     lr: float
+    lr_schedule: str  # "constant", "linear" or "cosine" (decay to 0 over the steps)
     optimizer: str  # "adam" or "sgd"
     adam_beta1: float
     adam_beta2: float
@@ -95,7 +114,8 @@ class StackedTrainer:
 
         Returns the stacked final parameters, shape (M, ...) per tensor. `snapshots` maps
         step counts (0 = the start, at most `recipe.steps`) to fill in: on return each holds
-        the stacked parameters after that many steps, as a shorter run would have ended.
+        the stacked parameters after that many steps of this run (with a constant learning rate,
+        exactly what a shorter run would have ended with).
         """
         recipe = self.recipe
         m = len(member_rows)
@@ -115,17 +135,18 @@ class StackedTrainer:
         if 0 in snapshots:
             snapshots[0] = {n: p.clone() for n, p in params.items()}
         for step in range(recipe.steps):
+            lr = recipe.lr * lr_factor(recipe.lr_schedule, step, recipe.steps)
             grads = self._stacked_grad(params, inputs[schedule[:, step]])
             with torch.no_grad():
                 for name, g in grads.items():
                     if recipe.optimizer == "sgd":
-                        params[name] = params[name] - recipe.lr * g
+                        params[name] = params[name] - lr * g
                         continue
                     moments[name].mul_(beta1).add_(g, alpha=1 - beta1)
                     second[name].mul_(beta2).addcmul_(g, g, value=1 - beta2)
                     m_hat = moments[name] / (1 - beta1 ** (step + 1))
                     v_hat = second[name] / (1 - beta2 ** (step + 1))
-                    params[name] = params[name] - recipe.lr * m_hat / (v_hat.sqrt() + eps)
+                    params[name] = params[name] - lr * m_hat / (v_hat.sqrt() + eps)
             if step + 1 in snapshots:
                 snapshots[step + 1] = {n: p.clone() for n, p in params.items()}
         return params

@@ -32,7 +32,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 CONTRACT: dict[str, dict[str, pl.DataType]] = {
     "corpus_shards": {"example_id": pl.Int64, "shard": pl.Utf8, "domain": pl.Utf8, "text": pl.Utf8,
                       "n_bytes": pl.Int64, "source": pl.Utf8, "content_sha1": pl.Utf8},
-    "task_sets": {"task": pl.Utf8, "example_id": pl.Int64, "domain": pl.Utf8, "text": pl.Utf8},
+    "task_sets": {"task": pl.Utf8, "example_id": pl.Int64, "domain": pl.Utf8, "text": pl.Utf8, "split": pl.Utf8},
     "reference_models": {"model_version": pl.Utf8, "path": pl.Utf8, "workload": pl.Utf8,
                          "parameters": pl.Int64, "warmup_loss": pl.Float64},
     "gradient_sketches": {"example_id": pl.Int64, "shard": pl.Utf8, "sketch": pl.List(pl.Float32),
@@ -61,6 +61,9 @@ CONTRACT: dict[str, dict[str, pl.DataType]] = {
                         "weight": pl.Float64, "predicted_utility": pl.Float64},
     "selection_validation": {"selection_id": pl.Utf8, "method": pl.Utf8, "task": pl.Utf8,
                              "utility": pl.Float64, "budget": pl.Int64},
+    "curation_test": {"selection_id": pl.Utf8, "method": pl.Utf8, "task": pl.Utf8, "utility": pl.Float64,
+                      "gain_vs_reference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+                      "reference": pl.Utf8, "seeds": pl.Int64},
 }
 
 # Tables written partition by partition (DESIGN §4: shards and retraining batches).

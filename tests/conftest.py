@@ -17,12 +17,12 @@ pytest_plugins = ["tests.services"]
 
 # Small enough that the whole graph runs in seconds, big enough that every stage is real.
 TINY = {
-    "corpus": {"task_examples_per_domain": 8, "pool_examples_per_domain": 24, "shard_size": 16},
+    "corpus": {"task_examples_per_domain": 8, "pool_examples_per_domain": 24, "shard_size": 16, "split_block": 4},
     "reference": {"warmup_examples": 64, "steps": 8, "batch_size": 16, "sketch_steps": [4, 8]},
     "sketch": {"k": 32, "chunk_size": 32},
     "plan": {"uniform_fraction": 0.2, "uniform_fit": 8, "uniform_holdout": 4, "dirichlet_fit": 8,
              "dirichlet_holdout": 4, "dirichlet_min_fraction": 0.05, "dirichlet_max_fraction": 0.4,
-             "subsets_per_batch": 8},
+             "stratified_fit": 4, "stratified_holdout": 4, "subsets_per_batch": 8},
     "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8, "repeats": 2},
     "surrogate": {"cv_folds": 3, "grasp_size_terms": ["log"], "grasp_normalisations": ["none", "mean"],
                   "grasp_geometries": ["identity", "diagonal"], "datamodel_ridges": [1.0, 10.0],

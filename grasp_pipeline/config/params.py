@@ -17,7 +17,10 @@ from ..fields import doc
 class CorpusParams:
     corpus_path: str = doc("Parquet/JSONL file, directory or glob with text and domain columns; "
                            "empty = the embedded default corpus.", "")
-    task_examples_per_domain: int = doc("Held-out examples per domain forming its task set.", 64)
+    task_examples_per_domain: int = doc("Held-out examples per domain forming its task set (dev and test).", 96)
+    test_fraction: float = doc("Share of each task set held out as `test` (scored only by curation_test; "
+                               "everything that fits, chooses or selects sees `dev`).", 0.5)
+    split_block: int = doc("Consecutive task examples kept together on one side of the dev/test split.", 8)
     pool_examples_per_domain: int = doc("Pool bound per domain (0 = every example).", 400)
     shard_size: int = doc("Pool examples per shard (the unit of sketching).", 256)
     seed: int = doc("Seed of the pool sample.", 0)
@@ -26,15 +29,16 @@ class CorpusParams:
 @dataclass(frozen=True)
 class ReferenceParams:
     warmup_examples: int = doc("Pool examples the reference model θ₀ warms up on.", 1000)
-    steps: int = doc("Warm-up optimisation steps.", 150)
+    steps: int = doc("Warm-up optimisation steps.", 60)
     sketch_steps: tuple[int, ...] = doc(
         "Warm-up checkpoints (steps; 0 = the initialisation, at most `steps`) at which the gradients are "
         "sketched. Each pool and task sketch concatenates one k-dimensional block per checkpoint; every "
         "sketch-based surrogate picks its block by the LCB protocol (surrogate.sketch_blocks). Early "
         "checkpoints sit where the retraining recipe trains (it starts from the same initialisation).",
-        (20, 40, 150))
+        (10, 30, 60))
     batch_size: int = doc("Warm-up batch size.", 32)
-    lr: float = doc("Warm-up Adam learning rate.", 3e-3)
+    lr: float = doc("Warm-up Adam learning rate.", 0.2)
+    lr_schedule: str = doc("Warm-up learning-rate schedule: constant, linear or cosine.", "constant")
     optimizer: str = doc("Warm-up optimizer: adam or sgd.", "adam")
     adam_beta1: float = doc("Warm-up Adam β₁ (first-moment decay).", 0.9)
     adam_beta2: float = doc("Warm-up Adam β₂ (second-moment decay).", 0.999)
@@ -59,32 +63,39 @@ class SketchParams:
 class PlanParams:
     uniform_fraction: float = doc("uniform sampler: every subset is this fraction of the pool (the classic "
                                   "fixed-size LDS regime).", 0.1)
-    uniform_fit: int = doc("uniform sampler: subsets with role `fit` (fit and choose the surrogates).", 64)
-    uniform_holdout: int = doc("uniform sampler: subsets with role `holdout` (only report fidelity).", 32)
-    dirichlet_fit: int = doc("dirichlet sampler: `fit` subsets.", 96)
-    dirichlet_holdout: int = doc("dirichlet sampler: `holdout` subsets.", 32)
+    uniform_fit: int = doc("uniform sampler: subsets with role `fit` (fit and choose the surrogates).", 48)
+    uniform_holdout: int = doc("uniform sampler: subsets with role `holdout` (only report fidelity).", 24)
+    dirichlet_fit: int = doc("dirichlet sampler: `fit` subsets.", 64)
+    dirichlet_holdout: int = doc("dirichlet sampler: `holdout` subsets.", 24)
     dirichlet_min_fraction: float = doc("dirichlet sampler: smallest subset, as a fraction of the pool "
                                         "(sizes are uniform between min and max).", 0.02)
     dirichlet_max_fraction: float = doc("dirichlet sampler: largest subset, as a fraction of the pool.", 0.3)
     dirichlet_beta: float = doc("dirichlet sampler: concentration β of the domain proportions ~ Dir(β) "
                                 "(small = lopsided mixtures).", 0.5)
+    stratified_fit: int = doc("stratified sampler (the natural per-domain counts of a uniform_fraction subset; "
+                              "only the examples differ): `fit` subsets.", 32)
+    stratified_holdout: int = doc("stratified sampler: `holdout` subsets.", 24)
     subsets_per_batch: int = doc("Subsets per retraining batch (one partition of subset_outcomes).", 32)
     seed: int = doc("Seed of the plan; each subset draws from (seed, subset_id).", 0)
 
 
 @dataclass(frozen=True)
 class RetrainParams:
-    steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 40)
+    steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 60)
     batch_size: int = doc("Batch size per step.", 16)
-    lr: float = doc("Learning rate.", 3e-3)
+    lr: float = doc("Learning rate.", 0.2)
+    lr_schedule: str = doc("Learning-rate schedule over the steps: constant, linear or cosine (both decay "
+                           "to 0, so the outcome depends less on which examples a data order puts last).",
+                           "cosine")
     optimizer: str = doc("adam or sgd.", "adam")
     adam_beta1: float = doc("Adam β₁ (first-moment decay).", 0.9)
     adam_beta2: float = doc("Adam β₂ (second-moment decay).", 0.999)
     adam_eps: float = doc("Adam ε (added to the root of the second moment).", 1e-8)
     init_seed: int = doc("Initialisation seed shared by every retraining.", 0)
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
-    repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling; "
-                       "doubles the retraining cost).", 1)
+    repeats: int = doc("Retrainings per subset with other data-order seeds (utilities are averaged).", 1)
+    holdout_repeats: int = doc("Retrainings per holdout subset (at least `repeats`): ≥ 2 measures each sampler's "
+                               "noise ceiling and averages the targets fidelity is scored on.", 2)
     models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16)
 
 
@@ -163,6 +174,29 @@ class ValidationParams:
     mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0)
 
 
+@dataclass(frozen=True)
+class TestParams:
+    """The held-out curation test: fresh seeds, test examples only (DESIGN §6). Its seeds must
+    be ones no other stage uses; it is the last node of the graph and nothing reads its table."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    init_seeds: tuple[int, ...] = doc("Initialisation seeds of the test retrainings (fresh: no other stage's).",
+                                      (1001, 1002))
+    data_order_seeds: tuple[int, ...] = doc("Data-order seeds; every selection is retrained with every "
+                                            "(initialisation, data order) pair.", (2001, 2002))
+    random_seeds: tuple[int, ...] = doc("Seeds of the random reference selections at the selection budget "
+                                        "(at least 10; distinct from selection.random_seeds).",
+                                        tuple(range(100, 110)))
+    mixture_samples: int = doc("Samples drawn from every mixture; sample j trains with seed pair j mod pairs "
+                               "and is paired with the natural mixture's sample j.", 10)
+    mixture_seed: int = doc("Seed of the mixture samples (sample j draws from seed + j).", 300)
+    bootstrap: int = doc("Bootstrap resamples of the gain intervals.", 2000)
+    bootstrap_seed: int = doc("Seed of the bootstrap.", 0)
+    level: float = doc("Confidence level of the intervals.", 0.95)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
+
+
 STAGE_PARAMS = (CorpusParams, ReferenceParams, SketchParams, PlanParams, RetrainParams, SurrogateParams,
-                SelectionParams, MixtureParams, ValidationParams)
+                SelectionParams, MixtureParams, ValidationParams, TestParams)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                     SketchParams, SurrogateParams, ValidationParams)
+                     SketchParams, SurrogateParams, TestParams, ValidationParams)
 from .workload import WorkloadParams
 
 
@@ -31,16 +31,18 @@ class PipelineParams:
     selection: SelectionParams = field(default_factory=SelectionParams)
     mixture: MixtureParams = field(default_factory=MixtureParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
+    test: TestParams = field(default_factory=TestParams)
 
 
 PROFILES: dict[str, dict] = {
     "demo": {},
     "smoke": {
         "corpus": {"task_examples_per_domain": 32, "pool_examples_per_domain": 120, "shard_size": 64},
-        "reference": {"warmup_examples": 300, "steps": 60, "sketch_steps": [10, 20, 60]},
+        "reference": {"warmup_examples": 300, "steps": 30, "sketch_steps": [10, 20, 30]},
         "sketch": {"k": 64},
-        "plan": {"uniform_fit": 20, "uniform_holdout": 10, "dirichlet_fit": 20, "dirichlet_holdout": 10},
-        "retrain": {"steps": 20, "repeats": 1},
+        "plan": {"uniform_fit": 20, "uniform_holdout": 10, "dirichlet_fit": 20, "dirichlet_holdout": 10,
+                 "stratified_fit": 10, "stratified_holdout": 10},
+        "retrain": {"steps": 30, "repeats": 1},
         "surrogate": {"grasp_normalisations": ["none", "mean"], "datamodel_ridges": [1.0, 10.0]},
     },
 }

@@ -20,9 +20,10 @@ from ..workloads.base import Workload
 from ..workloads.registry import WORKLOADS, make_workload, workload_parameter_names
 
 _COMMON = [
-    ("name", str, doc("Workload (proxy model + loss): byte_mlp, byte_transformer (~0.9M parameters), "
-                      "vision (digits classifier; its own corpus when corpus_path is empty) or "
-                      "hf_causal_lm (a local Hugging Face causal LM).", "byte_mlp")),
+    ("name", str, doc("Workload (proxy model + loss): byte_ngram (additive n-gram byte LM, the demo's), "
+                      "byte_mlp (29k-parameter byte MLP), byte_transformer (~0.9M parameters), vision (digits "
+                      "classifier; its own corpus when corpus_path is empty) or hf_causal_lm (a local Hugging "
+                      "Face causal LM).", "byte_ngram")),
     ("device", str, doc("Torch device for every stage: cpu, cuda, cuda:1, mps.", "cpu")),
     ("example_bytes", int, doc("Bytes per text example (documents are cut into pieces of at most this; "
                                "byte models pad/truncate to it).", 128)),

@@ -11,7 +11,8 @@ from .errors import CorpusError, require_columns
 
 
 SHARD_COLUMNS = ["example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1", "doc_id", "offset"]
-TASK_COLUMNS = ["task", "example_id", "domain", "text", "n_bytes", "content_sha1"]
+TASK_COLUMNS = ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1"]
+SPLITS = ("dev", "test")
 
 
 def split_pool_and_tasks(
@@ -21,6 +22,8 @@ def split_pool_and_tasks(
     pool_examples_per_domain: int | None,
     shard_size: int,
     seed: int,
+    test_fraction: float = 0.5,
+    split_block: int = 8,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split examples into a training pool (sharded) and one held-out task set per domain.
 
@@ -33,13 +36,23 @@ def split_pool_and_tasks(
     remaining examples, minus any whose content equals a task example's, sorted
     by example_id and cut into shards "<domain>-<i:04d>" of `shard_size` rows.
 
+    Each task set is split into `dev` and `test` (column `split`): its examples, in reading
+    order, form blocks of `split_block` consecutive examples, and a seeded permutation
+    (seed, domain) sends round(test_fraction × blocks) of them to `test`, the rest to `dev`.
+    Blocks keep neighbouring pieces of one passage on the same side, so test examples are
+    not near-copies of dev ones. Everything that fits, chooses or selects reads `dev` only;
+    `test` is scored once, by the curation test.
+
     Returns (corpus_shards, task_sets):
       corpus_shards: example_id, shard, domain, text, n_bytes, source, content_sha1,
                      doc_id, offset; sorted by (domain, shard, example_id).
-      task_sets:     task (= domain), example_id, domain, text, n_bytes, content_sha1;
-                     sorted by (task, example_id).
+      task_sets:     task (= domain), split ("dev"/"test"), example_id, domain, text, n_bytes,
+                     content_sha1; sorted by (task, example_id).
     """
     _check_split_settings(task_examples_per_domain, pool_examples_per_domain, shard_size, seed)
+    if not 0 < test_fraction < 1 or split_block < 1:
+        raise CorpusError(f"corpus.test_fraction must be in (0, 1) and corpus.split_block >= 1, got "
+                          f"{test_fraction} and {split_block}.")
     require_columns(examples, tuple(c for c in SHARD_COLUMNS if c != "shard"), "examples")
     if examples.height == 0:
         raise CorpusError("no examples to split: the documents produced no examples. "
@@ -53,7 +66,7 @@ def split_pool_and_tasks(
     for group in ordered.partition_by("domain", maintain_order=True):
         pool, task = _split_domain(group, task_examples_per_domain, pool_examples_per_domain, shard_size, seed)
         pools.append(pool)
-        tasks.append(task)
+        tasks.append(_dev_test_split(task, test_fraction, split_block, seed))
     corpus_shards = (pl.concat(pools).select(SHARD_COLUMNS)
                      .cast({"example_id": pl.Int64, "n_bytes": pl.Int64, "offset": pl.Int64})
                      .sort("domain", "shard", "example_id"))
@@ -94,6 +107,19 @@ def _split_domain(group: pl.DataFrame, n_task: int, pool_examples: int | None, s
     pool = rest.sort("example_id")
     shard = pl.Series("shard", [f"{domain}-{i // shard_size:04d}" for i in range(pool.height)], pl.Utf8)
     return pool.with_columns(shard), task.with_columns(task=pl.col("domain"))
+
+
+def _dev_test_split(task: pl.DataFrame, test_fraction: float, block: int, seed: int) -> pl.DataFrame:
+    """The task rows (in reading order) with `split`: seeded whole blocks of `block` rows go to test."""
+    blocks = -(-task.height // block)
+    if blocks < 2:
+        raise CorpusError(f"task set {task['domain'][0]!r} has {task.height} examples: too few for a dev and a test "
+                          f"block of corpus.split_block = {block}; raise task_examples_per_domain or lower split_block.")
+    n_test = min(blocks - 1, max(1, int(round(test_fraction * blocks))))
+    rng = np.random.default_rng([seed, _domain_key(task["domain"][0]), 1])
+    test_blocks = set(rng.permutation(blocks)[:n_test].tolist())
+    split = ["test" if i // block in test_blocks else "dev" for i in range(task.height)]
+    return task.with_columns(split=pl.Series("split", split, pl.Utf8))
 
 
 def _domain_key(domain: str) -> int:

@@ -68,15 +68,16 @@ def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
 
 
 def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, float]:
-    """Per sampler (mean over tasks), when ≥ 2 repeats exist: `repeat_reliability` = Spearman ρ
-    between repeats 0 and 1 of the same subsets, and `noise_ceiling` = the best fidelity any
-    surrogate can reach against the mean over all repeats (what surrogates are scored on)."""
-    repeats = outcomes["repeat"].n_unique()
-    if repeats < 2:
-        return {}
-    joined = outcomes.join(plan.select("subset_id", "sampler"), on="subset_id")
+    """Per sampler (mean over tasks), over its subsets retrained ≥ 2 times (by default the
+    holdout ones): `repeat_reliability` = Spearman ρ between repeats 0 and 1 of the same
+    subsets, and `noise_ceiling` = the best fidelity any surrogate can reach against the mean
+    of their R repeats (what holdout fidelity is scored on)."""
+    counts = outcomes.group_by("subset_id").agg(pl.col("repeat").n_unique().alias("repeats"))
+    joined = (outcomes.join(counts.filter(pl.col("repeats") >= 2), on="subset_id")
+              .join(plan.select("subset_id", "sampler"), on="subset_id"))
     ceilings = {}
     for sampler in sorted(joined["sampler"].unique().to_list()):
+        repeats = int(joined.filter(pl.col("sampler") == sampler)["repeats"].min())
         per_task = []
         for task in sorted(joined["task"].unique().to_list()):
             wide = (joined.filter((pl.col("sampler") == sampler) & (pl.col("task") == task) & (pl.col("repeat") < 2))

@@ -54,6 +54,35 @@ def selection_table(store: DeltaStore) -> pl.DataFrame:
             .sort("mean_utility", descending=True))
 
 
+def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
+    """The headline: every selection and mixture on the held-out test (mean over tasks), with its
+    gain over the reference and the 95% interval, tasks ahead, sign-test p and percentile."""
+    if not store.exists("curation_test"):
+        return None
+    frame = store.read("curation_test").filter((pl.col("task") == "all") & (pl.col("kind") != "random_reference"))
+    tasks = store.read("curation_test").filter(pl.col("task") != "all")["task"].n_unique()
+    return (frame.select("method", "reference", pl.col("utility").alias("test_utility"),
+                         pl.col("gain_vs_reference").alias("gain"), "ci_low", "ci_high",
+                         pl.format("{}/{}", "tasks_ahead", pl.lit(tasks)).alias("tasks_ahead"),
+                         pl.col("sign_test_p").alias("sign_p"), pl.col("percentile").alias("pct_of_random"),
+                         pl.col("floor_utility").alias("composition_only"))
+            .sort("reference", "test_utility", descending=[False, True]))
+
+
+def composition_floor_line(store: DeltaStore) -> str | None:
+    """Retrained test loss next to the composition-only floor (per-domain unigram of each training subset)."""
+    if not store.exists("curation_test"):
+        return None
+    rows = store.read("curation_test").filter(pl.col("task") != "all")
+    if rows["floor_utility"].null_count() == rows.height:
+        return None
+    loss, floor = float(rows["loss"].mean()), float(-rows["floor_utility"].mean())
+    worst = (rows.group_by("task").agg((pl.col("loss") + pl.col("floor_utility")).mean().alias("gap"))
+             .sort("gap", descending=True).row(0))
+    return (f"Retrained test loss {loss:.3f} nats/unit vs composition only {floor:.3f} "
+            f"({floor - loss:+.3f} better; the task closest to it: {worst[0]} at {-worst[1]:+.3f}).")
+
+
 def mixture_table(store: DeltaStore) -> pl.DataFrame:
     mixtures = store.read("mixture_weights")
     return (mixtures.pivot(on="domain", index=["method", "predicted_utility"], values="weight")
@@ -70,13 +99,19 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
         ceilings = noise_ceiling_table(store)
         parts += (["Noise ceiling (no surrogate can beat it: retraining the same subsets with another data order):",
                    str(ceilings)] if ceilings is not None else
-                  ["Noise ceiling: not measured (set [retrain] repeats = 2)."])
+                  ["Noise ceiling: not measured (set [retrain] holdout_repeats = 2)."])
         by_budget = fit_budget_table(store)
         if by_budget is not None:
             parts += ["Holdout fidelity by number of fit subsets (retrainings the surrogate was fitted on):",
                       str(by_budget)]
-        parts += ["Selections retrained at the same budget (mean utility = −loss over tasks; higher is better):",
-                  str(selection_table(store)),
+        test = curation_test_table(store)
+        if test is not None:
+            parts += ["HELD-OUT TEST (curation_test: test examples, fresh seeds; gain over the random-selection mean "
+                      "or the natural mixture, bootstrap 95% interval; these are the figures to act on):", str(test)]
+            line = composition_floor_line(store)
+            parts += [line] if line else []
+        parts += ["Dev validation (selection_validation: dev examples, the recipe's own seeds; what the loop may look "
+                  "at, not the proof):", str(selection_table(store)),
                   "Mixtures (predicted task-weighted utility at the selection budget):",
                   str(mixture_table(store))]
         if stage_seconds:

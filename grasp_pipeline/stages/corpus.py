@@ -27,7 +27,8 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     pool, tasks = corpus_lib.split_pool_and_tasks(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
-        shard_size=params.shard_size, seed=params.seed)
+        shard_size=params.shard_size, seed=params.seed, test_fraction=params.test_fraction,
+        split_block=params.split_block)
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
     result = StageResult()

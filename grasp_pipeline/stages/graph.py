@@ -6,6 +6,7 @@ from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .corpus import build_corpus
 from .curation import curate_selections
+from .curation_test import run_curation_test
 from .mixture import optimise_mixtures
 from .reference import train_reference_model
 from .retraining import plan_subsets, retrain_outcomes
@@ -28,4 +29,5 @@ def stage_plan(store: DeltaStore, params, workload: Workload) -> list[tuple[str,
         ("curated_selection", lambda: curate_selections(store, params.selection)),
         ("mixture_weights", lambda: optimise_mixtures(store, params.mixture)),
         ("selection_validation", lambda: validate_selections(store, workload, params.validation)),
+        ("curation_test", lambda: run_curation_test(store, workload, params.test)),
     ]

@@ -36,11 +36,11 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
     With `batches` (retraining-batch keys of subset_plan), only those batches are trained
     and exactly their partitions are replaced; otherwise every batch, replacing the table.
     """
-    pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload)
+    pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload, "dev")
     full_plan = store.read("subset_plan").sort("subset_id")
     plan = select_partitions(full_plan, "batch", batches, "subset_plan")
     position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
-    subsets = []
+    subsets, holdout = [], set(plan.filter(pl.col("role") == "holdout")["subset_id"].to_list())
     for subset_id, members in plan.select("subset_id", "members").iter_rows():
         missing = [m for m in members if m not in position]
         if missing:
@@ -48,8 +48,15 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
                              "corpus_shards; rematerialise subset_plan after corpus_shards")
         subsets.append((subset_id, np.array([position[m] for m in members])))
     recipe = Recipe.from_params(params)
-    outcomes = retrain_subsets(workload, recipe, pool_inputs, subsets, task_inputs, task_index, names,
-                               repeats=params.repeats, models_per_batch=params.models_per_batch)
+    # holdout subsets only report fidelity: retraining them more often measures the noise
+    # ceiling and steadies the targets at a fraction of the cost of repeating every subset
+    outcomes = []
+    for chosen, repeats in (([s for s in subsets if s[0] not in holdout], params.repeats),
+                            ([s for s in subsets if s[0] in holdout], max(params.repeats, params.holdout_repeats))):
+        if chosen:
+            outcomes += retrain_subsets(workload, recipe, pool_inputs, chosen, task_inputs, task_index, names,
+                                        repeats=repeats, models_per_batch=params.models_per_batch)
+    outcomes.sort(key=lambda o: (o.repeat, o.subset_id))
     batch_of = dict(plan.select("subset_id", "batch").iter_rows())
     members_of = dict(plan.select("subset_id", "members").iter_rows())
     recipe_json = json.dumps({**recipe.to_dict(), **workload.config()}, sort_keys=True)

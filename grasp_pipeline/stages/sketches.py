@@ -77,7 +77,7 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
         raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
                          f"reference model is now {version}; rematerialise gradient_sketches first")
     sketcher = CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
-    frame, names, index = read_tasks(store)
+    frame, names, index = read_tasks(store, "dev")
     inputs = workload.encode(frame["text"].to_list())
     rows = []
     for t, task in enumerate(names):

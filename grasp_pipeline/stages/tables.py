@@ -12,6 +12,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from ..corpus.split import SPLITS
 from ..storage import DeltaStore
 from ..surrogates.data import SubsetData
 from ..workloads.base import Workload, state_fingerprint
@@ -22,17 +23,28 @@ def read_pool(store: DeltaStore) -> pl.DataFrame:
     return store.read("corpus_shards").sort("example_id")
 
 
-def read_tasks(store: DeltaStore) -> tuple[pl.DataFrame, list[str], np.ndarray]:
-    """Returns (task_sets sorted by task, example_id; task names; task index of each row)."""
-    frame = store.read("task_sets").sort("task", "example_id")
+def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], np.ndarray]:
+    """Returns (the `split` rows of task_sets sorted by task, example_id; task names; task index of each row).
+
+    `split` is "dev" (everything that fits, chooses or selects) or "test" (the curation test
+    only); there is no default, so every reader says which side it reads.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    frame = store.read("task_sets")
+    if "split" not in frame.columns:
+        raise ValueError("task_sets has no dev/test `split` column (written before the held-out test split); "
+                         "rematerialise corpus_shards")
+    frame = frame.filter(pl.col("split") == split).sort("task", "example_id")
     names = sorted(frame["task"].unique().to_list())
     index = np.searchsorted(np.asarray(names), frame["task"].to_numpy())
     return frame, names, index
 
 
-def encoded_pool_and_tasks(store: DeltaStore, workload: Workload):
+def encoded_pool_and_tasks(store: DeltaStore, workload: Workload, split: str):
+    """Returns (pool, encoded pool, encoded `split` task examples, task names, task index of each)."""
     pool = read_pool(store)
-    tasks_frame, names, index = read_tasks(store)
+    tasks_frame, names, index = read_tasks(store, split)
     return (pool, workload.encode(pool["text"].to_list()), workload.encode(tasks_frame["text"].to_list()),
             names, index)
 
@@ -157,3 +169,18 @@ def load_reference_checkpoints(store: DeltaStore, workload: Workload) -> tuple[s
                          "(no `checkpoints` column); rematerialise reference_model")
     states = torch.load(io.BytesIO(row["checkpoints"]), map_location=workload.device, weights_only=True)
     return row["model_version"], sorted(states.items())
+
+
+def outcome_recipe(store: DeltaStore) -> dict:
+    """Returns the one recipe (with the workload config) every subset_outcomes row was trained with.
+
+    Batches are retrained separately, so a table can mix recipes; anything that retrains
+    "the same recipe" again refuses such a table, naming the batches of each recipe.
+    """
+    outcomes = store.read("subset_outcomes").select("batch", "recipe").unique()
+    recipes = outcomes.group_by("recipe").agg(pl.col("batch").unique().sort())
+    if recipes.height != 1:
+        described = "; ".join(f"batches {row['batch'][:6]} → {row['recipe'][:200]}" for row in recipes.iter_rows(named=True))
+        raise ValueError(f"subset_outcomes mixes {recipes.height} recipes across retraining batches ({described}); "
+                         "rematerialise every subset_outcomes partition with one recipe")
+    return json.loads(recipes["recipe"][0])

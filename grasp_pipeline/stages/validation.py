@@ -26,7 +26,7 @@ def validate_selections(store: DeltaStore, workload: Workload, params: Validatio
     Every selection trains with the same data-order seeds (common random numbers), so the
     differences between methods are not differences between seeds.
     """
-    pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload)
+    pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload, "dev")
     recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
     recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
     selections = store.read("curated_selections").sort("selection_id", "rank")

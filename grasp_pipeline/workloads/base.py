@@ -32,7 +32,9 @@ class Workload(Protocol):
     an image, instead of being cut into `example_bytes` pieces), `default_corpus` (the
     corpus path used when none is configured; None: the embedded text corpus) and
     `example_labels(texts) -> list[str]` (class labels of a classification workload: the
-    pool gets a `label` column and selections are balanced across labels).
+    pool gets a `label` column and selections are balanced across labels). With
+    `predicted_units(texts) -> list[int arrays]` and `unit_vocabulary` (the units the loss
+    predicts: bytes, labels, tokens) the curation test scores a composition-only floor.
 
     Models must be vmap-friendly (per-example gradients and batched retraining use
     torch.func): no in-place updates of parameters, no data-dependent Python control flow,

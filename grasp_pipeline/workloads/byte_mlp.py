@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +72,12 @@ class ByteLMWorkload:
             if data:  # torch.frombuffer refuses an empty buffer
                 out[row, : len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
         return out.to(self.device)
+
+    unit_vocabulary = 256
+
+    def predicted_units(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The bytes the loss predicts in each example (every byte, up to example_bytes)."""
+        return [np.frombuffer(t.encode("utf-8")[:self.params.example_bytes], np.uint8) for t in texts]
 
     def _make_model(self) -> nn.Module:
         return ByteMLP(self.params)

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -146,6 +147,14 @@ class HFCausalLMWorkload:
             if ids:
                 out[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         return out.to(self.device)
+
+    @property
+    def unit_vocabulary(self) -> int:
+        return int(self.transformers_config.vocab_size)
+
+    def predicted_units(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The token ids the loss predicts in each example (every token after the first)."""
+        return [np.asarray(ids[1:self.params.max_tokens], np.int64) for ids in self._tokenize(texts)]
 
     def build_model(self, seed: int) -> nn.Module:
         from transformers import AutoModelForCausalLM

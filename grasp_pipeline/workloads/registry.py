@@ -10,6 +10,7 @@ from dataclasses import fields
 
 from .base import Workload
 from .byte_mlp import ByteLMWorkload, ByteMLPParams
+from .byte_ngram import ByteNGramParams, ByteNGramWorkload
 from .byte_transformer import ByteTransformerParams, ByteTransformerWorkload
 from .hf_causal_lm import HFCausalLMParams, HFCausalLMWorkload
 from .vision import VisionParams, VisionWorkload
@@ -17,6 +18,7 @@ from .vision import VisionParams, VisionWorkload
 # name -> (workload class, its frozen dataclass of hyper-parameters)
 WORKLOADS: dict[str, tuple[type, type]] = {
     "byte_mlp": (ByteLMWorkload, ByteMLPParams),
+    "byte_ngram": (ByteNGramWorkload, ByteNGramParams),
     "byte_transformer": (ByteTransformerWorkload, ByteTransformerParams),
     "vision": (VisionWorkload, VisionParams),
     "hf_causal_lm": (HFCausalLMWorkload, HFCausalLMParams),

@@ -175,6 +175,12 @@ class VisionWorkload:
             out[row, 1:] = pixels.reshape(-1) / LEVELS
         return torch.from_numpy(out).to(self.device)
 
+    unit_vocabulary = CLASSES
+
+    def predicted_units(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """The label the loss predicts for each image."""
+        return [np.array([text_to_image(t)[0]]) for t in texts]
+
     def example_labels(self, texts: Sequence[str]) -> list[str]:
         """The digit of each row (selections are balanced across them)."""
         return [str(text_to_image(text)[0]) for text in texts]

@@ -1,0 +1,188 @@
+"""Curation-test stage: every selection and mixture retrained with fresh seeds, scored on `test`.
+
+The last node of the graph (DESIGN §6). Everything upstream fits, chooses and selects on the
+`dev` task examples; this stage alone reads `test`. Each selection (and each of
+`test.random_seeds` fresh random selections at the same budget, the reference) is retrained
+with every (initialisation, data order) pair of `test.init_seeds` × `test.data_order_seeds`;
+each mixture is sampled `test.mixture_samples` times, sample j trained with pair j mod pairs
+and paired with the natural mixture's sample j. Next to every model it scores the
+composition-only floor of its training subset (a per-domain unigram). Nothing reads the
+table it writes: its figures are the ones a user acts on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from ..config.params import TestParams
+from ..evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
+                                   unit_histograms)
+from ..mixture import sample_mixture
+from ..retrain import Recipe, StackedTrainer, task_losses
+from ..selection import random_selection
+from ..storage import DeltaStore
+from ..workloads.base import Workload
+from .base import StageResult, stage
+from .tables import outcome_recipe, read_pool, read_tasks
+
+SELECTION_ORDER_KEY = 20_000_000  # data-order key shared by every selection (common random numbers)
+MIXTURE_ORDER_KEY = 30_000_000  # + sample index: mixture sample j of every mixture shares its order
+
+
+@stage
+def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams) -> StageResult:
+    """Retrains every selection and mixture on fresh seeds and scores `test`; writes `curation_test`."""
+    pool = read_pool(store)
+    test, tasks, task_index = read_tasks(store, "test")
+    recorded = outcome_recipe(store)
+    recipe = Recipe(**{k: recorded[k] for k in Recipe.__dataclass_fields__})
+    pairs = [(i, o) for i in params.init_seeds for o in params.data_order_seeds]
+    _check_fresh_seeds(params, recipe, pairs)
+    selections, budget = _selections(store, pool)
+    references = [(f"test-random-{seed}", f"random-{seed}", budget,
+                   random_selection(pool.height, budget, seed).rows) for seed in params.random_seeds]
+    mixtures = _mixture_samples(store, pool, params)
+    jobs = ([(key, rows, pair, (pair[1], SELECTION_ORDER_KEY))
+             for key, *_, rows in selections + references for pair in pairs]
+            + [((key, j), rows, pairs[j % len(pairs)], (pairs[j % len(pairs)][1], MIXTURE_ORDER_KEY + j))
+               for key, samples in mixtures.items() for j, rows in enumerate(samples)])
+    losses = _train_and_score(workload, recipe, pool, test, task_index, tasks, jobs, params.models_per_batch)
+    floors = _floors(workload, pool, test, task_index, tasks, jobs)
+    frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
+    result = StageResult()
+    result.write(store, "curation_test", frame)
+    result.metrics = _test_metrics(frame, pairs, len(params.random_seeds), params.mixture_samples)
+    return result
+
+
+def _check_fresh_seeds(params: TestParams, recipe: Recipe, pairs: list[tuple[int, int]]) -> None:
+    if len(params.random_seeds) < 10 or params.mixture_samples < 10 or len(params.init_seeds) < 2:
+        raise ValueError("the curation test needs test.random_seeds ≥ 10 seeds, test.mixture_samples ≥ 10 and "
+                         f"test.init_seeds ≥ 2 seeds; got {len(params.random_seeds)}, {params.mixture_samples}, "
+                         f"{len(params.init_seeds)}")
+    used = {recipe.init_seed} & set(params.init_seeds) or {recipe.data_order_seed} & set(params.data_order_seeds)
+    if used:
+        raise ValueError(f"test seeds {sorted(used)} are the retraining recipe's own seeds; the curation test needs "
+                         "fresh ones (test.init_seeds, test.data_order_seeds)")
+
+
+def _selections(store: DeltaStore, pool: pl.DataFrame) -> tuple[list[tuple], int]:
+    """[(selection_id, method, budget, pool rows)] of curated_selections, and the selection budget."""
+    position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
+    frame = store.read("curated_selections").sort("selection_id", "rank")
+    grouped = frame.group_by("selection_id", "method", "budget", maintain_order=True).agg("example_id")
+    out = [(sid, method, budget, np.array([position[e] for e in ids]))
+           for sid, method, budget, ids in grouped.iter_rows()]
+    budgets = {budget for _, method, budget, _ in out if method != "full"}
+    if len(budgets) != 1:
+        raise ValueError(f"curated_selections holds selections at budgets {sorted(budgets)}; the curation test "
+                         "compares selections at one budget: rematerialise curated_selection")
+    return out, budgets.pop()
+
+
+def _mixture_samples(store: DeltaStore, pool: pl.DataFrame, params: TestParams) -> dict[tuple, list[np.ndarray]]:
+    """{(mixture_id, method, budget): [pool rows of sample j]} for every mixture in mixture_weights."""
+    domains = pool["domain"].to_numpy()
+    mixtures = store.read("mixture_weights").sort("mixture_id", "domain")
+    if "natural" not in mixtures["method"].to_list():
+        raise ValueError("mixture_weights has no `natural` mixture, the curation test's reference for mixtures; "
+                         "rematerialise mixture_weights")
+    return {(mixture_id, method, budget): [sample_mixture(domains, rows["weight"].to_numpy(), rows["domain"].to_list(),
+                                                          budget, params.mixture_seed + j)
+                                           for j in range(params.mixture_samples)]
+            for (mixture_id, method, budget), rows in mixtures.group_by("mixture_id", "method", "budget",
+                                                                        maintain_order=True)}
+
+
+def _train_and_score(workload: Workload, recipe: Recipe, pool: pl.DataFrame, test: pl.DataFrame,
+                     task_index: np.ndarray, tasks: list[str], jobs: list[tuple],
+                     models_per_batch: int) -> dict:
+    """{(job key, seed pair): (T,) test loss}: each job trained at its initialisation and data order."""
+    pool_inputs, test_inputs = workload.encode(pool["text"].to_list()), workload.encode(test["text"].to_list())
+    losses = {}
+    for init in sorted({pair[0] for _, _, pair, _ in jobs}):
+        trainer = StackedTrainer(workload, replace(recipe, init_seed=init))
+        mine = [job for job in jobs if job[2][0] == init]
+        for lo in range(0, len(mine), models_per_batch):
+            chunk = mine[lo:lo + models_per_batch]
+            trained = trainer.train(pool_inputs, [rows for _, rows, _, _ in chunk], [order for *_, order in chunk])
+            scored = task_losses(trainer.example_losses(trained, test_inputs), task_index, tasks)
+            losses.update({(key, pair): scored[j] for j, (key, _, pair, _) in enumerate(chunk)})
+    return losses
+
+
+def _floors(workload: Workload, pool: pl.DataFrame, test: pl.DataFrame, task_index: np.ndarray,
+            tasks: list[str], jobs: list[tuple]) -> dict:
+    """{job key: (T,) composition-only floor loss on test}, or {} for a workload without predicted units."""
+    if not hasattr(workload, "predicted_units"):
+        return {}
+    vocabulary = int(workload.unit_vocabulary)
+    pool_hist = unit_histograms(workload.predicted_units(pool["text"].to_list()), vocabulary)
+    test_hist = unit_histograms(workload.predicted_units(test["text"].to_list()), vocabulary)
+    domains = pool["domain"].to_numpy()
+    return {key: composition_floor(pool_hist, domains, rows, test_hist, task_index, tasks)
+            for key, rows, _, _ in jobs}
+
+
+TEST_SCHEMA = {"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "task": pl.Utf8, "utility": pl.Float64,
+               "loss": pl.Float64, "gain_vs_reference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+               "reference": pl.Utf8, "seeds": pl.Int64, "percentile": pl.Float64, "floor_utility": pl.Float64,
+               "tasks_ahead": pl.Int64, "sign_test_p": pl.Float64, "budget": pl.Int64}
+
+
+def _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params) -> pl.DataFrame:
+    """The curation_test rows: per (selection or mixture, task) and per method over all tasks ("all")."""
+    boot = {"bootstrap": params.bootstrap, "seed": params.bootstrap_seed, "level": params.level}
+    utility = lambda key: -np.stack([losses[(key, pair)] for pair in pairs])  # noqa: E731  (S, T)
+    randoms = np.stack([utility(key) for key, *_ in references])
+    rows = []
+    for key, method, budget, _ in selections + references:
+        kind = "random_reference" if key.startswith("test-random-") else "selection"
+        stats = selection_gains(utility(key), randoms, **boot)
+        rows += _rows(key, method, kind, "random", budget, stats, floors.get(key), len(pairs), tasks, randoms)
+    natural = next(key for key in mixtures if key[1] == "natural")
+    samples = lambda key: -np.stack([losses[((key, j), pairs[j % len(pairs)])]  # noqa: E731  (J, T)
+                                     for j in range(len(mixtures[key]))])
+    for key in mixtures:
+        mixture_id, name, budget = key
+        stats = paired_gains(samples(key), samples(natural), **boot)
+        floor = (np.mean([floors[(key, j)] for j in range(len(mixtures[key]))], axis=0) if floors else None)
+        rows += _rows(mixture_id, f"mixture-{name}", "mixture", "natural", budget, stats, floor,
+                      len(mixtures[key]), tasks, None)
+    return pl.DataFrame(rows, schema=TEST_SCHEMA)
+
+
+def _rows(key, method, kind, reference, budget, stats, floor, seeds, tasks, randoms) -> list[dict]:
+    ahead, p_value = sign_test(stats["gain"])
+    base = {"selection_id": key, "method": method, "kind": kind, "reference": reference, "seeds": seeds,
+            "budget": int(budget), "tasks_ahead": ahead, "sign_test_p": p_value}
+    out = [{**base, "task": task, "utility": float(stats["utility"][t]), "loss": -float(stats["utility"][t]),
+            "gain_vs_reference": float(stats["gain"][t]), "ci_low": float(stats["ci_low"][t]),
+            "ci_high": float(stats["ci_high"][t]),
+            "percentile": None if stats["percentile"] is None else float(stats["percentile"][t]),
+            "floor_utility": None if floor is None else -float(floor[t])} for t, task in enumerate(tasks)]
+    overall = float(stats["utility"].mean())
+    percentile = None if randoms is None else float((randoms.mean(1).mean(1) < overall).mean())
+    out.append({**base, "task": "all", "utility": overall, "loss": -overall, "gain_vs_reference": stats["mean_gain"],
+                "ci_low": stats["mean_ci"][0], "ci_high": stats["mean_ci"][1], "percentile": percentile,
+                "floor_utility": None if floor is None else -float(np.mean(floor))})
+    return out
+
+
+def _test_metrics(frame: pl.DataFrame, pairs: list, random_references: int, mixture_samples: int) -> dict:
+    overall = frame.filter((pl.col("task") == "all") & (pl.col("kind") != "random_reference"))
+    metrics = {"seed_pairs": len(pairs), "random_references": random_references, "mixture_samples": mixture_samples}
+    for row in overall.iter_rows(named=True):
+        prefix = f"test.{row['method']}"
+        metrics.update({f"{prefix}.utility": row["utility"], f"{prefix}.gain": row["gain_vs_reference"],
+                        f"{prefix}.ci_low": row["ci_low"], f"{prefix}.ci_high": row["ci_high"],
+                        f"{prefix}.tasks_ahead": row["tasks_ahead"], f"{prefix}.sign_test_p": row["sign_test_p"]})
+    per_task = frame.filter(pl.col("task") != "all")
+    if per_task["floor_utility"].null_count() < per_task.height:
+        metrics["test.mean_loss"] = float(per_task["loss"].mean())
+        metrics["test.composition_only_loss"] = float(-per_task["floor_utility"].mean())
+        metrics["test.loss_below_composition_only"] = float(-per_task["floor_utility"].mean() - per_task["loss"].mean())
+    return metrics

@@ -1,0 +1,199 @@
+"""The held-out proof: a dev/test split nothing upstream reads, a stratified sampler, the curation
+test's statistics, and a curation_test table that nothing reads."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from grasp_pipeline import stages
+from grasp_pipeline.corpus import cut_examples, load_documents, split_pool_and_tasks
+from grasp_pipeline.evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
+                                                unit_histograms)
+from grasp_pipeline.plan import natural_counts, sample_subset_plan
+from grasp_pipeline.storage import DeltaStore
+
+from .conftest import build_tables_until, tiny_params
+
+
+@pytest.fixture(scope="module")
+def examples():
+    documents, _ = load_documents(None)
+    return cut_examples(documents, 128)
+
+
+# ---------------------------------------------------------------- the split
+
+
+def test_every_task_set_is_split_into_dev_and_test_without_overlap(examples):
+    _, tasks = split_pool_and_tasks(examples, task_examples_per_domain=48, pool_examples_per_domain=100,
+                                    shard_size=64, seed=0, test_fraction=0.5, split_block=8)
+    for _, group in tasks.group_by("task"):
+        dev, test = group.filter(pl.col("split") == "dev"), group.filter(pl.col("split") == "test")
+        assert dev.height == test.height == 24  # 6 blocks of 8: 3 each
+        assert not set(dev["example_id"]) & set(test["example_id"])
+        assert not set(dev["content_sha1"]) & set(test["content_sha1"])
+
+
+def test_the_split_keeps_blocks_of_neighbouring_examples_on_one_side_and_is_seeded(examples):
+    def split_of(seed):
+        _, tasks = split_pool_and_tasks(examples, task_examples_per_domain=48, pool_examples_per_domain=100,
+                                        shard_size=64, seed=seed, split_block=8)
+        return tasks
+    tasks = split_of(0)
+    italian = examples.filter(pl.col("domain") == "italian_literature").tail(48)  # the task region, reading order
+    sides = italian.join(tasks.select("example_id", "split"), on="example_id", how="left", maintain_order="left")
+    blocks = [set(sides["split"][i:i + 8]) for i in range(0, 48, 8)]
+    assert all(len(b) == 1 for b in blocks)
+    assert split_of(0).equals(tasks)
+    assert not split_of(1)["split"].equals(tasks["split"])  # another seed, another split
+
+
+def test_nothing_upstream_of_the_curation_test_reads_the_test_examples(tmp_path):
+    """Scrambling every test example's text changes the curation test and nothing else."""
+    clean = build_tables_until(tmp_path / "clean", "curation_test")
+    scrambled = build_tables_until(tmp_path / "scrambled", "corpus_shards")
+    tasks = scrambled.read("task_sets")
+    rng = np.random.default_rng(0)
+    shuffled = [text if split == "dev" else "".join(rng.permutation(list(text)))
+                for text, split in zip(tasks["text"], tasks["split"])]
+    scrambled.write("task_sets", tasks.with_columns(text=pl.Series(shuffled)))
+    params = tiny_params()
+    plan = stages.stage_plan(scrambled, params, params.workload.build())
+    for name, run in plan[1:]:
+        run()
+    volatile = {"seconds", "artifact_seconds", "recorded_at", "path", "mlflow_run_id"}
+    for table in ["gradient_sketches", "task_sketches", "subset_outcomes", "surrogates", "surrogate_predictions",
+                  "curated_selections", "mixture_weights", "selection_validation"]:
+        keep = [c for c in clean.read(table).columns if c not in volatile]
+        order = [c for c in keep if not isinstance(clean.read(table).schema[c], pl.List)]
+        a, b = (store.read(table).select(keep).sort(order) for store in (clean, scrambled))
+        assert a.equals(b), table
+    assert not clean.read("curation_test")["utility"].equals(scrambled.read("curation_test")["utility"])
+
+
+def test_no_stage_reads_the_curation_test_table(tmp_path):
+    store = DeltaStore(str(tmp_path))
+    params = tiny_params()
+    reads = {}
+    for name, run in stages.stage_plan(store, params, params.workload.build()):
+        reads[name] = run().reads
+    assert set(reads["curation_test"]) >= {"curated_selections", "mixture_weights", "task_sets"}
+    assert [name for name, tables in reads.items() if "curation_test" in tables] == []
+
+
+def test_curation_test_is_the_last_node_of_the_graph():
+    from assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    children = graph.get(dg.AssetKey("curation_test")).child_keys
+    assert children == set()
+
+
+# ---------------------------------------------------------------- the stratified sampler
+
+
+def test_stratified_subsets_hold_exactly_the_natural_per_domain_counts():
+    pool = pl.DataFrame({"example_id": np.arange(100, dtype=np.int64),
+                         "domain": ["a"] * 50 + ["b"] * 30 + ["c"] * 20})
+    params = tiny_params().plan
+    plan = sample_subset_plan(pool, params).filter(pl.col("sampler") == "stratified")
+    assert plan.height == params.stratified_fit + params.stratified_holdout
+    expected = dict(zip("abc", natural_counts(np.array([50, 30, 20]), round(params.uniform_fraction * 100))))
+    domain_of = dict(zip(pool["example_id"], pool["domain"]))
+    members = plan["members"].to_list()
+    for ids in members:
+        counts = {d: sum(domain_of[i] == d for i in ids) for d in "abc"}
+        assert counts == expected
+    assert len({tuple(ids) for ids in members}) == len(members)  # only the examples differ
+
+
+def test_natural_counts_sum_to_the_total_by_largest_remainder():
+    assert natural_counts(np.array([1, 1, 1]), 2).tolist() == [1, 1, 0]
+    assert natural_counts(np.array([5, 3, 2]), 7).sum() == 7
+
+
+def test_holdout_subsets_are_retrained_holdout_repeats_times_and_fit_subsets_repeats_times(tmp_path):
+    params = tiny_params(retrain={"repeats": 1, "holdout_repeats": 2})
+    store = build_tables_until(tmp_path, "subset_outcomes", params)
+    counts = (store.read("subset_outcomes").group_by("subset_id").agg(pl.col("repeat").n_unique())
+              .join(store.read("subset_plan").select("subset_id", "role"), on="subset_id"))
+    assert set(counts.filter(pl.col("role") == "fit")["repeat"]) == {1}
+    assert set(counts.filter(pl.col("role") == "holdout")["repeat"]) == {2}
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_selection_gains_recover_a_planted_gain_with_an_interval_that_covers_it():
+    rng = np.random.default_rng(0)
+    seeds = rng.normal(0, 0.05, (4, 1))  # a seed effect shared by every selection (common random numbers)
+    randoms = -3 + seeds + rng.normal(0, 0.01, (10, 4, 3))
+    method = -3 + 0.02 + seeds[:, :] + rng.normal(0, 0.002, (4, 3))
+    out = selection_gains(method, randoms, bootstrap=500, seed=0)
+    assert np.all(np.abs(out["gain"] - 0.02) < 0.01)
+    assert np.all((out["ci_low"] < out["gain"]) & (out["gain"] < out["ci_high"]))
+    assert np.all(out["ci_low"] > 0)
+    assert np.all(out["percentile"] == 1.0)
+    null = selection_gains(randoms[0], randoms[1:], bootstrap=500, seed=0)
+    assert null["mean_ci"][0] < 0.02  # no planted gain: the interval does not claim one
+
+
+def test_paired_gains_pair_samples_row_by_row():
+    reference = np.random.default_rng(1).normal(-3, 0.5, (10, 2))
+    out = paired_gains(reference + 0.1, reference, bootstrap=200, seed=0)
+    assert np.allclose(out["gain"], 0.1) and np.allclose(out["ci_low"], 0.1) and np.allclose(out["ci_high"], 0.1)
+
+
+def test_sign_test_counts_tasks_ahead_and_ignores_ties():
+    assert sign_test(np.array([0.1, 0.2, 0.3, -0.1, 0.0])) == (3, 0.625)
+    ahead, p = sign_test(np.ones(9))
+    assert ahead == 9 and p == pytest.approx(2 / 2 ** 9)
+
+
+def test_the_composition_floor_is_the_per_domain_unigram_of_the_training_subset():
+    units = [np.array([0, 0, 1]), np.array([1, 1]), np.array([2])]
+    pool_hist = unit_histograms(units, 3)
+    domains = np.array(["a", "a", "b"])
+    test_hist = unit_histograms([np.array([0, 1]), np.array([2, 2])], 3)
+    floor = composition_floor(pool_hist, domains, np.array([0, 1, 2]), test_hist, np.array([0, 1]), ["a", "b"],
+                              smoothing=0.5)
+    p_a = (np.array([2, 3, 0]) + 0.5) / 6.5  # domain a's unigram from rows 0 and 1
+    p_b = (np.array([0, 0, 1]) + 0.5) / 2.5
+    assert floor[0] == pytest.approx(-(np.log(p_a[0]) + np.log(p_a[1])) / 2)
+    assert floor[1] == pytest.approx(-np.log(p_b[2]))
+
+
+# ---------------------------------------------------------------- the curation test stage
+
+
+def test_the_curation_test_refuses_seeds_the_recipe_already_uses(tmp_path):
+    params = tiny_params()
+    store = build_tables_until(tmp_path, "selection_validation", params)
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="fresh"):
+        stages.run_curation_test(store, params.workload.build(),
+                                 replace(params.test, init_seeds=(params.retrain.init_seed, 1001)))
+    with pytest.raises(ValueError, match="random_seeds ≥ 10"):
+        stages.run_curation_test(store, params.workload.build(), replace(params.test, random_seeds=(100, 101)))
+    assert not store.exists("curation_test")
+
+
+def test_the_curation_test_writes_every_selection_and_mixture_with_intervals(tmp_path):
+    params = tiny_params()
+    store = build_tables_until(tmp_path, "curation_test", params)
+    test = store.read("curation_test")
+    selections = set(store.read("curated_selections")["method"])
+    assert selections | {"mixture-natural", "mixture-uniform", "mixture-grasp"} <= set(test["method"])
+    assert test.filter(pl.col("kind") == "random_reference")["selection_id"].n_unique() == len(params.test.random_seeds)
+    rows = test.filter(pl.col("kind") != "random_reference")
+    assert (rows["ci_low"] <= rows["gain_vs_reference"] + 1e-12).all()
+    assert (rows["gain_vs_reference"] <= rows["ci_high"] + 1e-12).all()
+    natural = rows.filter(pl.col("method") == "mixture-natural")
+    assert (natural["gain_vs_reference"] == 0).all()
+    assert rows["floor_utility"].null_count() == 0
+    assert set(test["seeds"].to_list()) == {len(params.test.init_seeds) * len(params.test.data_order_seeds),
+                                            params.test.mixture_samples}
