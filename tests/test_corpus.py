@@ -337,7 +337,7 @@ def test_split_output_columns_sorting_and_shards(two_domain_examples):
     shards, tasks = split(two_domain_examples)
     assert shards.columns == ["example_id", "shard", "domain", "text", "n_bytes", "source",
                               "content_sha1", "doc_id", "offset"]
-    assert tasks.columns == ["task", "example_id", "domain", "text", "n_bytes", "content_sha1"]
+    assert tasks.columns == ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1"]
     assert shards.schema["example_id"] == pl.Int64 and shards.schema["offset"] == pl.Int64
     assert shards.equals(shards.sort("domain", "shard", "example_id"))
     assert tasks.equals(tasks.sort("task", "example_id"))

@@ -154,6 +154,6 @@ def test_outcomes_trained_on_another_plan_are_refused(two_runs, tmp_path):
 def test_sketching_with_another_workload_than_the_reference_model_is_refused(two_runs):
     from grasp_pipeline.config import WorkloadParams
 
-    other = WorkloadParams(hidden=32).build()
+    other = WorkloadParams(order=3).build()
     with pytest.raises(ValueError, match="rematerialise reference_model"):
         stages.compute_gradient_sketches(two_runs[0], other, tiny_params().sketch)

@@ -12,7 +12,8 @@ from grasp_pipeline.storage import CONTRACT, DeltaStore
 from grasp_pipeline.tracking import default_tracking_uri
 
 ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
-          "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation"]
+          "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation",
+          "curation_test"]
 
 
 def _materializations(results):

@@ -28,8 +28,8 @@ ATOL = 1e-5
 
 
 def recipe_of(**changes) -> Recipe:
-    """The retraining recipe of the default RetrainParams, with `changes`."""
-    return Recipe.from_params(RetrainParams(), **changes)
+    """The retraining recipe of the default RetrainParams at a constant learning rate, with `changes`."""
+    return Recipe.from_params(RetrainParams(), **{"lr_schedule": "constant", **changes})
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,37 @@ def test_snapshots_equal_the_parameters_of_shorter_runs(workload, pool, optimize
     shorter = StackedTrainer(workload, recipe_of(steps=3, batch_size=4, lr=lr, optimizer=optimizer))
     assert_params_close(snapshots[3], shorter.train(pool, MEMBERS[:2], SEEDS[:2]))
     assert any(not torch.equal(snapshots[3][name], final[name]) for name in final)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_a_decaying_schedule_equals_torch_optim_with_the_same_lambda_lr(workload, pool, schedule):
+    from grasp_pipeline.retrain import lr_factor
+
+    recipe = recipe_of(steps=7, batch_size=4, lr=1e-2, lr_schedule=schedule, init_seed=3)
+    rows, seed = MEMBERS[1], (5, 11)
+    stacked = StackedTrainer(workload, recipe).train(pool, [rows], [seed])
+    model = workload.build_model(3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(schedule, step, 7))
+    for batch_positions in batch_schedule(len(rows), 7, 4, seed):
+        opt.zero_grad()
+        workload.example_losses(model, pool[rows[batch_positions]]).mean().backward()
+        opt.step()
+        decay.step()
+    assert_params_close(unstack(stacked, 0), {n: p.detach() for n, p in model.named_parameters()})
+    constant = StackedTrainer(workload, recipe_of(steps=7, batch_size=4, lr=1e-2, init_seed=3)).train(
+        pool, [rows], [seed])
+    assert any(not torch.allclose(constant[n], stacked[n]) for n in stacked)
+
+
+def test_lr_factors_decay_to_near_zero_and_refuse_unknown_schedules():
+    from grasp_pipeline.retrain import lr_factor
+
+    assert lr_factor("constant", 9, 10) == 1.0
+    assert lr_factor("linear", 0, 10) == 1.0 and lr_factor("linear", 9, 10) == pytest.approx(0.1)
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 9, 10) < 0.03
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor("step", 0, 10)
 
 
 def test_snapshot_steps_beyond_the_recipe_are_refused(workload, pool):
