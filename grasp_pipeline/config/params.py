@@ -165,6 +165,14 @@ class MixtureParams:
     max_repeats: float = doc("A domain may supply at most max_repeats × its pool examples.", 1.0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1).",
                                          default_factory=dict)
+    peers: tuple[str, ...] = doc("Peer mixers fitted on the same fit subsets and tested beside grasp: regmix "
+                                 "(LightGBM per task, Dirichlet candidates, top-k mean) and/or loglinear (a "
+                                 "data-mixing law with a KL pull to the natural mix).", ("regmix", "loglinear"))
+    regmix_candidates: int = doc("regmix: Dirichlet candidate mixtures scored by the regressors.", 20000)
+    regmix_top_k: int = doc("regmix: the mixture is the mean of this many best candidates.", 100)
+    regmix_concentration: float = doc("regmix: candidates ~ Dirichlet(concentration × natural mix).", 10.0)
+    loglinear_kl: float = doc("loglinear: weight λ of KL(π ‖ natural) subtracted from the predicted utility.", 0.01)
+    seed: int = doc("Seed of the peer mixers (trees, candidates).", 0)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..retrain import Recipe, StackedTrainer, task_losses
 from ..selection import random_selection
 from ..storage import DeltaStore
 from ..workloads.base import Workload
-from .base import StageResult, stage
+from .base import StageResult, digest, stage
 from .tables import outcome_recipe, read_pool, read_tasks
 
 SELECTION_ORDER_KEY = 20_000_000  # data-order key shared by every selection (common random numbers)
@@ -54,8 +54,18 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
     result = StageResult()
     result.write(store, "curation_test", frame)
-    result.metrics = _test_metrics(frame, pairs, len(params.random_seeds), params.mixture_samples)
+    result.metrics = {**_test_metrics(frame, pairs, len(params.random_seeds), params.mixture_samples),
+                      "defaults_sha1": defaults_digest()}
     return result
+
+
+def defaults_digest() -> str:
+    """A hash of the library's default settings (every section): the frozen defaults a test ran under."""
+    from dataclasses import asdict
+
+    from ..config.profiles import PipelineParams
+
+    return digest(asdict(PipelineParams()))
 
 
 def _check_fresh_seeds(params: TestParams, recipe: Recipe, pairs: list[tuple[int, int]]) -> None:

@@ -1,4 +1,5 @@
-"""Mixture stage: natural, uniform and the exact GRASP-optimal domain weights."""
+"""Mixture stage: natural, uniform, the exact GRASP-optimal domain weights, and the peer mixers
+(RegMix, log-linear mixing law) fitted on the same fit subsets."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import polars as pl
 
 from ..config.params import MixtureParams
 from ..mixture import MixtureObjective, domain_stats, natural_mixture, optimise_mixture, uniform_mixture
+from ..mixture.regression import (MixtureData, fit_loglinear, fit_regmix, propose_loglinear, propose_regmix,
+                                  subset_shares)
 from ..selection import task_weight_vector
 from ..storage import DeltaStore
 from .base import StageResult, stage
 from .figures import shares_figure
-from .tables import method_params, pool_sketches
+from .tables import method_params, pool_sketches, subset_utilities
 
 
 @stage
@@ -28,13 +31,42 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     caps = np.minimum(1.0, params.max_repeats * stats.counts / budget)
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
                 "grasp": optimise_mixture(objective, caps)}
+    own = {"grasp": objective(mixtures["grasp"])}
+    for method, (pi, predicted) in _peer_mixtures(store, sketches, stats, tasks, weights, budget, caps,
+                                                  params).items():
+        mixtures[method], own[method] = pi, predicted
     rows = [{"mixture_id": f"{surrogate_id}-{method}", "method": method, "domain": domain,
-             "weight": float(pi[d]), "predicted_utility": objective(pi), "budget": budget}
+             "weight": float(pi[d]), "predicted_utility": objective(pi), "own_predicted_utility": own.get(method),
+             "budget": budget}
             for method, pi in mixtures.items() for d, domain in enumerate(stats.domains)]
     result = StageResult()
-    result.write(store, "mixture_weights", pl.DataFrame(rows, schema_overrides={"budget": pl.Int64}))
+    result.write(store, "mixture_weights", pl.DataFrame(rows, schema_overrides={"budget": pl.Int64,
+                                                                              "own_predicted_utility": pl.Float64}))
     result.metrics = {f"predicted_utility.{m}": objective(pi) for m, pi in mixtures.items()}
     result.metrics.update({f"weight.grasp.{d}": float(w) for d, w in zip(stats.domains, mixtures["grasp"])})
     result.figures["mixture_weights.png"] = shares_figure(
         pl.DataFrame(rows), "method", "weight", "domain weight")
     return result
+
+
+def _peer_mixtures(store: DeltaStore, sketches: pl.DataFrame, stats, tasks: list[str], weights: np.ndarray,
+                   budget: int, caps: np.ndarray, params: MixtureParams) -> dict[str, tuple[np.ndarray, float]]:
+    """{method: (π, its own model's predicted utility)} of the peer mixers in `mixture.peers`,
+    fitted on the `fit` subsets only (domain shares, size, dev utility)."""
+    if not params.peers:
+        return {}
+    unknown = sorted(set(params.peers) - {"regmix", "loglinear"})
+    if unknown:
+        raise ValueError(f"mixture.peers {unknown} are not peer mixers; choose from ['loglinear', 'regmix']")
+    members, sizes, utility = subset_utilities(store, sketches, tasks, role="fit")
+    codes = np.searchsorted(np.asarray(stats.domains), sketches["domain"].to_numpy())
+    data = MixtureData(subset_shares(members, codes, len(stats.domains)), sizes, utility)
+    natural = natural_mixture(stats)
+    out = {}
+    if "regmix" in params.peers:
+        out["regmix"] = propose_regmix(fit_regmix(data, seed=params.seed), natural, caps, budget, weights,
+                                       candidates=params.regmix_candidates, top_k=params.regmix_top_k,
+                                       concentration=params.regmix_concentration, seed=params.seed)
+    if "loglinear" in params.peers:
+        out["loglinear"] = propose_loglinear(fit_loglinear(data), natural, caps, budget, weights, params.loglinear_kl)
+    return out

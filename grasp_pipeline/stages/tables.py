@@ -184,3 +184,18 @@ def outcome_recipe(store: DeltaStore) -> dict:
         raise ValueError(f"subset_outcomes mixes {recipes.height} recipes across retraining batches ({described}); "
                          "rematerialise every subset_outcomes partition with one recipe")
     return json.loads(recipes["recipe"][0])
+
+
+def subset_utilities(store: DeltaStore, sketches: pl.DataFrame, tasks: list[str],
+                     role: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """([pool rows of each subset], sizes, (m, T) dev utility averaged over repeats) of the `role` subsets.
+
+    Pool rows index `sketches` (sorted by example_id); tasks in the order given.
+    """
+    plan = store.read("subset_plan").filter(pl.col("role") == role).sort("subset_id")
+    mean = (store.read("subset_outcomes").group_by("subset_id", "task").agg(pl.col("utility").mean())
+            .pivot(on="task", index="subset_id", values="utility"))
+    plan = plan.join(mean, on="subset_id", how="inner").sort("subset_id")
+    position = {eid: i for i, eid in enumerate(sketches["example_id"].to_list())}
+    members = [np.array([position[m] for m in ids]) for ids in plan["members"].to_list()]
+    return members, plan["size"].to_numpy(), plan.select(tasks).to_numpy().astype(np.float64)
