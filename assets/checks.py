@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from grasp_pipeline import checks
+from grasp_pipeline.evaluation import checks
 
 from .materialize import plain
 from .resources import GraspStorage

@@ -9,32 +9,19 @@ selection or mixture; `grasp config` prints a profile's run config for the UI la
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 
+from .env import storage_root
+from .jobs import JOB_NAMES
+from .run_config import job_run_config, run_config_for
+
 
 # The local instance settings (sqlite storage, run queue, concurrency pools), copied into
 # DAGSTER_HOME when it has none; the file is in the repository, next to this package.
 DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
-
-# Assets of the job that re-sketches and refits (no retraining: outcomes do not depend on θ₀).
-REFRESH_SKETCHES_AND_SURROGATE = ["reference_model", "gradient_sketches", "task_sketches", "grasp_surrogate"]
-
-
-JOB_NAMES = ["grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture",
-             "grasp_refresh_sketches_and_surrogate"]
-
-
-def job_assets() -> dict[str, list[str]]:
-    """Which assets (= ops) each job materialises; a job's run config carries only theirs."""
-    from .jobs import FIT_AND_CURATE, PREPARE, RETRAIN, SKETCH
-
-    return {"grasp_prepare": PREPARE, "grasp_sketch": SKETCH, "grasp_retrain": RETRAIN, "grasp_fit_and_curate": FIT_AND_CURATE,
-            "grasp_reoptimise_mixture": ["mixture_weights"],
-            "grasp_refresh_sketches_and_surrogate": REFRESH_SKETCHES_AND_SURROGATE}
 
 
 def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
@@ -53,13 +40,6 @@ def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
     return str(home)
 
 
-_ensure_dagster_home = ensure_dagster_home
-
-
-def _listify(values: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-
-
 def error_chain(error) -> str:
     """Returns the messages of a Dagster SerializableErrorInfo and its causes, outermost first."""
     messages = []
@@ -67,56 +47,6 @@ def error_chain(error) -> str:
         messages.append(error.message.strip())
         error = error.cause
     return "\n  caused by: ".join(messages)
-
-
-def run_config_for(params, root: str, tracking_uri: str = "") -> dict:
-    """Returns the Dagster run config that materialises the graph with `params`."""
-    section = lambda p: {"config": _listify(dataclasses.asdict(p))}  # noqa: E731
-    return {
-        "ops": {
-            "corpus_shards": section(params.corpus),
-            "reference_model": section(params.reference),
-            "gradient_sketches": section(params.sketch),
-            "subset_plan": section(params.plan),
-            "subset_outcomes": section(params.retrain),
-            "grasp_surrogate": section(params.surrogate),
-            "curated_selection": section(params.selection),
-            "mixture_weights": section(params.mixture),
-            "selection_validation": section(params.validation),
-        },
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-        "resources": {
-            "storage": {"config": {"root": root, "tracking_uri": tracking_uri}},
-            "workload": {"config": _listify(dataclasses.asdict(params.workload))},
-        },
-    }
-
-
-# Assets that take no workload resource (no model, no byte encoding).
-_WITHOUT_WORKLOAD = {"subset_plan", "grasp_surrogate", "curated_selection", "mixture_weights"}
-
-
-def job_run_config(job: str, params, root: str | None = None, tracking_uri: str = "",
-                   loggers: bool = False) -> dict:
-    """Returns the run config of one job: its ops' config from `params`, and the workload.
-
-    With `root` the storage resource is pinned to it; without, the resource's default applies
-    (GRASP_ROOT, else `.grasp/storage`, as the code location sees it).
-    """
-    assets = job_assets()
-    if job not in assets:
-        raise ValueError(f"unknown job {job!r}; choose one of {sorted(assets)}")
-    full = run_config_for(params, root or "", tracking_uri)
-    config = {"ops": {k: v for k, v in full["ops"].items() if k in assets[job]}, "resources": {}}
-    if set(assets[job]) - _WITHOUT_WORKLOAD:  # (Dagster ignores resource config a job does not use)
-        config["resources"]["workload"] = full["resources"]["workload"]
-    if root is not None:
-        config["resources"]["storage"] = full["resources"]["storage"]
-    if not config["resources"]:
-        del config["resources"]
-    if loggers:
-        config["loggers"] = full["loggers"]
-    return config
 
 
 def flag_overrides(args) -> dict:
@@ -129,7 +59,7 @@ def flag_overrides(args) -> dict:
     if getattr(args, "device", None):
         workload["device"] = args.device
     if getattr(args, "workload", None):
-        from grasp_pipeline.workload import workload_parameter_names
+        from grasp_pipeline.workloads import workload_parameter_names
 
         workload_parameter_names(args.workload)  # an unknown name fails here, listing the known ones
         workload["name"] = args.workload
@@ -143,15 +73,14 @@ def command_run(args) -> int:
     from dagster import DagsterInstance
 
     from grasp_pipeline.config import load_params, with_overrides
+    from grasp_pipeline.evaluation.summary import format_summary
     from grasp_pipeline.storage import DeltaStore
-    from grasp_pipeline.summary import format_summary
 
     from .definitions import defs
     from .jobs import materialize_everything
 
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
-    root = args.root or os.environ.get("GRASP_ROOT", ".grasp/storage")
-    root = root if "://" in root else str(Path(root).resolve())
+    root = storage_root(args.root)
     run_config = run_config_for(params, root, args.tracking_uri or "")
     instance = DagsterInstance.get()
     began = time.perf_counter()
@@ -178,18 +107,13 @@ def command_run(args) -> int:
     return 0
 
 
-def _root(value: str | None) -> str:
-    root = value or os.environ.get("GRASP_ROOT", ".grasp/storage")
-    return root if "://" in root else str(Path(root).resolve())
-
-
 def command_lineage(args) -> int:
     import json
 
     from grasp_pipeline.lineage import find_output, find_outputs, format_provenance, provenance, reproduce
     from grasp_pipeline.storage import DeltaStore
 
-    root = _root(args.root)
+    root = storage_root(args.root)
     if "://" not in root and not Path(root).is_dir():
         raise FileNotFoundError(f"no storage root at {root}; pass --root or set GRASP_ROOT")
     store = DeltaStore(root)
@@ -247,7 +171,7 @@ def command_config(args) -> int:
     from grasp_pipeline.config import load_params, with_overrides
 
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
-    config = job_run_config(args.job, params, _root(args.root) if args.root else None)
+    config = job_run_config(args.job, params, storage_root(args.root) if args.root else None)
     print(f"# run config of {args.job}, profile {args.profile!r}: paste it into the launchpad's editor")
     print(yaml.safe_dump(config, sort_keys=False), end="")
     return 0
@@ -274,7 +198,7 @@ def command_recurate(args) -> int:
     params = load_params("demo", args.config)
     params = with_overrides(params, {section: overrides}) if overrides else params
     section_params = getattr(params, section)
-    store = DeltaStore(_root(args.root))
+    store = DeltaStore(storage_root(args.root))
     if section == "selection":
         result = stages.curate_selections(store, section_params)
         table, asset = "curated_selections", "curated_selection"

@@ -13,11 +13,8 @@ import typing
 import dagster as dg
 from pydantic import Field, create_model
 
-from grasp_pipeline.config import CorpusParams, ReferenceParams, RetrainParams, SketchParams, ValidationParams
-from grasp_pipeline.mixture import MixtureParams
-from grasp_pipeline.plan import PlanParams
-from grasp_pipeline.select import SelectionParams
-from grasp_pipeline.surrogate import SurrogateParams
+from grasp_pipeline.config import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
+                                   SelectionParams, SketchParams, SurrogateParams, ValidationParams)
 
 
 def _launchpad_type(annotation):
@@ -58,6 +55,4 @@ RetrainConfig = config_from_params(RetrainParams, "RetrainConfig")
 SurrogateConfig = config_from_params(SurrogateParams, "SurrogateConfig")
 SelectionConfig = config_from_params(SelectionParams, "SelectionConfig")
 MixtureConfig = config_from_params(MixtureParams, "MixtureConfig")
-
-
 ValidationConfig = config_from_params(ValidationParams, "ValidationConfig")

@@ -10,8 +10,7 @@ from grasp_pipeline.stages import build_corpus
 from .config import CorpusConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
-from .retraining import sync_dynamic_partitions
-from .sketches import corpus_shard_partitions
+from .partitions import corpus_shard_partitions, sync_dynamic_partitions
 
 
 @dg.asset(code_version="1", group_name="corpus", kinds={"deltalake", "polars"})

@@ -1,52 +1,65 @@
-"""Jobs: the pipeline in four runs, one per partitioning.
+"""Every job of the code location, with its tags, and the four-run materialisation `grasp run` does.
 
 `grasp_prepare` (corpus, reference model, subset plan) registers the corpus shards and the
 retraining batches as dynamic partitions; `grasp_sketch` materialises gradient_sketches for
 a range of shards in one run (or one shard, for a rerun); `grasp_retrain` does the same for
 subset_outcomes over retraining batches; `grasp_fit_and_curate` sketches the tasks, fits
-surrogates, curates, validates and mixes.
+surrogates, curates, validates and mixes. Jobs that train torch models carry the run tag
+grasp/torch=true, which deploy/dagster.yaml limits to one queued run at a time.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-PREPARE = ["corpus_shards", "reference_model", "subset_plan"]
-SKETCH = ["gradient_sketches"]
-RETRAIN = ["subset_outcomes"]
-FIT_AND_CURATE = ["task_sketches", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation"]
+from .partitions import full_range_tags
 
-# Which dynamic partitions each partitioned job runs over (all of them, as one range, by default).
+TORCH_TAG = {"grasp/torch": "true"}
+
+# job -> the assets (= ops) it materialises; a job's run config carries only theirs
+JOB_ASSETS: dict[str, list[str]] = {
+    "grasp_prepare": ["corpus_shards", "reference_model", "subset_plan"],
+    "grasp_sketch": ["gradient_sketches"],
+    "grasp_retrain": ["subset_outcomes"],
+    "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curated_selection", "mixture_weights",
+                             "selection_validation"],
+    "grasp_reoptimise_mixture": ["mixture_weights"],
+    # no retraining: the outcomes do not depend on θ₀
+    "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches",
+                                             "grasp_surrogate"],
+}
+JOB_NAMES = list(JOB_ASSETS)
+# which dynamic partitions each partitioned job runs over (all of them, as one range, by default)
 JOB_PARTITIONS = {"grasp_sketch": "corpus_shards", "grasp_retrain": "retraining_batches"}
-PARTITION_RANGE_START = "dagster/asset_partition_range_start"
-PARTITION_RANGE_END = "dagster/asset_partition_range_end"
+# `grasp run`: these jobs in this order
+PIPELINE = ["grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate"]
 
-prepare_job = dg.define_asset_job("grasp_prepare", selection=PREPARE,
-                                  description="Corpus, reference model and the subset plan; registers the "
-                                              "shard and batch partitions.")
-sketch_job = dg.define_asset_job("grasp_sketch", selection=SKETCH,
-                                 description="Per-example gradient sketches of the pool (partitioned by shard).")
-retrain_job = dg.define_asset_job("grasp_retrain", selection=RETRAIN,
-                                  description="Retrain the recipe on planned subsets (partitioned by batch).")
-fit_and_curate_job = dg.define_asset_job("grasp_fit_and_curate", selection=FIT_AND_CURATE,
-                                         description="Task sketches, surrogates, curated selection and its "
-                                                     "validation, mixture.")
-mixture_job = dg.define_asset_job("grasp_reoptimise_mixture", selection=["mixture_weights"],
-                                  description="Re-optimise the domain mixture from the current surrogate.")
+_DESCRIPTIONS = {
+    "grasp_prepare": "Corpus, reference model and the subset plan; registers the shard and batch partitions.",
+    "grasp_sketch": "Per-example gradient sketches of the pool (partitioned by shard).",
+    "grasp_retrain": "Retrain the recipe on planned subsets (partitioned by batch).",
+    "grasp_fit_and_curate": "Task sketches, surrogates, curated selection and its validation, mixture.",
+    "grasp_reoptimise_mixture": "Re-optimise the domain mixture from the current surrogate.",
+    "grasp_refresh_sketches_and_surrogate": (
+        "Reference model, gradient and task sketches, surrogates (after a sketch or model setting changed; the "
+        "retraining outcomes do not depend on them). Launch it over all corpus_shards partitions (one run). "
+        "Then run grasp_fit_and_curate or grasp_reoptimise_mixture for what they mark stale."),
+}
+_TRAINS_MODELS = {"grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate",
+                  "grasp_refresh_sketches_and_surrogate"}
 
-all_jobs = [prepare_job, sketch_job, retrain_job, fit_and_curate_job, mixture_job]
-PIPELINE = [("grasp_prepare", PREPARE), ("grasp_sketch", SKETCH), ("grasp_retrain", RETRAIN),
-            ("grasp_fit_and_curate", FIT_AND_CURATE)]
+jobs = {name: dg.define_asset_job(name, selection=assets, description=_DESCRIPTIONS[name],
+                                  tags=TORCH_TAG if name in _TRAINS_MODELS else None)
+        for name, assets in JOB_ASSETS.items()}
+prepare_job, sketch_job, retrain_job, fit_and_curate_job, mixture_job, refresh_job = jobs.values()
 
 
-def full_range_tags(instance: dg.DagsterInstance, job: str) -> dict[str, str]:
+def job_range_tags(instance: dg.DagsterInstance, job: str) -> dict[str, str]:
     """Run tags selecting every registered partition of a partitioned job (one run), else {}."""
-    if job not in JOB_PARTITIONS:
-        return {}
-    keys = instance.get_dynamic_partitions(JOB_PARTITIONS[job])
-    if not keys:
-        raise ValueError(f"{job} has no {JOB_PARTITIONS[job]} partitions registered; run grasp_prepare first")
-    return {PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]}
+    try:
+        return full_range_tags(instance, JOB_PARTITIONS.get(job))
+    except ValueError as error:
+        raise ValueError(f"{job}: {error}") from None
 
 
 def materialize_everything(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict,
@@ -57,11 +70,12 @@ def materialize_everything(defs: dg.Definitions, instance: dg.DagsterInstance, r
     their previous versions.
     """
     results = []
-    for job, assets in PIPELINE:
-        job_config = {**run_config, "ops": {k: v for k, v in run_config.get("ops", {}).items() if k in assets}}
+    for job in PIPELINE:
+        job_config = {**run_config, "ops": {k: v for k, v in run_config.get("ops", {}).items()
+                                            if k in JOB_ASSETS[job]}}
         result = defs.resolve_job_def(job).execute_in_process(
             run_config=job_config, instance=instance, raise_on_error=False,
-            tags={**(tags or {}), **full_range_tags(instance, job)})
+            tags={**(tags or {}), **job_range_tags(instance, job)})
         results.append(result)
         if not result.success:
             break

@@ -8,14 +8,14 @@ import dagster as dg
 from pydantic import Field
 
 from grasp_pipeline.config import WorkloadParams
-from grasp_pipeline.stages import build_workload
 from grasp_pipeline.storage import DeltaStore
 from grasp_pipeline.tracking import Tracker, default_tracking_uri, resolve_tracking_uri
-from grasp_pipeline.workload import Workload
+from grasp_pipeline.workloads import Workload
 
+from . import env
 from .config import config_from_params, to_params
 
-DEFAULT_ROOT = os.environ.get("GRASP_ROOT", ".grasp/storage")
+DEFAULT_ROOT = os.environ.get("GRASP_ROOT", env.DEFAULT_ROOT)
 
 
 class GraspStorage(dg.ConfigurableResource):
@@ -39,7 +39,7 @@ class GraspStorage(dg.ConfigurableResource):
 
 class _WorkloadResourceBase(dg.ConfigurableResource):
     def build(self) -> Workload:
-        return build_workload(to_params(self))
+        return to_params(self).build()
 
 
 WorkloadResource = config_from_params(WorkloadParams, "WorkloadResource", base=_WorkloadResourceBase)

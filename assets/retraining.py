@@ -11,20 +11,8 @@ from grasp_pipeline.stages import plan_subsets, retrain_outcomes
 
 from .config import PlanConfig, RetrainConfig, to_params
 from .materialize import params_dict, run_stage
+from .partitions import retraining_batches, sync_dynamic_partitions
 from .resources import GraspStorage, WorkloadResource
-
-retraining_batches = dg.DynamicPartitionsDefinition(name="retraining_batches")
-
-
-def sync_dynamic_partitions(instance: dg.DagsterInstance, partitions: dg.DynamicPartitionsDefinition,
-                            keys: list[str]) -> None:
-    """Makes the dynamic partitions exactly `keys` (adds new ones, drops vanished ones)."""
-    existing = set(instance.get_dynamic_partitions(partitions.name))
-    for key in sorted(existing - set(keys)):
-        instance.delete_dynamic_partition(partitions.name, key)
-    missing = [k for k in sorted(keys) if k not in existing]
-    if missing:
-        instance.add_dynamic_partitions(partitions.name, missing)
 
 
 @dg.asset(code_version="2", group_name="retraining", deps=["corpus_shards"], kinds={"deltalake"})

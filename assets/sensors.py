@@ -22,36 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from grasp_pipeline.corpus import SUPPORTED_SUFFIXES
+
+from . import env
+from .jobs import fit_and_curate_job, job_range_tags, prepare_job, retrain_job, sketch_job
+from .run_config import job_run_config
+
 CHAIN_TAG = "grasp/chain"
-CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
-
-
-def watch_dir() -> Path:
-    return Path(os.environ.get("GRASP_WATCH_DIR", ".grasp/incoming")).expanduser().resolve()
-
-
-def storage_root() -> str:
-    root = os.environ.get("GRASP_ROOT", ".grasp/storage")
-    return root if "://" in root else str(Path(root).expanduser().resolve())
-
-
-def profile() -> str:
-    return os.environ.get("GRASP_PROFILE", "demo")
-
-
-def pipeline_params(corpus_path: str | None = None):
-    """The parameters automated runs use: GRASP_PROFILE, then GRASP_CONFIG's overrides."""
-    from grasp_pipeline.config import load_params, with_overrides
-
-    params = load_params(profile(), os.environ.get("GRASP_CONFIG") or None)
-    if corpus_path is not None:
-        params = with_overrides(params, {"corpus": {"corpus_path": corpus_path}})
-    return params
 
 
 def scan_corpus_files(folder: Path) -> list[list]:
@@ -67,35 +48,34 @@ def scan_corpus_files(folder: Path) -> list[list]:
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
-        if path.name.endswith(CORPUS_SUFFIXES):
+        if path.name.endswith(SUPPORTED_SUFFIXES):
             stat = path.stat()
             found.append([relative.as_posix(), stat.st_mtime_ns, stat.st_size])
     return sorted(found)
 
 
 def _chain_tags(trigger: str) -> dict[str, str]:
-    return {CHAIN_TAG: "true", "grasp/profile": profile(), "grasp/trigger": trigger}
+    return {CHAIN_TAG: "true", "grasp/profile": env.profile(), "grasp/trigger": trigger}
 
 
 def _storage_of(run: dg.DagsterRun) -> str:
     """The storage root the triggering run used, so the whole chain writes to one root."""
     configured = (run.run_config or {}).get("resources", {}).get("storage", {}).get("config", {}).get("root")
-    return configured or storage_root()
+    return configured or env.storage_root()
 
 
-def build_sensors(prepare_job, sketch_job, retrain_job, fit_and_curate_job) -> list:
-    """The watcher and its three followers, targeting the code location's job definitions."""
-    from .cli import job_run_config
+def build_sensors() -> list:
+    """The watcher and its three followers."""
 
     @dg.sensor(name="grasp_new_corpus_files", job=prepare_job, default_status=dg.DefaultSensorStatus.STOPPED,
-               minimum_interval_seconds=int(os.environ.get("GRASP_WATCH_INTERVAL", "60")),
+               minimum_interval_seconds=env.watch_interval(),
                description="New or changed corpus files in GRASP_WATCH_DIR (default .grasp/incoming) → "
                            "grasp_prepare on that folder; the followers then retrain and refit.")
     def new_corpus_files(context: dg.SensorEvaluationContext):
-        folder = watch_dir()
+        folder = env.watch_dir()
         files = scan_corpus_files(folder)
         if not files:
-            return dg.SkipReason(f"no corpus files (*{', *'.join(CORPUS_SUFFIXES)}) in {folder}")
+            return dg.SkipReason(f"no corpus files (*{', *'.join(SUPPORTED_SUFFIXES)}) in {folder}")
         state = json.dumps(files)
         if context.cursor == state:
             return dg.SkipReason(f"no new or changed corpus files in {folder} ({len(files)} seen)")
@@ -106,7 +86,7 @@ def build_sensors(prepare_job, sketch_job, retrain_job, fit_and_curate_job) -> l
         context.log.info(f"{trigger}: {changed[:10]}")
         request = dg.RunRequest(
             run_key="corpus-" + hashlib.sha1(state.encode()).hexdigest()[:16],
-            run_config=job_run_config(prepare_job.name, pipeline_params(str(folder)), storage_root()),
+            run_config=job_run_config(prepare_job.name, env.pipeline_params(str(folder)), env.storage_root()),
             tags=_chain_tags(trigger))
         return dg.SensorResult(run_requests=[request], cursor=state)
 
@@ -119,8 +99,6 @@ def build_sensors(prepare_job, sketch_job, retrain_job, fit_and_curate_job) -> l
 def follower(monitored_job, request_job, what: str):
     """A run-status sensor: after a chained `monitored_job` run succeeds, request `request_job`
     (over all of its registered partitions, one run, when it is partitioned)."""
-    from .cli import job_run_config
-    from .jobs import full_range_tags
 
     @dg.run_status_sensor(name=f"{request_job.name}_after_{monitored_job.name.removeprefix('grasp_')}",
                           run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[monitored_job],
@@ -132,12 +110,12 @@ def follower(monitored_job, request_job, what: str):
         if run.tags.get(CHAIN_TAG) != "true":
             return dg.SkipReason(f"run {run.run_id} is not tagged {CHAIN_TAG}=true")
         try:
-            partition_tags = full_range_tags(context.instance, request_job.name)
+            partition_tags = job_range_tags(context.instance, request_job.name)
         except ValueError as error:
             return dg.SkipReason(str(error))
         return dg.RunRequest(
             run_key=f"{run.run_id}:{request_job.name}",
-            run_config=job_run_config(request_job.name, pipeline_params(), _storage_of(run)),
+            run_config=job_run_config(request_job.name, env.pipeline_params(), _storage_of(run)),
             tags={**_chain_tags(f"{monitored_job.name} run {run.run_id} succeeded"), **partition_tags})
 
     return follow

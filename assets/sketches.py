@@ -11,9 +11,8 @@ from grasp_pipeline.stages import compute_gradient_sketches, compute_task_sketch
 
 from .config import SketchConfig, to_params
 from .materialize import params_dict, run_stage
+from .partitions import corpus_shard_partitions
 from .resources import GraspStorage, WorkloadResource
-
-corpus_shard_partitions = dg.DynamicPartitionsDefinition(name="corpus_shards")
 
 
 @dg.asset(pool="torch", code_version="3", group_name="sketches", deps=["reference_model", "corpus_shards"],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
@@ -26,9 +25,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses, unstack  # noqa: E402
-from grasp_pipeline.sketch import GradientSketcher  # noqa: E402
-from grasp_pipeline.workload import make_workload  # noqa: E402
+from grasp_pipeline.sketching import GradientSketcher  # noqa: E402
+from grasp_pipeline.workloads import make_workload  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "grasp_pipeline" / "data" / "default_corpus.jsonl.gz"
 WORKLOADS = {"byte_mlp": {}, "byte_transformer": {}}
@@ -69,7 +69,7 @@ def check_workload(name: str, device: str, quick: bool, texts: list[str], parts:
     cpu_workload, dev_workload = make_workload(name, "cpu"), make_workload(name, device)
     cpu_inputs = cpu_workload.encode(texts)
     dev_inputs = cpu_inputs.to(device)
-    recipe = Recipe(steps=steps or (20 if quick else 40), batch_size=16)
+    recipe = Recipe.from_params(RetrainParams(), steps=steps or (20 if quick else 40), batch_size=16)
     # θ₀: a short warm-up on CPU, then the same parameters on both devices
     theta_cpu = unstack(StackedTrainer(cpu_workload, recipe).train(cpu_inputs, [np.arange(512)], [(0, 0)]), 0)
     theta_dev = {k: v.to(device) for k, v in theta_cpu.items()}

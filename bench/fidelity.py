@@ -33,17 +33,12 @@ under `skipped` (and `peers.runs.<name>.skipped`) with the reason; the bench doe
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/ holds scripts named like stdlib modules (e.g. select.py): never import from it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
 import argparse
 import contextlib
 import json
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,11 +52,11 @@ sys.path.insert(0, str(REPO))
 
 from grasp_pipeline import stages  # noqa: E402
 from grasp_pipeline.config import load_params, with_overrides  # noqa: E402
+from grasp_pipeline.evaluation.fidelity import holdout_fidelity, noise_ceilings, with_fit_budget  # noqa: E402
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.storage import DeltaStore  # noqa: E402
-from grasp_pipeline.surrogate import (_LinearOnScore, choose_by_lcb, fit_all_tasks,  # noqa: E402
-                                      holdout_fidelity, with_fit_budget)
-from grasp_pipeline.workload import PAD, state_fingerprint  # noqa: E402
+from grasp_pipeline.surrogates import LinearOnScore, choose_by_lcb, fit_all_tasks  # noqa: E402
+from grasp_pipeline.workloads import PAD, state_fingerprint  # noqa: E402
 
 PEERS_PYTHON = REPO / "bench" / ".peers-venv" / "bin" / "python"
 PEERS_SCRIPT = REPO / "bench" / "fidelity_peers.py"
@@ -170,8 +165,7 @@ def train_checkpoints(workload, params, pool_inputs: torch.Tensor, steps_wanted:
     ref = params.reference
     rng = np.random.default_rng(ref.seed)
     rows = np.sort(rng.choice(len(pool_inputs), size=min(ref.warmup_examples, len(pool_inputs)), replace=False))
-    recipe = Recipe(steps=ref.steps, batch_size=ref.batch_size, lr=ref.lr, init_seed=ref.seed,
-                    data_order_seed=ref.seed)
+    recipe = Recipe.from_params(ref, init_seed=ref.seed, data_order_seed=ref.seed)
     began = time.perf_counter()
     trainer = StackedTrainer(workload, recipe)
     captured: dict[int, dict] = {}
@@ -191,7 +185,7 @@ def train_checkpoints(workload, params, pool_inputs: torch.Tensor, steps_wanted:
 
 
 def export_for_peers(store: DeltaStore, workload, params, export: Path, checkpoint_counts: list[int]) -> dict:
-    pool_frame, pool_inputs, task_inputs, names, task_index = stages._encoded_pool_and_tasks(store, workload)
+    pool_frame, pool_inputs, task_inputs, names, task_index = stages.encoded_pool_and_tasks(store, workload)
     sketch_ids = store.read("gradient_sketches").sort("example_id")["example_id"].to_numpy()
     if not np.array_equal(pool_frame["example_id"].to_numpy(), sketch_ids):
         raise RuntimeError("pool rows and gradient_sketches rows differ: cannot align peer scores")
@@ -262,7 +256,7 @@ def run_peer(name: str, method: str, checkpoints: int, export: Path, out: Path, 
     return result
 
 
-class PeerScores(_LinearOnScore):
+class PeerScores(LinearOnScore):
     """a + b·Σ_{i∈S} score_i per task (the grad_dot form) on a peer's per-example scores."""
 
     method = "peer"
@@ -483,7 +477,7 @@ def main() -> int:
         import tomllib
 
         params = with_overrides(params, tomllib.loads(text) if path.suffix == ".toml" else json.loads(text))
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     log(f"profile {args.profile}{' (quick variant)' if args.quick else ''}; torch threads "
         f"{torch.get_num_threads()}; load {load_start}")
 
@@ -509,7 +503,7 @@ def main() -> int:
                          "fit_retraining": retraining,
                          "fit": ours["artifact_seconds"][m] - retraining
                          - (sketching if m in ("grasp", "grad_dot", "trak") else 0.0)} for m in OUR_METHODS}
-        repeat_reliability = {k.split(".", 1)[1]: v for k, v in stages.noise_ceilings(
+        repeat_reliability = {k.split(".", 1)[1]: v for k, v in noise_ceilings(
             store.read("subset_outcomes"), store.read("subset_plan")).items() if k.startswith("repeat_reliability.")}
 
     holdout = {m: ours["holdout_spearman"][m] for m in OUR_METHODS}

@@ -31,16 +31,11 @@ Methods:
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/ holds scripts named like stdlib modules (e.g. select.py): never import from it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
 import argparse
 import json
+import os
 import resource
+import sys
 import tempfile
 import time
 import warnings
@@ -76,7 +71,7 @@ def log_odds(loss: torch.Tensor) -> torch.Tensor:
 def load_export(export: Path):
     manifest = json.loads((export / "manifest.json").read_text())
     sys.path.insert(0, manifest["repo_root"])
-    from grasp_pipeline.workload import make_workload  # noqa: E402 — repo on sys.path first
+    from grasp_pipeline.workloads import make_workload  # noqa: E402 — repo on sys.path first
 
     workload = make_workload(manifest["workload"]["name"], device="cpu", **manifest["workload"]["params"])
     pool = torch.load(export / "pool.pt", weights_only=True)
@@ -98,10 +93,9 @@ def pick_checkpoints(checkpoints: list, steps: list[int], k: int) -> tuple[list,
 
 def run_dattri_trak(manifest, workload, pool, tasks, checkpoints, args,
                     regularization: float) -> tuple[np.ndarray, dict]:
-    from torch.utils.data import DataLoader, TensorDataset
-
     from dattri.algorithm.trak import TRAKAttributor
     from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
 
     model = LossModel(workload.build_model(0), workload)
 
@@ -137,10 +131,9 @@ def run_dattri_trak(manifest, workload, pool, tasks, checkpoints, args,
 
 def run_dattri_tracin(manifest, workload, pool, tasks, checkpoints, args,
                       regularization: float) -> tuple[np.ndarray, dict]:
-    from torch.utils.data import DataLoader, TensorDataset
-
     from dattri.algorithm.tracin import TracInAttributor
     from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
 
     model = LossModel(workload.build_model(0), workload)
 

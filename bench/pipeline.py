@@ -8,12 +8,6 @@ numbers are the stages' own cost.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/select.py would shadow the standard library's `select` (imported by subprocess)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import json
 import sys
@@ -22,8 +16,8 @@ import time
 
 from grasp_pipeline import stages
 from grasp_pipeline.config import load_params, with_overrides
+from grasp_pipeline.evaluation.summary import fidelity_table, selection_table
 from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.summary import fidelity_table, selection_table
 
 
 def main() -> int:
@@ -35,7 +29,7 @@ def main() -> int:
     params = load_params(args.profile, args.config)
     if args.device:
         params = with_overrides(params, {"workload": {"device": args.device}})
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     seconds = {}
     with tempfile.TemporaryDirectory() as root:
         store = DeltaStore(root)

@@ -19,12 +19,6 @@ is over both baselines at M = 8 (the same subsets and seeds).
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/select.py would shadow the standard library's `select` (imported by subprocess)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import json
 import os
@@ -50,8 +44,9 @@ def cell(workload_key: str, mode: str, m: int, steps: int, batch_size: int, devi
     """Runs one measurement in this process; returns subsets/s, seconds and final task losses."""
     import torch
 
+    from grasp_pipeline.config import RetrainParams
     from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
-    from grasp_pipeline.workload import make_workload
+    from grasp_pipeline.workloads import make_workload
 
     torch.manual_seed(0)
     name, params = WORKLOADS[workload_key]
@@ -62,7 +57,7 @@ def cell(workload_key: str, mode: str, m: int, steps: int, batch_size: int, devi
     rng = np.random.default_rng(0)
     subsets = [np.sort(rng.choice(np.arange(256, 2048), size=200, replace=False)) for _ in range(m)]
     seeds = [(0, i) for i in range(m)]
-    trainer = StackedTrainer(workload, Recipe(steps=steps, batch_size=batch_size))
+    trainer = StackedTrainer(workload, Recipe.from_params(RetrainParams(), steps=steps, batch_size=batch_size))
     trainer.train(inputs, subsets[:1], seeds[:1])  # warm-up: first-call overheads are not throughput
     if mode == "sequential":
         eager_train(workload, trainer.recipe, inputs, subsets[0], seeds[0])

@@ -26,21 +26,16 @@ at a reference model θ₀ warmed up for a few Adam steps on the embedded corpus
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# the script's folder is sys.path[0]; bench/select.py there would shadow the stdlib `select`
-# (imported by subprocess), so drop it before anything else is imported
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
+import sys
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -48,10 +43,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.corpus import cut_examples, load_documents  # noqa: E402
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
-from grasp_pipeline.sketch import DenseProjector, GradientSketcher  # noqa: E402
-from grasp_pipeline.workload import make_workload  # noqa: E402
+from grasp_pipeline.sketching import DenseProjector, GradientSketcher  # noqa: E402
+from grasp_pipeline.workloads import make_workload  # noqa: E402
 
 KINDS = ("gaussian", "rademacher", "sjlt", "kronecker")
 DEFAULT_KIND = "sjlt"
@@ -236,7 +232,7 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
     inputs = pool_inputs(workload, n + n_sample + tasks * n_task + 400)
     warm_rows = np.arange(inputs.shape[0] - 400, inputs.shape[0])
     log(f"{key}: warming θ₀ up ({size['warmup']} Adam steps)")
-    trainer = StackedTrainer(workload, Recipe(steps=size["warmup"], batch_size=32))
+    trainer = StackedTrainer(workload, Recipe.from_params(RetrainParams(), steps=size["warmup"], batch_size=32))
     theta = unstack(trainer.train(inputs, [warm_rows], [(0, 0)]), 0)
     p = sum(t.numel() for t in theta.values())
     pool = inputs[:n]

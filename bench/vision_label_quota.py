@@ -13,12 +13,6 @@ the comparison measures how much of the gap to random that imbalance explains.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/select.py would shadow the standard library's `select` (imported by subprocess)
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import json
 
@@ -28,11 +22,11 @@ import polars as pl
 
 def main() -> None:
     from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
-    from grasp_pipeline.select import grasp_selection, label_quota, random_selection, task_weight_vector, top_k
+    from grasp_pipeline.selection import grasp_selection, label_quota, random_selection, task_weight_vector, top_k
     from grasp_pipeline.storage import DeltaStore
-    from grasp_pipeline.surrogate import GradDot
-    from grasp_pipeline.vision import text_to_image
-    from grasp_pipeline.workload import make_workload
+    from grasp_pipeline.surrogates import GradDot
+    from grasp_pipeline.workloads import make_workload
+    from grasp_pipeline.workloads.vision import text_to_image
 
     parser = argparse.ArgumentParser()
     parser.add_argument("root", help="storage root of a finished vision run")

@@ -36,23 +36,6 @@ def record_lineage(store: DeltaStore, writes, reads: dict[str, int], *, asset: s
                         mode="append", storage_options=store.storage_options or None)
 
 
-def lineage_of(store: DeltaStore, table: str, version: int) -> pl.DataFrame:
-    """Returns the lineage rows of `table` at `version` and, recursively, of everything it read."""
-    log = store.read(LINEAGE_TABLE)
-    seen, frontier, rows = set(), [(table, version)], []
-    while frontier:
-        key = frontier.pop()
-        if key in seen:
-            continue
-        seen.add(key)
-        found = log.filter((pl.col("table") == key[0]) & (pl.col("version") == key[1]))
-        if found.height:
-            row = found.sort("recorded_at").row(-1, named=True)
-            rows.append(row)
-            frontier += [(t, v) for t, v in json.loads(row["reads"]).items()]
-    return pl.DataFrame(rows, schema=LINEAGE_SCHEMA)
-
-
 # ---------------------------------------------------------------- finding, explaining, reproducing
 
 # The outputs a user asks about: table -> the column holding the output's id.
@@ -240,8 +223,7 @@ class _RecordedVersions:
 
 
 def _stage_for(table: str):
-    from .mixture import MixtureParams
-    from .select import SelectionParams
+    from .config.params import MixtureParams, SelectionParams
     from .stages import curate_selections, optimise_mixtures
 
     return {"curated_selections": (curate_selections, SelectionParams),

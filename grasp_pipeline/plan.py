@@ -11,24 +11,10 @@ Each subset is `fit` (used to fit and choose surrogates) or `holdout` (only to r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import polars as pl
 
-
-@dataclass(frozen=True)
-class PlanParams:
-    uniform_fraction: float = 0.1
-    uniform_fit: int = 64
-    uniform_holdout: int = 32
-    dirichlet_fit: int = 96
-    dirichlet_holdout: int = 32
-    dirichlet_min_fraction: float = 0.02
-    dirichlet_max_fraction: float = 0.3
-    dirichlet_beta: float = 0.5
-    subsets_per_batch: int = 32  # subsets per retraining batch (a partition of subset_outcomes)
-    seed: int = 0
+from .config.params import PlanParams
 
 
 def _uniform_members(rng: np.random.Generator, example_ids: np.ndarray, fraction: float) -> np.ndarray:

@@ -10,28 +10,41 @@ training M subsets together gives the same result as training them one after ano
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .workload import Workload
+from .workloads.base import Params, Workload
 
-Params = dict[str, torch.Tensor]
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A fixed, seeded training recipe; recorded with every outcome row."""
+    """A fixed, seeded training recipe; recorded with every outcome row.
 
-    steps: int = 60
-    batch_size: int = 32
-    lr: float = 3e-3
-    optimizer: str = "adam"  # "adam" or "sgd"
-    init_seed: int = 0
-    data_order_seed: int = 0
+    It has no defaults of its own: it is built from the settings that declare them
+    (`Recipe.from_params(RetrainParams)`, or the reference stage's warm-up settings), so the
+    recipe a run records is always the one its config says.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    optimizer: str  # "adam" or "sgd"
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    init_seed: int
+    data_order_seed: int
+
+    @classmethod
+    def from_params(cls, params, **changes) -> "Recipe":
+        """The recipe of `params` (RetrainParams, or anything with the same field names), with `changes`."""
+        return cls(**{f.name: changes[f.name] if f.name in changes else getattr(params, f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +65,7 @@ class StackedTrainer:
     """Trains and evaluates a stack of M models of one workload (functional, vmapped)."""
 
     def __init__(self, workload: Workload, recipe: Recipe):
-        if recipe.optimizer not in ("adam", "sgd"):
+        if recipe.optimizer not in OPTIMIZERS:
             raise ValueError(f"recipe.optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
         self.workload = workload
         self.recipe = recipe
@@ -94,7 +107,7 @@ class StackedTrainer:
         params = self.stack(m, start)
         moments = {n: torch.zeros_like(p) for n, p in params.items()}
         second = {n: torch.zeros_like(p) for n, p in params.items()}
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        beta1, beta2, eps = recipe.adam_beta1, recipe.adam_beta2, recipe.adam_eps
         snapshots = {} if snapshots is None else snapshots
         outside = sorted(s for s in snapshots if not 0 <= s <= recipe.steps)
         if outside:

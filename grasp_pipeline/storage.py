@@ -245,9 +245,6 @@ class DeltaStore:
         except DeltaError as error:
             raise self._log_error(table, error) from None
 
-    def scan(self, table: str) -> pl.LazyFrame:
-        return pl.scan_delta(self.uri(table), storage_options=self._options())
-
 
 class PinnedReads:
     """A DeltaStore view that reads each table at one version for a whole stage.

@@ -62,9 +62,6 @@ class TrackedRun:
     def log_figure(self, figure, file_name: str) -> None:
         self.client.log_figure(self.run_id, figure, file_name)
 
-    def log_file(self, path: str, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, path, artifact_path)
-
 
 class Tracker:
     """Creates MLflow runs in one experiment of one tracking store."""

@@ -67,7 +67,7 @@ def build_tables_until(root, last: str = "subset_outcomes", params: PipelinePara
 
     params = params or tiny_params()
     store = DeltaStore(str(root))
-    plan = stages.stage_plan(store, params, stages.build_workload(params.workload))
+    plan = stages.stage_plan(store, params, params.workload.build())
     names = [name for name, _ in plan]
     for _, run in plan[:names.index(last) + 1]:
         run()
@@ -77,7 +77,7 @@ def build_tables_until(root, last: str = "subset_outcomes", params: PipelinePara
 def materialize_prepare(root: Path, params: PipelineParams, instance: dg.DagsterInstance,
                         selection: list[str], raise_on_error: bool = True) -> dg.ExecuteInJobResult:
     """Materialises `selection` (assets of the grasp_prepare job) in-process with `params`."""
-    from assets.cli import run_config_for
+    from assets.run_config import run_config_for
     from assets.definitions import defs
 
     job = defs.resolve_job_def("grasp_prepare").get_subset(asset_selection={dg.AssetKey(a) for a in selection})
@@ -88,7 +88,7 @@ def materialize_prepare(root: Path, params: PipelineParams, instance: dg.Dagster
 
 def materialize_everything(root: Path, params: PipelineParams, instance: dg.DagsterInstance):
     """The whole graph as `grasp run` materialises it; returns the runs' results."""
-    from assets.cli import run_config_for
+    from assets.run_config import run_config_for
     from assets.definitions import defs
     from assets.jobs import materialize_everything as run_all
 

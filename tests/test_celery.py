@@ -59,7 +59,7 @@ def sorted_frame(frame: pl.DataFrame, keys: list[str], columns: list[str]) -> pl
 
 def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_local_run(
         redis_url, s3_root, mlflow_server, tmp_path, monkeypatch):
-    from assets.cli import job_run_config
+    from assets.run_config import job_run_config
     from assets.definitions_celery import celery_run_config, grasp_prepare
 
     home = tmp_path / "dagster_home"
@@ -131,7 +131,7 @@ def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_lo
     local = DeltaStore(str(tmp_path / "local"))
     threads = torch.get_num_threads()
     try:
-        workload = stages.build_workload(params.workload)  # one torch thread, as on the workers
+        workload = params.workload.build()  # one torch thread, as on the workers
         stages.build_corpus(local, params.corpus, params.workload.example_bytes)
         stages.train_reference_model(local, workload, params.reference)
         stages.compute_gradient_sketches(local, workload, params.sketch)

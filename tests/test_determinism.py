@@ -9,7 +9,7 @@ from polars.testing import assert_frame_equal
 
 from grasp_pipeline import stages
 from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.surrogate import choose_by_lcb, candidate_sets
+from grasp_pipeline.surrogates import choose_by_lcb, candidate_sets
 
 from .conftest import build_tables_until, tiny_params
 
@@ -74,7 +74,7 @@ def test_rerunning_a_stage_replaces_rather_than_duplicates(two_runs):
 
 def test_changing_the_projection_seed_changes_the_sketches(two_runs, tmp_path):
     store = two_runs[1]
-    workload = stages.build_workload(tiny_params().workload)
+    workload = tiny_params().workload.build()
     original = without_timings(store.read("gradient_sketches"))
     from dataclasses import replace
     stages.compute_gradient_sketches(store, workload, replace(tiny_params().sketch, seed=1))
@@ -88,7 +88,7 @@ def test_changing_the_projection_seed_changes_the_sketches(two_runs, tmp_path):
 def test_rerunning_one_retraining_batch_replaces_only_that_batch(two_runs):
     store = two_runs[1]
     params = tiny_params()
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     before = store.read("subset_outcomes").drop("seconds").sort("subset_id", "task", "repeat")
     batches = sorted(before["batch"].unique().to_list())
     assert len(batches) >= 2
@@ -102,7 +102,7 @@ def test_rerunning_one_sketch_shard_replaces_only_that_shard(two_runs):
 
     store = two_runs[1]
     params = tiny_params()
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     before = without_timings(store.read("gradient_sketches")).sort("example_id")
     files_before = set(DeltaTable(store.uri("gradient_sketches")).file_uris())
     shards = sorted(before["shard"].unique().to_list())
@@ -118,7 +118,7 @@ def test_shards_sketched_in_different_spaces_are_refused_until_all_are_resketche
 
     store = two_runs[1]
     params = tiny_params()
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     shards = sorted(store.read("gradient_sketches")["shard"].unique().to_list())
     stages.compute_gradient_sketches(store, workload, replace(params.sketch, seed=5), shards=[shards[-1]])
     with pytest.raises(ValueError, match="mixes 2 projections.*rematerialise every gradient_sketches partition"):
@@ -154,6 +154,6 @@ def test_outcomes_trained_on_another_plan_are_refused(two_runs, tmp_path):
 def test_sketching_with_another_workload_than_the_reference_model_is_refused(two_runs):
     from grasp_pipeline.config import WorkloadParams
 
-    other = stages.build_workload(WorkloadParams(hidden=32))
+    other = WorkloadParams(hidden=32).build()
     with pytest.raises(ValueError, match="rematerialise reference_model"):
         stages.compute_gradient_sketches(two_runs[0], other, tiny_params().sketch)

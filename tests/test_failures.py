@@ -79,18 +79,18 @@ def test_sketch_steps_beyond_the_warm_up_are_refused_before_anything_is_written(
     store = build_tables_until(tmp_path, "corpus_shards")
     params = tiny_params(reference={"steps": 8, "sketch_steps": [4, 12]})
     with pytest.raises(ValueError, match=r"reference.sketch_steps \[4, 12\] must be distinct steps in 0..8"):
-        stages.train_reference_model(store, stages.build_workload(params.workload), params.reference)
+        stages.train_reference_model(store, params.workload.build(), params.reference)
     assert not store.exists("reference_models")
 
 
 def test_pool_sketches_hold_one_block_per_reference_checkpoint(pipeline_run):
     """The stored sketch is [P g(θ₄); P g(θ₈)]: its first block is the step-4 checkpoint's own sketch."""
     from grasp_pipeline import stages
-    from grasp_pipeline.sketch import GradientSketcher
+    from grasp_pipeline.sketching import GradientSketcher
 
     store = DeltaStore(str(pipeline_run[0]))
     params = tiny_params()
-    workload = stages.build_workload(params.workload)
+    workload = params.workload.build()
     version, checkpoints = stages.load_reference_checkpoints(store, workload)
     assert [step for step, _ in checkpoints] == [4, 8]
     assert store.read("reference_models")["sketch_steps"].to_list() == [[4, 8]]
@@ -100,7 +100,7 @@ def test_pool_sketches_hold_one_block_per_reference_checkpoint(pipeline_run):
     assert config["model_version"] == version
     head = sketches.head(5)
     first = GradientSketcher.from_config(workload, checkpoints[0][1], config).sketch_examples(
-        workload.encode(stages._pool(store).head(5)["text"].to_list())).sketch
+        workload.encode(stages.read_pool(store).head(5)["text"].to_list())).sketch
     stored = np.asarray(head["sketch"].to_list(), dtype=np.float32)
     np.testing.assert_allclose(stored[:, :params.sketch.k], first, atol=1e-5, rtol=0)
     assert np.asarray(store.read("task_sketches")["sketch"].to_list()).shape[1] == 2 * params.sketch.k

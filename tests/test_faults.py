@@ -205,7 +205,7 @@ def test_a_diverging_retraining_names_subset_and_task_and_writes_no_partition(st
     batches = sorted(store.read("subset_plan")["batch"].unique().to_list())
     diverging = replace(params.retrain, lr=float("inf"))  # the first Adam step sends every weight to ±inf → NaN loss
     with pytest.raises(FloatingPointError, match=r"retraining diverged: subset \d+ task \w+ loss=nan; lower retrain lr"):
-        stages.retrain_outcomes(store, stages.build_workload(params.workload), diverging, batches=[batches[0]])
+        stages.retrain_outcomes(store, params.workload.build(), diverging, batches=[batches[0]])
     assert store.version("subset_outcomes") == version
     assert_frame_equal(store.read("subset_outcomes"), before)
 

@@ -15,11 +15,12 @@ import torch
 
 pytest.importorskip("transformers")
 
-from grasp_pipeline.hf_workload import PADDING, HFCausalLMParams, HFCausalLMWorkload, make_tiny  # noqa: E402
+from grasp_pipeline.workloads.hf_causal_lm import PADDING, HFCausalLMParams, HFCausalLMWorkload, make_tiny  # noqa: E402
+from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
-from grasp_pipeline.sketch import GradientSketcher  # noqa: E402
+from grasp_pipeline.sketching import GradientSketcher  # noqa: E402
 from grasp_pipeline.storage import DeltaStore  # noqa: E402
-from grasp_pipeline.workload import make_workload  # noqa: E402
+from grasp_pipeline.workloads import make_workload  # noqa: E402
 
 from .conftest import TINY  # noqa: E402
 
@@ -100,7 +101,7 @@ def test_vmapped_sketches_equal_projected_loop_gradients(workload, pool):
 
 
 def test_training_models_together_equals_training_each_alone(workload, pool):
-    trainer = StackedTrainer(workload, Recipe(steps=3, batch_size=2, lr=1e-2))
+    trainer = StackedTrainer(workload, Recipe.from_params(RetrainParams(), steps=3, batch_size=2, lr=1e-2))
     members = [np.array([0, 1, 2]), np.array([3, 5, 6, 7])]
     together = trainer.train(pool, members, [(0, 0), (0, 1)])
     name = "transformer.wte.weight"  # tied to the output head: functional_call keeps them tied

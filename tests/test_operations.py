@@ -32,7 +32,8 @@ def defs():
 def test_jobs_exist_and_their_default_config_is_the_demo_profile(defs):
     from dagster._config import process_config
 
-    from assets.cli import JOB_NAMES, job_run_config
+    from assets.jobs import JOB_NAMES
+    from assets.run_config import job_run_config
 
     demo = load_params("demo")
     for name in JOB_NAMES:
@@ -79,11 +80,11 @@ def test_the_mixture_schedule_is_off_by_default_and_requests_a_valid_run(defs, m
     assert request.run_config["resources"]["storage"]["config"]["root"] == str(tmp_path / "storage")
     assert dg.validate_run_config(defs.resolve_job_def("grasp_reoptimise_mixture"), request.run_config)
     monkeypatch.setenv("GRASP_MIXTURE_CRON", "*/30 * * * *")
-    (custom,) = build_schedules(defs.resolve_job_def("grasp_reoptimise_mixture"))
+    (custom,) = build_schedules()
     assert custom.cron_schedule == "*/30 * * * *"
     monkeypatch.setenv("GRASP_MIXTURE_CRON", "every night")
     with pytest.raises(ValueError, match="GRASP_MIXTURE_CRON"):
-        build_schedules(defs.resolve_job_def("grasp_reoptimise_mixture"))
+        build_schedules()
 
 
 # ---------------------------------------------------------------- sensors
@@ -91,7 +92,7 @@ def test_the_mixture_schedule_is_off_by_default_and_requests_a_valid_run(defs, m
 
 def test_new_corpus_files_request_prepare_then_sketch_and_retrain_over_every_partition_then_fit(defs, monkeypatch, tmp_path,
                                                                                   tiny_config_file):
-    from assets.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
+    from assets.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
     from assets.sensors import CHAIN_TAG
 
     incoming, root = tmp_path / "incoming", tmp_path / "storage"

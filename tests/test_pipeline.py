@@ -144,11 +144,12 @@ def test_fidelity_report_covers_every_method_regime_and_fit_budget(pipeline_run)
 
 
 def test_selection_task_weights_are_scaled_by_each_tasks_fit_utility_spread(pipeline_run):
-    from grasp_pipeline.stages import _method_params, scaled_task_weights
+    from grasp_pipeline.selection import scaled_task_weights
+    from grasp_pipeline.stages import method_params
 
     store = DeltaStore(str(pipeline_run[0]))
     outcomes, plan = store.read("subset_outcomes"), store.read("subset_plan")
-    _, tasks, grasp_params = _method_params(store, "grasp")
+    _, tasks, grasp_params = method_params(store, "grasp")
     fit_ids = plan.filter(pl.col("role") == "fit")["subset_id"].to_list()
     spread = []
     for task in tasks:  # std over fit subsets of the repeat-mean utility, recomputed here by hand

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import (
     Recipe,
     StackedTrainer,
@@ -21,9 +22,14 @@ from grasp_pipeline.retrain import (
     task_losses,
     unstack,
 )
-from grasp_pipeline.workload import PAD, make_workload, parameter_count, state_fingerprint
+from grasp_pipeline.workloads import PAD, make_workload, parameter_count, state_fingerprint
 
 ATOL = 1e-5
+
+
+def recipe_of(**changes) -> Recipe:
+    """The retraining recipe of the default RetrainParams, with `changes`."""
+    return Recipe.from_params(RetrainParams(), **changes)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,7 @@ def assert_params_close(a: dict, b: dict, atol: float = ATOL):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_training_many_subsets_together_equals_training_each_alone(workload, pool, optimizer):
     """Final parameters and per-task losses agree within atol 1e-5."""
-    recipe = Recipe(steps=6, batch_size=4, lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
+    recipe = recipe_of(steps=6, batch_size=4, lr=0.05 if optimizer == "sgd" else 3e-3, optimizer=optimizer)
     trainer = StackedTrainer(workload, recipe)
     together = trainer.train(pool, MEMBERS, SEEDS)
     task_of_row = np.arange(40) % 3
@@ -74,17 +80,17 @@ def test_snapshots_equal_the_parameters_of_shorter_runs(workload, pool, optimize
     Adam bias correction); step 0 is the initialisation."""
     lr = 0.05 if optimizer == "sgd" else 3e-3
     snapshots = dict.fromkeys([0, 3, 6])
-    trainer = StackedTrainer(workload, Recipe(steps=6, batch_size=4, lr=lr, optimizer=optimizer))
+    trainer = StackedTrainer(workload, recipe_of(steps=6, batch_size=4, lr=lr, optimizer=optimizer))
     final = trainer.train(pool, MEMBERS[:2], SEEDS[:2], snapshots=snapshots)
     assert_params_close(snapshots[6], final, atol=0)
     assert_params_close(snapshots[0], trainer.stack(2), atol=0)
-    shorter = StackedTrainer(workload, Recipe(steps=3, batch_size=4, lr=lr, optimizer=optimizer))
+    shorter = StackedTrainer(workload, recipe_of(steps=3, batch_size=4, lr=lr, optimizer=optimizer))
     assert_params_close(snapshots[3], shorter.train(pool, MEMBERS[:2], SEEDS[:2]))
     assert any(not torch.equal(snapshots[3][name], final[name]) for name in final)
 
 
 def test_snapshot_steps_beyond_the_recipe_are_refused(workload, pool):
-    trainer = StackedTrainer(workload, Recipe(steps=4, batch_size=4))
+    trainer = StackedTrainer(workload, recipe_of(steps=4, batch_size=4))
     with pytest.raises(ValueError, match=r"snapshot steps \[5\] are outside 0..4"):
         trainer.train(pool, MEMBERS[:1], SEEDS[:1], snapshots={2: None, 5: None})
 
@@ -93,7 +99,7 @@ def test_snapshot_steps_beyond_the_recipe_are_refused(workload, pool):
 def test_training_equals_a_plain_torch_optim_loop_on_the_same_batches(workload, pool, optimizer):
     """The vmapped functional optimiser matches torch.optim on the scheduled batches (atol 1e-5)."""
     lr = 0.05 if optimizer == "sgd" else 3e-3
-    recipe = Recipe(steps=7, batch_size=4, lr=lr, optimizer=optimizer, init_seed=3)
+    recipe = recipe_of(steps=7, batch_size=4, lr=lr, optimizer=optimizer, init_seed=3)
     rows, seed = MEMBERS[1], (5, 11)
     stacked = StackedTrainer(workload, recipe).train(pool, [rows], [seed])
 
@@ -108,7 +114,7 @@ def test_training_equals_a_plain_torch_optim_loop_on_the_same_batches(workload, 
 
 
 def test_training_moves_the_parameters_and_lowers_the_training_loss(workload, pool):
-    trainer = StackedTrainer(workload, Recipe(steps=20, batch_size=8, lr=1e-2))
+    trainer = StackedTrainer(workload, recipe_of(steps=20, batch_size=8, lr=1e-2))
     rows = np.arange(40)
     trained = trainer.train(pool, [rows], [(0, 0)])
     before = trainer.example_losses(trainer.stack(1), pool).mean()
@@ -117,7 +123,7 @@ def test_training_moves_the_parameters_and_lowers_the_training_loss(workload, po
 
 
 def test_same_seeds_give_bitwise_identical_parameters(workload, pool):
-    recipe = Recipe(steps=5, batch_size=4, init_seed=2, data_order_seed=1)
+    recipe = recipe_of(steps=5, batch_size=4, init_seed=2, data_order_seed=1)
     first = StackedTrainer(workload, recipe).train(pool, MEMBERS[:2], SEEDS[:2])
     second = StackedTrainer(workload, recipe).train(pool, MEMBERS[:2], SEEDS[:2])
     for name in first:
@@ -125,24 +131,24 @@ def test_same_seeds_give_bitwise_identical_parameters(workload, pool):
 
 
 def test_different_data_order_seeds_give_different_parameters(workload, pool):
-    trainer = StackedTrainer(workload, Recipe(steps=5, batch_size=4))
+    trainer = StackedTrainer(workload, recipe_of(steps=5, batch_size=4))
     params = trainer.train(pool, [MEMBERS[1], MEMBERS[1]], [(0, 0), (1, 0)])
     assert not torch.equal(params["out.weight"][0], params["out.weight"][1])
 
 
 def test_different_init_seeds_give_different_initial_parameters(workload):
-    a = StackedTrainer(workload, Recipe(init_seed=0)).init_params
-    b = StackedTrainer(workload, Recipe(init_seed=1)).init_params
+    a = StackedTrainer(workload, recipe_of(init_seed=0)).init_params
+    b = StackedTrainer(workload, recipe_of(init_seed=1)).init_params
     assert not torch.equal(a["hidden.weight"], b["hidden.weight"])
 
 
 def test_an_unknown_optimizer_is_refused(workload):
     with pytest.raises(ValueError, match="optimizer.*'rmsprop'"):
-        StackedTrainer(workload, Recipe(optimizer="rmsprop"))
+        StackedTrainer(workload, recipe_of(optimizer="rmsprop"))
 
 
 def test_stacked_example_losses_equal_each_models_own_losses(workload, pool):
-    trainer = StackedTrainer(workload, Recipe(steps=3, batch_size=4))
+    trainer = StackedTrainer(workload, recipe_of(steps=3, batch_size=4))
     params = trainer.train(pool, MEMBERS[:3], SEEDS[:3])
     stacked = trainer.example_losses(params, pool, examples_per_chunk=21)  # 7 per chunk: an uneven split of 40
     assert stacked.shape == (3, 40)
@@ -196,7 +202,7 @@ def test_batch_schedule_refuses_an_empty_subset():
 
 
 def test_retrain_subsets_reports_every_subset_and_repeat_with_its_own_seed(workload, pool):
-    recipe = Recipe(steps=4, batch_size=4, data_order_seed=10)
+    recipe = recipe_of(steps=4, batch_size=4, data_order_seed=10)
     subsets = [(100 + j, rows) for j, rows in enumerate(MEMBERS[:3])]
     task_inputs = pool[:9]
     task_of_row = np.array([0, 0, 0, 1, 1, 1, 1, 0, 1])

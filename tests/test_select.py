@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from grasp_pipeline.select import (
+from grasp_pipeline.selection import (
     METHODS,
     grasp_objective,
     grasp_selection,

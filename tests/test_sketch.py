@@ -19,9 +19,9 @@ import torch
 
 from torch import nn
 
-from grasp_pipeline.sketch import (CheckpointSketcher, DenseProjector, GradientSketcher, KroneckerProjector, SJLTProjector,
+from grasp_pipeline.sketching import (CheckpointSketcher, DenseProjector, GradientSketcher, KroneckerProjector, SJLTProjector,
                                    kronecker_layout, make_projector)
-from grasp_pipeline.workload import PAD, make_workload
+from grasp_pipeline.workloads import PAD, make_workload
 
 KINDS = ["gaussian", "rademacher", "sjlt", "kronecker"]
 

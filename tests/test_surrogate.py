@@ -12,17 +12,17 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from grasp_pipeline.surrogate import (
+from grasp_pipeline.config import SurrogateParams
+from grasp_pipeline.evaluation.fidelity import holdout_fidelity
+from grasp_pipeline.surrogates import (
     Datamodel,
     GradDot,
     Grasp,
     SizeOnly,
     SubsetData,
-    SurrogateParams,
     Trak,
     choose_by_lcb,
     fit_surrogates,
-    holdout_fidelity,
     lcb,
     stratified_folds,
 )

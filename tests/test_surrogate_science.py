@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grasp_pipeline.surrogate import (Grasp, SubsetData, SurrogateParams, fidelity_by_fit_budget,
-                                      fit_all_tasks, fit_surrogates, holdout_fidelity, with_fit_budget)
+from grasp_pipeline.config import SurrogateParams
+from grasp_pipeline.evaluation.fidelity import fidelity_by_fit_budget, holdout_fidelity, with_fit_budget
+from grasp_pipeline.surrogates import Grasp, SubsetData, fit_all_tasks, fit_surrogates
 
 from .test_surrogate import membership_matrix, pool_with_domains, random_members
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
-from grasp_pipeline.sketch import GradientSketcher
-from grasp_pipeline.transformer import ByteTransformer, ByteTransformerParams, ByteTransformerWorkload
-from grasp_pipeline.workload import PAD, parameter_count
+from grasp_pipeline.sketching import GradientSketcher
+from grasp_pipeline.workloads.byte_transformer import ByteTransformer, ByteTransformerParams, ByteTransformerWorkload
+from grasp_pipeline.workloads import PAD, parameter_count
 
 ATOL = 1e-5
 TINY = ByteTransformerParams(example_bytes=16, d_model=16, n_layers=1, n_heads=2, mlp_ratio=4)
@@ -100,7 +101,7 @@ def test_config_and_name(workload):
 
 
 def test_training_two_models_together_equals_training_each_alone(workload, pool):
-    recipe = Recipe(steps=4, batch_size=4, lr=3e-3, optimizer="adam")
+    recipe = Recipe.from_params(RetrainParams(), steps=4, batch_size=4, lr=3e-3, optimizer="adam")
     trainer = StackedTrainer(workload, recipe)
     members = [np.array([0, 3, 5, 7, 9]), np.arange(10, 24)]
     seeds = [(0, 0), (0, 1)]

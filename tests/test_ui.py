@@ -149,7 +149,7 @@ def _wait_for_run(client, run_id: str, server: Server) -> str:
 def test_a_run_launched_through_graphql_with_non_default_config_succeeds_and_writes_its_tables(server):
     from dagster_graphql import DagsterGraphQLClient
 
-    from assets.cli import job_run_config
+    from assets.run_config import job_run_config
 
     params = tiny_params(corpus={"seed": 7}, sketch={"k": 24})  # not the launchpad defaults
     run_config = job_run_config("grasp_prepare", params, str(server.root))

@@ -16,14 +16,16 @@ import torch
 
 from grasp_pipeline.config import with_overrides
 from grasp_pipeline.corpus import cut_examples, load_documents
+from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
-from grasp_pipeline.select import SelectionParams, label_quota, top_k
-from grasp_pipeline.sketch import GradientSketcher
+from grasp_pipeline.config import SelectionParams
+from grasp_pipeline.selection import label_quota, top_k
+from grasp_pipeline.sketching import GradientSketcher
 from grasp_pipeline.stages import build_corpus, curate_selections
 from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.vision import (DIGITS_CORPUS, DOMAINS, LEVELS, VisionParams, VisionWorkload,
+from grasp_pipeline.workloads.vision import (DIGITS_CORPUS, DOMAINS, LEVELS, VisionParams, VisionWorkload,
                                    build_digits_documents, image_to_text, text_to_image)
-from grasp_pipeline.workload import make_workload
+from grasp_pipeline.workloads import make_workload
 
 from .conftest import tiny_params
 
@@ -166,7 +168,7 @@ def test_the_kronecker_projection_sketches_images_too(workload, pool):
 
 
 def test_training_models_together_equals_training_each_alone(workload, pool):
-    trainer = StackedTrainer(workload, Recipe(steps=5, batch_size=3, lr=1e-2))
+    trainer = StackedTrainer(workload, Recipe.from_params(RetrainParams(), steps=5, batch_size=3, lr=1e-2))
     members = [np.array([0, 2, 4, 6]), np.arange(1, 10)]
     together = trainer.train(pool, members, [(0, 0), (0, 1)])
     first = next(iter(together))
@@ -182,7 +184,7 @@ def test_training_on_a_domain_lowers_that_domains_loss_most(corpus_rows):
     workload = VisionWorkload()
     by_domain = {d: [r["text"] for r in corpus_rows if r["domain"] == d] for d in ("clean", "inverted")}
     train = workload.encode(by_domain["clean"][:600])
-    trainer = StackedTrainer(workload, Recipe(steps=40, batch_size=16))
+    trainer = StackedTrainer(workload, Recipe.from_params(RetrainParams(), steps=40, batch_size=16))
     params = trainer.train(train, [np.arange(600)], [(0, 0)])
     clean_loss = trainer.example_losses(params, workload.encode(by_domain["clean"][-200:])).mean()
     inverted_loss = trainer.example_losses(params, workload.encode(by_domain["inverted"][-200:])).mean()

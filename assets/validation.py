@@ -1,0 +1,19 @@
+"""Validation stage: every selection and a sample of every mixture retrained at the same budget."""
+
+import dagster as dg
+
+from grasp_pipeline.stages import validate_selections
+
+from .config import ValidationConfig, to_params
+from .materialize import params_dict, run_stage
+from .resources import GraspStorage, WorkloadResource
+
+
+@dg.asset(pool="torch", code_version="2", group_name="curation", deps=["curated_selection", "mixture_weights", "subset_outcomes"],
+          kinds={"torch", "deltalake"})
+def selection_validation(context: dg.AssetExecutionContext, config: ValidationConfig, storage: GraspStorage,
+                         workload: WorkloadResource) -> dg.MaterializeResult:
+    """Per-task utility of the outcome recipe retrained on each selection and on a sample of each mixture."""
+    params = to_params(config)
+    return run_stage(context, storage, params_dict(params),
+                     lambda run: validate_selections(storage.store(), workload.build(), params))

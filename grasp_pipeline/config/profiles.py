@@ -1,0 +1,78 @@
+"""Run profiles: all stage parameters of one run, the `demo` and `smoke` bounds, overrides.
+
+Defaults are the `demo` profile; `smoke` shrinks every bound that drives cost. Profiles
+bound the work (pool examples per domain, subsets, steps), so a run's time does not grow
+with the corpus it is pointed at; `--config FILE` overrides any field.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
+                     SketchParams, SurrogateParams, ValidationParams)
+from .workload import WorkloadParams
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """All stage parameters of one run."""
+
+    workload: WorkloadParams = field(default_factory=WorkloadParams)
+    corpus: CorpusParams = field(default_factory=CorpusParams)
+    reference: ReferenceParams = field(default_factory=ReferenceParams)
+    sketch: SketchParams = field(default_factory=SketchParams)
+    plan: PlanParams = field(default_factory=PlanParams)
+    retrain: RetrainParams = field(default_factory=RetrainParams)
+    surrogate: SurrogateParams = field(default_factory=SurrogateParams)
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    mixture: MixtureParams = field(default_factory=MixtureParams)
+    validation: ValidationParams = field(default_factory=ValidationParams)
+
+
+PROFILES: dict[str, dict] = {
+    "demo": {},
+    "smoke": {
+        "corpus": {"task_examples_per_domain": 32, "pool_examples_per_domain": 120, "shard_size": 64},
+        "reference": {"warmup_examples": 300, "steps": 60, "sketch_steps": [10, 20, 60]},
+        "sketch": {"k": 64},
+        "plan": {"uniform_fit": 20, "uniform_holdout": 10, "dirichlet_fit": 20, "dirichlet_holdout": 10},
+        "retrain": {"steps": 20, "repeats": 1},
+        "surrogate": {"grasp_normalisations": ["none", "mean"], "datamodel_ridges": [1.0, 10.0]},
+    },
+}
+
+
+def _apply(section, overrides: dict):
+    valid = {f.name for f in fields(section)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)} for {type(section).__name__}; "
+                         f"valid: {sorted(valid)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return replace(section, **converted)
+
+
+def with_overrides(params: PipelineParams, overrides: dict) -> PipelineParams:
+    """Returns params with {section: {field: value}} overrides applied (validated)."""
+    sections = {f.name for f in fields(PipelineParams)}
+    unknown = set(overrides) - sections
+    if unknown:
+        raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(sections)}")
+    return replace(params, **{name: _apply(getattr(params, name), values) for name, values in overrides.items()})
+
+
+def load_params(profile: str = "demo", config_file: str | Path | None = None) -> PipelineParams:
+    """Returns the profile's parameters, then the overrides of a JSON or TOML file."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    params = with_overrides(PipelineParams(), PROFILES[profile])
+    if config_file:
+        path = Path(config_file)
+        text = path.read_text()
+        overrides = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        params = with_overrides(params, overrides)
+    return params

@@ -1,0 +1,29 @@
+"""Corpus ingestion: load documents, cut them into byte-bounded examples, split pool/tasks.
+
+Three steps, each a plain function on polars frames (no dagster here, so the
+library is usable and testable on its own):
+
+    documents, report = load_documents(path)          # files -> one row per document
+    examples = cut_examples(documents, 128)            # documents -> <=128-byte examples
+    shards, tasks = split_pool_and_tasks(examples, ...)  # examples -> training pool + held-out tasks
+
+Input files are JSON lines (optionally gzipped), JSON arrays or Parquet, with
+required fields `text` and `domain` and optional `id` and `source`.  With no path, the
+corpus embedded in the package (data/default_corpus.jsonl.gz, see
+data/PROVENANCE.md) is used.  Bad input raises CorpusError, whose message names
+the file, the row and the field, and says how to fix it.
+
+Modules: `files` (which files a path means), `readers` (one file to rows), `documents`
+(`load_documents`), `examples` (`cut_examples`), `split` (`split_pool_and_tasks`).
+"""
+
+from .documents import DEFAULT_CORPUS, IngestReport, load_documents
+from .errors import CorpusError
+from .examples import EXAMPLE_SCHEMA, cut_examples, example_id
+from .files import SUPPORTED_SUFFIXES
+from .readers import DOMAIN_CHARS_HELP, DOMAIN_PATTERN
+from .split import SHARD_COLUMNS, TASK_COLUMNS, split_pool_and_tasks
+
+__all__ = ["DEFAULT_CORPUS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA", "SHARD_COLUMNS",
+           "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "IngestReport", "cut_examples", "example_id",
+           "load_documents", "split_pool_and_tasks"]

@@ -1,0 +1,114 @@
+"""Counterfactual subset fidelity: holdout rank correlation per task and regime, by fit budget,
+next to each regime's noise ceiling (DESIGN §6)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from ..config.params import SurrogateParams
+from ..surrogates.data import SubsetData
+from ..surrogates.lcb import fit_surrogates
+from .metrics import nan_mean, noise_ceiling, pearson, spearman
+
+
+def with_fit_budget(data: SubsetData, budget: int, seed: int) -> SubsetData:
+    """Returns a copy of `data` that keeps only `budget` fit subsets (the rest become unused).
+
+    The kept subsets are a seeded draw stratified by sampler, so every budget keeps the
+    regimes' proportions; holdout rows are untouched.
+    """
+    rng = np.random.default_rng(seed)
+    fit = data.fit_rows
+    order = []
+    for sampler in sorted(set(data.samplers[fit])):
+        mine = rng.permutation(fit[data.samplers[fit] == sampler])
+        order += [(i / len(mine), row) for i, row in enumerate(mine)]
+    kept = [row for _, row in sorted(order)[:budget]]  # interleaved by rank within each sampler
+    roles = np.where(data.roles == "fit", "unused", data.roles).astype(object)
+    roles[kept] = "fit"
+    return replace(data, roles=roles)
+
+
+def fidelity_by_fit_budget(data: SubsetData, params: SurrogateParams, budgets,
+                           methods: tuple[str, ...] = ("grasp", "grad_dot", "datamodel", "size")) -> list[dict]:
+    """Returns holdout fidelity per (budget, method) when only `budget` fit subsets are used.
+
+    Budgets at or above the number of fit subsets are skipped (that is the main fit); each
+    budget repeats the whole protocol (LCB choice and fit) on its own fit rows.
+    """
+    rows = []
+    for budget in sorted(b for b in budgets if params.cv_folds * 2 <= b < len(data.fit_rows)):
+        restricted = with_fit_budget(data, budget, params.seed)
+        for method, fitted in fit_surrogates(restricted, params, methods).items():
+            report = holdout_fidelity(restricted, fitted.predicted)
+            rows.append({"fit_subsets": budget, "method": method, "holdout_spearman": report["mean_spearman"],
+                         **{f"holdout_spearman.{s}": v for s, v in report["per_sampler"].items()}})
+    return rows
+
+
+def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
+    """Returns per-task and per-sampler holdout Spearman/Pearson for one method's predictions."""
+    rows = data.holdout_rows
+    per_task = {task: {"spearman": spearman(predicted[rows, t], data.utility[rows, t]),
+                       "pearson": pearson(predicted[rows, t], data.utility[rows, t])}
+                for t, task in enumerate(data.tasks)}
+    per_sampler, per_sampler_pearson = {}, {}
+    for sampler in sorted(set(data.samplers[rows])):
+        mine = rows[data.samplers[rows] == sampler]
+        per_sampler[sampler] = nan_mean(spearman(predicted[mine, t], data.utility[mine, t])
+                                        for t in range(len(data.tasks)))
+        per_sampler_pearson[sampler] = nan_mean(pearson(predicted[mine, t], data.utility[mine, t])
+                                                for t in range(len(data.tasks)))
+    return {"per_task": per_task, "per_sampler": per_sampler, "per_sampler_pearson": per_sampler_pearson,
+            "mean_spearman": nan_mean(v["spearman"] for v in per_task.values()),
+            "mean_pearson": nan_mean(v["pearson"] for v in per_task.values())}
+
+
+def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, float]:
+    """Per sampler (mean over tasks), when ≥ 2 repeats exist: `repeat_reliability` = Spearman ρ
+    between repeats 0 and 1 of the same subsets, and `noise_ceiling` = the best fidelity any
+    surrogate can reach against the mean over all repeats (what surrogates are scored on)."""
+    repeats = outcomes["repeat"].n_unique()
+    if repeats < 2:
+        return {}
+    joined = outcomes.join(plan.select("subset_id", "sampler"), on="subset_id")
+    ceilings = {}
+    for sampler in sorted(joined["sampler"].unique().to_list()):
+        per_task = []
+        for task in sorted(joined["task"].unique().to_list()):
+            wide = (joined.filter((pl.col("sampler") == sampler) & (pl.col("task") == task) & (pl.col("repeat") < 2))
+                    .pivot(on="repeat", index="subset_id", values="utility").drop_nulls())
+            per_task.append(spearman(wide["0"].to_numpy(), wide["1"].to_numpy()))
+        reliability = nan_mean(per_task)
+        ceilings[f"repeat_reliability.{sampler}"] = reliability
+        ceilings[f"noise_ceiling.{sampler}"] = noise_ceiling(reliability, repeats)
+    return ceilings
+
+
+def fidelity_report_frame(surrogate_id: str, fidelity: dict, by_budget: list[dict], all_fit: int,
+                          costs: dict[str, float], ceilings: dict[str, float]) -> pl.DataFrame:
+    """One row per (method, sampler regime or "all", number of fit subsets): holdout fidelity
+    next to the regime's noise ceiling and the method's artifact cost."""
+    rows = []
+    for method, report in fidelity.items():
+        rows.append({"method": method, "sampler": "all", "fit_subsets": all_fit,
+                     "holdout_spearman": report["mean_spearman"], "holdout_pearson": report["mean_pearson"]})
+        rows += [{"method": method, "sampler": sampler, "fit_subsets": all_fit, "holdout_spearman": value,
+                  "holdout_pearson": report["per_sampler_pearson"][sampler]}
+                 for sampler, value in report["per_sampler"].items()]
+    for row in by_budget:
+        rows.append({"method": row["method"], "sampler": "all", "fit_subsets": row["fit_subsets"],
+                     "holdout_spearman": row["holdout_spearman"], "holdout_pearson": None})
+        rows += [{"method": row["method"], "sampler": key.split(".", 1)[1], "fit_subsets": row["fit_subsets"],
+                  "holdout_spearman": value, "holdout_pearson": None}
+                 for key, value in row.items() if key.startswith("holdout_spearman.")]
+    return pl.DataFrame(rows, schema={"method": pl.Utf8, "sampler": pl.Utf8, "fit_subsets": pl.Int64,
+                                      "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64}).with_columns(
+        surrogate_id=pl.lit(surrogate_id),
+        noise_ceiling=pl.col("sampler").replace_strict({s.split(".", 1)[1]: v for s, v in ceilings.items()
+                                                        if s.startswith("noise_ceiling.")},
+                                                       default=None, return_dtype=pl.Float64),
+        artifact_seconds=pl.col("method").replace_strict(costs, default=None, return_dtype=pl.Float64))

@@ -1,0 +1,262 @@
+"""The Kronecker (LoGra-style) projection: its layer layout, the projector and the per-layer sketch math.
+
+For every `nn.Linear` the sketch of the layer's weight (and bias) gradient is
+Σ_t (P_out δ_t)(P_in [a_t; 1])ᵀ over positions t, from the layer's input activations a_t and
+output gradients δ_t (`layer_sketch`; the hooks that capture them on one batched forward are
+`gradients.KroneckerGradients`), so the per-example full gradient is never materialised.
+`nn.Embedding` is treated the same way with one-hot inputs (P_in a_t is a column of P_in).
+`nn.LayerNorm` weights/biases (tiny) enter exactly (Σ_t δ_t ⊙ x̂_t, Σ_t δ_t). The
+concatenated per-layer blocks (Σ_l k_in·k_out + LayerNorm sizes values, "stage 1") are then
+mapped to exactly k dimensions by a second, seeded SJLT, so any k works and the pool and task
+sketches share one space. Any other module that owns parameters, and parameters shared
+between modules, are refused with an error that names them (`kronecker_layout`; use `sjlt`).
+P_in/P_out are N(0, 1/k_side); a side whose width is ≤ `factor_dim` is kept exact (identity),
+so small layers are not compressed at all.
+
+Expected error: for a rank-1 layer gradient δaᵀ the sketch's squared norm is
+‖P_out δ‖²‖P_in a‖², relative sd ≈ √(2/k_out + 2/k_in) (0.35 at factor_dim 32) whatever k is;
+sums over many positions and layers average some of it out. On the byte models it measured
+3–6× the pair error of dense/SJLT at k = 1024 (bench/sketch.py), so it is an option for wide
+layers (d ≫ factor_dim, where it also saves the most compute and memory), not the default.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .projectors import DEFAULT_FACTOR_DIM, DEFAULT_NONZEROS, LAYER_IO, Projector, SJLTProjector
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One parameterised module of a model, as the Kronecker projection sees it.
+
+    kind "linear": gradient [∂W | ∂b] is (d_out, d_in) with d_in = in_features (+1 for
+    the bias); kind "embedding": gradient ∂Wᵀ is (d_out = embedding_dim, d_in =
+    num_embeddings); kind "exact": the parameters' gradients enter the second stage as they
+    are (LayerNorm). k_in/k_out are the factor widths (equal to d_in/d_out when exact).
+    """
+
+    module: str
+    kind: str
+    params: tuple[str, ...]
+    d_in: int
+    d_out: int
+    k_in: int
+    k_out: int
+
+    @property
+    def width(self) -> int:
+        """Number of stage-1 values this layer contributes."""
+        return self.k_in * self.k_out
+
+
+def kronecker_layout(model: nn.Module, factor_dim: int = DEFAULT_FACTOR_DIM) -> list[LayerSpec]:
+    """Returns the per-module layout of `model` for the Kronecker projection.
+
+    Raises ValueError naming every parameter that no supported module owns alone.
+    """
+    specs, owner, unsupported = [], {}, []
+    for module_name, module in model.named_modules():
+        own = list(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        names = tuple(f"{module_name}.{n}" if module_name else n for n, _ in own)
+        for (_, tensor), name in zip(own, names):
+            if id(tensor) in owner:
+                unsupported.append(f"{name} (shared with {owner[id(tensor)]})")
+            owner[id(tensor)] = name
+        local = dict(own)
+        if isinstance(module, nn.Linear) and set(local) <= {"weight", "bias"} and "weight" in local:
+            d_in = module.in_features + (1 if module.bias is not None else 0)
+            specs.append(LayerSpec(module_name, "linear", names, d_in, module.out_features,
+                                   _side(d_in, factor_dim), _side(module.out_features, factor_dim)))
+        elif (isinstance(module, nn.Embedding) and set(local) == {"weight"} and module.max_norm is None
+              and not module.sparse):
+            specs.append(LayerSpec(module_name, "embedding", names, module.num_embeddings,
+                                   module.embedding_dim, _side(module.num_embeddings, factor_dim),
+                                   _side(module.embedding_dim, factor_dim)))
+        elif isinstance(module, nn.LayerNorm) and set(local) <= {"weight", "bias"}:
+            width = sum(t.numel() for _, t in own)
+            specs.append(LayerSpec(module_name, "exact", names, width, 1, width, 1))
+        else:
+            unsupported.extend(f"{name} ({type(module).__name__})" for name in names)
+    if unsupported:
+        raise ValueError("the kronecker projection supports parameters of nn.Linear, nn.Embedding and "
+                         "nn.LayerNorm, each owned by one module; not: " + ", ".join(unsupported)
+                         + " — use projection 'sjlt'")
+    return specs
+
+
+def _side(width: int, factor_dim: int) -> int:
+    return width if width <= factor_dim else factor_dim
+
+
+class KroneckerProjector(Projector):
+    """z = S · concat_l(P_out,l G_l P_in,lᵀ, exact parts); S a seeded SJLT to k dimensions.
+
+    `project(flat)` applies the map to flat per-example gradients (parameter order
+    `param_shapes`); in production it consumes `LAYER_IO`: `gradients.KroneckerGradients`
+    computes the same stage-1 values from activations and output gradients without forming
+    the flat gradients and hands them to `project_stage1`.
+    """
+
+    kind = "kronecker"
+    consumes = LAYER_IO
+
+    def __init__(self, layout: Sequence[LayerSpec], param_shapes: dict[str, tuple[int, ...]], k: int,
+                 seed: int, factor_dim: int = DEFAULT_FACTOR_DIM, nonzeros: int = DEFAULT_NONZEROS):
+        p = sum(math.prod(s) for s in param_shapes.values())
+        super().__init__(p, k, seed)
+        self.layout, self.factor_dim, self.nonzeros = list(layout), factor_dim, nonzeros
+        covered = [n for spec in self.layout for n in spec.params]
+        if sorted(covered) != sorted(param_shapes):
+            raise ValueError(f"layout covers {sorted(covered)}, the gradients have {sorted(param_shapes)}")
+        self.offsets, lo = {}, 0
+        for name, shape in param_shapes.items():
+            self.offsets[name] = (lo, tuple(shape))
+            lo += math.prod(shape)
+        self.p_in, self.p_out = [], []
+        for spec in self.layout:  # factor matrices, seeded by (seed, module name, side)
+            self.p_in.append(_factor(seed, spec.module, "in", spec.d_in, spec.k_in) if spec.kind != "exact" else None)
+            self.p_out.append(_factor(seed, spec.module, "out", spec.d_out, spec.k_out) if spec.kind != "exact" else None)
+        self.width = sum(spec.width for spec in self.layout)
+        self.stage2 = SJLTProjector(self.width, k, seed * 7919 + 17, nonzeros)
+        self._device_factors: dict[torch.device, tuple[list, list]] = {}
+
+    def factors(self, device: torch.device) -> tuple[list, list]:
+        """(P_in, P_out) per layer on `device` (None for identity sides and exact layers)."""
+        device = torch.device(device)
+        if device not in self._device_factors:
+            move = lambda ts: [None if t is None else t.to(device) for t in ts]  # noqa: E731
+            self._device_factors[device] = (move(self.p_in), move(self.p_out))
+        return self._device_factors[device]
+
+    def _grad(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        lo, shape = self.offsets[name]
+        return flat[:, lo:lo + math.prod(shape)].reshape(flat.shape[0], *shape)
+
+    def stage1_from_flat(self, flat: torch.Tensor) -> torch.Tensor:
+        """(n, width) stage-1 values of (n, p) flat gradients (materialises each layer's G)."""
+        n = flat.shape[0]
+        p_in, p_out = self.factors(flat.device)
+        parts = []
+        for spec, pin, pout in zip(self.layout, p_in, p_out):
+            grads = [self._grad(flat, name).float() for name in spec.params]
+            if spec.kind == "exact":
+                parts.append(torch.cat([g.reshape(n, -1) for g in grads], 1))
+                continue
+            if spec.kind == "linear":
+                g = grads[0] if len(grads) == 1 else torch.cat([grads[0], grads[1][:, :, None]], 2)
+            else:  # embedding: (V, E) weight gradient, seen as (E, V)
+                g = grads[0].transpose(1, 2)
+            if pout is not None:
+                g = pout @ g
+            if pin is not None:
+                g = g @ pin.t()
+            parts.append(g.reshape(n, -1))
+        return torch.cat(parts, 1)
+
+    def project_stage1(self, stage1: torch.Tensor) -> torch.Tensor:
+        """(n, k) sketches of (n, width) stage-1 values (the second, SJLT stage)."""
+        return self.stage2.project(stage1)
+
+    def project(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.project_stage1(self.stage1_from_flat(flat))
+
+    def config(self) -> dict:
+        return {**super().config(), "factor_dim": self.factor_dim, "nonzeros": self.nonzeros,
+                "stage1_width": self.width, "factor_distribution": "gaussian",
+                "layers": [{"module": s.module, "kind": s.kind, "d_in": s.d_in, "d_out": s.d_out,
+                            "k_in": s.k_in, "k_out": s.k_out} for s in self.layout]}
+
+
+def _factor(seed: int, module: str, side: str, width: int, k_side: int) -> torch.Tensor | None:
+    """(k_side, width) N(0, 1/k_side) factor, or None (identity) when the side is kept exact."""
+    if k_side == width:
+        return None
+    generator = torch.Generator().manual_seed(
+        (seed * 1_000_003 + zlib.crc32(f"{module}/{side}".encode())) % (2 ** 63))
+    return torch.randn(k_side, width, generator=generator) / math.sqrt(k_side)
+
+
+def layer_sketch(spec: LayerSpec, module: nn.Module, x: torch.Tensor, delta: torch.Tensor,
+                 p_in: torch.Tensor | None, p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, k_out·k_in) sketch block and (n,) squared gradient norm of one layer call."""
+    if spec.kind == "exact":
+        return _exact_sketch(module, x, delta)
+    delta = delta.reshape(delta.shape[0], -1, spec.d_out).float()  # (n, T, d_out)
+    if spec.kind == "linear":
+        return _linear_sketch(spec, x, delta, p_in, p_out)
+    return _embedding_sketch(spec, module, x, delta, p_in, p_out)
+
+
+def _exact_sketch(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LayerNorm: ∂w = Σ_t δ_t ⊙ x̂_t, ∂b = Σ_t δ_t, entered as they are."""
+    n = delta.shape[0]
+    shape = module.normalized_shape
+    parts = []
+    if module.weight is not None:
+        x_hat = F.layer_norm(x, shape, None, None, module.eps)
+        parts.append((delta * x_hat).reshape(n, -1, math.prod(shape)).sum(1))
+    if module.bias is not None:
+        parts.append(delta.reshape(n, -1, math.prod(shape)).sum(1))
+    block = torch.cat(parts, 1)
+    return block, (block ** 2).sum(1)
+
+
+def _linear_sketch(spec: LayerSpec, x: torch.Tensor, delta: torch.Tensor, p_in: torch.Tensor | None,
+                   p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_t (P_out δ_t)(P_in [a_t; 1])ᵀ and the exact ‖[∂W | ∂b]‖² of a Linear layer."""
+    n, tokens = delta.shape[:2]
+    d = delta if p_out is None else delta @ p_out.t()  # (n, T, k_out)
+    a = x.reshape(n, -1, x.shape[-1]).float()  # (n, T, in_features)
+    bias = spec.d_in > a.shape[-1]
+    if p_in is None:
+        a_proj = torch.cat([a, a.new_ones(n, tokens, 1)], 2) if bias else a
+    else:
+        a_proj = a @ p_in[:, :a.shape[-1]].t()
+        if bias:
+            a_proj = a_proj + p_in[:, -1]
+    block = d.transpose(1, 2) @ a_proj  # (n, k_out, k_in)
+    # the norm by the cheaper of materialising ∂W or the token Gram matrices
+    if tokens * (spec.d_in + spec.d_out) < spec.d_in * spec.d_out:
+        gram_a = a @ a.transpose(1, 2)
+        if bias:
+            gram_a = gram_a + 1
+        sq = ((delta @ delta.transpose(1, 2)) * gram_a).sum((1, 2))
+    else:
+        g = delta.transpose(1, 2) @ a
+        sq = (g ** 2).sum((1, 2)) + ((delta.sum(1) ** 2).sum(1) if bias else 0)
+    return block.reshape(n, -1), sq
+
+
+def _embedding_sketch(spec: LayerSpec, module: nn.Module, x: torch.Tensor, delta: torch.Tensor,
+                      p_in: torch.Tensor | None, p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An Embedding's ∂Wᵀ sketch: a_t is the one-hot of id_t, so P_in a_t is column id_t of P_in."""
+    n, tokens = delta.shape[:2]
+    d = delta if p_out is None else delta @ p_out.t()
+    ids = x.reshape(n, -1)
+    if module.padding_idx is not None:  # the padding row gets no gradient
+        delta = delta * (ids != module.padding_idx).unsqueeze(-1)
+        d = delta if p_out is None else delta @ p_out.t()
+    if p_in is None:
+        a_proj = F.one_hot(ids, spec.d_in).float()
+    else:
+        a_proj = p_in.t()[ids]  # (n, T, k_in)
+    block = d.transpose(1, 2) @ a_proj
+    if tokens * tokens < spec.d_in:  # Gram over positions that share an id
+        same = (ids[:, :, None] == ids[:, None, :]).float()
+        sq = ((delta @ delta.transpose(1, 2)) * same).sum((1, 2))
+    else:
+        g = torch.zeros(n, spec.d_in, spec.d_out, device=delta.device)
+        g.scatter_add_(1, ids.unsqueeze(-1).expand(-1, -1, spec.d_out), delta)
+        sq = (g ** 2).sum((1, 2))
+    return block.reshape(n, -1), sq

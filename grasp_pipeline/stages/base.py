@@ -1,0 +1,68 @@
+"""What a stage returns, and the decorator that pins its reads.
+
+Each stage is a plain function of a `DeltaStore`: it reads input tables, computes, and
+writes output tables. It returns a `StageResult` (tables written with their versions, row
+counts and schemas; metrics; small artifacts; figures) that the Dagster layer turns into
+materialisation metadata and an MLflow run. Nothing in `grasp_pipeline.stages` imports
+Dagster, so every stage runs and is tested on its own."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from ..storage import DeltaStore, PinnedReads, table_schema
+
+
+@dataclass
+class TableWrite:
+    table: str
+    version: int
+    rows: int
+    schema: dict[str, str]
+
+
+@dataclass
+class StageResult:
+    writes: list[TableWrite] = field(default_factory=list)
+    reads: dict[str, int] = field(default_factory=dict)  # table -> Delta version read (lineage)
+    metrics: dict = field(default_factory=dict)
+    artifacts: dict[str, dict] = field(default_factory=dict)  # file name -> JSON payload
+    figures: dict = field(default_factory=dict)  # file name -> matplotlib figure
+
+    def write(self, store: DeltaStore, table: str, frame: pl.DataFrame) -> int:
+        """Replaces the whole table; returns its new version."""
+        version = store.write(table, frame)
+        self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
+        return version
+
+    def write_partitions(self, store: DeltaStore, table: str, frame: pl.DataFrame) -> int:
+        """Replaces the partitions present in `frame`; returns the table's new version."""
+        version = store.write_partitions(table, frame)
+        self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
+        return version
+
+
+def stage(fn):
+    """Runs a stage against pinned reads and records the input versions in `result.reads`."""
+
+    @functools.wraps(fn)
+    def run(store: DeltaStore, *args, **kwargs) -> StageResult:
+        pinned = PinnedReads(store)
+        result = fn(pinned, *args, **kwargs)
+        written = {w.table for w in result.writes}
+        result.reads = {t: v for t, v in sorted(pinned.versions.items()) if t not in written}
+        return result
+
+    return run
+
+
+def digest(*parts) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:12]

@@ -1,0 +1,46 @@
+"""Corpus stage: the pool (`corpus_shards`) and the held-out task sets (`task_sets`)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from .. import corpus as corpus_lib
+from ..config.params import CorpusParams
+from ..storage import DeltaStore
+from ..workloads.base import Workload
+from .base import StageResult, digest, stage
+
+
+@stage
+def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
+                 workload: Workload | None = None) -> StageResult:
+    """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`.
+
+    The workload may bring its own corpus (`default_corpus`, used when `corpus_path` is
+    empty), keep documents whole (`whole_documents`: one row = one example, e.g. an image)
+    and label examples (`example_labels`: a `label` column in the pool).
+    """
+    default = getattr(workload, "default_corpus", None)
+    documents, report = corpus_lib.load_documents(params.corpus_path or default)
+    examples = corpus_lib.cut_examples(documents, example_bytes,
+                                       whole_documents=bool(getattr(workload, "whole_documents", False)))
+    pool, tasks = corpus_lib.split_pool_and_tasks(
+        examples, task_examples_per_domain=params.task_examples_per_domain,
+        pool_examples_per_domain=params.pool_examples_per_domain or None,
+        shard_size=params.shard_size, seed=params.seed)
+    if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
+        pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
+    result = StageResult()
+    result.write(store, "corpus_shards", pool)
+    result.write(store, "task_sets", tasks)
+    result.metrics = {
+        "documents": report.documents, "replaced_bytes": report.replaced_bytes,
+        "examples_cut": examples.height, "pool_examples": pool.height, "task_examples": tasks.height,
+        "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
+        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())),
+    }
+    result.artifacts["ingest_report.json"] = {
+        "files": list(report.files), "documents_per_domain": report.domains,
+        "pool_per_domain": dict(pool.group_by("domain").len().sort("domain").iter_rows()),
+    }
+    return result

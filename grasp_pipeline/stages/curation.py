@@ -1,0 +1,107 @@
+"""Curation stage: a budget of pool examples per selection method."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from ..config.params import SelectionParams
+from ..selection import (Selection, label_quota, protected_grasp_selection, random_selection, scaled_task_weights,
+                         task_weight_vector, top_k)
+from ..storage import DeltaStore
+from ..surrogates.baselines import GradDot
+from .base import StageResult, stage
+from .figures import shares_figure
+from .tables import method_params, pool_sketches, read_pool
+
+
+@stage
+def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult:
+    """Selects a budget of pool examples per method; writes `curated_selections`."""
+    sketches = pool_sketches(store)
+    pool = read_pool(store)
+    labelled = params.balance_labels and "label" in pool.columns
+    pool = pool.select("example_id", "domain", "content_sha1", *(["label"] if labelled else []))
+    sketches = sketches.join(pool, on=["example_id", "domain"], how="left")
+    z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
+    q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
+    surrogate_id, tasks, grasp_params = method_params(store, "grasp")
+    weights = scaled_task_weights(grasp_params, tasks, task_weight_vector(tasks, dict(params.task_weights)),
+                                  params.task_scale)
+    budget = max(1, int(round(params.budget_fraction * len(z))))
+    example_ids = sketches["example_id"].to_numpy()
+    excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
+    domains = sketches["domain"].to_numpy()
+    quota_groups, quota, top_k_quota = domains, params.max_per_domain, {}  # grasp's per-domain quota
+    if labelled:
+        if params.max_per_domain:
+            raise ValueError("selection.max_per_domain and selection.balance_labels cannot be combined yet; "
+                             "set one of them to 0 / false")
+        quota_groups = sketches["label"].to_numpy()
+        quota = label_quota(quota_groups, budget)
+        top_k_quota = {"groups": quota_groups, "max_per_group": quota}
+    spread = np.array([p.get("fit_utility_std", 1.0) for p in grasp_params])
+    selections = {"grasp": protected_grasp_selection(
+        z, q, grasp_params, weights, budget, spread=spread, rounds=params.protect_rounds, rate=params.protect_rate,
+        margin=params.protect_margin, trust_region=params.trust_region,
+        method=params.greedy, domains=quota_groups, max_per_domain=quota,
+        content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
+    selections.update(_baseline_selections(store, z, q, example_ids, weights, budget, excluded, top_k_quota,
+                                           params.random_seeds))
+    frame = _selections_frame(selections, surrogate_id, example_ids, domains, budget)
+    result = StageResult()
+    result.write(store, "curated_selections", frame)
+    result.metrics = _curation_metrics(frame, selections["grasp"].stats, tasks, weights, budget, len(z),
+                                       {"label_quota": quota} if labelled else {})
+    composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
+                   .sort("method", "domain"))
+    result.figures["selection_composition.png"] = shares_figure(
+        composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")
+    return result
+
+
+def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, example_ids: np.ndarray,
+                         weights: np.ndarray, budget: int, excluded: np.ndarray, top_k_quota: dict,
+                         random_seeds) -> dict[str, Selection]:
+    """grad_dot and datamodel top-k under the same task weights, and the seeded random selections."""
+    _, _, gd_params = method_params(store, "grad_dot")
+    gd_scores = GradDot.weighted_example_scores(z, q, gd_params, weights)
+    selections = {"grad_dot": top_k(gd_scores, budget, excluded, **top_k_quota)}
+    _, _, dm_params = method_params(store, "datamodel")
+    dm_weights = {eid: 0.0 for eid in example_ids}
+    for w, p in zip(weights, dm_params):
+        for eid, value in zip(p["example_ids"], p["weights"]):
+            dm_weights[eid] = dm_weights.get(eid, 0.0) + w * value
+    selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded, **top_k_quota)
+    for seed in random_seeds:
+        selections[f"random-{seed}"] = random_selection(len(z), budget, seed, excluded)
+    return selections
+
+
+def _selections_frame(selections: dict[str, Selection], surrogate_id: str, example_ids: np.ndarray,
+                      domains: np.ndarray, budget: int) -> pl.DataFrame:
+    """The curated_selections rows: every method's selection in pick order, then `full` (the whole pool)."""
+    frames = []
+    for method, selection in selections.items():
+        frames.append(pl.DataFrame({
+            "selection_id": f"{surrogate_id}-{method}", "method": method,
+            "example_id": example_ids[selection.rows], "rank": np.arange(1, len(selection.rows) + 1),
+            "gain": selection.gains.astype(np.float64), "domain": domains[selection.rows],
+            "budget": budget}).with_columns(pl.col("rank").cast(pl.Int64), pl.col("budget").cast(pl.Int64)))
+    full = pl.DataFrame({"selection_id": f"{surrogate_id}-full", "method": "full", "example_id": example_ids,
+                         "rank": np.arange(1, len(example_ids) + 1), "gain": 0.0, "domain": domains,
+                         "budget": len(example_ids)}).with_columns(pl.col("rank").cast(pl.Int64),
+                                                                   pl.col("budget").cast(pl.Int64))
+    return pl.concat(frames + [full])
+
+
+def _curation_metrics(frame: pl.DataFrame, protection: dict, tasks: list[str], weights: np.ndarray, budget: int,
+                      pool: int, extra: dict) -> dict:
+    composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
+                   .sort("method", "domain"))
+    return {"budget": budget, "pool": pool, **extra,
+            **{f"task_weight.{t}": float(w) for t, w in zip(tasks, weights)},
+            "protect_rounds": protection["protect_rounds"],
+            **{f"protected_weight.{t}": w for t, w in zip(tasks, protection["protected_weights"])},
+            **{f"predicted_gain_vs_random.{t}": g for t, g in zip(tasks, protection["predicted_gain_vs_random"])},
+            **{f"domain_share.{m}.{d}": n / budget for m, d, n in composition.iter_rows()}}

@@ -1,0 +1,74 @@
+"""Retraining stage: which subsets to retrain (`subset_plan`) and what retraining gave."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+
+from ..config.params import PlanParams, RetrainParams
+from ..evaluation.fidelity import noise_ceilings
+from ..plan import sample_subset_plan
+from ..retrain import Recipe, retrain_subsets
+from ..storage import DeltaStore
+from ..workloads.base import Workload
+from .base import StageResult, stage
+from .tables import encoded_pool_and_tasks, members_digest, select_partitions
+
+
+@stage
+def plan_subsets(store: DeltaStore, params: PlanParams) -> StageResult:
+    plan = sample_subset_plan(store.read("corpus_shards").select("example_id", "domain"), params)
+    result = StageResult()
+    result.write(store, "subset_plan", plan)
+    counts = plan.group_by("sampler", "role").len().sort("sampler", "role")
+    result.metrics = {f"subsets.{s}.{r}": n for s, r, n in counts.iter_rows()}
+    result.metrics["mean_size"] = float(plan["size"].mean())
+    return result
+
+
+@stage
+def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams,
+                     batches: list[str] | None = None) -> StageResult:
+    """Retrains the recipe on planned subsets; writes `subset_outcomes` (one row per task).
+
+    With `batches` (retraining-batch keys of subset_plan), only those batches are trained
+    and exactly their partitions are replaced; otherwise every batch, replacing the table.
+    """
+    pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload)
+    full_plan = store.read("subset_plan").sort("subset_id")
+    plan = select_partitions(full_plan, "batch", batches, "subset_plan")
+    position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
+    subsets = []
+    for subset_id, members in plan.select("subset_id", "members").iter_rows():
+        missing = [m for m in members if m not in position]
+        if missing:
+            raise ValueError(f"subset_plan subset {subset_id} names example_id {missing[0]} that is not in "
+                             "corpus_shards; rematerialise subset_plan after corpus_shards")
+        subsets.append((subset_id, np.array([position[m] for m in members])))
+    recipe = Recipe.from_params(params)
+    outcomes = retrain_subsets(workload, recipe, pool_inputs, subsets, task_inputs, task_index, names,
+                               repeats=params.repeats, models_per_batch=params.models_per_batch)
+    batch_of = dict(plan.select("subset_id", "batch").iter_rows())
+    members_of = dict(plan.select("subset_id", "members").iter_rows())
+    recipe_json = json.dumps({**recipe.to_dict(), **workload.config()}, sort_keys=True)
+    rows = [{"subset_id": o.subset_id, "task": task, "loss": float(o.task_loss[t]),
+             "utility": -float(o.task_loss[t]), "repeat": o.repeat, "steps": recipe.steps,
+             "seconds": o.seconds, "batch": batch_of[o.subset_id], "recipe": recipe_json,
+             "members_sha1": members_digest(members_of[o.subset_id])}
+            for o in outcomes for t, task in enumerate(names)]
+    frame = pl.DataFrame(rows, schema_overrides={"subset_id": pl.Int64, "repeat": pl.Int64, "steps": pl.Int64})
+    if not np.isfinite(frame["loss"].to_numpy()).all():
+        bad = frame.filter(~pl.col("loss").is_finite()).row(0, named=True)
+        raise FloatingPointError(f"retraining diverged: subset {bad['subset_id']} task {bad['task']} "
+                                 f"loss={bad['loss']}; lower retrain lr ({params.lr})")
+    result = StageResult()
+    if batches is None:
+        result.write(store, "subset_outcomes", frame)
+    else:
+        result.write_partitions(store, "subset_outcomes", frame)
+    result.metrics = {"subsets": len(subsets), "rows": frame.height, "batches": frame["batch"].n_unique(),
+                      "seconds_per_subset": float(np.mean([o.seconds for o in outcomes])),
+                      **noise_ceilings(store.read("subset_outcomes"), full_plan)}
+    return result

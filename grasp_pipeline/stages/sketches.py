@@ -1,0 +1,94 @@
+"""Sketch stage: per-example gradient sketches of the pool, and task-gradient sketches."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import polars as pl
+import torch
+
+from ..config.params import SketchParams
+from ..sketching import CheckpointSketcher
+from ..storage import DeltaStore
+from ..workloads.base import Workload
+from .base import StageResult, stage
+from .tables import load_reference_checkpoints, pool_sketches, read_pool, read_tasks, select_partitions
+
+
+def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:
+    return CheckpointSketcher.build(workload, checkpoints, params.projection, params.k, params.seed,
+                                    params.chunk_size, storage_dtype=params.storage_dtype,
+                                    nonzeros=params.nonzeros, factor_dim=params.factor_dim)
+
+
+@stage
+def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams,
+                              shards: list[str] | None = None) -> StageResult:
+    """Sketches every pool example's gradient at the reference checkpoints, shard by shard;
+    writes `gradient_sketches`.
+
+    With `shards` (shard keys of corpus_shards) only those shards are sketched and exactly
+    their partitions replaced, so shards can run on separate workers and a crashed shard
+    reruns alone; otherwise every shard, replacing the table (dropping vanished shards).
+    """
+    version, checkpoints = load_reference_checkpoints(store, workload)
+    sketcher = make_sketcher(workload, checkpoints, params)
+    pool = select_partitions(read_pool(store), "shard", shards, "corpus_shards")
+    parts = []
+    for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
+        began = time.perf_counter()
+        out = sketcher.sketch_examples(workload.encode(shard_rows["text"].to_list()))
+        per_example = (time.perf_counter() - began) / shard_rows.height
+        parts.append(pl.DataFrame({
+            "example_id": shard_rows["example_id"], "shard": shard_rows["shard"],
+            "domain": shard_rows["domain"],
+            "sketch": pl.Series(out.sketch.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+            "grad_norm": out.grad_norm.astype(np.float64), "loss": out.loss.astype(np.float64),
+            "seconds": per_example,
+        }))
+    frame = pl.concat(parts).sort("example_id").with_columns(
+        sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    result = StageResult()
+    if shards is None:
+        result.write(store, "gradient_sketches", frame)
+    else:
+        result.write_partitions(store, "gradient_sketches", frame)
+    sketches = np.asarray(frame["sketch"].to_list(), dtype=np.float32)
+    result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k, "dim": sketcher.dim,
+                      "projection": params.projection, "finite": bool(np.isfinite(sketches).all()),
+                      "mean_grad_norm": float(frame["grad_norm"].mean()), "mean_loss": float(frame["loss"].mean()),
+                      "examples_per_second": frame.height / max(float(frame["seconds"].sum()), 1e-9),
+                      "model_version": version}
+    return result
+
+
+@stage
+def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> StageResult:
+    """Sketches ∇θ of each task's mean loss at the reference checkpoints; writes `task_sketches`.
+
+    The projection (kind, k, seed) is read from `gradient_sketches`' sketch_config, so task
+    and pool sketches always live in the same space.
+    """
+    version, checkpoints = load_reference_checkpoints(store, workload)
+    pool_config = json.loads(pool_sketches(store)["sketch_config"][0])
+    if pool_config["model_version"] != version:
+        raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
+                         f"reference model is now {version}; rematerialise gradient_sketches first")
+    sketcher = CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
+    frame, names, index = read_tasks(store)
+    inputs = workload.encode(frame["text"].to_list())
+    rows = []
+    for t, task in enumerate(names):
+        began = time.perf_counter()
+        q, loss = sketcher.sketch_mean_gradient(inputs[torch.as_tensor(index == t)])
+        rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss,
+                     "seconds": time.perf_counter() - began})
+    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
+                                     "seconds": pl.Float64})
+    out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    result = StageResult()
+    result.write(store, "task_sketches", out)
+    result.metrics = {"tasks": len(names), **{f"loss.{r['task']}": r["loss"] for r in rows}}
+    return result

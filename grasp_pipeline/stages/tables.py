@@ -1,0 +1,159 @@
+"""Readers the stages share: the pool, the tasks, pool sketches, subset data, the reference
+model, partition filters and the fingerprints that tie rows to what produced them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from ..storage import DeltaStore
+from ..surrogates.data import SubsetData
+from ..workloads.base import Workload, state_fingerprint
+
+
+def read_pool(store: DeltaStore) -> pl.DataFrame:
+    """Returns the pool sorted by example_id: its row order indexes every pool matrix."""
+    return store.read("corpus_shards").sort("example_id")
+
+
+def read_tasks(store: DeltaStore) -> tuple[pl.DataFrame, list[str], np.ndarray]:
+    """Returns (task_sets sorted by task, example_id; task names; task index of each row)."""
+    frame = store.read("task_sets").sort("task", "example_id")
+    names = sorted(frame["task"].unique().to_list())
+    index = np.searchsorted(np.asarray(names), frame["task"].to_numpy())
+    return frame, names, index
+
+
+def encoded_pool_and_tasks(store: DeltaStore, workload: Workload):
+    pool = read_pool(store)
+    tasks_frame, names, index = read_tasks(store)
+    return (pool, workload.encode(pool["text"].to_list()), workload.encode(tasks_frame["text"].to_list()),
+            names, index)
+
+
+def select_partitions(frame: pl.DataFrame, column: str, keys: list[str] | None, table: str) -> pl.DataFrame:
+    """The rows of partitions `keys` (all rows for None); unknown keys are an error naming them."""
+    if keys is None:
+        return frame
+    unknown = sorted(set(keys) - set(frame[column].to_list()))
+    if unknown:
+        raise ValueError(f"{column} key(s) {unknown} are not in {table} (it has: "
+                         f"{sorted(frame[column].unique().to_list())}); rematerialise {table}")
+    return frame.filter(pl.col(column).is_in(keys))
+
+
+def pool_sketches(store: DeltaStore) -> pl.DataFrame:
+    """Returns gradient_sketches sorted by example_id, checked to be one projection of the whole pool.
+
+    Shards are written separately, so a table mixing projections or model versions, or
+    missing shards, is caught here instead of silently mixing sketch spaces.
+    """
+    sketches = store.read("gradient_sketches").sort("example_id")
+    configs = sketches.group_by("sketch_config").agg(pl.col("shard").unique().sort())
+    if configs.height > 1:
+        described = "; ".join(f"shards {row['shard'][:5]} → {row['sketch_config'][:160]}"
+                              for row in configs.iter_rows(named=True))
+        raise ValueError(f"gradient_sketches mixes {configs.height} projections/model versions across shards "
+                         f"({described}); rematerialise every gradient_sketches partition")
+    pool = read_pool(store)
+    if not sketches["example_id"].equals(pool["example_id"]):
+        missing = pool.filter(~pl.col("example_id").is_in(sketches["example_id"].implode()))
+        raise ValueError(f"gradient_sketches does not cover corpus_shards: {missing.height} pool examples have no "
+                         f"sketch (shards {sorted(missing['shard'].unique().to_list())[:5]}), {sketches.height} "
+                         f"sketches for {pool.height} pool examples; materialise the missing gradient_sketches "
+                         "partitions (or rematerialise all of them after corpus_shards changed)")
+    return sketches
+
+
+def members_digest(members) -> str:
+    """Fingerprint of a subset's members: ties each outcome row to the plan it was trained on."""
+    return hashlib.sha1(np.asarray(members, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.DataFrame]:
+    """Joins sketches, plan and outcomes into a SubsetData; returns it with the sketch and plan frames."""
+    sketches = pool_sketches(store)
+    task_frame = store.read("task_sketches").sort("task")
+    plan = store.read("subset_plan").sort("subset_id")
+    outcomes = store.read("subset_outcomes")
+    tasks = task_frame["task"].to_list()
+    planned = plan.select("subset_id", pl.col("members").map_elements(members_digest, return_dtype=pl.Utf8)
+                          .alias("planned_sha1"))
+    stale = outcomes.join(planned, on="subset_id").filter(pl.col("members_sha1") != pl.col("planned_sha1"))
+    if stale.height:
+        raise ValueError(f"subset_outcomes for subset {stale['subset_id'][0]} (batch {stale['batch'][0]}) were "
+                         "trained on different members than subset_plan now lists; rematerialise subset_outcomes")
+    mean_utility = (outcomes.group_by("subset_id", "task").agg(pl.col("utility").mean())
+                    .pivot(on="task", index="subset_id", values="utility"))
+    plan = plan.join(mean_utility, on="subset_id", how="left")
+    incomplete = plan.filter(pl.any_horizontal(pl.col(tasks).is_null()))
+    if incomplete.height:
+        raise ValueError(f"{incomplete.height} planned subset(s) lack outcomes (first: subset "
+                         f"{incomplete['subset_id'][0]}); rematerialise subset_outcomes")
+    fit = plan.filter(pl.col("role") == "fit")
+    for task in tasks:  # a constant target has no ranking to learn: every fit would be arbitrary
+        values = fit[task].to_numpy()
+        if len(values) and np.ptp(values) == 0:
+            raise ValueError(f"task {task!r}: utility is the same ({values[0]:.6g}) for all {len(values)} fit "
+                             "subsets in subset_outcomes (zero variance), so no surrogate can rank subsets for it; "
+                             "check the retraining recipe (steps, lr) or leave the task out")
+    position = {eid: i for i, eid in enumerate(sketches["example_id"].to_list())}
+    rows, cols = [], []
+    for r, members in enumerate(plan["members"].to_list()):
+        rows += [r] * len(members)
+        cols += [position[m] for m in members]
+    membership = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(plan.height, sketches.height))
+    data = SubsetData(
+        subset_ids=plan["subset_id"].to_numpy(), roles=plan["role"].to_numpy(),
+        samplers=plan["sampler"].to_numpy(), sizes=plan["size"].to_numpy(), membership=membership,
+        utility=plan.select(tasks).to_numpy().astype(np.float64),
+        pool_sketch=np.asarray(sketches["sketch"].to_list(), dtype=np.float32),
+        task_sketch=np.asarray(task_frame["sketch"].to_list(), dtype=np.float64), tasks=tasks,
+        sketch_blocks=len(json.loads(sketches["sketch_config"][0]).get("checkpoint_steps", [0])))
+    return data, sketches, plan
+
+
+def method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list[dict]]:
+    surrogates = store.read("surrogates").filter(pl.col("method") == method).sort("task")
+    if surrogates.height == 0:
+        raise ValueError(f"no {method!r} rows in the surrogates table; materialise grasp_surrogate first")
+    return (surrogates["surrogate_id"][0], surrogates["task"].to_list(),
+            [json.loads(p) for p in surrogates["params"].to_list()])
+
+
+def checkpoint_fingerprint(checkpoints: dict[int, dict[str, torch.Tensor]]) -> str:
+    """The model version of a set of checkpoints: a hash over every step's parameters."""
+    return state_fingerprint({f"step{step:06d}.{name}": p for step, state in checkpoints.items()
+                              for name, p in state.items()})
+
+
+def reference_row(store: DeltaStore, workload: Workload) -> dict:
+    row = store.read("reference_models").row(0, named=True)
+    expected = json.dumps(workload.config(), sort_keys=True)
+    if row["workload"] != expected:
+        raise ValueError(f"the reference model {row['model_version']} was trained for workload {row['workload']}, "
+                         f"but the workload is now {expected}; rematerialise reference_model")
+    return row
+
+
+def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, dict[str, torch.Tensor]]:
+    """Returns (model_version, the final warm-up parameters on the workload's device)."""
+    row = reference_row(store, workload)
+    state = torch.load(io.BytesIO(row["state"]), map_location=workload.device, weights_only=True)
+    return row["model_version"], state
+
+
+def load_reference_checkpoints(store: DeltaStore, workload: Workload) -> tuple[str, list[tuple[int, dict]]]:
+    """Returns (model_version, [(step, parameters)]): the checkpoints every gradient is sketched at."""
+    row = reference_row(store, workload)
+    if row.get("checkpoints") is None:
+        raise ValueError(f"reference_models (version {row['model_version']}) predates checkpoint sketching "
+                         "(no `checkpoints` column); rematerialise reference_model")
+    states = torch.load(io.BytesIO(row["checkpoints"]), map_location=workload.device, weights_only=True)
+    return row["model_version"], sorted(states.items())

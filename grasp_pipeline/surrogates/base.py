@@ -1,0 +1,43 @@
+"""The surrogate interface, and the mix-in of methods that read one checkpoint block of the sketches."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from .data import SubsetData, sketch_range
+
+
+class Surrogate(ABC):
+    """One configuration of one method; `fit` sees only the rows it is given."""
+
+    method: str
+
+    @abstractmethod
+    def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
+        """Returns JSON-serialisable parameters in utility units."""
+
+    @abstractmethod
+    def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
+        """Returns predicted utility for every subset (m,)."""
+
+    def config(self) -> dict:
+        return {"method": self.method}
+
+    def range_params(self, data: SubsetData) -> dict:
+        """Fitted-params entries naming the sketch columns used (none for sketch-free methods)."""
+        return {}
+
+
+class OnSketchBlock:
+    """Methods that read the sketches choose which checkpoint block (`sketch_block`) they use;
+    the columns go into the fitted params as `sketch_range`, for selection and mixtures."""
+
+    sketch_block: int = -1
+
+    def columns(self, data: SubsetData) -> slice:
+        return slice(*sketch_range(data, self.sketch_block, getattr(self, "sketch_dim", 0)))
+
+    def range_params(self, data: SubsetData) -> dict:
+        return {"sketch_range": list(sketch_range(data, self.sketch_block, getattr(self, "sketch_dim", 0)))}

@@ -1,0 +1,137 @@
+"""Configuration choice by the LCB protocol: declared candidate sets, K-fold CV on fit subsets only.
+
+Every method's candidates form a finite set declared up front; K-fold CV over the `fit`
+subsets (folds stratified by sampler) gives per-fold scores = mean over (sampler, task) of
+Spearman ρ on the held-out fold; the candidate with the highest mean − z_{1−δ/|C|}·sd/√K
+wins. `holdout` subsets are never passed to any fit or choice: every function here
+receives the fit rows explicitly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from ..config.params import SurrogateParams
+from ..evaluation.metrics import nan_mean, spearman
+from .base import Surrogate
+from .baselines import Datamodel, GradDot, SizeOnly, Trak
+from .data import SubsetData
+from .grasp import Grasp
+
+
+def candidate_sets(params: SurrogateParams, sketch_blocks: int = 1) -> dict[str, list[Surrogate]]:
+    """Returns the declared candidate set of every method, for sketches of `sketch_blocks` blocks."""
+    blocks = params.sketch_blocks or (tuple(range(sketch_blocks)) if sketch_blocks > 1 else (-1,))
+    # the ridge only shapes a learned diagonal H: identity geometry gets one candidate, not one per ridge
+    geometries = [(g, r) for g in params.grasp_geometries
+                  for r in (params.grasp_ridges if g == "diagonal" else (0.0,))]
+    grasp = [Grasp(size_term=s, normalisation=n, geometry=g, ridge=r, sketch_dim=k, sketch_block=b)
+             for b in blocks for s in params.grasp_size_terms for n in params.grasp_normalisations
+             for g, r in geometries for k in params.grasp_sketch_dims]
+    return {"grasp": grasp, "grad_dot": [GradDot(b) for b in blocks],
+            "trak": [Trak(params.trak_damping, b) for b in blocks],
+            "datamodel": [Datamodel(r) for r in params.datamodel_ridges], "size": [SizeOnly()]}
+
+
+def stratified_folds(samplers: np.ndarray, rows: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """Splits `rows` into k folds, each sampler's rows spread evenly; returns fold row arrays."""
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0  # continue the round-robin across samplers so total fold sizes stay within ±1
+    for sampler in sorted(set(samplers[rows])):
+        mine = rng.permutation(rows[samplers[rows] == sampler])
+        for i, row in enumerate(mine):
+            folds[(offset + i) % k].append(int(row))
+        offset += len(mine)
+    return [np.sort(np.asarray(f, dtype=int)) for f in folds]
+
+
+def fold_score(data: SubsetData, predicted: np.ndarray, rows: np.ndarray) -> float:
+    """Mean over (sampler, task) of Spearman ρ between predicted (m, T) and actual on `rows`."""
+    scores = []
+    for sampler in sorted(set(data.samplers[rows])):
+        mine = rows[data.samplers[rows] == sampler]
+        scores += [spearman(predicted[mine, t], data.utility[mine, t]) for t in range(len(data.tasks))]
+    return nan_mean(scores)
+
+
+def fit_all_tasks(surrogate: Surrogate, data: SubsetData, rows: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Fits every task on `rows`; returns (params per task, predictions (m, T))."""
+    params = [surrogate.fit(data, rows, t) for t in range(len(data.tasks))]
+    predicted = np.column_stack([surrogate.predict(data, p, t) for t, p in enumerate(params)])
+    return params, predicted
+
+
+@dataclass
+class CandidateScore:
+    method: str
+    candidate: int
+    config: dict
+    fold_scores: list[float]
+    cv_mean: float
+    cv_sd: float
+    cv_lcb: float
+    chosen: bool = False
+
+
+def lcb(fold_scores: np.ndarray, n_candidates: int, delta: float) -> tuple[float, float, float]:
+    """Returns (mean, sd, mean − z_{1−δ/|C|}·sd/√K) of per-fold scores (Bonferroni over C)."""
+    scores = np.asarray(fold_scores, float)
+    scores = np.where(np.isnan(scores), 0.0, scores)  # an undefined fold counts as no skill
+    mean = float(scores.mean())
+    sd = float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
+    z = stats.norm.ppf(1 - delta / n_candidates)
+    return mean, sd, mean - z * sd / np.sqrt(len(scores))
+
+
+def choose_by_lcb(candidates: list[Surrogate], data: SubsetData, params: SurrogateParams) -> list[CandidateScore]:
+    """Cross-validates every candidate on the fit rows only; marks the highest-LCB one chosen."""
+    folds = stratified_folds(data.samplers, data.fit_rows, params.cv_folds, params.seed)
+    results = []
+    for index, candidate in enumerate(candidates):
+        scores = []
+        for held_out in folds:
+            train = np.setdiff1d(data.fit_rows, held_out)
+            _, predicted = fit_all_tasks(candidate, data, train)
+            scores.append(fold_score(data, predicted, held_out))
+        mean, sd, bound = lcb(np.asarray(scores), len(candidates), params.delta)
+        results.append(CandidateScore(candidate.method, index, candidate.config(), scores, mean, sd, bound))
+    best = max(range(len(results)), key=lambda i: (results[i].cv_lcb, -i))
+    results[best].chosen = True
+    return results
+
+
+@dataclass
+class FittedMethod:
+    method: str
+    surrogate: Surrogate
+    params: list[dict]  # per task
+    predicted: np.ndarray  # (m, T), every subset
+    candidates: list[CandidateScore]
+    seconds: float = 0.0  # wall time of the choice (CV over candidates) and the final fit
+
+    @property
+    def chosen(self) -> CandidateScore:
+        return next(c for c in self.candidates if c.chosen)
+
+
+def fit_surrogates(data: SubsetData, params: SurrogateParams,
+                   methods: tuple[str, ...] = ("grasp", "grad_dot", "trak", "datamodel", "size")) -> dict[str, FittedMethod]:
+    """Chooses each method's configuration by LCB, refits it on all fit rows, predicts all rows."""
+    if len(data.fit_rows) < params.cv_folds * 2:
+        raise ValueError(f"{len(data.fit_rows)} fit subsets cannot support {params.cv_folds}-fold "
+                         "cross-validation; plan at least 2 per fold")
+    sets = candidate_sets(params, data.sketch_blocks)
+    fitted = {}
+    for method in methods:
+        began = time.perf_counter()
+        scores = choose_by_lcb(sets[method], data, params)
+        chosen = sets[method][next(c.candidate for c in scores if c.chosen)]
+        task_params, predicted = fit_all_tasks(chosen, data, data.fit_rows)
+        fitted[method] = FittedMethod(method, chosen, task_params, predicted, scores,
+                                      seconds=time.perf_counter() - began)
+    return fitted

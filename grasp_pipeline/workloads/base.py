@@ -1,0 +1,90 @@
+"""What every workload shares: the `Workload` protocol and the pieces its implementations reuse.
+
+A workload is everything model-specific (how examples become tensors, which proxy model
+trains on them, its loss); sketching, retraining and validation only talk to this
+interface, so a new modality or architecture is a new module in this package plus one
+line in `registry.py`, not new pipeline code. Every function here is device-agnostic:
+tensors land on `workload.device`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Protocol, Sequence, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Params = dict[str, torch.Tensor]  # a model's parameters by name (stacked: a leading model axis)
+
+PAD = 256  # byte vocabulary is 0..255; 256 marks padding and the start-of-text context
+IGNORE = -100  # cross-entropy ignore_index for padded target positions
+
+M = TypeVar("M", bound=nn.Module)
+
+
+class Workload(Protocol):
+    """What the pipeline needs from a proxy-model workload.
+
+    Optional members shape the corpus stage (read with getattr, so a workload without them
+    gets the text defaults): `whole_documents` (True: each corpus row is one example, e.g.
+    an image, instead of being cut into `example_bytes` pieces), `default_corpus` (the
+    corpus path used when none is configured; None: the embedded text corpus) and
+    `example_labels(texts) -> list[str]` (class labels of a classification workload: the
+    pool gets a `label` column and selections are balanced across labels).
+
+    Models must be vmap-friendly (per-example gradients and batched retraining use
+    torch.func): no in-place updates of parameters, no data-dependent Python control flow,
+    no dropout or other randomness in the forward pass.
+    """
+
+    name: str
+    device: torch.device
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Returns a (n, ...) tensor of model inputs on `self.device`."""
+
+    def build_model(self, seed: int) -> nn.Module:
+        """Returns a freshly initialised proxy model on `self.device` (deterministic in seed)."""
+
+    def example_losses(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """Returns the (n,) per-example mean loss (nats per predicted unit)."""
+
+    def config(self) -> dict:
+        """Returns the workload's hyper-parameters (recorded with sketches and outcomes)."""
+
+
+def seeded_build(seed: int, build: Callable[[], M]) -> M:
+    """Returns `build()` run under torch.manual_seed(seed), leaving the caller's RNG state as it was."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build()
+    finally:
+        torch.random.set_rng_state(generator_state)  # do not leak seeding into the caller
+
+
+def masked_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Returns (n,) mean cross-entropy per example over targets that are not IGNORE (nats/token).
+
+    logits: (n, L, V); targets: (n, L) with IGNORE at padded positions. An example with no
+    real target scores 0 (its sum is divided by 1, not 0).
+    """
+    token_losses = F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORE,
+                                   reduction="none").view(targets.shape)
+    valid = (targets != IGNORE).sum(-1).clamp(min=1)
+    return token_losses.sum(-1) / valid
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """Returns a short content hash of a parameter dict: the model version."""
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

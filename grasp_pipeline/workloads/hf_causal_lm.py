@@ -1,0 +1,249 @@
+"""Your own proxy architecture: a Hugging Face `transformers` causal language model.
+
+The model comes from a local directory saved with `save_pretrained` (`hf_model_path`, loaded
+with `local_files_only=True`: fine-tuning starts from those weights whatever the seed) or
+is built randomly initialised from a configuration (`hf_model_config`: a config.json path or
+inline JSON with a `model_type`, seeded by the recipe's init seed). The tokenizer is a local
+`tokenizers` file (tokenizer.json) or a local tokenizer directory. Nothing is downloaded.
+
+Documents are cut into `example_bytes` pieces like every text workload, then tokenized and
+truncated/padded to `max_tokens`. `encode` marks padding with -1; the model sees id 0 there
+and the loss ignores it. No attention mask is passed: padding is on the right and attention
+is causal, so no real token attends to padding, and mask-building code (data-dependent in
+some transformers versions) stays out of the vmapped forward. The per-example loss is the
+mean next-token cross-entropy over the example's real tokens.
+
+torch.func needs a functional, deterministic forward: the model runs in eval mode with
+every dropout probability set to 0, without a KV cache, and with `attn_implementation =
+"eager"` (fused SDPA kernels lack vmap batching rules on CPU). Tied input/output embeddings
+are handled by `functional_call`'s weight tying.
+
+`python -m grasp_pipeline.workloads.hf_causal_lm --make-tiny DIR` writes a tiny random GPT-2 and a
+byte-level BPE tokenizer trained on the embedded corpus, for trying the workload offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..fields import doc
+from .base import IGNORE, masked_token_cross_entropy, seeded_build
+
+PADDING = -1  # encode's padding marker (never a token id)
+_DROPOUT_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout",
+                   "attention_dropout", "hidden_dropout", "hidden_dropout_prob",
+                   "attention_probs_dropout_prob", "activation_dropout", "classifier_dropout")
+
+
+@dataclass(frozen=True)
+class HFCausalLMParams:
+    hf_model_path: str = doc("hf_causal_lm: local directory of a saved model (save_pretrained); never downloads.", "")
+    hf_model_config: str = doc("hf_causal_lm: instead of hf_model_path, a config.json path or inline JSON "
+                               "(e.g. {\"model_type\": \"gpt2\", \"n_layer\": 2}) for a randomly "
+                               "initialised model.", "")
+    hf_tokenizer_path: str = doc("hf_causal_lm: a tokenizer.json file or a local tokenizer directory "
+                                 "(empty = hf_model_path).", "")
+    max_tokens: int = doc("hf_causal_lm: tokens per example (padded/truncated to this).", 64)
+
+
+class HFCausalLMWorkload:
+    """A local Hugging Face causal LM and tokenizer; loss = mean next-token cross-entropy."""
+
+    name = "hf_causal_lm"
+    whole_documents = False
+    default_corpus = None  # the embedded text corpus
+
+    def __init__(self, params: HFCausalLMParams = HFCausalLMParams(), device: str = "cpu"):
+        if bool(params.hf_model_path) == bool(params.hf_model_config):
+            raise ValueError("hf_causal_lm needs exactly one of workload.hf_model_path (a local saved model "
+                             "directory) and workload.hf_model_config (a config.json path or inline JSON)")
+        if params.max_tokens < 2:
+            raise ValueError(f"max_tokens must be >= 2 (one token predicts the next), got {params.max_tokens}")
+        if params.hf_model_path and not Path(params.hf_model_path).is_dir():
+            raise FileNotFoundError(f"hf_model_path {params.hf_model_path!r} is not a directory; save a model "
+                                    "there with save_pretrained (or: python -m grasp_pipeline.workloads.hf_causal_lm "
+                                    "--make-tiny DIR)")
+        self.params = params
+        self.device = torch.device(device)
+        self.transformers_config = self._load_config()
+        self._tokenize = self._load_tokenizer()
+        self._fingerprint: str | None = None
+        positions = getattr(self.transformers_config, "max_position_embeddings", None)
+        if positions is not None and params.max_tokens > positions:
+            raise ValueError(f"max_tokens={params.max_tokens} exceeds the model's {positions} positions")
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load_config(self):
+        from transformers import AutoConfig
+
+        if self.params.hf_model_path:
+            config = AutoConfig.from_pretrained(self.params.hf_model_path, local_files_only=True)
+        else:
+            text = self.params.hf_model_config.strip()
+            if not text.startswith("{"):
+                text = Path(text).read_text()
+            values = json.loads(text)
+            if "model_type" not in values:
+                raise ValueError("hf_model_config needs a 'model_type' (e.g. \"gpt2\") to pick the architecture")
+            config = AutoConfig.for_model(**values)
+        config.use_cache = False  # no KV cache objects inside the vmapped forward
+        for name in _DROPOUT_FIELDS:  # training must be deterministic (and vmap refuses randomness)
+            if isinstance(getattr(config, name, None), float):
+                setattr(config, name, 0.0)
+        return config
+
+    def _tokenizer_source(self) -> Path:
+        path = Path(self.params.hf_tokenizer_path or self.params.hf_model_path)
+        if not str(path) or str(path) == ".":
+            raise ValueError("hf_causal_lm needs workload.hf_tokenizer_path (a tokenizer.json file or a local "
+                             "tokenizer directory) when the model comes from hf_model_config")
+        if not path.exists():
+            raise FileNotFoundError(f"hf_tokenizer_path {str(path)!r} does not exist")
+        return path
+
+    def _load_tokenizer(self):
+        """Returns texts -> lists of token ids (no special tokens added)."""
+        path = self._tokenizer_source()
+        if path.is_file():
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(path))
+            vocab = tokenizer.get_vocab_size()
+
+            def tokenize(texts):
+                return [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            vocab = len(tokenizer)
+
+            def tokenize(texts):
+                return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        model_vocab = getattr(self.transformers_config, "vocab_size", None)
+        if model_vocab is not None and vocab > model_vocab:
+            raise ValueError(f"the tokenizer at {path} has {vocab} tokens but the model only {model_vocab}; "
+                             "use the model's own tokenizer")
+        return tokenize
+
+    # -- the Workload interface -----------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Returns (n, max_tokens) int64 token ids, right-padded with -1, truncated."""
+        length = self.params.max_tokens
+        out = torch.full((len(texts), length), PADDING, dtype=torch.long)
+        for row, ids in enumerate(self._tokenize(texts)):
+            ids = ids[:length]
+            if ids:
+                out[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        return out.to(self.device)
+
+    def build_model(self, seed: int) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # models are built once per stage and per trainer
+        if self.params.hf_model_path:
+            model = seeded_build(seed, lambda: AutoModelForCausalLM.from_pretrained(
+                self.params.hf_model_path, config=self.transformers_config, local_files_only=True,
+                attn_implementation="eager", dtype=torch.float32))
+        else:
+            model = seeded_build(seed, lambda: AutoModelForCausalLM.from_config(
+                self.transformers_config, attn_implementation="eager"))
+        model.eval()  # no dropout; gradients still flow
+        return model.float().to(self.device)
+
+    def example_losses(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        inputs = batch.clamp(min=0)
+        logits = model(inputs).logits[:, :-1]  # positional: the pipeline may wrap the model (functional_call)
+        return masked_token_cross_entropy(logits, batch[:, 1:].masked_fill(batch[:, 1:] < 0, IGNORE))
+
+    def config(self) -> dict:
+        """Hyper-parameters plus a content hash of the model and tokenizer files, so a changed
+        checkpoint at the same path is a different workload (stale reference model)."""
+        if self._fingerprint is None:
+            self._fingerprint = self._files_fingerprint()
+        return {"workload": self.name, **asdict(self.params), "files_sha1": self._fingerprint}
+
+    def _files_fingerprint(self) -> str:
+        files = [self._tokenizer_source()]
+        if self.params.hf_model_path:
+            files.append(Path(self.params.hf_model_path))
+        elif not self.params.hf_model_config.strip().startswith("{"):
+            files.append(Path(self.params.hf_model_config))
+        digest = hashlib.sha1()
+        for root in files:
+            for f in sorted([root] if root.is_file() else (p for p in root.iterdir() if p.is_file())):
+                digest.update(f.name.encode())
+                with open(f, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+        return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- a tiny local model
+
+def make_tiny(directory: str | Path, *, vocab_size: int = 512, n_layer: int = 2, n_embd: int = 64,
+              n_head: int = 2, n_positions: int = 64, seed: int = 0, training_texts: Sequence[str] | None = None,
+              ) -> Path:
+    """Writes a randomly initialised GPT-2 (save_pretrained), a byte-level BPE tokenizer.json
+    trained on `training_texts` (default: the embedded corpus) and grasp.toml (the [workload]
+    settings that use them) into `directory`; returns it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if training_texts is None:
+        from ..corpus import load_documents
+
+        training_texts = load_documents(None)[0]["text"].to_list()
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(training_texts, trainer)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    end = tokenizer.token_to_id("<|endoftext|>")
+    config = GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=n_positions, n_embd=n_embd,
+                        n_layer=n_layer, n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=end, eos_token_id=end)
+    model = seeded_build(seed, lambda: GPT2LMHeadModel(config))
+    model.save_pretrained(directory)
+    absolute = directory.resolve()
+    (directory / "grasp.toml").write_text(  # the run settings that use this model: grasp run --config
+        f'[workload]\nname = "hf_causal_lm"\nhf_model_path = {json.dumps(str(absolute))}\n'
+        f'hf_tokenizer_path = {json.dumps(str(absolute / "tokenizer.json"))}\nmax_tokens = {n_positions}\n')
+    return directory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m grasp_pipeline.workloads.hf_causal_lm",
+        description="Write a tiny random GPT-2 and tokenizer for the hf_causal_lm workload.")
+    parser.add_argument("--make-tiny", metavar="DIR", required=True, help="output directory")
+    parser.add_argument("--vocab-size", type=int, default=512)
+    parser.add_argument("--n-layer", type=int, default=2)
+    parser.add_argument("--n-embd", type=int, default=64)
+    parser.add_argument("--n-head", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=64, help="positions of the model")
+    args = parser.parse_args(argv)
+    directory = make_tiny(args.make_tiny, vocab_size=args.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd,
+                          n_head=args.n_head, n_positions=args.max_tokens).resolve()
+    print(f"wrote a model, tokenizer.json and grasp.toml to {directory}\n"
+          f"run the pipeline on it with: grasp run --config {directory / 'grasp.toml'} --profile smoke")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
