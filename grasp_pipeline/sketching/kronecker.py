@@ -1,4 +1,24 @@
-"""The Kronecker (LoGra-style) projection: per-layer factors applied to activations and output gradients."""
+"""The Kronecker (LoGra-style) projection: its layer layout, the projector and the per-layer sketch math.
+
+For every `nn.Linear` the sketch of the layer's weight (and bias) gradient is
+Σ_t (P_out δ_t)(P_in [a_t; 1])ᵀ over positions t, from the layer's input activations a_t and
+output gradients δ_t (`layer_sketch`; the hooks that capture them on one batched forward are
+`gradients.KroneckerGradients`), so the per-example full gradient is never materialised.
+`nn.Embedding` is treated the same way with one-hot inputs (P_in a_t is a column of P_in).
+`nn.LayerNorm` weights/biases (tiny) enter exactly (Σ_t δ_t ⊙ x̂_t, Σ_t δ_t). The
+concatenated per-layer blocks (Σ_l k_in·k_out + LayerNorm sizes values, "stage 1") are then
+mapped to exactly k dimensions by a second, seeded SJLT, so any k works and the pool and task
+sketches share one space. Any other module that owns parameters, and parameters shared
+between modules, are refused with an error that names them (`kronecker_layout`; use `sjlt`).
+P_in/P_out are N(0, 1/k_side); a side whose width is ≤ `factor_dim` is kept exact (identity),
+so small layers are not compressed at all.
+
+Expected error: for a rank-1 layer gradient δaᵀ the sketch's squared norm is
+‖P_out δ‖²‖P_in a‖², relative sd ≈ √(2/k_out + 2/k_in) (0.35 at factor_dim 32) whatever k is;
+sums over many positions and layers average some of it out. On the byte models it measured
+3–6× the pair error of dense/SJLT at k = 1024 (bench/sketch.py), so it is an option for wide
+layers (d ≫ factor_dim, where it also saves the most compute and memory), not the default.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .projectors import DEFAULT_FACTOR_DIM, DEFAULT_NONZEROS, Projector, SJLTProjector
+from .projectors import DEFAULT_FACTOR_DIM, DEFAULT_NONZEROS, LAYER_IO, Projector, SJLTProjector
 
 
 @dataclass(frozen=True)
@@ -83,11 +103,13 @@ class KroneckerProjector(Projector):
     """z = S · concat_l(P_out,l G_l P_in,lᵀ, exact parts); S a seeded SJLT to k dimensions.
 
     `project(flat)` applies the map to flat per-example gradients (parameter order
-    `param_shapes`); `GradientSketcher` computes the same sketches from activations and
-    output gradients without forming the flat gradients.
+    `param_shapes`); in production it consumes `LAYER_IO`: `gradients.KroneckerGradients`
+    computes the same stage-1 values from activations and output gradients without forming
+    the flat gradients and hands them to `project_stage1`.
     """
 
     kind = "kronecker"
+    consumes = LAYER_IO
 
     def __init__(self, layout: Sequence[LayerSpec], param_shapes: dict[str, tuple[int, ...]], k: int,
                  seed: int, factor_dim: int = DEFAULT_FACTOR_DIM, nonzeros: int = DEFAULT_NONZEROS):
@@ -142,8 +164,12 @@ class KroneckerProjector(Projector):
             parts.append(g.reshape(n, -1))
         return torch.cat(parts, 1)
 
+    def project_stage1(self, stage1: torch.Tensor) -> torch.Tensor:
+        """(n, k) sketches of (n, width) stage-1 values (the second, SJLT stage)."""
+        return self.stage2.project(stage1)
+
     def project(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.stage2.project(self.stage1_from_flat(flat))
+        return self.project_stage1(self.stage1_from_flat(flat))
 
     def config(self) -> dict:
         return {**super().config(), "factor_dim": self.factor_dim, "nonzeros": self.nonzeros,
@@ -162,43 +188,61 @@ def _factor(seed: int, module: str, side: str, width: int, k_side: int) -> torch
 
 
 def layer_sketch(spec: LayerSpec, module: nn.Module, x: torch.Tensor, delta: torch.Tensor,
-                  p_in: torch.Tensor | None, p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                 p_in: torch.Tensor | None, p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, k_out·k_in) sketch block and (n,) squared gradient norm of one layer call."""
-    n = delta.shape[0]
-    if spec.kind == "exact":  # LayerNorm: ∂w = Σ_t δ_t ⊙ x̂_t, ∂b = Σ_t δ_t
-        shape = module.normalized_shape
-        parts = []
-        if module.weight is not None:
-            x_hat = F.layer_norm(x, shape, None, None, module.eps)
-            parts.append((delta * x_hat).reshape(n, -1, math.prod(shape)).sum(1))
-        if module.bias is not None:
-            parts.append(delta.reshape(n, -1, math.prod(shape)).sum(1))
-        block = torch.cat(parts, 1)
-        return block, (block ** 2).sum(1)
-    delta = delta.reshape(n, -1, spec.d_out).float()  # (n, T, d_out)
-    tokens = delta.shape[1]
-    d = delta if p_out is None else delta @ p_out.t()  # (n, T, k_out)
+    if spec.kind == "exact":
+        return _exact_sketch(module, x, delta)
+    delta = delta.reshape(delta.shape[0], -1, spec.d_out).float()  # (n, T, d_out)
     if spec.kind == "linear":
-        a = x.reshape(n, -1, x.shape[-1]).float()  # (n, T, in_features)
-        bias = spec.d_in > a.shape[-1]
-        if p_in is None:
-            a_proj = torch.cat([a, a.new_ones(n, tokens, 1)], 2) if bias else a
-        else:
-            a_proj = a @ p_in[:, :a.shape[-1]].t()
-            if bias:
-                a_proj = a_proj + p_in[:, -1]
-        block = d.transpose(1, 2) @ a_proj  # (n, k_out, k_in) = Σ_t (P_out δ_t)(P_in [a_t; 1])ᵀ
-        # exact ‖[∂W | ∂b]‖², by the cheaper of materialising ∂W or the token Gram matrices
-        if tokens * (spec.d_in + spec.d_out) < spec.d_in * spec.d_out:
-            gram_a = a @ a.transpose(1, 2)
-            if bias:
-                gram_a = gram_a + 1
-            sq = ((delta @ delta.transpose(1, 2)) * gram_a).sum((1, 2))
-        else:
-            g = delta.transpose(1, 2) @ a
-            sq = (g ** 2).sum((1, 2)) + ((delta.sum(1) ** 2).sum(1) if bias else 0)
-        return block.reshape(n, -1), sq
-    # embedding: a_t is the one-hot of id_t, so P_in a_t is column id_t of P_in
+        return _linear_sketch(spec, x, delta, p_in, p_out)
+    return _embedding_sketch(spec, module, x, delta, p_in, p_out)
+
+
+def _exact_sketch(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LayerNorm: ∂w = Σ_t δ_t ⊙ x̂_t, ∂b = Σ_t δ_t, entered as they are."""
+    n = delta.shape[0]
+    shape = module.normalized_shape
+    parts = []
+    if module.weight is not None:
+        x_hat = F.layer_norm(x, shape, None, None, module.eps)
+        parts.append((delta * x_hat).reshape(n, -1, math.prod(shape)).sum(1))
+    if module.bias is not None:
+        parts.append(delta.reshape(n, -1, math.prod(shape)).sum(1))
+    block = torch.cat(parts, 1)
+    return block, (block ** 2).sum(1)
+
+
+def _linear_sketch(spec: LayerSpec, x: torch.Tensor, delta: torch.Tensor, p_in: torch.Tensor | None,
+                   p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_t (P_out δ_t)(P_in [a_t; 1])ᵀ and the exact ‖[∂W | ∂b]‖² of a Linear layer."""
+    n, tokens = delta.shape[:2]
+    d = delta if p_out is None else delta @ p_out.t()  # (n, T, k_out)
+    a = x.reshape(n, -1, x.shape[-1]).float()  # (n, T, in_features)
+    bias = spec.d_in > a.shape[-1]
+    if p_in is None:
+        a_proj = torch.cat([a, a.new_ones(n, tokens, 1)], 2) if bias else a
+    else:
+        a_proj = a @ p_in[:, :a.shape[-1]].t()
+        if bias:
+            a_proj = a_proj + p_in[:, -1]
+    block = d.transpose(1, 2) @ a_proj  # (n, k_out, k_in)
+    # the norm by the cheaper of materialising ∂W or the token Gram matrices
+    if tokens * (spec.d_in + spec.d_out) < spec.d_in * spec.d_out:
+        gram_a = a @ a.transpose(1, 2)
+        if bias:
+            gram_a = gram_a + 1
+        sq = ((delta @ delta.transpose(1, 2)) * gram_a).sum((1, 2))
+    else:
+        g = delta.transpose(1, 2) @ a
+        sq = (g ** 2).sum((1, 2)) + ((delta.sum(1) ** 2).sum(1) if bias else 0)
+    return block.reshape(n, -1), sq
+
+
+def _embedding_sketch(spec: LayerSpec, module: nn.Module, x: torch.Tensor, delta: torch.Tensor,
+                      p_in: torch.Tensor | None, p_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An Embedding's ∂Wᵀ sketch: a_t is the one-hot of id_t, so P_in a_t is column id_t of P_in."""
+    n, tokens = delta.shape[:2]
+    d = delta if p_out is None else delta @ p_out.t()
     ids = x.reshape(n, -1)
     if module.padding_idx is not None:  # the padding row gets no gradient
         delta = delta * (ids != module.padding_idx).unsqueeze(-1)
