@@ -8,10 +8,12 @@ import numpy as np
 import polars as pl
 
 from .errors import CorpusError, require_columns
+from .labels import DIRT_COLUMNS, with_dirt_columns
 
 
-SHARD_COLUMNS = ["example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1", "doc_id", "offset"]
-TASK_COLUMNS = ["task", "example_id", "domain", "text", "n_bytes", "content_sha1"]
+SHARD_COLUMNS = ["example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1", "doc_id", "offset",
+                 *DIRT_COLUMNS]
+TASK_COLUMNS = ["task", "example_id", "domain", "text", "n_bytes", "content_sha1", *DIRT_COLUMNS]
 
 
 def split_pool_and_tasks(
@@ -35,12 +37,15 @@ def split_pool_and_tasks(
 
     Returns (corpus_shards, task_sets):
       corpus_shards: example_id, shard, domain, text, n_bytes, source, content_sha1,
-                     doc_id, offset; sorted by (domain, shard, example_id).
-      task_sets:     task (= domain), example_id, domain, text, n_bytes, content_sha1;
-                     sorted by (task, example_id).
+                     doc_id, offset, dirt, dirt_source; sorted by (domain, shard, example_id).
+      task_sets:     task (= domain), example_id, domain, text, n_bytes, content_sha1,
+                     dirt, dirt_source; sorted by (task, example_id).
+    dirt and dirt_source are the examples' optional labels (null when `examples` has
+    none), carried through and never read here.
     """
     _check_split_settings(task_examples_per_domain, pool_examples_per_domain, shard_size, seed)
-    require_columns(examples, tuple(c for c in SHARD_COLUMNS if c != "shard"), "examples")
+    require_columns(examples, tuple(c for c in SHARD_COLUMNS if c != "shard" and c not in DIRT_COLUMNS), "examples")
+    examples = with_dirt_columns(examples)
     if examples.height == 0:
         raise CorpusError("no examples to split: the documents produced no examples. "
                           "Add text, or lower example_bytes.")
