@@ -53,7 +53,8 @@ def write_user_corpus(path: Path, domains=("news", "code", "poetry"), docs_per_d
     documents, _ = load_documents(None)
     rows = []
     for name, source in zip(domains, source_domains):
-        docs = documents.filter(pl.col("domain") == source).head(docs_per_domain)
+        # clean documents only: the embedded corpus's dirt documents are one example each
+        docs = documents.filter((pl.col("domain") == source) & (pl.col("dirt") == "clean")).head(docs_per_domain)
         rows += [{"id": f"{name}-{i}", "domain": name, "text": text} for i, text in enumerate(docs["text"])]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

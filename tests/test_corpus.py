@@ -73,7 +73,7 @@ def test_embedded_corpus_report_counts_documents_per_domain():
     assert report.files == (str(DEFAULT_CORPUS),)
     assert report.documents == docs.height == sum(report.domains.values())
     assert report.replaced_bytes == 0
-    assert docs.columns == ["doc_id", "domain", "source", "text"]
+    assert docs.columns == ["doc_id", "domain", "source", "text", "dirt", "dirt_source"]
     assert docs["doc_id"].is_unique().all()
 
 
@@ -81,7 +81,7 @@ def test_embedded_corpus_records_name_their_source_and_licence():
     with gzip.open(DEFAULT_CORPUS, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     for r in records:
-        assert set(r) == {"id", "domain", "source", "license", "text"}
+        assert set(r) == {"id", "domain", "source", "license", "text", "dirt", "dirt_source"}
         assert r["source"] and r["license"] in {"public-domain", "PSF-2.0"}
     literature = "".join(r["text"] for r in records if r["license"] == "public-domain")
     assert "gutenberg" not in literature.lower()  # PG header/footer boilerplate stripped
@@ -159,7 +159,8 @@ def test_loads_jsonl_parquet_json_and_gz_from_a_directory_recursively(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored")
 
     docs, report = load_documents(tmp_path)
-    assert docs.to_dicts() == [
+    assert docs.select("dirt", "dirt_source").null_count().row(0) == (5, 5)  # no labels: null, not required
+    assert docs.drop("dirt", "dirt_source").to_dicts() == [
         {"doc_id": "a1", "domain": "x", "source": "a.jsonl", "text": "alpha"},
         {"doc_id": "a.jsonl:2", "domain": "x", "source": "a.jsonl", "text": "beta"},
         {"doc_id": "7", "domain": "y", "source": "c.jsonl.gz", "text": "delta"},
@@ -336,8 +337,9 @@ def test_split_holds_out_the_last_examples_of_each_domain(two_domain_examples):
 def test_split_output_columns_sorting_and_shards(two_domain_examples):
     shards, tasks = split(two_domain_examples)
     assert shards.columns == ["example_id", "shard", "domain", "text", "n_bytes", "source",
-                              "content_sha1", "doc_id", "offset"]
-    assert tasks.columns == ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1"]
+                              "content_sha1", "doc_id", "offset", "dirt", "dirt_source"]
+    assert tasks.columns == ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1", "dirt",
+                             "dirt_source"]
     assert shards.schema["example_id"] == pl.Int64 and shards.schema["offset"] == pl.Int64
     assert shards.equals(shards.sort("domain", "shard", "example_id"))
     assert tasks.equals(tasks.sort("task", "example_id"))

@@ -577,3 +577,47 @@ def test_a_strong_trust_region_keeps_the_selection_near_random_composition():
     held = grasp_selection(z, q, params, weights, 40, trust_region=10.0)
     share_b = [np.mean(sel.rows >= 100) for sel in (free, held)]
     assert share_b[0] < 0.1 and 0.3 < share_b[1] < 0.7  # random selections hold about half B
+
+
+# ---------------------------------------------------------------- quota vectors (composition first)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_quota_vector_fills_each_domain_to_its_count(method):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(600, 8))
+    domains = np.repeat(np.array(["a", "b", "c"]), 200)
+    v, d = rng.normal(size=8), np.full(8, 0.05)
+    counts = {"a": 30, "b": 5, "c": 15}
+    chosen = residual_greedy(z, v, d, 1.0, 50, domains=domains, max_per_domain=counts, method=method)
+    picked = dict(zip(*np.unique(domains[chosen.rows], return_counts=True)))
+    assert picked == counts
+
+
+def test_a_quota_vector_greedy_equals_the_per_domain_greedy_when_the_penalty_is_additive():
+    """With D = 0 the objective is additive, so filling quotas jointly is top-k inside each domain."""
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(300, 6))
+    domains = np.repeat(np.array(["a", "b", "c"]), 100)
+    v = rng.normal(size=6)
+    counts = {"a": 7, "b": 0, "c": 12}
+    joint = residual_greedy(z, v, np.zeros(6), 1.0, 19, domains=domains, max_per_domain=counts, method="exact")
+    per_domain = set()
+    for name, count in counts.items():
+        rows = np.flatnonzero(domains == name)
+        per_domain |= set(rows[np.argsort(-(z[rows] @ v), kind="stable")[:count]].tolist())
+    assert set(joint.rows.tolist()) == per_domain
+
+
+def test_lazy_and_batched_quota_greedies_equal_the_exact_one():
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(2000, 12)).astype(np.float32)
+    domains = np.repeat(np.arange(4), 500)
+    v, d = rng.normal(size=12), np.abs(rng.normal(size=12)) * 0.2
+    counts = {0: 40, 1: 10, 2: 25, 3: 5}
+    exact = residual_greedy(z, v, d, 1.0, 80, domains=domains, max_per_domain=counts, method="exact")
+    lazy = residual_greedy(z, v, d, 1.0, 80, domains=domains, max_per_domain=counts, method="lazy")
+    assert np.array_equal(exact.rows, lazy.rows)
+    batched = residual_greedy(z, v, d, 1.0, 80, domains=domains, max_per_domain=counts, method="batched",
+                              batch_passes=80)
+    assert np.array_equal(exact.rows, batched.rows)  # one step per window: the exact greedy

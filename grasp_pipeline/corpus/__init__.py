@@ -8,22 +8,26 @@ library is usable and testable on its own):
     shards, tasks = split_pool_and_tasks(examples, ...)  # examples -> training pool + held-out tasks
 
 Input files are JSON lines (optionally gzipped), JSON arrays or Parquet, with
-required fields `text` and `domain` and optional `id` and `source`.  With no path, the
+required fields `text` and `domain` and optional `id`, `source` and labels `dirt` and
+`dirt_source` (carried to the pool and task tables, read by no stage).  With no path, the
 corpus embedded in the package (data/default_corpus.jsonl.gz, see
 data/PROVENANCE.md) is used.  Bad input raises CorpusError, whose message names
 the file, the row and the field, and says how to fix it.
 
 Modules: `files` (which files a path means), `readers` (one file to rows), `documents`
-(`load_documents`), `examples` (`cut_examples`), `split` (`split_pool_and_tasks`).
+(`load_documents`), `examples` (`cut_examples`), `split` (`split_pool_and_tasks`),
+`labels` (the optional label columns), `dirt` and `boilerplate` (the embedded corpus's
+labelled dirt, made by scripts/add_corpus_dirt.py).
 """
 
 from .documents import DEFAULT_CORPUS, IngestReport, load_documents
 from .errors import CorpusError
 from .examples import EXAMPLE_SCHEMA, cut_examples, example_id
 from .files import SUPPORTED_SUFFIXES
+from .labels import DIRT_COLUMNS, DIRT_KINDS
 from .readers import DOMAIN_CHARS_HELP, DOMAIN_PATTERN
 from .split import SHARD_COLUMNS, TASK_COLUMNS, split_pool_and_tasks
 
-__all__ = ["DEFAULT_CORPUS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA", "SHARD_COLUMNS",
-           "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "IngestReport", "cut_examples", "example_id",
-           "load_documents", "split_pool_and_tasks"]
+__all__ = ["DEFAULT_CORPUS", "DIRT_COLUMNS", "DIRT_KINDS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA",
+           "SHARD_COLUMNS", "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "IngestReport", "cut_examples",
+           "example_id", "load_documents", "split_pool_and_tasks"]

@@ -9,6 +9,7 @@ import polars as pl
 
 from .errors import CorpusError
 from .files import resolve_input
+from .labels import DIRT_COLUMNS
 from .readers import read_file
 
 
@@ -33,7 +34,8 @@ def load_documents(path: str | Path | None = None) -> tuple[pl.DataFrame, Ingest
     documents has one row per input record, in file order then row order, with
     Utf8 columns doc_id (the record's `id`, else "<file>:<row>" with <file> the
     file's path relative to the input root), domain, source (the record's
-    `source`, else that relative path) and text.
+    `source`, else that relative path) and text, then the optional labels dirt and
+    dirt_source (labels.DIRT_COLUMNS; null where a record has none).
     """
     files, root = resolve_input(DEFAULT_CORPUS if path is None else path)
     frames, replaced = [], 0
@@ -48,7 +50,7 @@ def load_documents(path: str | Path | None = None) -> tuple[pl.DataFrame, Ingest
                           "Add records with 'text' and 'domain' fields, or point at other files.")
     _check_unique_ids(docs, files)
 
-    documents = docs.select("doc_id", "domain", "source", "text")
+    documents = docs.select("doc_id", "domain", "source", "text", *DIRT_COLUMNS)
     counts = documents.group_by("domain").len().sort("domain")
     report = IngestReport(
         files=tuple(str(f) for f in files),

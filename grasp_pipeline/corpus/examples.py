@@ -8,11 +8,13 @@ import numpy as np
 import polars as pl
 
 from .errors import CorpusError, require_columns
+from .labels import DIRT_COLUMNS, with_dirt_columns
 
 
 EXAMPLE_SCHEMA = {
     "example_id": pl.Int64, "domain": pl.Utf8, "source": pl.Utf8, "doc_id": pl.Utf8,
     "offset": pl.Int64, "text": pl.Utf8, "n_bytes": pl.Int64, "content_sha1": pl.Utf8,
+    **{c: pl.Utf8 for c in DIRT_COLUMNS},  # the document's optional labels, carried unread
 }
 
 
@@ -36,7 +38,8 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
 
     Returns one row per example, in document order then offset order, with
     columns example_id, domain, source, doc_id, offset (byte offset in the
-    document), text, n_bytes and content_sha1 (hex sha1 of the example bytes).
+    document), text, n_bytes, content_sha1 (hex sha1 of the example bytes) and the
+    document's labels dirt and dirt_source (null where `documents` has none).
     A cut goes at the last character boundary <= the limit, so no multi-byte
     character is split.  Whitespace-only pieces and pieces shorter than
     example_bytes // 2 (document tails) are dropped; chunk indices, and so ids,
@@ -58,7 +61,8 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
 
     out = {k: [] for k in EXAMPLE_SCHEMA}
     min_bytes = example_bytes // 2
-    for domain, doc_id, source, text in documents.select("domain", "doc_id", "source", "text").iter_rows():
+    rows = with_dirt_columns(documents).select("domain", "doc_id", "source", "text", *DIRT_COLUMNS).iter_rows()
+    for domain, doc_id, source, text, *labels in rows:
         data = (text or "").encode("utf-8")
         bounds = [(0, len(data))] if whole_documents and data else _chunk_bounds(data, example_bytes)
         for chunk_index, (start, end) in enumerate(bounds):
@@ -76,6 +80,8 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
             out["text"].append(piece_text)
             out["n_bytes"].append(end - start)
             out["content_sha1"].append(hashlib.sha1(piece).hexdigest())
+            for column, value in zip(DIRT_COLUMNS, labels):
+                out[column].append(value)
     return pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from .errors import CorpusError
+from .labels import DIRT_COLUMNS
 
 
 DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -23,7 +24,8 @@ _SURROGATES = re.compile("[\ud800-\udfff]")  # lone surrogates, e.g. from "\ud80
 
 
 def read_file(file: Path, source: str) -> tuple[pl.DataFrame, int]:
-    """Return (frame with _row, _unit, doc_id, domain, source, text; replaced byte count) for one file."""
+    """Return (frame with _row, _unit, doc_id, domain, source, text, dirt, dirt_source; replaced byte
+    count) for one file; the optional label fields (labels.DIRT_COLUMNS) are null where absent."""
     reader = _read_parquet if file.name.endswith(".parquet") else _read_json
     frame, bad = reader(file)
     frame = frame.with_columns(
@@ -31,7 +33,7 @@ def read_file(file: Path, source: str) -> tuple[pl.DataFrame, int]:
         source=pl.coalesce("source", pl.lit(source, pl.Utf8)),
     )
     _check_domains_and_text(frame, file)
-    return frame.select("_row", "_unit", "doc_id", "domain", "source", "text"), bad
+    return frame.select("_row", "_unit", "doc_id", "domain", "source", "text", *DIRT_COLUMNS), bad
 
 
 def _decode(raw: bytes) -> tuple[str, int]:
@@ -59,16 +61,19 @@ def _read_json(file: Path) -> tuple[pl.DataFrame, int]:
     """
     text, bad = _json_text(file)
     unit, records = _json_records(file, text)
-    columns = {"_row": [], "id": [], "source": [], "domain": [], "text": []}
+    columns = {"_row": [], "id": [], "source": [], "domain": [], "text": [], **{c: [] for c in DIRT_COLUMNS}}
     for n, rec in records:
         t, d, i, src = _checked_record(rec, f"{file}: {unit} {n}")
+        labels = _checked_labels(rec, f"{file}: {unit} {n}")
         # lone surrogates (from "\ud800"-style escapes) cannot be stored as UTF-8
         (t, bad_t), (i, bad_i), (src, bad_s) = _clean(t), _clean(i), _clean(src)
         bad += bad_t + bad_i + bad_s
-        for name, value in zip(columns, (n, i, src, d, t)):
+        labels, bad_l = zip(*map(_clean, labels))
+        bad += sum(bad_l)
+        for name, value in zip(columns, (n, i, src, d, t, *labels)):
             columns[name].append(value)
     frame = pl.DataFrame(columns, schema={"_row": pl.Int64, "id": pl.Utf8, "source": pl.Utf8,
-                                          "domain": pl.Utf8, "text": pl.Utf8})
+                                          "domain": pl.Utf8, "text": pl.Utf8, **{c: pl.Utf8 for c in DIRT_COLUMNS}})
     return frame.with_columns(_unit=pl.lit(unit, pl.Utf8)), bad
 
 
@@ -129,6 +134,16 @@ def _checked_record(rec, where: str) -> tuple[str, str | None, str | None, str |
     return t, d, i, src
 
 
+def _checked_labels(rec: dict, where: str) -> tuple[str | None, ...]:
+    """Return the optional label fields (DIRT_COLUMNS) of one record, None where absent."""
+    values = tuple(rec.get(field) for field in DIRT_COLUMNS)
+    for field, value in zip(DIRT_COLUMNS, values):
+        if value is not None and not isinstance(value, str):
+            raise CorpusError(f"{where}: optional field '{field}' must be a string or null, "
+                              f"got {type(value).__name__}.")
+    return values
+
+
 def _read_parquet(file: Path) -> tuple[pl.DataFrame, int]:
     """Return (frame, replaced bytes) for a Parquet file; rows are 0-based row indices."""
     try:
@@ -138,7 +153,8 @@ def _read_parquet(file: Path) -> tuple[pl.DataFrame, int]:
                 raise CorpusError(f"{file}: missing required column '{field}' (columns present: "
                                   f"{present}). Every file needs 'text' and 'domain' columns.")
         # read only the columns used; extra columns (embeddings, metadata) may be large
-        table = pl.read_parquet(file, columns=[c for c in ("id", "source", "domain", "text") if c in present])
+        table = pl.read_parquet(file, columns=[c for c in ("id", "source", "domain", "text", *DIRT_COLUMNS)
+                                               if c in present])
     except CorpusError:
         raise
     except Exception as e:  # polars raises several types for corrupt files; all mean the same here
@@ -146,7 +162,7 @@ def _read_parquet(file: Path) -> tuple[pl.DataFrame, int]:
                           "Re-export the file or remove it from the input.") from None
     bad = 0
     columns = {"_row": pl.int_range(table.height, dtype=pl.Int64, eager=True)}
-    for field in ("id", "source", "domain", "text"):
+    for field in ("id", "source", "domain", "text", *DIRT_COLUMNS):
         if field not in table.columns:
             columns[field] = pl.Series(field, [None] * table.height, pl.Utf8)
             continue

@@ -8,10 +8,12 @@ import numpy as np
 import polars as pl
 
 from .errors import CorpusError, require_columns
+from .labels import DIRT_COLUMNS, with_dirt_columns
 
 
-SHARD_COLUMNS = ["example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1", "doc_id", "offset"]
-TASK_COLUMNS = ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1"]
+SHARD_COLUMNS = ["example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1", "doc_id", "offset",
+                 *DIRT_COLUMNS]
+TASK_COLUMNS = ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1", *DIRT_COLUMNS]
 SPLITS = ("dev", "test")
 
 
@@ -45,15 +47,18 @@ def split_pool_and_tasks(
 
     Returns (corpus_shards, task_sets):
       corpus_shards: example_id, shard, domain, text, n_bytes, source, content_sha1,
-                     doc_id, offset; sorted by (domain, shard, example_id).
+                     doc_id, offset, dirt, dirt_source; sorted by (domain, shard, example_id).
       task_sets:     task (= domain), split ("dev"/"test"), example_id, domain, text, n_bytes,
-                     content_sha1; sorted by (task, example_id).
+                     content_sha1, dirt, dirt_source; sorted by (task, example_id).
+    dirt and dirt_source are the examples' optional labels (null when `examples` has
+    none), carried through and never read here.
     """
     _check_split_settings(task_examples_per_domain, pool_examples_per_domain, shard_size, seed)
     if not 0 < test_fraction < 1 or split_block < 1:
         raise CorpusError(f"corpus.test_fraction must be in (0, 1) and corpus.split_block >= 1, got "
                           f"{test_fraction} and {split_block}.")
-    require_columns(examples, tuple(c for c in SHARD_COLUMNS if c != "shard"), "examples")
+    require_columns(examples, tuple(c for c in SHARD_COLUMNS if c != "shard" and c not in DIRT_COLUMNS), "examples")
+    examples = with_dirt_columns(examples)
     if examples.height == 0:
         raise CorpusError("no examples to split: the documents produced no examples. "
                           "Add text, or lower example_bytes.")

@@ -30,16 +30,26 @@ class Constraints:
     a domain filling up touches its rows once. No O(n) work per step.
     """
 
-    def __init__(self, n: int, domains=None, max_per_domain: int = 0, content=None, excluded=None):
+    def __init__(self, n: int, domains=None, max_per_domain: int | dict = 0, content=None, excluded=None):
+        """`max_per_domain`: one cap for every domain (0 = none), or {domain: cap} (a quota vector:
+        a domain it does not name gets 0), as composition-first selection takes its counts."""
         self.penalty = np.zeros(n)
         if excluded is not None:
             self.penalty[excluded] = -np.inf
         self.domain = self.content = None
-        if domains is not None and max_per_domain:
-            self.domain = codes(np.asarray(domains))
+        if domains is not None and (isinstance(max_per_domain, dict) or max_per_domain):
+            values = np.asarray(domains)
+            self.domain = codes(values)
             self.domain_count = np.zeros(self.domain.max(initial=-1) + 1, np.int64)
-            self.domain_open = np.ones(len(self.domain_count), bool)
-            self.quota = int(max_per_domain)
+            self.quota = np.full(len(self.domain_count), int(max_per_domain) if not isinstance(max_per_domain, dict)
+                                 else 0, np.int64)
+            if isinstance(max_per_domain, dict):
+                for code in range(len(self.quota)):
+                    value = values[int(np.argmax(self.domain == code))]
+                    self.quota[code] = int(max_per_domain.get(value.item() if hasattr(value, "item") else value, 0))
+            self.domain_open = self.quota > 0
+            for code in np.flatnonzero(~self.domain_open):
+                self.penalty[self.domain == code] = -np.inf
         if content is not None:
             self.content = codes(np.asarray(content))
             self._by_content = np.argsort(self.content, kind="stable")  # rows grouped by hash
@@ -53,7 +63,7 @@ class Constraints:
         if self.domain is not None:
             code = self.domain[row]
             self.domain_count[code] += 1
-            if self.domain_count[code] >= self.quota and self.domain_open[code]:
+            if self.domain_count[code] >= self.quota[code] and self.domain_open[code]:
                 self.domain_open[code] = False
                 self.penalty[self.domain == code] = -np.inf
                 closed = True
