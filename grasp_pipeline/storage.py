@@ -64,6 +64,8 @@ CONTRACT: dict[str, dict[str, pl.DataType]] = {
     "curation_test": {"selection_id": pl.Utf8, "method": pl.Utf8, "task": pl.Utf8, "utility": pl.Float64,
                       "gain_vs_reference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
                       "reference": pl.Utf8, "seeds": pl.Int64},
+    "curation_test_dirt": {"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "share": pl.Float64,
+                           "random_share": pl.Float64},
 }
 
 # Tables written partition by partition (DESIGN §4: shards and retraining batches).

@@ -69,6 +69,17 @@ def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
             .sort("reference", "test_utility", descending=[False, True]))
 
 
+def dirt_table(store: DeltaStore) -> pl.DataFrame | None:
+    """Each selection's share of each labelled kind of dirt, with the random references' mean as a row."""
+    if not store.exists("curation_test_dirt"):
+        return None
+    frame = store.read("curation_test_dirt").filter(~pl.col("selection_id").str.starts_with("test-random-"))
+    random = (frame.select("kind", "random_share").unique("kind", maintain_order=True)
+              .with_columns(method=pl.lit("random (mean of the test references)")).rename({"random_share": "share"}))
+    both = pl.concat([frame.select("method", "kind", "share"), random.select("method", "kind", "share")])
+    return both.pivot(on="kind", index="method", values="share").drop("clean", strict=False)
+
+
 def composition_floor_line(store: DeltaStore) -> str | None:
     """Retrained test loss next to the composition-only floor (per-domain unigram of each training subset)."""
     if not store.exists("curation_test"):
@@ -110,6 +121,10 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
                       "or the natural mixture, bootstrap 95% interval; these are the figures to act on):", str(test)]
             line = composition_floor_line(store)
             parts += [line] if line else []
+            dirt = dirt_table(store)
+            if dirt is not None:
+                parts += ["Share of the labelled dirt in each selection (the pipeline never reads the labels):",
+                          str(dirt)]
         parts += ["Dev validation (selection_validation: dev examples, the recipe's own seeds; what the loop may look "
                   "at, not the proof):", str(selection_table(store)),
                   "Mixtures (predicted task-weighted utility at the selection budget):",

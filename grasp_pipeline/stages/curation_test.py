@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from ..config.params import TestParams
+from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
                                    unit_histograms)
 from ..mixture import sample_mixture
@@ -54,6 +55,9 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
     result = StageResult()
     result.write(store, "curation_test", frame)
+    dirt = _dirt_frame(pool, selections, references)
+    if dirt is not None:
+        result.write(store, "curation_test_dirt", dirt)
     result.metrics = {**_test_metrics(frame, pairs, len(params.random_seeds), params.mixture_samples),
                       "defaults_sha1": defaults_digest()}
     return result
@@ -66,6 +70,23 @@ def defaults_digest() -> str:
     from ..config.profiles import PipelineParams
 
     return digest(asdict(PipelineParams()))
+
+
+def _dirt_frame(pool: pl.DataFrame, selections: list[tuple], references: list[tuple]) -> pl.DataFrame | None:
+    """Each selection's share of every labelled kind of dirt (and of redundant examples) next to the
+    mean share of the random references; None for a pool without labels (only evaluation reads them)."""
+    if "dirt" not in pool.columns or pool["dirt"].null_count() == pool.height:
+        return None
+    ids = pool["example_id"].to_numpy()
+    shares = dirt_shares(pool, {key: ids[rows] for key, _, _, rows in selections + references})
+    kinds = [c for c in shares.columns if c not in ("method", "examples")]
+    reference = shares.filter(pl.col("method").str.starts_with("test-random-")).select(kinds).mean()
+    method_of = {key: method for key, method, _, _ in selections + references}
+    return pl.DataFrame([{"selection_id": key, "method": method_of[key], "kind": kind, "share": float(row[kind]),
+                          "random_share": float(reference[kind][0])}
+                         for row in shares.iter_rows(named=True) for key in [row["method"]] for kind in kinds],
+                        schema={"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "share": pl.Float64,
+                                "random_share": pl.Float64})
 
 
 def _check_fresh_seeds(params: TestParams, recipe: Recipe, pairs: list[tuple[int, int]]) -> None:
