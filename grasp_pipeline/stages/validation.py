@@ -23,12 +23,14 @@ def validate_selections(store: DeltaStore, workload: Workload, params: Validatio
     """Retrains the outcome recipe on every selection and on a sample of every mixture, at the
     same budget; writes `selection_validation` (utility averaged over `repeats` data orders).
 
+    Outcomes whose batches disagree on the recipe (or workload) are refused before anything is
+    trained or written (`outcome_recipe`).
+
     Every selection trains with the same data-order seeds (common random numbers), so the
     differences between methods are not differences between seeds.
     """
+    recipe = outcome_recipe(store.read("subset_outcomes"))
     pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload)
-    recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
-    recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
     selections = store.read("curated_selections").sort("selection_id", "rank")
     position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
     grouped = selections.group_by("selection_id", "method", "budget", maintain_order=True).agg("example_id")
@@ -62,3 +64,24 @@ def validate_selections(store: DeltaStore, workload: Workload, params: Validatio
     result.metrics.update(selection_comparison(frame))
     result.figures["utility_per_task.png"] = utility_figure(frame)
     return result
+
+
+def outcome_recipe(outcomes: pl.DataFrame) -> Recipe:
+    """Returns the one retraining recipe of `outcomes` (subset_outcomes rows).
+
+    Raises ValueError naming the batches of each recipe, and the fields that differ, when the
+    rows disagree: validation would otherwise retrain with whichever recipe came first.
+    """
+    by_recipe = (outcomes.group_by("recipe").agg(pl.col("batch").unique().sort())
+                 .with_columns(first=pl.col("batch").list.first()).sort("first"))
+    if by_recipe.height > 1:
+        parsed = [json.loads(r) for r in by_recipe["recipe"]]
+        fields = sorted({k for p in parsed for k in p
+                         if len({json.dumps(q.get(k), sort_keys=True) for q in parsed}) > 1})
+        groups = "; ".join(f"batches {batches} have " + ", ".join(f"{k}={p.get(k)!r}" for k in fields)
+                           for batches, p in zip(by_recipe["batch"].to_list(), parsed))
+        raise ValueError(f"subset_outcomes rows disagree on the retraining recipe ({', '.join(fields)}): {groups}. "
+                         "Retrain those batches with one recipe (materialise subset_outcomes for them with the "
+                         "same [retrain] and [workload] settings) before validating")
+    recipe_json = json.loads(outcomes["recipe"][0])
+    return Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
