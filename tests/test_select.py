@@ -173,6 +173,29 @@ def test_top_k_breaks_ties_by_row_order_and_skips_excluded_rows():
     assert top_k(scores, 10, excluded=np.array([0, 1])).rows.tolist() == [2, 4, 3, 5]
 
 
+def test_top_k_with_content_takes_each_content_once_and_fills_the_budget_from_the_rest():
+    scores = np.array([5.0, 5.0, 4.0, 3.0, 3.0, 2.0, 1.0, 0.5])
+    content = np.array(["a", "a", "b", "c", "c", "a", "d", "e"])
+    assert top_k(scores, 4).rows.tolist() == [0, 1, 2, 3]  # without content: both copies of "a"
+    selection = top_k(scores, 4, content=content)
+    assert selection.rows.tolist() == [0, 2, 3, 6]
+    np.testing.assert_array_equal(selection.gains, [5.0, 4.0, 3.0, 1.0])
+    assert top_k(scores, 10, content=content).rows.tolist() == [0, 2, 3, 6, 7]  # 5 distinct contents
+
+
+def test_top_k_with_content_and_groups_counts_only_taken_rows_against_the_quota():
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    content = np.array(["a", "b", "a", "c", "d"])
+    groups = np.array(["x", "x", "y", "x", "y"])
+    # x is full after rows 0 and 1; row 2 (group y) repeats taken content "a"; row 4 is new content in y
+    selection = top_k(scores, 4, groups=groups, max_per_group=2, content=content, excluded=np.array([3]))
+    assert selection.rows.tolist() == [0, 1, 4]
+    # a row refused by its full group closes nothing: its duplicate in another group is still taken
+    selection = top_k(np.array([5.0, 4.0, 3.0]), 3, groups=np.array(["x", "x", "y"]), max_per_group=1,
+                      content=np.array(["a", "b", "b"]))
+    assert selection.rows.tolist() == [0, 2]
+
+
 # -----------------------------------------------------------------------------
 # random baseline
 
@@ -312,6 +335,26 @@ def test_lazy_equals_exact_row_for_row_on_non_submodular_problems(seed):
     np.testing.assert_array_equal(lazy.rows, exact.rows)
     np.testing.assert_allclose(lazy.gains, exact.gains, rtol=1e-9, atol=1e-12)
     assert sum(lazy.stats["redraws"]) > 1  # the bounds were exercised, not one big shortlist
+
+
+def test_lazy_returning_from_exact_mode_still_equals_exact_under_a_strong_penalty():
+    """Regression: back from exact mode (step 288 here: exact steps from the check at 32, for
+    256 steps), lazy redrew its shortlists at the direction from before the latest pick while
+    labelling them with the current sum, so the bounds missed that pick's move; on this pool
+    it then certified a wrong pick at step 416."""
+    rng = np.random.default_rng(2)
+    n, k, budget = 6000, 16, 700
+    centres = rng.normal(size=(64, k))
+    z = centres[rng.integers(64, size=n)] + rng.normal(size=(n, k))
+    v = centres[:4].mean(0) + 0.3 * rng.normal(size=k)
+    top = np.argsort(-(z @ v))[:budget]
+    d = np.full(k, 2.0 * float(v @ v) / float(v @ z[top].mean(0)))  # strength 2: gains move faster than bounds
+    quotas = dict(domains=rng.choice(np.array(["a", "b", "c", "d"]), size=n), max_per_domain=200)
+    exact = residual_greedy(z, v, d, 1 / budget, budget, method="exact", **quotas)
+    lazy = residual_greedy(z, v, d, 1 / budget, budget, method="lazy", **quotas)
+    assert 0 < lazy.stats["exact_steps"] < budget  # it went to exact mode and came back
+    np.testing.assert_array_equal(lazy.rows, exact.rows)
+    np.testing.assert_allclose(lazy.gains, exact.gains, rtol=1e-9, atol=1e-12)
 
 
 def test_the_lazy_test_problems_really_are_non_submodular():

@@ -138,6 +138,56 @@ def test_grasp_without_ridge_recovers_every_planted_coefficient(normalisation):
     assert params["penalty"][0] == pytest.approx(c, rel=1e-5)
 
 
+def fixed_size_problem(size: int = 30):
+    """A planted GRASP problem whose every subset has `size` members: φ(|S|) is constant there,
+    a multiple of the intercept column, so the fit's free columns are collinear."""
+    rng = np.random.default_rng(0)
+    z, domain = pool_with_domains(rng, n=150, k=6)
+    q = rng.normal(size=(1, 6))
+    members = random_members(rng, domain, size, size, 160)
+    utility = grasp_utility(members, z, q[0], 0.7, 0.3, 1.5, 0.8, "mean")
+    utility = utility + 0.01 * utility.std() * rng.normal(size=len(members))
+    return make_data(members, z, q, utility, 40), z, q, members
+
+
+@pytest.mark.parametrize("geometry", ["identity", "diagonal"])
+@pytest.mark.parametrize("size_term", ["linear", "log"])
+def test_a_fixed_size_fit_with_a_size_term_predicts_as_the_fit_without_it(size_term, geometry):
+    """The size column is redundant there; it must not change the alignment, the penalty or any
+    prediction (the default ridge touches neither free column)."""
+    data, *_ = fixed_size_problem()
+    with_size = Grasp(size_term=size_term, normalisation="mean", geometry=geometry)
+    without = Grasp(size_term="none", normalisation="mean", geometry=geometry)
+    p_with, p_without = with_size.fit(data, data.fit_rows, 0), without.fit(data, data.fit_rows, 0)
+    assert p_with["b"] == pytest.approx(p_without["b"], rel=1e-9)
+    np.testing.assert_allclose(p_with["penalty"], p_without["penalty"], rtol=1e-9, atol=1e-12)
+    spread = np.ptp(data.utility[:, 0])
+    np.testing.assert_allclose(with_size.predict(data, p_with, 0), without.predict(data, p_without, 0),
+                               rtol=0, atol=1e-9 * spread)
+
+
+@pytest.mark.parametrize("geometry", ["identity", "diagonal"])
+def test_a_fixed_size_fit_is_the_bounded_least_squares_optimum(geometry):
+    """Against scipy's bounded solver on the design built from the member lists: the same
+    residual sum of squares and the same predictions (the optimum of Xβ is unique)."""
+    from scipy.optimize import lsq_linear
+
+    data, z, q, members = fixed_size_problem()
+    model = Grasp(size_term="log", normalisation="mean", geometry=geometry, ridge=0.0)
+    params = model.fit(data, data.fit_rows, 0)
+    z = z.astype(np.float32).astype(np.float64)
+    z_s = np.stack([z[rows].mean(0) for rows in members])
+    penalty = (z_s ** 2).sum(1, keepdims=True) if geometry == "identity" else z_s ** 2
+    design = np.column_stack([np.ones(len(members)), np.log([len(m) for m in members]), z_s @ q[0], -penalty])
+    fit, y = design[data.fit_rows], data.utility[data.fit_rows, 0]
+    lower = np.r_[-np.inf, -np.inf, np.zeros(design.shape[1] - 2)]
+    reference = lsq_linear(fit, y, bounds=(lower, np.inf), method="bvls", tol=1e-14).x
+    ours = np.r_[params["intercept"], params["size_coef"], params["b"], params["penalty"]]
+    assert np.sum((fit @ ours - y) ** 2) == pytest.approx(np.sum((fit @ reference - y) ** 2), rel=1e-9)
+    np.testing.assert_allclose(model.predict(data, params, 0), design @ reference, rtol=0,
+                               atol=1e-8 * np.ptp(y))
+
+
 def test_diagonal_geometry_recovers_a_planted_diagonal_penalty():
     rng = np.random.default_rng(3)
     z, domain = pool_with_domains(rng, n=150, k=4)

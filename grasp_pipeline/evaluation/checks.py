@@ -38,9 +38,13 @@ def outcomes_complete(store: DeltaStore, batches: list[str] | None = None) -> tu
 
 
 def holdout_fidelity_above(store: DeltaStore, floor: float, method: str = "grasp") -> tuple[bool, dict]:
-    """Mean over tasks of the method's holdout Spearman ρ is at least `floor`."""
+    """Mean over tasks of the method's holdout Spearman ρ is at least `floor`.
+
+    Tasks without a ρ (NaN) are skipped; with none left the mean is NaN and the check fails.
+    """
     rows = store.read("surrogates").filter(pl.col("method") == method)
-    value = float(rows["holdout_spearman"].fill_nan(None).mean() or float("nan"))
+    mean = rows["holdout_spearman"].fill_nan(None).mean()  # None when no task has a value; 0.0 is a value
+    value = float("nan") if mean is None else float(mean)
     return bool(value >= floor), {"mean_holdout_spearman": value, "floor": floor}
 
 

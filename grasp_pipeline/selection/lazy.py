@@ -162,8 +162,9 @@ class LazyGreedy:
         """
         self.checked = len(self.rows)
         if len(self.rows) == self.exact_until:
-            # NB: self.u predates the latest pick (s has moved since), so this draw's gains and
-            # bounds miss that pick's move and lazy can then differ from exact; kept as it was
+            # back to lazy: draw at the current sum. self.u predates the latest pick, and a draw
+            # at it (labelled with the current s) would leave that pick's move out of the bounds
+            self.u = self.terms.direction(self.s)
             self.redraw(0, self.u, self.terms.tol(self.u))
         elif len(self.rows) > self.exact_until and self.work > CHECK_EVERY * self.pool.n:  # more than exact's
             self.exact_until, self.backoff = len(self.rows) + self.backoff, self.backoff * 2

@@ -32,21 +32,23 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
     domains = sketches["domain"].to_numpy()
-    quota_groups, quota, top_k_quota = domains, params.max_per_domain, {}  # grasp's per-domain quota
+    quota_groups, quota, top_k_constraints = domains, params.max_per_domain, {}  # grasp's per-domain quota
     if labelled:
         if params.max_per_domain:
             raise ValueError("selection.max_per_domain and selection.balance_labels cannot be combined yet; "
                              "set one of them to 0 / false")
         quota_groups = sketches["label"].to_numpy()
         quota = label_quota(quota_groups, budget)
-        top_k_quota = {"groups": quota_groups, "max_per_group": quota}
+        top_k_constraints = {"groups": quota_groups, "max_per_group": quota}
     spread = np.array([p.get("fit_utility_std", 1.0) for p in grasp_params])
+    content = sketches["content_sha1"].to_numpy() if params.dedup_content else None
+    if content is not None:  # the baselines get the same one-example-per-content rule as grasp
+        top_k_constraints["content"] = content
     selections = {"grasp": protected_grasp_selection(
         z, q, grasp_params, weights, budget, spread=spread, rounds=params.protect_rounds, rate=params.protect_rate,
         margin=params.protect_margin, trust_region=params.trust_region,
-        method=params.greedy, domains=quota_groups, max_per_domain=quota,
-        content=sketches["content_sha1"].to_numpy() if params.dedup_content else None, excluded=excluded)}
-    selections.update(_baseline_selections(store, z, q, example_ids, weights, budget, excluded, top_k_quota,
+        method=params.greedy, domains=quota_groups, max_per_domain=quota, content=content, excluded=excluded)}
+    selections.update(_baseline_selections(store, z, q, example_ids, weights, budget, excluded, top_k_constraints,
                                            params.random_seeds))
     frame = _selections_frame(selections, surrogate_id, example_ids, domains, budget)
     result = StageResult()
@@ -61,18 +63,20 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
 
 
 def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, example_ids: np.ndarray,
-                         weights: np.ndarray, budget: int, excluded: np.ndarray, top_k_quota: dict,
+                         weights: np.ndarray, budget: int, excluded: np.ndarray, top_k_constraints: dict,
                          random_seeds) -> dict[str, Selection]:
-    """grad_dot and datamodel top-k under the same task weights, and the seeded random selections."""
+    """grad_dot and datamodel top-k under the same task weights, label quota and content dedup as grasp
+    (`top_k_constraints`), and the seeded random selections."""
     _, _, gd_params = method_params(store, "grad_dot")
     gd_scores = GradDot.weighted_example_scores(z, q, gd_params, weights)
-    selections = {"grad_dot": top_k(gd_scores, budget, excluded, **top_k_quota)}
+    selections = {"grad_dot": top_k(gd_scores, budget, excluded, **top_k_constraints)}
     _, _, dm_params = method_params(store, "datamodel")
     dm_weights = {eid: 0.0 for eid in example_ids}
     for w, p in zip(weights, dm_params):
         for eid, value in zip(p["example_ids"], p["weights"]):
             dm_weights[eid] = dm_weights.get(eid, 0.0) + w * value
-    selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded, **top_k_quota)
+    selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded,
+                                    **top_k_constraints)
     for seed in random_seeds:
         selections[f"random-{seed}"] = random_selection(len(z), budget, seed, excluded)
     return selections

@@ -38,8 +38,7 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     """Retrains every selection and mixture on fresh seeds and scores `test`; writes `curation_test`."""
     pool = read_pool(store)
     test, tasks, task_index = read_tasks(store, "test")
-    recorded = outcome_recipe(store)
-    recipe = Recipe(**{k: recorded[k] for k in Recipe.__dataclass_fields__})
+    recipe = outcome_recipe(store.read("subset_outcomes"))
     pairs = [(i, o) for i in params.init_seeds for o in params.data_order_seeds]
     _check_fresh_seeds(params, recipe, pairs)
     selections, budget = _selections(store, pool)

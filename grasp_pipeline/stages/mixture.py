@@ -19,7 +19,12 @@ from .tables import method_params, pool_sketches, subset_utilities
 
 @stage
 def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
-    """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp)."""
+    """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp).
+
+    Metrics carry each mixture's predicted utility, the grasp weights, and whether the
+    objective is concave on the simplex (`mixture_concave`, 1.0 or 0.0; its largest curvature
+    there, `mixture_max_curvature`, in utility units).
+    """
     sketches = pool_sketches(store)
     z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
     q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
@@ -44,6 +49,8 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
                                                                               "own_predicted_utility": pl.Float64}))
     result.metrics = {f"predicted_utility.{m}": objective(pi) for m, pi in mixtures.items()}
     result.metrics.update({f"weight.grasp.{d}": float(w) for d, w in zip(stats.domains, mixtures["grasp"])})
+    # not concave on the simplex: the optimiser took several starts (optimise_mixture)
+    result.metrics.update(mixture_concave=float(objective.concave), mixture_max_curvature=objective.max_curvature)
     result.figures["mixture_weights.png"] = shares_figure(
         pl.DataFrame(rows), "method", "weight", "domain weight")
     return result

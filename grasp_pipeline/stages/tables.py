@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from ..corpus.split import SPLITS
+from ..retrain import Recipe
 from ..storage import DeltaStore
 from ..surrogates.data import SubsetData
 from ..workloads.base import Workload, state_fingerprint
@@ -171,19 +172,25 @@ def load_reference_checkpoints(store: DeltaStore, workload: Workload) -> tuple[s
     return row["model_version"], sorted(states.items())
 
 
-def outcome_recipe(store: DeltaStore) -> dict:
-    """Returns the one recipe (with the workload config) every subset_outcomes row was trained with.
+def outcome_recipe(outcomes: pl.DataFrame) -> Recipe:
+    """Returns the one retraining recipe of `outcomes` (subset_outcomes rows).
 
-    Batches are retrained separately, so a table can mix recipes; anything that retrains
-    "the same recipe" again refuses such a table, naming the batches of each recipe.
+    Raises ValueError naming the batches of each recipe, and the fields that differ, when the
+    rows disagree: validation would otherwise retrain with whichever recipe came first.
     """
-    outcomes = store.read("subset_outcomes").select("batch", "recipe").unique()
-    recipes = outcomes.group_by("recipe").agg(pl.col("batch").unique().sort())
-    if recipes.height != 1:
-        described = "; ".join(f"batches {row['batch'][:6]} → {row['recipe'][:200]}" for row in recipes.iter_rows(named=True))
-        raise ValueError(f"subset_outcomes mixes {recipes.height} recipes across retraining batches ({described}); "
-                         "rematerialise every subset_outcomes partition with one recipe")
-    return json.loads(recipes["recipe"][0])
+    by_recipe = (outcomes.group_by("recipe").agg(pl.col("batch").unique().sort())
+                 .with_columns(first=pl.col("batch").list.first()).sort("first"))
+    if by_recipe.height > 1:
+        parsed = [json.loads(r) for r in by_recipe["recipe"]]
+        fields = sorted({k for p in parsed for k in p
+                         if len({json.dumps(q.get(k), sort_keys=True) for q in parsed}) > 1})
+        groups = "; ".join(f"batches {batches} have " + ", ".join(f"{k}={p.get(k)!r}" for k in fields)
+                           for batches, p in zip(by_recipe["batch"].to_list(), parsed))
+        raise ValueError(f"subset_outcomes rows disagree on the retraining recipe ({', '.join(fields)}): {groups}. "
+                         "Retrain those batches with one recipe (materialise subset_outcomes for them with the "
+                         "same [retrain] and [workload] settings) before validating")
+    recipe_json = json.loads(outcomes["recipe"][0])
+    return Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
 
 
 def subset_utilities(store: DeltaStore, sketches: pl.DataFrame, tasks: list[str],

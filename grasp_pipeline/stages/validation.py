@@ -15,7 +15,7 @@ from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .figures import utility_figure
-from .tables import encoded_pool_and_tasks
+from .tables import encoded_pool_and_tasks, outcome_recipe
 
 
 @stage
@@ -23,12 +23,14 @@ def validate_selections(store: DeltaStore, workload: Workload, params: Validatio
     """Retrains the outcome recipe on every selection and on a sample of every mixture, at the
     same budget; writes `selection_validation` (utility averaged over `repeats` data orders).
 
+    Outcomes whose batches disagree on the recipe (or workload) are refused before anything is
+    trained or written (`outcome_recipe`).
+
     Every selection trains with the same data-order seeds (common random numbers), so the
     differences between methods are not differences between seeds.
     """
+    recipe = outcome_recipe(store.read("subset_outcomes"))
     pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload, "dev")
-    recipe_json = json.loads(store.read("subset_outcomes")["recipe"][0])
-    recipe = Recipe(**{k: recipe_json[k] for k in Recipe.__dataclass_fields__})
     selections = store.read("curated_selections").sort("selection_id", "rank")
     position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
     grouped = selections.group_by("selection_id", "method", "budget", maintain_order=True).agg("example_id")

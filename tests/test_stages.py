@@ -1,0 +1,102 @@
+"""Stage behaviours on real tables built by the library stages (no Dagster), on a corpus with
+exact duplicates: dedup of every curated selection, the mixture's concavity report, and
+validation refusing outcomes retrained with different recipes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from grasp_pipeline import stages
+from grasp_pipeline.corpus import load_documents
+from grasp_pipeline.storage import DeltaStore
+
+from .conftest import build_tables_until, tiny_params
+
+
+def write_duplicated_corpus(path: Path, copies: int = 8) -> Path:
+    """Writes a JSONL corpus whose every document appears `copies` times under other ids:
+    short documents (about 3 examples each), so the pool sample is full of exact duplicates."""
+    documents, _ = load_documents(None)
+    rows = []
+    for domain in ("english_literature", "python_source", "german_literature"):
+        text = documents.filter(pl.col("domain") == domain)["text"][0]
+        rows += [{"id": f"{domain}-{i}-{c}", "domain": domain, "text": text[300 * i:300 * i + 300]}
+                 for i in range(6) for c in range(copies)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def duplicated(tmp_path_factory):
+    """(storage root, params): every table up to selection_validation on the duplicated corpus."""
+    base = tmp_path_factory.mktemp("duplicated")
+    params = tiny_params(corpus={"corpus_path": str(write_duplicated_corpus(base / "corpus.jsonl"))})
+    build_tables_until(base / "storage", "selection_validation", params)
+    return base / "storage", params
+
+
+def selection_content(store: DeltaStore) -> pl.DataFrame:
+    pool = store.read("corpus_shards").select("example_id", "content_sha1")
+    return store.read("curated_selections").join(pool, on="example_id", how="left")
+
+
+def test_the_duplicated_corpus_puts_duplicates_in_the_pool(duplicated):
+    pool = DeltaStore(str(duplicated[0])).read("corpus_shards")
+    assert pool["content_sha1"].n_unique() < pool.height / 2
+
+
+def test_every_curated_selection_holds_each_content_once_under_dedup(duplicated):
+    selections = selection_content(DeltaStore(str(duplicated[0])))
+    for method in ("grasp", "grad_dot", "datamodel"):
+        rows = selections.filter(pl.col("method") == method)
+        assert rows.height == rows["budget"][0] > 0, method
+        assert rows["content_sha1"].n_unique() == rows.height, method
+
+
+def test_without_dedup_the_baselines_take_duplicates(duplicated, tmp_path):
+    root, params = duplicated
+    shutil.copytree(root, tmp_path / "root")
+    store = DeltaStore(str(tmp_path / "root"))
+    stages.curate_selections(store, replace(params.selection, dedup_content=False))
+    selections = selection_content(store)
+    for method in ("grad_dot", "datamodel"):
+        rows = selections.filter(pl.col("method") == method)
+        assert rows["content_sha1"].n_unique() < rows.height, method  # the same pool, no content rule
+
+
+def test_the_mixture_stage_reports_whether_its_objective_is_concave(duplicated, tmp_path):
+    root, params = duplicated
+    shutil.copytree(root, tmp_path / "root")
+    result = stages.optimise_mixtures(DeltaStore(str(tmp_path / "root")), params.mixture)
+    curvature = result.metrics["mixture_max_curvature"]
+    assert np.isfinite(curvature)
+    assert result.metrics["mixture_concave"] == (1.0 if curvature <= 0 else 0.0)
+    weights = DeltaStore(str(tmp_path / "root")).read("mixture_weights").group_by("method").agg(pl.col("weight").sum())
+    np.testing.assert_allclose(weights["weight"].to_numpy(), 1.0, atol=1e-12)
+
+
+def test_validation_refuses_outcomes_retrained_with_different_recipes_naming_the_batches(duplicated, tmp_path):
+    root, params = duplicated
+    shutil.copytree(root, tmp_path / "root")
+    store = DeltaStore(str(tmp_path / "root"))
+    workload = params.workload.build()
+    batches = sorted(store.read("subset_outcomes")["batch"].unique().to_list())
+    assert len(batches) >= 2
+    stages.retrain_outcomes(store, workload, replace(params.retrain, steps=params.retrain.steps + 2),
+                            batches=[batches[0]])
+    version, before = store.version("selection_validation"), store.read("selection_validation")
+    with pytest.raises(ValueError, match="disagree on the retraining recipe") as raised:
+        stages.validate_selections(store, workload, params.validation)
+    message = str(raised.value)
+    assert all(b in message for b in batches)
+    assert f"steps={params.retrain.steps + 2}" in message and f"steps={params.retrain.steps}" in message
+    assert store.version("selection_validation") == version
+    assert_frame_equal(store.read("selection_validation"), before)
