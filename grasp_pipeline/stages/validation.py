@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import polars as pl
@@ -10,7 +9,7 @@ import polars as pl
 from ..config.params import ValidationParams
 from ..evaluation.comparison import selection_comparison
 from ..mixture import sample_mixture
-from ..retrain import Recipe, StackedTrainer, task_losses
+from ..retrain import StackedTrainer, task_losses
 from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
