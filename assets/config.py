@@ -15,6 +15,7 @@ from pydantic import Field, create_model
 
 from grasp_pipeline.config import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
                                    SelectionParams, SketchParams, SurrogateParams, TestParams,
+                                   LoopParams,
                                    ValidationParams)
 
 
@@ -58,3 +59,4 @@ SelectionConfig = config_from_params(SelectionParams, "SelectionConfig")
 MixtureConfig = config_from_params(MixtureParams, "MixtureConfig")
 ValidationConfig = config_from_params(ValidationParams, "ValidationConfig")
 TestConfig = config_from_params(TestParams, "TestConfig")
+LoopConfig = config_from_params(LoopParams, "LoopConfig")

@@ -9,10 +9,11 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@dg.asset(code_version="2", group_name="curation", deps=["grasp_surrogate", "gradient_sketches", "task_sketches"],
+@dg.asset(code_version="2", group_name="curation", deps=["grasp_surrogate", "gradient_sketches", "task_sketches", "curation_loop"],
           kinds={"deltalake"})
 def curated_selection(context: dg.AssetExecutionContext, config: SelectionConfig,
                       storage: GraspStorage) -> dg.MaterializeResult:
-    """Residual-greedy GRASP selection plus grad_dot/datamodel top-k, random and full references."""
+    """The closed loop's GRASP pick (composition first), the global residual greedy (grasp_global),
+    grad_dot/datamodel top-k, random and full references."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params), lambda run: curate_selections(storage.store(), params))

@@ -21,7 +21,7 @@ JOB_ASSETS: dict[str, list[str]] = {
     "grasp_prepare": ["corpus_shards", "reference_model", "subset_plan"],
     "grasp_sketch": ["gradient_sketches"],
     "grasp_retrain": ["subset_outcomes"],
-    "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curated_selection", "mixture_weights",
+    "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights",
                              "selection_validation", "curation_test"],
     "grasp_reoptimise_mixture": ["mixture_weights"],
     # no retraining: the outcomes do not depend on θ₀

@@ -9,10 +9,11 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@dg.asset(code_version="1", group_name="mixture", deps=["grasp_surrogate", "gradient_sketches", "task_sketches"],
+@dg.asset(code_version="1", group_name="mixture", deps=["grasp_surrogate", "gradient_sketches", "task_sketches", "curation_loop", "subset_outcomes"],
           kinds={"deltalake"})
 def mixture_weights(context: dg.AssetExecutionContext, config: MixtureConfig,
                     storage: GraspStorage) -> dg.MaterializeResult:
-    """`natural`, `uniform` and `grasp` domain mixtures with their predicted utility."""
+    """`natural`, `uniform`, the closed loop's `grasp` pick, the plain optimum `grasp_optimum`, and the
+    peer mixers `regmix` and `loglinear`, with their predicted utility."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params), lambda run: optimise_mixtures(storage.store(), params))

@@ -29,6 +29,8 @@ TINY = {
                   "grasp_ridges": [0.1], "fidelity_fit_budgets": [8]},
     "selection": {"budget_fraction": 0.2, "random_seeds": [0, 1]},
     "mixture": {"budget_fraction": 0.2},
+    "loop": {"budget_fraction": 0.2, "random_seeds": [900, 901], "bootstrap": 3, "trust_radii": [1e-3, 1e-1],
+             "mixture_steps": [0.0, 0.5]},
     "validation": {"repeats": 1},
 }
 

@@ -183,6 +183,34 @@ class ValidationParams:
 
 
 @dataclass(frozen=True)
+class LoopParams:
+    """The closed loop (grasp_pipeline/loop.py): candidates retrained on dev, added to the fit set as
+    sampler `active`, refit; the pick has the best lower confidence bound over bootstrap refits."""
+
+    rounds: int = doc("Rounds of propose → retrain on dev → refit.", 2)
+    budget_fraction: float = doc("Budget of the candidates, as a fraction of the pool (selection.budget_fraction "
+                                 "and mixture.budget_fraction must equal it).", 0.1)
+    mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "
+                                           "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0))
+    trust_radii: tuple[float, ...] = doc("Selection candidates: within-domain trust-region strengths of round 0 "
+                                         "(nats per squared sd); later rounds scale them by the calibration.",
+                                         (1e-3, 1e-2, 1e-1))
+    mixture_samples: int = doc("Samples retrained per mixture candidate.", 2)
+    order_seeds: tuple[int, ...] = doc("Data-order seeds of the loop's dev retrainings (not the recipe's, not "
+                                       "the test's).", (500, 501))
+    random_seeds: tuple[int, ...] = doc("Seeds of the random selections gains are measured against.",
+                                        (900, 901, 902, 903))
+    bootstrap: int = doc("Bootstrap refits behind the lower confidence bound of the pick.", 10)
+    lcb_z: float = doc("The pick maximises mean − lcb_z × sd of its gain over bootstrap draws.", 1.0)
+    pick: str = doc("What the lower bound is of: realised (the candidate's measured dev gain over random, "
+                    "resampling seeds/samples and random references; the default, because on the demo the refit "
+                    "over-predicts optimised candidates: see the calibration slopes) or predicted (the refit "
+                    "surrogate's predicted gain over bootstrap refits).", "realised")
+    seed: int = doc("Seed of the mixture samples and the bootstrap.", 0)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
+
+
+@dataclass(frozen=True)
 class TestParams:
     """The held-out curation test: fresh seeds, test examples only (DESIGN §6). Its seeds must
     be ones no other stage uses; it is the last node of the graph and nothing reads its table."""
@@ -206,5 +234,5 @@ class TestParams:
 
 
 STAGE_PARAMS = (CorpusParams, ReferenceParams, SketchParams, PlanParams, RetrainParams, SurrogateParams,
-                SelectionParams, MixtureParams, ValidationParams, TestParams)
+                SelectionParams, MixtureParams, LoopParams, ValidationParams, TestParams)
 

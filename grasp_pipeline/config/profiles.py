@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                     SketchParams, SurrogateParams, TestParams, ValidationParams)
+                     SketchParams, SurrogateParams, TestParams, ValidationParams, LoopParams)
 from .workload import WorkloadParams
 
 
@@ -30,6 +30,7 @@ class PipelineParams:
     surrogate: SurrogateParams = field(default_factory=SurrogateParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
     mixture: MixtureParams = field(default_factory=MixtureParams)
+    loop: LoopParams = field(default_factory=LoopParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
     test: TestParams = field(default_factory=TestParams)
 

@@ -2,7 +2,7 @@
 
 One module per asset of DESIGN §4 (the same names as in `assets/`): `corpus`, `reference`,
 `sketches`, `retraining` (plan and outcomes), `surrogates`, `curation`, `mixture`,
-`validation`, `curation_test`; `base` holds `StageResult`, `TableWrite` and the `stage` decorator, `tables`
+`curation_loop`, `validation`, `curation_test`; `base` holds `StageResult`, `TableWrite` and the `stage` decorator, `tables`
 the readers the stages share, `figures` their plots and `graph` the whole graph in order.
 Nothing here imports Dagster.
 """
@@ -10,6 +10,7 @@ Nothing here imports Dagster.
 from .base import StageResult, TableWrite, stage
 from .corpus import build_corpus
 from .curation import curate_selections
+from .curation_loop import run_curation_loop
 from .curation_test import run_curation_test
 from .graph import stage_plan
 from .mixture import optimise_mixtures
@@ -25,4 +26,4 @@ __all__ = ["StageResult", "TableWrite", "artifact_seconds", "build_corpus", "com
            "compute_task_sketches", "curate_selections", "encoded_pool_and_tasks", "fit_surrogate_tables",
            "load_reference_checkpoints", "load_reference_model", "load_subset_data", "make_sketcher",
            "members_digest", "method_params", "optimise_mixtures", "plan_subsets", "pool_sketches", "read_pool",
-           "read_tasks", "retrain_outcomes", "run_curation_test", "stage", "stage_plan", "train_reference_model", "validate_selections"]
+           "read_tasks", "retrain_outcomes", "run_curation_loop", "run_curation_test", "stage", "stage_plan", "train_reference_model", "validate_selections"]

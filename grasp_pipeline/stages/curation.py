@@ -44,22 +44,39 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     content = sketches["content_sha1"].to_numpy() if params.dedup_content else None
     if content is not None:  # the baselines get the same one-example-per-content rule as grasp
         top_k_constraints["content"] = content
-    selections = {"grasp": protected_grasp_selection(
+    selections = _loop_pick(store, example_ids, budget)
+    selections["grasp_global"] = protected_grasp_selection(
         z, q, grasp_params, weights, budget, spread=spread, rounds=params.protect_rounds, rate=params.protect_rate,
         margin=params.protect_margin, trust_region=params.trust_region,
-        method=params.greedy, domains=quota_groups, max_per_domain=quota, content=content, excluded=excluded)}
+        method=params.greedy, domains=quota_groups, max_per_domain=quota, content=content, excluded=excluded)
     selections.update(_baseline_selections(store, z, q, example_ids, weights, budget, excluded, top_k_constraints,
                                            params.random_seeds))
     frame = _selections_frame(selections, surrogate_id, example_ids, domains, budget)
     result = StageResult()
     result.write(store, "curated_selections", frame)
-    result.metrics = _curation_metrics(frame, selections["grasp"].stats, tasks, weights, budget, len(z),
+    result.metrics = _curation_metrics(frame, selections["grasp_global"].stats, tasks, weights, budget, len(z),
                                        {"label_quota": quota} if labelled else {})
     composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
                    .sort("method", "domain"))
     result.figures["selection_composition.png"] = shares_figure(
         composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")
     return result
+
+
+def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[str, Selection]:
+    """{"grasp": the closed loop's chosen selection} (composition first), or {} without a loop run."""
+    if not store.exists("curation_rounds"):
+        return {}
+    chosen = store.read("curation_rounds").filter(pl.col("chosen") & (pl.col("kind") == "selection"))
+    if chosen.height != 1:
+        raise ValueError(f"curation_rounds marks {chosen.height} chosen selections, not one; rematerialise curation_loop")
+    if int(chosen["budget"][0]) != budget:
+        raise ValueError(f"the curation loop selected at a budget of {chosen['budget'][0]} examples, "
+                         f"selection.budget_fraction gives {budget}: set loop.budget_fraction and "
+                         "selection.budget_fraction to the same value")
+    position = {eid: i for i, eid in enumerate(example_ids.tolist())}
+    rows = np.array([position[e] for e in chosen["members"][0].to_list()], np.int64)
+    return {"grasp": Selection(rows, np.asarray(chosen["gains"][0].to_list(), float))}
 
 
 def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, example_ids: np.ndarray,

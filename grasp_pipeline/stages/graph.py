@@ -6,6 +6,7 @@ from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .corpus import build_corpus
 from .curation import curate_selections
+from .curation_loop import run_curation_loop
 from .curation_test import run_curation_test
 from .mixture import optimise_mixtures
 from .reference import train_reference_model
@@ -26,6 +27,7 @@ def stage_plan(store: DeltaStore, params, workload: Workload) -> list[tuple[str,
         ("subset_plan", lambda: plan_subsets(store, params.plan)),
         ("subset_outcomes", lambda: retrain_outcomes(store, workload, params.retrain)),
         ("grasp_surrogate", lambda: fit_surrogate_tables(store, params.surrogate)),
+        ("curation_loop", lambda: run_curation_loop(store, workload, params.loop)),
         ("curated_selection", lambda: curate_selections(store, params.selection)),
         ("mixture_weights", lambda: optimise_mixtures(store, params.mixture)),
         ("selection_validation", lambda: validate_selections(store, workload, params.validation)),

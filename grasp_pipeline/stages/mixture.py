@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 
@@ -35,8 +37,11 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     objective = MixtureObjective(stats, q, grasp_params, weights, budget)
     caps = np.minimum(1.0, params.max_repeats * stats.counts / budget)
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
-                "grasp": optimise_mixture(objective, caps)}
-    own = {"grasp": objective(mixtures["grasp"])}
+                "grasp_optimum": optimise_mixture(objective, caps)}
+    own = {"grasp_optimum": objective(mixtures["grasp_optimum"])}
+    picked = _loop_pick(store, stats.domains, budget)
+    if picked is not None:
+        mixtures["grasp"], own["grasp"] = picked
     for method, (pi, predicted) in _peer_mixtures(store, sketches, stats, tasks, weights, budget, caps,
                                                   params).items():
         mixtures[method], own[method] = pi, predicted
@@ -48,12 +53,31 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     result.write(store, "mixture_weights", pl.DataFrame(rows, schema_overrides={"budget": pl.Int64,
                                                                               "own_predicted_utility": pl.Float64}))
     result.metrics = {f"predicted_utility.{m}": objective(pi) for m, pi in mixtures.items()}
-    result.metrics.update({f"weight.grasp.{d}": float(w) for d, w in zip(stats.domains, mixtures["grasp"])})
+    result.metrics.update({f"weight.{m}.{d}": float(w) for m in ("grasp", "grasp_optimum") if m in mixtures
+                           for d, w in zip(stats.domains, mixtures[m])})
     # not concave on the simplex: the optimiser took several starts (optimise_mixture)
     result.metrics.update(mixture_concave=float(objective.concave), mixture_max_curvature=objective.max_curvature)
     result.figures["mixture_weights.png"] = shares_figure(
         pl.DataFrame(rows), "method", "weight", "domain weight")
     return result
+
+
+def _loop_pick(store: DeltaStore, domains: list[str], budget: int) -> tuple[np.ndarray, float] | None:
+    """(π, its lower confidence bound of predicted gain) of the closed loop's chosen mixture, or None."""
+    if not store.exists("curation_rounds"):
+        return None
+    chosen = store.read("curation_rounds").filter(pl.col("chosen") & (pl.col("kind") == "mixture"))
+    if chosen.height != 1:
+        raise ValueError(f"curation_rounds marks {chosen.height} chosen mixtures, not one; rematerialise curation_loop")
+    if int(chosen["budget"][0]) != budget:
+        raise ValueError(f"the curation loop mixed at a budget of {chosen['budget'][0]} examples, "
+                         f"mixture.budget_fraction gives {budget}: set loop.budget_fraction and "
+                         "mixture.budget_fraction to the same value")
+    weights = json.loads(chosen["weights"][0])
+    if sorted(weights) != sorted(domains):
+        raise ValueError(f"the curation loop mixed domains {sorted(weights)}, the pool has {sorted(domains)}; "
+                         "rematerialise curation_loop")
+    return np.array([weights[d] for d in domains]), float(chosen["lcb"][0])
 
 
 def _peer_mixtures(store: DeltaStore, sketches: pl.DataFrame, stats, tasks: list[str], weights: np.ndarray,

@@ -1,0 +1,21 @@
+"""Curation-loop stage: candidates retrained on dev, added to the fit set, refit; the LCB pick."""
+
+import dagster as dg
+
+from grasp_pipeline.stages import run_curation_loop
+
+from .config import LoopConfig, to_params
+from .materialize import params_dict, run_stage
+from .resources import GraspStorage, WorkloadResource
+
+
+@dg.asset(pool="torch", code_version="1", group_name="curation",
+          deps=["grasp_surrogate", "gradient_sketches", "task_sketches", "subset_outcomes"],
+          kinds={"torch", "deltalake"})
+def curation_loop(context: dg.AssetExecutionContext, config: LoopConfig, storage: GraspStorage,
+                  workload: WorkloadResource) -> dg.MaterializeResult:
+    """Rounds of selection and mixture candidates retrained on dev (sampler `active`), the refit surrogate's
+    calibration per round, and the pick with the best lower confidence bound over bootstrap refits."""
+    params = to_params(config)
+    return run_stage(context, storage, params_dict(params),
+                     lambda run: run_curation_loop(storage.store(), workload.build(), params))

@@ -1,0 +1,181 @@
+"""The closed loop: propose selections and mixtures, retrain them on `dev`, add them to the fit
+set, refit, and pick by a lower confidence bound across bootstrap refits (DESIGN §2).
+
+Each round refits the GRASP surrogate (its LCB-chosen configuration, fixed) on the plan's fit
+subsets plus every `active` subset retrained so far, proposes candidates — mixtures along the
+path from the natural mix to the refit's optimum, and composition-first selections at that
+mixture's counts under several within-domain trust radii — retrains them with the loop's own
+data-order seeds on dev, and records predicted and realised gain over random selections of
+the budget (retrained with the same seeds). The realised/predicted slope moves the trust:
+a surrogate that over-predicts gets a stronger trust region and a shorter mixture step. The
+final pick among every candidate evaluated is the one whose predicted gain has the best lower
+confidence bound, mean − z·sd over bootstrap refits (resampled fit subsets), under the refit
+that has seen all of them. Only `dev` examples are ever scored here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .mixture import MixtureObjective, natural_mixture, optimise_mixture
+from .selection import composition_first_selection, mixture_counts
+from .surrogates import Grasp, SubsetData, grasp_subset_utility
+
+
+@dataclass
+class Candidate:
+    """One proposal: a mixture (several sampled subsets) or a selection (one subset)."""
+
+    candidate_id: str
+    kind: str  # "mixture" or "selection"
+    round: int
+    setting: dict  # e.g. {"step": 0.5} or {"trust_region": 0.01, "counts_from": "..."}
+    weights: np.ndarray | None  # mixtures: π over the domains
+    subsets: list[np.ndarray]  # pool rows of each trained subset (one for a selection)
+    predicted_gain: float = float("nan")
+    realised_gain: float = float("nan")
+    realised_per_task: np.ndarray | None = None
+    lcb: float = float("nan")  # of the predicted gain, over bootstrap refits
+    realised_lcb: float = float("nan")  # of the realised gain, over resampled seeds/samples and references
+    units: np.ndarray | None = None  # (U, T) dev utility of each seed (selections) or sample (mixtures)
+    chosen: bool = False
+    gains: np.ndarray | None = None  # the greedy's step gains (selections)
+
+
+@dataclass
+class LoopState:
+    """The fit set as it grows: the plan's SubsetData plus active subsets, and the trust settings."""
+
+    data: SubsetData
+    config: dict  # the chosen GRASP configuration (surrogates.config)
+    trust: list[float]
+    steps: list[float]
+    candidates: list[Candidate] = field(default_factory=list)
+    calibration: list[dict] = field(default_factory=list)
+    composition: tuple[str, np.ndarray] | None = None  # (candidate id, π) the selections take counts from
+
+    def best_mixture(self) -> Candidate | None:
+        """The evaluated mixture with the best realised gain so far (None before any)."""
+        mixtures = [c for c in self.candidates if c.kind == "mixture"]
+        return max(mixtures, key=lambda c: c.realised_gain) if mixtures else None
+
+
+def grasp_from_config(config: dict) -> Grasp:
+    return Grasp(**{k: v for k, v in config.items() if k != "method"})
+
+
+def refit(data: SubsetData, config: dict, rows: np.ndarray) -> list[dict]:
+    """The GRASP parameters of every task fitted on `rows` with the fixed configuration."""
+    surrogate = grasp_from_config(config)
+    return [surrogate.fit(data, rows, t) for t in range(len(data.tasks))]
+
+
+def bootstrap_refits(data: SubsetData, config: dict, draws: int, seed: int) -> list[list[dict]]:
+    """Refits on `draws` resamples (with replacement) of the fit rows."""
+    rng = np.random.default_rng(seed)
+    fit = data.fit_rows
+    return [refit(data, config, rng.choice(fit, size=len(fit), replace=True)) for _ in range(draws)]
+
+
+def with_active(data: SubsetData, subsets: list[np.ndarray], utility: np.ndarray, ids: np.ndarray) -> SubsetData:
+    """`data` with more `fit` subsets of sampler `active` (pool rows, (s, T) utility, subset ids)."""
+    if not subsets:
+        return data
+    n = data.pool_sketch.shape[0]
+    rows = np.concatenate([np.full(len(s), i) for i, s in enumerate(subsets)])
+    cols = np.concatenate(subsets)
+    extra = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(subsets), n))
+    return SubsetData(
+        subset_ids=np.concatenate([data.subset_ids, ids]), roles=np.concatenate([data.roles, ["fit"] * len(ids)]),
+        samplers=np.concatenate([data.samplers, ["active"] * len(ids)]),
+        sizes=np.concatenate([data.sizes, [len(s) for s in subsets]]),
+        membership=sp.vstack([data.membership, extra]).tocsr(), utility=np.vstack([data.utility, utility]),
+        pool_sketch=data.pool_sketch, task_sketch=data.task_sketch, tasks=data.tasks,
+        sketch_blocks=data.sketch_blocks)
+
+
+def predicted_mean_utility(params: list[dict], data: SubsetData, subsets: list[np.ndarray]) -> np.ndarray:
+    """(s,) GRASP-predicted utility, mean over tasks, of subsets given by pool rows."""
+    z = data.pool_sketch.astype(np.float64)
+    sums = np.stack([z[rows].sum(0) for rows in subsets])
+    sizes = np.array([len(rows) for rows in subsets])
+    return np.mean([grasp_subset_utility(p, sums, sizes, q) for p, q in zip(params, data.task_sketch)], axis=0)
+
+
+def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, budget: int, caps: np.ndarray,
+            round_: int, samples: int, seed: int, content: np.ndarray | None) -> list[Candidate]:
+    """This round's mixtures (natural → optimum at each step) and selections (composition first, at the
+    counts of the best mixture measured so far) under the current trust radii."""
+    from .mixture import sample_mixture
+
+    weights = np.full(len(state.data.tasks), 1 / len(state.data.tasks))  # the reported objective: mean utility
+    objective = MixtureObjective(stats, state.data.task_sketch, params, weights, budget)
+    natural, optimum = natural_mixture(stats), optimise_mixture(objective, caps)
+    out = []
+    for step in state.steps:
+        pi = (1 - step) * natural + step * optimum
+        draws = [sample_mixture(domains, pi, stats.domains, budget, seed + 1000 * round_ + j) for j in range(samples)]
+        out.append(Candidate(f"r{round_}-mixture-{step:g}", "mixture", round_, {"step": step}, pi, draws))
+    # selections take their counts from the best mixture measured so far (the natural mix in round 0):
+    # the realised outcome, not the surrogate, decides the composition they build on
+    best = state.best_mixture()
+    counts_from, pi = (best.candidate_id, best.weights) if best is not None else ("natural", natural)
+    available = {d: int(c) for d, c in zip(stats.domains, stats.counts)}
+    counts = mixture_counts(pi, stats.domains, budget, available)
+    z = state.data.pool_sketch
+    for radius in state.trust:
+        chosen = composition_first_selection(z, state.data.task_sketch, params, weights, domains, counts,
+                                             trust_region=radius, content=content)
+        out.append(Candidate(f"r{round_}-selection-{radius:g}", "selection", round_,
+                             {"trust_region": radius, "counts_from": counts_from}, pi, [chosen.rows],
+                             gains=chosen.gains))
+    return out
+
+
+def calibration_slope(predicted: np.ndarray, realised: np.ndarray) -> float:
+    """Least-squares slope of realised on predicted gain (NaN with < 2 distinct predictions)."""
+    predicted, realised = np.asarray(predicted, float), np.asarray(realised, float)
+    if len(predicted) < 2 or np.ptp(predicted) == 0:
+        return float("nan")
+    return float(np.polyfit(predicted, realised, 1)[0])
+
+
+def adapt(state: LoopState, slope: float) -> None:
+    """Over-prediction (slope < 0.5) tightens the trust region ×10 and halves the mixture steps;
+    good calibration (slope > 0.8) loosens the trust ÷3 and lengthens the steps ×1.5 (≤ 1)."""
+    if not np.isfinite(slope):
+        return
+    if slope < 0.5:
+        state.trust = [r * 10 for r in state.trust]
+        state.steps = [s / 2 for s in state.steps]
+    elif slope > 0.8:
+        state.trust = [r / 3 for r in state.trust]
+        state.steps = [min(1.0, s * 1.5) for s in state.steps]
+
+
+def realised_lower_bound(units: np.ndarray, references: np.ndarray, z: float, draws: int, seed: int) -> float:
+    """mean − z·sd of the realised gain (mean over tasks) over a two-way bootstrap: the candidate's
+    units (U, T: seeds or samples) and the random references (R, S, T) are resampled together."""
+    rng = np.random.default_rng(seed)
+    gains = [units[rng.integers(0, len(units), len(units))].mean(0).mean()
+             - references[rng.integers(0, len(references), len(references))].mean((0, 1)).mean()
+             for _ in range(draws)]
+    return float(np.mean(gains) - z * np.std(gains, ddof=1))
+
+
+def lower_bounds(candidates: list[Candidate], refits: list[list[dict]], data: SubsetData, stats, budget: int,
+                 references: list[np.ndarray], z: float) -> np.ndarray:
+    """(c,) mean − z·sd over bootstrap refits of each candidate's predicted gain over the references."""
+    weights = np.full(len(data.tasks), 1 / len(data.tasks))
+    gains = np.zeros((len(refits), len(candidates)))
+    for b, params in enumerate(refits):
+        base = predicted_mean_utility(params, data, references).mean()
+        objective = MixtureObjective(stats, data.task_sketch, params, weights, budget)
+        for c, cand in enumerate(candidates):
+            value = objective(cand.weights) if cand.kind == "mixture" else \
+                predicted_mean_utility(params, data, cand.subsets)[0]
+            gains[b, c] = value - base
+    return gains.mean(0) - z * gains.std(0, ddof=1)

@@ -1,0 +1,215 @@
+"""Curation-loop stage: rounds of propose → retrain on dev → refit, and the LCB pick (grasp_pipeline/loop.py).
+
+Writes `curation_rounds` (every candidate: round, setting, predicted and realised gain over
+random, its lower bound, the pick) and `active_outcomes` (each retrained candidate subset as
+sampler `active`, role `fit`, per task). Earlier runs' active outcomes are reused when they are
+compatible — the same recipe and workload, the same reference model, the same dev examples,
+members all in the pool — so a scheduled run starts from a bigger fit set; others are kept in
+the table but not used, and the metrics say how many of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import polars as pl
+
+from ..config.params import LoopParams
+from ..loop import (Candidate, LoopState, adapt, bootstrap_refits, calibration_slope, lower_bounds,
+                    predicted_mean_utility, propose, realised_lower_bound, refit, with_active)
+from ..mixture import domain_stats
+from ..retrain import StackedTrainer, task_losses
+from ..selection import random_selection
+from ..storage import DeltaStore
+from ..workloads.base import Workload
+from .base import StageResult, stage
+from .tables import encoded_pool_and_tasks, load_subset_data, members_digest, outcome_recipe
+
+LOOP_ORDER_KEY = 40_000_000  # data-order key of the loop's retrainings (common random numbers)
+
+
+@stage
+def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams) -> StageResult:
+    """Runs `loop.rounds` rounds and picks a selection and a mixture; writes curation_rounds, active_outcomes."""
+    data, sketches, _ = load_subset_data(store)
+    surrogates = store.read("surrogates").filter(pl.col("method") == "grasp").sort("task")
+    config, surrogate_id = json.loads(surrogates["config"][0]), surrogates["surrogate_id"][0]
+    recipe = outcome_recipe(store.read("subset_outcomes"))
+    recipe_json = store.read("subset_outcomes")["recipe"][0]
+    model_version = sketches["model_version"][0]
+    pool, pool_inputs, dev_inputs, tasks, task_index = encoded_pool_and_tasks(store, workload, "dev")
+    dev_sha1 = hashlib.sha1("\n".join(sorted(store.read("task_sets").filter(pl.col("split") == "dev")
+                                             ["content_sha1"].to_list())).encode()).hexdigest()[:16]
+    key = {"recipe": recipe_json, "model_version": model_version, "dev_sha1": dev_sha1}
+    z = data.pool_sketch
+    domains, budget = sketches["domain"].to_numpy(), max(1, int(round(params.budget_fraction * len(z))))
+    stats = domain_stats(z, domains)
+    caps = np.minimum(1.0, stats.counts / budget)
+    content = (pool.select("example_id", "content_sha1").join(sketches.select("example_id"), on="example_id",
+                                                              how="right")["content_sha1"].to_numpy())
+    earlier, reused, refused = _earlier_outcomes(store, sketches, tasks, key)
+    data = with_active(data, *earlier)
+    trainer = StackedTrainer(workload, recipe)
+    train = lambda subsets, orders: _train(trainer, pool_inputs, dev_inputs, task_index, tasks, subsets,  # noqa
+                                           orders, params.models_per_batch)
+    references = [random_selection(len(z), budget, seed).rows for seed in params.random_seeds]
+    ref_utility = np.stack([train([rows] * len(params.order_seeds), params.order_seeds) for rows in references])
+    ref_mean = ref_utility.mean((0, 1))  # (T,) over references and seeds
+    state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps))
+    for round_ in range(params.rounds):
+        fitted = refit(state.data, config, state.data.fit_rows)
+        base = predicted_mean_utility(fitted, state.data, references).mean()
+        candidates = propose(state, fitted, stats, domains, budget, caps, round_, params.mixture_samples,
+                             params.seed, content)
+        new_subsets, new_utility = _evaluate(candidates, fitted, state.data, stats, budget, base, ref_mean, train,
+                                             params.order_seeds)
+        ids = np.array([_active_id(rows, recipe_json) for rows in new_subsets], np.int64)
+        state.data = with_active(state.data, new_subsets, new_utility, ids)
+        slope = calibration_slope([c.predicted_gain for c in candidates], [c.realised_gain for c in candidates])
+        state.calibration.append({"round": round_, "slope": slope, "trust": list(state.trust),
+                                  "steps": list(state.steps)})
+        adapt(state, slope)
+        state.candidates += candidates
+    refits = bootstrap_refits(state.data, config, params.bootstrap, params.seed)
+    for cand, bound in zip(state.candidates, lower_bounds(state.candidates, refits, state.data, stats, budget,
+                                                          references, params.lcb_z)):
+        cand.lcb = float(bound)
+        cand.realised_lcb = realised_lower_bound(cand.units, ref_utility, params.lcb_z, 200, params.seed)
+    bound = (lambda c: c.lcb) if params.pick == "predicted" else (lambda c: c.realised_lcb)  # noqa: E731
+    for kind in ("mixture", "selection"):
+        mine = [c for c in state.candidates if c.kind == kind]
+        max(mine, key=lambda c: (bound(c), -state.candidates.index(c))).chosen = True
+    result = StageResult()
+    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
+    result.write(store, "active_outcomes", _active_frame(store, state, earlier[2], sketches, tasks, key))
+    result.metrics = _loop_metrics(state, reused, refused)
+    return result
+
+
+def _train(trainer: StackedTrainer, pool_inputs, dev_inputs, task_index: np.ndarray, tasks: list[str],
+           subsets: list[np.ndarray], orders, models_per_batch: int) -> np.ndarray:
+    """(len(subsets), T) dev utility of the recipe trained on each subset with data-order seed orders[i]."""
+    out = []
+    for lo in range(0, len(subsets), models_per_batch):
+        chunk = slice(lo, lo + models_per_batch)
+        trained = trainer.train(pool_inputs, subsets[chunk], [(o, LOOP_ORDER_KEY) for o in orders[chunk]])
+        out.append(-task_losses(trainer.example_losses(trained, dev_inputs), task_index, tasks))
+    return np.concatenate(out)
+
+
+def _evaluate(candidates: list[Candidate], fitted: list[dict], data, stats, budget: int, base: float,
+              ref_mean: np.ndarray, train, order_seeds) -> tuple[list[np.ndarray], np.ndarray]:
+    """Retrains every candidate on dev, fills its predicted and realised gains (mean over tasks, over
+    random), and returns the trained subsets with their seed-mean utilities (the new active rows)."""
+    from ..mixture import MixtureObjective
+
+    seeds = list(order_seeds)
+    jobs = [(c, j, rows, seeds[j % len(seeds)] if cand.kind == "mixture" else seed)
+            for c, cand in enumerate(candidates) for j, rows in enumerate(cand.subsets)
+            for seed in (seeds if cand.kind == "selection" else [None])]
+    utility = train([rows for _, _, rows, _ in jobs], [seed for *_, seed in jobs])
+    weights = np.full(len(data.tasks), 1 / len(data.tasks))
+    objective = MixtureObjective(stats, data.task_sketch, fitted, weights, budget)
+    subsets, rows_utility = [], []
+    for c, cand in enumerate(candidates):
+        mine = [i for i, job in enumerate(jobs) if job[0] == c]
+        per_subset = {}
+        for i in mine:
+            per_subset.setdefault(jobs[i][1], []).append(utility[i])
+        means = [np.mean(per_subset[j], axis=0) for j in sorted(per_subset)]
+        cand.units = np.stack([utility[i] for i in mine])
+        cand.realised_per_task = np.mean(means, axis=0) - ref_mean
+        cand.realised_gain = float(cand.realised_per_task.mean())
+        predicted = objective(cand.weights) if cand.kind == "mixture" else \
+            predicted_mean_utility(fitted, data, cand.subsets)[0]
+        cand.predicted_gain = float(predicted - base)
+        subsets += [cand.subsets[j] for j in sorted(per_subset)]
+        rows_utility += means
+    return subsets, np.stack(rows_utility)
+
+
+def _active_id(rows: np.ndarray, recipe_json: str) -> int:
+    """A stable int64 id of an active subset: its sorted pool rows and the recipe it was trained with."""
+    digest = hashlib.sha1(np.sort(np.asarray(rows, np.int64)).tobytes() + recipe_json.encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 62) - 1) | (1 << 62)  # never a plan subset_id
+
+
+ACTIVE_SCHEMA = {"subset_id": pl.Int64, "sampler": pl.Utf8, "role": pl.Utf8, "size": pl.Int64,
+                 "members": pl.List(pl.Int64), "task": pl.Utf8, "utility": pl.Float64, "recipe": pl.Utf8,
+                 "model_version": pl.Utf8, "dev_sha1": pl.Utf8, "members_sha1": pl.Utf8}
+
+
+def _earlier_outcomes(store: DeltaStore, sketches: pl.DataFrame, tasks: list[str], key: dict):
+    """((pool rows, (s, T) utility, ids) of the compatible earlier active subsets, reused, refused)."""
+    empty = ([], np.zeros((0, len(tasks))), np.zeros(0, np.int64))
+    if not store.exists("active_outcomes"):
+        return empty, 0, 0
+    earlier = store.read("active_outcomes")
+    position = {eid: i for i, eid in enumerate(sketches["example_id"].to_list())}
+    compatible = earlier.filter((pl.col("recipe") == key["recipe"]) & (pl.col("model_version") == key["model_version"])
+                                & (pl.col("dev_sha1") == key["dev_sha1"]))
+    wide = compatible.pivot(on="task", index=["subset_id", "members"], values="utility")
+    usable = wide.filter(pl.all_horizontal(pl.col(t).is_not_null() for t in tasks if t in wide.columns)) \
+        if set(tasks) <= set(wide.columns) else wide.clear()
+    usable = usable.filter(pl.col("members").map_elements(lambda m: all(e in position for e in m),
+                                                          return_dtype=pl.Boolean)) if usable.height else usable
+    subsets = [np.array([position[e] for e in m]) for m in usable["members"].to_list()]
+    total = earlier["subset_id"].n_unique()
+    found = (subsets, usable.select(tasks).to_numpy().astype(float) if usable.height else empty[1],
+             usable["subset_id"].to_numpy() if usable.height else empty[2])
+    return found, usable.height, total - usable.height
+
+
+def _active_frame(store: DeltaStore, state: LoopState, reused_ids, sketches: pl.DataFrame, tasks: list[str],
+                  key: dict) -> pl.DataFrame:
+    """Every earlier active row (compatible or not, kept) plus this run's, one row per (subset, task)."""
+    data = state.data
+    ids = sketches["example_id"].to_numpy()
+    active = np.flatnonzero(data.samplers == "active")
+    rows = []
+    for r in active:
+        members = np.sort(ids[data.membership[r].indices]).astype(np.int64)
+        rows += [{"subset_id": int(data.subset_ids[r]), "sampler": "active", "role": "fit", "size": len(members),
+                  "members": members.tolist(), "task": task, "utility": float(data.utility[r, t]),
+                  "recipe": key["recipe"], "model_version": key["model_version"], "dev_sha1": key["dev_sha1"],
+                  "members_sha1": members_digest(members)} for t, task in enumerate(tasks)]
+    frame = pl.DataFrame(rows, schema=ACTIVE_SCHEMA)
+    if store.exists("active_outcomes"):
+        frame = pl.concat([store.read("active_outcomes").select(list(ACTIVE_SCHEMA)), frame])
+    return frame.unique(["subset_id", "task"], keep="last", maintain_order=True)
+
+
+def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names: list[str],
+                  pool: pl.DataFrame) -> pl.DataFrame:
+    ids = pool["example_id"].to_numpy()
+    rows = []
+    for cand in state.candidates:
+        rows.append({"candidate_id": cand.candidate_id, "surrogate_id": surrogate_id, "kind": cand.kind,
+                     "round": cand.round, "setting": json.dumps(cand.setting, sort_keys=True),
+                     "predicted_gain": cand.predicted_gain, "realised_gain": cand.realised_gain,
+                     "realised_per_task": json.dumps(dict(zip(state.data.tasks, cand.realised_per_task.tolist()))),
+                     "lcb": cand.lcb, "realised_lcb": cand.realised_lcb, "chosen": cand.chosen, "budget": budget,
+                     "weights": json.dumps(dict(zip(domain_names, np.round(cand.weights, 12).tolist()))),
+                     "members": ids[cand.subsets[0]].tolist() if cand.kind == "selection" else [],
+                     "gains": cand.gains.tolist() if cand.gains is not None else []})
+    return pl.DataFrame(rows, schema_overrides={"members": pl.List(pl.Int64), "gains": pl.List(pl.Float64),
+                                                "budget": pl.Int64, "round": pl.Int64})
+
+
+def _loop_metrics(state: LoopState, reused: int, refused: int) -> dict:
+    metrics = {"active_reused": reused, "active_refused": refused, "candidates": len(state.candidates),
+               "active_subsets": int((state.data.samplers == "active").sum())}
+    for entry in state.calibration:
+        metrics[f"calibration_slope.round{entry['round']}"] = entry["slope"]
+    for cand in state.candidates:
+        if cand.chosen:
+            metrics.update({f"chosen.{cand.kind}": cand.candidate_id, f"chosen.{cand.kind}.lcb": cand.lcb,
+                            f"chosen.{cand.kind}.realised_gain": cand.realised_gain})
+    for round_ in sorted({c.round for c in state.candidates}):
+        for kind in ("mixture", "selection"):
+            mine = [c.realised_gain for c in state.candidates if c.round == round_ and c.kind == kind]
+            if mine:
+                metrics[f"round{round_}.{kind}.best_realised_gain"] = max(mine)
+    return metrics

@@ -1,0 +1,89 @@
+"""The closed loop: candidates become `active` fit subsets, compatible earlier outcomes are reused,
+incompatible ones are not, and the trust follows the calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from grasp_pipeline import stages
+from grasp_pipeline.loop import LoopState, adapt, calibration_slope, realised_lower_bound, with_active
+
+from .conftest import build_tables_until, tiny_params
+
+
+@pytest.fixture(scope="module")
+def looped(tmp_path_factory):
+    params = tiny_params()
+    store = build_tables_until(tmp_path_factory.mktemp("loop"), "curation_loop", params)
+    return store, params
+
+
+def test_every_retrained_candidate_is_an_active_fit_subset_with_an_outcome_per_task(looped):
+    store, params = looped
+    active = store.read("active_outcomes")
+    rounds = store.read("curation_rounds")
+    assert set(active["sampler"]) == {"active"} and set(active["role"]) == {"fit"}
+    tasks = store.read("task_sets")["task"].n_unique()
+    assert (active.group_by("subset_id").len()["len"] == tasks).all()
+    members = {tuple(m) for m in active.unique("subset_id")["members"].to_list()}
+    assert len(members) == active["subset_id"].n_unique()  # one id per distinct subset
+    selections = {tuple(sorted(m)) for m in rounds.filter(pl.col("kind") == "selection")["members"].to_list()}
+    assert selections <= members  # every selection candidate was retrained and kept
+    mixture_draws = params.loop.mixture_samples * rounds.filter(pl.col("kind") == "mixture").height
+    assert len(members) <= len(selections) + mixture_draws
+    assert rounds.filter(pl.col("chosen"))["kind"].sort().to_list() == ["mixture", "selection"]
+
+
+def test_a_second_run_reuses_every_compatible_earlier_outcome(looped, tmp_path):
+    store, params = looped
+    earlier = store.read("active_outcomes")["subset_id"].n_unique()
+    result = stages.run_curation_loop(store, params.workload.build(), params.loop)
+    assert result.metrics["active_reused"] == earlier and result.metrics["active_refused"] == 0
+    assert result.metrics["active_subsets"] > earlier  # the fit set grew by this run's candidates
+    assert store.read("active_outcomes")["subset_id"].n_unique() >= earlier
+
+
+def test_outcomes_of_another_recipe_are_kept_but_not_reused(tmp_path):
+    params = tiny_params()
+    store = build_tables_until(tmp_path, "curation_loop", params)
+    active = store.read("active_outcomes")
+    store.write("active_outcomes", active.with_columns(pl.col("recipe").str.replace('"steps": 4', '"steps": 5')))
+    result = stages.run_curation_loop(store, params.workload.build(), params.loop)
+    assert result.metrics["active_reused"] == 0
+    assert result.metrics["active_refused"] == active["subset_id"].n_unique()
+    kept = store.read("active_outcomes")
+    assert set(active["subset_id"]) <= set(kept["subset_id"])  # nothing is thrown away
+
+
+def test_with_active_appends_fit_subsets_of_sampler_active(looped):
+    store, _ = looped
+    data, _, _ = stages.load_subset_data(store)
+    grown = with_active(data, [np.array([0, 1, 2]), np.array([3])], np.zeros((2, len(data.tasks))),
+                        np.array([7, 8]))
+    assert grown.membership.shape[0] == data.membership.shape[0] + 2
+    assert list(grown.samplers[-2:]) == ["active", "active"] and list(grown.roles[-2:]) == ["fit", "fit"]
+    assert np.allclose(grown.sum_z[-1], data.pool_sketch[3])
+    assert len(grown.fit_rows) == len(data.fit_rows) + 2
+
+
+def test_calibration_moves_the_trust():
+    assert calibration_slope([0.1, 0.2, 0.3], [0.01, 0.02, 0.03]) == pytest.approx(0.1)
+    assert np.isnan(calibration_slope([0.1, 0.1], [0.0, 1.0]))
+    state = LoopState(data=None, config={}, trust=[1e-3], steps=[0.5, 1.0])
+    adapt(state, 0.1)  # over-predicting: a stronger trust region, shorter mixture steps
+    assert state.trust == [1e-2] and state.steps == [0.25, 0.5]
+    adapt(state, 1.0)
+    assert state.trust == [pytest.approx(1e-2 / 3)] and state.steps == [0.375, 0.75]
+
+
+def test_the_realised_lower_bound_is_below_the_realised_gain_and_tight_without_noise():
+    rng = np.random.default_rng(0)
+    references = -3 + rng.normal(0, 0.01, (6, 2, 4))
+    units = -3 + 0.05 + rng.normal(0, 0.01, (2, 4))
+    bound = realised_lower_bound(units, references, 1.0, 300, 0)
+    gain = units.mean() - references.mean()
+    assert bound < gain and bound > gain - 0.03
+    flat = realised_lower_bound(np.full((2, 4), -2.9), np.full((6, 2, 4), -3.0), 1.0, 100, 0)
+    assert flat == pytest.approx(0.1)
