@@ -15,7 +15,7 @@ from pydantic import Field, create_model
 
 from grasp_pipeline.config import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
                                    SelectionParams, SketchParams, SurrogateParams, TestParams,
-                                   LoopParams,
+                                   LoopParams, TargetParams,
                                    ValidationParams)
 
 
@@ -60,3 +60,4 @@ MixtureConfig = config_from_params(MixtureParams, "MixtureConfig")
 ValidationConfig = config_from_params(ValidationParams, "ValidationConfig")
 TestConfig = config_from_params(TestParams, "TestConfig")
 LoopConfig = config_from_params(LoopParams, "LoopConfig")
+TargetConfig = config_from_params(TargetParams, "TargetConfig")

@@ -8,7 +8,7 @@ preset: a job-level default config breaks materialising a subset of the job's as
 
 import dagster as dg
 
-from . import (checks, corpus, curation, curation_loop, curation_test, mixture, reference, retraining, sketches, surrogates,
+from . import (checks, corpus, curation, curation_loop, curation_test, target_check, mixture, reference, retraining, sketches, surrogates,
                validation)
 from .jobs import jobs
 from .resources import GraspStorage, WorkloadResource
@@ -16,7 +16,7 @@ from .schedules import build_schedules
 from .sensors import build_sensors
 
 STAGE_MODULES = [corpus, reference, sketches, retraining, surrogates, curation_loop, curation, mixture, validation,
-                 curation_test]
+                 curation_test, target_check]
 
 
 def build_definitions(executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:

@@ -22,7 +22,7 @@ JOB_ASSETS: dict[str, list[str]] = {
     "grasp_sketch": ["gradient_sketches"],
     "grasp_retrain": ["subset_outcomes"],
     "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights",
-                             "selection_validation", "curation_test"],
+                             "selection_validation", "curation_test", "target_check"],
     "grasp_reoptimise_mixture": ["mixture_weights"],
     # no retraining: the outcomes do not depend on θ₀
     "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches",

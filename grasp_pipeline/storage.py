@@ -68,6 +68,8 @@ CONTRACT: dict[str, dict[str, pl.DataType]] = {
                         "realised_gain": pl.Float64, "lcb": pl.Float64, "chosen": pl.Boolean},
     "active_outcomes": {"subset_id": pl.Int64, "sampler": pl.Utf8, "role": pl.Utf8, "members": pl.List(pl.Int64),
                         "task": pl.Utf8, "utility": pl.Float64, "recipe": pl.Utf8, "model_version": pl.Utf8},
+    "target_check_summary": {"figure": pl.Utf8, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64},
+    "target_check": {"candidate": pl.Utf8, "kind": pl.Utf8, "level": pl.Utf8, "utility": pl.Float64},
     "curation_test_dirt": {"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "share": pl.Float64,
                            "random_share": pl.Float64},
 }

@@ -197,3 +197,23 @@ def test_the_curation_test_writes_every_selection_and_mixture_with_intervals(tmp
     assert rows["floor_utility"].null_count() == 0
     assert set(test["seeds"].to_list()) == {len(params.test.init_seeds) * len(params.test.data_order_seeds),
                                             params.test.mixture_samples}
+
+
+# ---------------------------------------------------------------- the target check
+
+
+def test_a_target_recipe_equal_to_the_proxy_agrees_perfectly_and_another_does_not(tmp_path):
+    from dataclasses import replace
+
+    params = tiny_params()
+    store = build_tables_until(tmp_path, "curation_test", params)
+    same = replace(params.target, workload="{}", steps_factor=1)
+    stages.run_target_check(store, params.workload.build(), params.workload.build(), same)
+    summary = dict(store.read("target_check_summary").select("figure", "value").iter_rows())
+    assert summary["spearman_proxy_target"] == pytest.approx(1.0)
+    wide = store.read("target_check").pivot(on="level", index=["candidate", "kind"], values="utility")
+    assert (wide["proxy"] == wide["target"]).all()  # same recipe, same seeds: the same models
+    stages.run_target_check(store, params.workload.build(), params.target_workload().build(), params.target)
+    wide = store.read("target_check").pivot(on="level", index=["candidate", "kind"], values="utility")
+    assert not (wide["proxy"] == wide["target"]).any()
+    assert wide.filter(pl.col("kind") == "mixture").height >= 6

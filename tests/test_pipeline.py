@@ -13,7 +13,7 @@ from grasp_pipeline.tracking import default_tracking_uri
 
 ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
           "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation",
-          "curation_test"]
+          "curation_loop", "curation_test", "target_check"]
 
 
 def _materializations(results):

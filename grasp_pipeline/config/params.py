@@ -233,6 +233,29 @@ class TestParams:
     models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
 
 
+@dataclass(frozen=True)
+class TargetParams:
+    """The target check: the proxy's picks retrained with a target recipe (bigger model and/or more
+    steps) on fresh seeds and scored on `test`."""
+
+    workload: str = doc("Overrides of the workload's settings for the target model, as a JSON object, e.g. "
+                        "'{\"order\": 3}' or '{\"name\": \"byte_transformer\"}' ('{}' = the proxy's).",
+                        '{"order": 3}')
+    steps_factor: int = doc("The target recipe trains this many times the proxy recipe's steps.", 3)
+    batch_size: int = doc("Target batch size (0 = the proxy recipe's).", 0)
+    spread_mixtures: int = doc("Spread-out Dirichlet mixtures added to the candidates (beside every stored "
+                               "mixture), so the rank agreement covers more than near-natural mixes.", 4)
+    spread_concentration: float = doc("Their Dirichlet concentration (1 = uniform over the simplex).", 1.0)
+    samples: int = doc("Samples retrained per mixture candidate at each level.", 2)
+    random_seeds: tuple[int, ...] = doc("Random reference selections at the selection budget.",
+                                        (1100, 1101, 1102, 1103, 1104))
+    init_seed: int = doc("Initialisation seed of both levels' retrainings (fresh).", 3001)
+    data_order_seeds: tuple[int, ...] = doc("Data-order seeds (fresh).", (4001, 4002))
+    bootstrap: int = doc("Bootstrap resamples of the intervals.", 1000)
+    seed: int = doc("Seed of the spread mixtures, the samples and the bootstrap.", 0)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
+
+
 STAGE_PARAMS = (CorpusParams, ReferenceParams, SketchParams, PlanParams, RetrainParams, SurrogateParams,
-                SelectionParams, MixtureParams, LoopParams, ValidationParams, TestParams)
+                SelectionParams, MixtureParams, LoopParams, ValidationParams, TestParams, TargetParams)
 

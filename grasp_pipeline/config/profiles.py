@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                     SketchParams, SurrogateParams, TestParams, ValidationParams, LoopParams)
+                     SketchParams, SurrogateParams, TargetParams, TestParams, ValidationParams, LoopParams)
 from .workload import WorkloadParams
 
 
@@ -33,6 +33,18 @@ class PipelineParams:
     loop: LoopParams = field(default_factory=LoopParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
     test: TestParams = field(default_factory=TestParams)
+    target: TargetParams = field(default_factory=TargetParams)
+
+    def target_workload(self) -> WorkloadParams:
+        """The workload settings of the target check: this run's, with `target.workload` applied."""
+        try:
+            overrides = json.loads(self.target.workload)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"target.workload must be a JSON object of workload settings, got "
+                             f"{self.target.workload!r} ({error})") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"target.workload must be a JSON object, got {self.target.workload!r}")
+        return _apply(self.workload, overrides)
 
 
 PROFILES: dict[str, dict] = {

@@ -94,6 +94,20 @@ def composition_floor_line(store: DeltaStore) -> str | None:
             f"({floor - loss:+.3f} better; the task closest to it: {worst[0]} at {-worst[1]:+.3f}).")
 
 
+def target_check_lines(store: DeltaStore) -> list[str]:
+    """The target check in words: rank agreement over mixtures and GRASP's standing at target scale."""
+    if not store.exists("target_check"):
+        return []
+    frame = store.read("target_check")
+    wide = frame.pivot(on="level", index=["candidate", "kind"], values="utility").sort("kind", "target",
+                                                                                    descending=[False, True])
+    lines = ["TARGET CHECK (the proxy's candidates retrained with the target recipe, test examples, fresh seeds):",
+             str(wide)]
+    if store.exists("target_check_summary"):
+        lines.append(str(store.read("target_check_summary")))
+    return lines
+
+
 def mixture_table(store: DeltaStore) -> pl.DataFrame:
     mixtures = store.read("mixture_weights")
     return (mixtures.pivot(on="domain", index=["method", "predicted_utility"], values="weight")
@@ -125,6 +139,7 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
             if dirt is not None:
                 parts += ["Share of the labelled dirt in each selection (the pipeline never reads the labels):",
                           str(dirt)]
+        parts += target_check_lines(store)
         parts += ["Dev validation (selection_validation: dev examples, the recipe's own seeds; what the loop may look "
                   "at, not the proof):", str(selection_table(store)),
                   "Mixtures (predicted task-weighted utility at the selection budget):",

@@ -12,6 +12,7 @@ from .corpus import build_corpus
 from .curation import curate_selections
 from .curation_loop import run_curation_loop
 from .curation_test import run_curation_test
+from .target_check import run_target_check
 from .graph import stage_plan
 from .mixture import optimise_mixtures
 from .reference import train_reference_model
@@ -26,4 +27,4 @@ __all__ = ["StageResult", "TableWrite", "artifact_seconds", "build_corpus", "com
            "compute_task_sketches", "curate_selections", "encoded_pool_and_tasks", "fit_surrogate_tables",
            "load_reference_checkpoints", "load_reference_model", "load_subset_data", "make_sketcher",
            "members_digest", "method_params", "optimise_mixtures", "plan_subsets", "pool_sketches", "read_pool",
-           "read_tasks", "retrain_outcomes", "run_curation_loop", "run_curation_test", "stage", "stage_plan", "train_reference_model", "validate_selections"]
+           "read_tasks", "retrain_outcomes", "run_curation_loop", "run_curation_test", "run_target_check", "stage", "stage_plan", "train_reference_model", "validate_selections"]

@@ -49,7 +49,7 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
              for key, *_, rows in selections + references for pair in pairs]
             + [((key, j), rows, pairs[j % len(pairs)], (pairs[j % len(pairs)][1], MIXTURE_ORDER_KEY + j))
                for key, samples in mixtures.items() for j, rows in enumerate(samples)])
-    losses = _train_and_score(workload, recipe, pool, test, task_index, tasks, jobs, params.models_per_batch)
+    losses = train_and_score(workload, recipe, pool, test, task_index, tasks, jobs, params.models_per_batch)
     floors = _floors(workload, pool, test, task_index, tasks, jobs)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
     result = StageResult()
@@ -127,7 +127,7 @@ def _mixture_samples(store: DeltaStore, pool: pl.DataFrame, params: TestParams) 
                                                                         maintain_order=True)}
 
 
-def _train_and_score(workload: Workload, recipe: Recipe, pool: pl.DataFrame, test: pl.DataFrame,
+def train_and_score(workload: Workload, recipe: Recipe, pool: pl.DataFrame, test: pl.DataFrame,
                      task_index: np.ndarray, tasks: list[str], jobs: list[tuple],
                      models_per_batch: int) -> dict:
     """{(job key, seed pair): (T,) test loss}: each job trained at its initialisation and data order."""

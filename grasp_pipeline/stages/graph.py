@@ -8,6 +8,7 @@ from .corpus import build_corpus
 from .curation import curate_selections
 from .curation_loop import run_curation_loop
 from .curation_test import run_curation_test
+from .target_check import run_target_check
 from .mixture import optimise_mixtures
 from .reference import train_reference_model
 from .retraining import plan_subsets, retrain_outcomes
@@ -32,4 +33,5 @@ def stage_plan(store: DeltaStore, params, workload: Workload) -> list[tuple[str,
         ("mixture_weights", lambda: optimise_mixtures(store, params.mixture)),
         ("selection_validation", lambda: validate_selections(store, workload, params.validation)),
         ("curation_test", lambda: run_curation_test(store, workload, params.test)),
+        ("target_check", lambda: run_target_check(store, workload, params.target_workload().build(), params.target)),
     ]
