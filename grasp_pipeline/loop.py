@@ -55,7 +55,7 @@ class LoopState:
     steps: list[float]
     candidates: list[Candidate] = field(default_factory=list)
     calibration: list[dict] = field(default_factory=list)
-    composition: tuple[str, np.ndarray] | None = None  # (candidate id, π) the selections take counts from
+    selection_blocks: list[int] = field(default_factory=list)  # sketch blocks the selection candidates use
 
     def best_mixture(self) -> Candidate | None:
         """The evaluated mixture with the best realised gain so far (None before any)."""
@@ -126,12 +126,18 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
     available = {d: int(c) for d, c in zip(stats.domains, stats.counts)}
     counts = mixture_counts(pi, stats.domains, budget, available)
     z = state.data.pool_sketch
-    for radius in state.trust:
-        chosen = composition_first_selection(z, state.data.task_sketch, params, weights, domains, counts,
-                                             trust_region=radius, content=content)
-        out.append(Candidate(f"r{round_}-selection-{radius:g}", "selection", round_,
-                             {"trust_region": radius, "counts_from": counts_from}, pi, [chosen.rows],
-                             gains=chosen.gains))
+    for block in state.selection_blocks:
+        # the block the LCB chose predicts composition best; a later checkpoint's gradients see
+        # structure (real text vs shuffled characters) that early ones, still learning byte
+        # frequencies, do not — which one selects better inside a domain is what the loop measures
+        block_params = params if block == state.config.get("sketch_block") else \
+            refit(state.data, {**state.config, "sketch_block": block}, state.data.fit_rows)
+        for radius in state.trust:
+            chosen = composition_first_selection(z, state.data.task_sketch, block_params, weights, domains, counts,
+                                                 trust_region=radius, content=content)
+            out.append(Candidate(f"r{round_}-selection-b{block}-{radius:g}", "selection", round_,
+                                 {"trust_region": radius, "counts_from": counts_from, "sketch_block": block},
+                                 pi, [chosen.rows], gains=chosen.gains))
     return out
 
 

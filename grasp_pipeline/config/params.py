@@ -195,6 +195,9 @@ class LoopParams:
     trust_radii: tuple[float, ...] = doc("Selection candidates: within-domain trust-region strengths of round 0 "
                                          "(nats per squared sd); later rounds scale them by the calibration.",
                                          (1e-3, 1e-2, 1e-1))
+    selection_blocks: tuple[int, ...] = doc("Sketch blocks (reference checkpoints) the selection candidates are "
+                                            "built on, each with its own refit; empty = the block the surrogate's "
+                                            "LCB chose and the last checkpoint's.", ())
     mixture_samples: int = doc("Samples retrained per mixture candidate.", 2)
     order_seeds: tuple[int, ...] = doc("Data-order seeds of the loop's dev retrainings (not the recipe's, not "
                                        "the test's).", (500, 501))

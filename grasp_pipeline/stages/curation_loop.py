@@ -57,7 +57,9 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     references = [random_selection(len(z), budget, seed).rows for seed in params.random_seeds]
     ref_utility = np.stack([train([rows] * len(params.order_seeds), params.order_seeds) for rows in references])
     ref_mean = ref_utility.mean((0, 1))  # (T,) over references and seeds
-    state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps))
+    last_block = data.sketch_blocks - 1 if data.sketch_blocks > 1 else -1
+    blocks = list(params.selection_blocks) or sorted({config.get("sketch_block", -1), last_block})
+    state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks)
     for round_ in range(params.rounds):
         fitted = refit(state.data, config, state.data.fit_rows)
         base = predicted_mean_utility(fitted, state.data, references).mean()
