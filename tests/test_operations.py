@@ -228,7 +228,8 @@ def test_grasp_lineage_explains_and_reproduces_a_selection(pipeline_run, capsys)
 
     root, results, instance = pipeline_run
     assert all(r.success for r in results)
-    (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp")]
+    # grasp_global: the stage's own greedy, which the selection settings shape (grasp is the loop's pick)
+    (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp_global")]
     assert main(["lineage", selection, "--root", str(root), "--reproduce"]) == 0
     out = capsys.readouterr().out
     assert f"{selection} is in curated_selections@" in out and "reproduce: MATCH" in out
@@ -271,20 +272,21 @@ def test_reproduce_uses_the_recorded_versions_and_reports_a_mismatch(pipeline_ru
     root = tmp_path / "storage"
     shutil.copytree(pipeline_run[0], root)
     store = DeltaStore(str(root))
-    (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp")]
+    # grasp_global: the stage's own greedy, which the selection settings shape (grasp is the loop's pick)
+    (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp_global")]
     table_version = store.version("curated_selections")
     sketches = store.read("gradient_sketches")
     store.write("gradient_sketches", sketches.with_columns(pl.col("sketch").list.eval(pl.element() * 3)))
     assert reproduce(store, selection)["matches"]  # still read gradient_sketches at the recorded version
 
     found = provenance(store, "curated_selections", table_version)
-    params = {**found["chain"][0]["params"], "budget_fraction": 0.5}
+    params = {**found["chain"][0]["params"], "trust_region": 10.0, "protect_rounds": 0}
     record_lineage(store, [TableWrite("curated_selections", table_version, 0, {})], found["chain"][0]["reads"],
                    asset="curated_selection", params=params)
     assert store.read(LINEAGE_TABLE).height > 0
     assert main(["lineage", selection, "--root", str(root), "--reproduce"]) == 1
     err = capsys.readouterr().err
-    assert "MISMATCH" in err and "row count" in err
+    assert "MISMATCH" in err and "rows differ" in err
 
     assert main(["lineage", "sg-nope-grasp", "--root", str(root)]) == 2
     assert "no selection or mixture with id" in capsys.readouterr().err

@@ -45,9 +45,10 @@ def test_every_table_has_the_contract_columns_and_types(pipeline_run):
 def test_method_names_follow_the_design(pipeline_run):
     store = DeltaStore(str(pipeline_run[0]))
     assert set(store.read("surrogates")["method"]) == {"grasp", "grad_dot", "trak", "datamodel", "size"}
-    assert set(store.read("curated_selections")["method"]) == {"grasp", "grad_dot", "datamodel", "random-0",
-                                                              "random-1", "full"}
-    assert set(store.read("mixture_weights")["method"]) == {"natural", "uniform", "grasp"}
+    assert set(store.read("curated_selections")["method"]) == {"grasp", "grasp_global", "grad_dot", "datamodel",
+                                                              "random-0", "random-1", "full"}
+    assert set(store.read("mixture_weights")["method"]) == {"natural", "uniform", "grasp", "grasp_optimum", "regmix",
+                                                            "loglinear"}
 
 
 def test_prediction_actuals_equal_retrained_utilities(pipeline_run):
@@ -82,7 +83,8 @@ def test_selections_hold_their_budget_and_only_pool_examples(pipeline_run):
     mixtures = store.read("mixture_weights")
     assert set(validated["selection_id"]) == set(selections["selection_id"]) | set(mixtures["mixture_id"])
     assert set(validated.filter(pl.col("method").str.starts_with("mixture-"))["method"]) == {
-        "mixture-natural", "mixture-uniform", "mixture-grasp"}
+        "mixture-natural", "mixture-uniform", "mixture-grasp", "mixture-grasp_optimum", "mixture-regmix",
+        "mixture-loglinear"}
     assert validated.filter(pl.col("method") == "mixture-grasp")["budget"][0] == mixtures["budget"][0]
 
 
