@@ -8,8 +8,8 @@ Frames are checked against the contract before anything is written.
 
 The root is a local folder or an object-store URI (`s3://bucket/prefix`, also `gs://`,
 `az://`). Object-store credentials and endpoints come only from environment variables
-(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...), are passed to deltalake and polars as
-storage options, and never appear in reprs, errors or metadata. Concurrent writers are
+(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...; only those `STORAGE_ENV` lists), are passed to
+deltalake and polars as storage options, and never appear in reprs, errors or metadata. Concurrent writers are
 safe: delta-rs commits with put-if-absent (local rename-if-absent, S3 `If-None-Match`
 conditional writes, which AWS S3, MinIO and moto enforce), and a writer that loses a
 commit race re-checks for conflicts and retries.
@@ -75,9 +75,31 @@ class TableLogError(RuntimeError):
     """A table's Delta log is missing or unreadable; nothing was written."""
 
 
-# Environment variables handed to deltalake/polars as storage options for object-store roots
-# (the object_store crate's names). Values are secrets: never print or log them.
-STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+# Environment variables handed to deltalake/polars/obstore as storage options for object-store
+# roots, per scheme: only these (the object_store crate's names), never "every AWS_* variable"
+# a shell happens to hold. Values are secrets: never print or log them.
+STORAGE_ENV = {
+    "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+           "AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ALLOW_HTTP", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+           "AWS_SKIP_SIGNATURE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_IMDSV1_FALLBACK",
+           "AWS_METADATA_ENDPOINT", "AWS_REQUEST_PAYER"),
+    "gs": ("GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_SERVICE_ACCOUNT_KEY",
+           "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_BUCKET"),
+    "az": ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_CLIENT_ID",
+           "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_STORAGE_USE_EMULATOR", "AZURE_STORAGE_ENDPOINT",
+           "AZURE_USE_AZURE_CLI"),
+}
+STORAGE_ENV.update({"s3a": STORAGE_ENV["s3"], "gcs": STORAGE_ENV["gs"], "abfs": STORAGE_ENV["az"],
+                    "abfss": STORAGE_ENV["az"], "azure": STORAGE_ENV["az"]})
+# Variables that turn off safe concurrent commits (delta-rs reads them from the environment on its
+# own, so not forwarding them is not enough): refused unless GRASP_ALLOW_UNSAFE_STORAGE=true.
+UNSAFE_STORAGE_ENV = ("AWS_S3_ALLOW_UNSAFE_RENAME",)
+ALLOW_UNSAFE_STORAGE = "GRASP_ALLOW_UNSAFE_STORAGE"
+
+
+class StorageSettingError(ValueError):
+    """An object-store setting in the environment is unsafe; nothing was read or written."""
+
 
 # Commit retries when concurrent writers race for the same table version (delta-rs already
 # retries non-conflicting commits internally; this covers a concurrent *create*).
@@ -85,10 +107,23 @@ WRITE_ATTEMPTS = 5
 
 
 def storage_options_from_env(root: str, environ=os.environ) -> dict[str, str]:
-    """Returns the object-store settings for `root` from environment variables ({} for a local root)."""
+    """Returns the object-store settings for `root` from environment variables ({} for a local root).
+
+    Only the variables `STORAGE_ENV` lists for the root's scheme are forwarded. An unsafe one
+    (`UNSAFE_STORAGE_ENV`) set to anything but false is a StorageSettingError unless
+    GRASP_ALLOW_UNSAFE_STORAGE=true says it is meant.
+    """
     if "://" not in root or root.startswith("file://"):
         return {}
-    return {k: v for k, v in environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+    scheme = root.split("://", 1)[0].lower()
+    unsafe = [k for k in UNSAFE_STORAGE_ENV if environ.get(k, "false").strip().lower() not in ("", "false", "0")]
+    if unsafe and environ.get(ALLOW_UNSAFE_STORAGE, "").strip().lower() != "true":
+        raise StorageSettingError(
+            f"{', '.join(unsafe)} is set in the environment: it lets two writers commit the same Delta version "
+            f"(silent data loss). This store commits safely without it (put-if-absent); unset it, or set "
+            f"{ALLOW_UNSAFE_STORAGE}=true to accept the risk")
+    allowed = set(STORAGE_ENV.get(scheme, ())) | (set(unsafe) if unsafe else set())
+    return {k: v for k, v in environ.items() if k in allowed}
 
 
 def check_contract(table: str, frame: pl.DataFrame) -> None:

@@ -21,7 +21,8 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     and label examples (`example_labels`: a `label` column in the pool).
     """
     default = getattr(workload, "default_corpus", None)
-    documents, report = corpus_lib.load_documents(params.corpus_path or default)
+    documents, report = corpus_lib.load_documents(params.corpus_path or default,
+                                                  corpus_lib.IngestLimits.from_params(params))
     examples = corpus_lib.cut_examples(documents, example_bytes,
                                        whole_documents=bool(getattr(workload, "whole_documents", False)))
     pool, tasks = corpus_lib.split_pool_and_tasks(
