@@ -31,6 +31,11 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
         shard_size=params.shard_size, seed=params.seed)
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
+    # one id per build ties the pool to its task sets: downstream stages refuse a pool and tasks
+    # from different builds (two builds interleaved on one root), naming both
+    build_id = "cb-" + digest(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
+                              tasks["example_id"].sort().to_list(), tasks["task"].to_list())
+    pool, tasks = pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id))
     result = StageResult()
     result.write(store, "corpus_shards", pool)
     result.write(store, "task_sets", tasks)
@@ -38,7 +43,7 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
         "documents": report.documents, "replaced_bytes": report.replaced_bytes,
         "examples_cut": examples.height, "pool_examples": pool.height, "task_examples": tasks.height,
         "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
-        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())),
+        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
     }
     result.artifacts["ingest_report.json"] = {
         "files": list(report.files), "documents_per_domain": report.domains,
