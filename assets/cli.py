@@ -56,8 +56,8 @@ def flag_overrides(args) -> dict:
     """Returns the {section: {field: value}} overrides of --corpus, --device and --workload."""
     overrides: dict[str, dict] = {}
     if getattr(args, "corpus", None):
-        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
-                               else args.corpus}
+        kept = "*" in args.corpus or "://" in args.corpus  # a glob or an object-store URI stays as given
+        overrides["corpus"] = {"corpus_path": args.corpus if kept else str(Path(args.corpus).resolve())}
     workload = {}
     if getattr(args, "device", None):
         workload["device"] = args.device
