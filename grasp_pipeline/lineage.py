@@ -28,7 +28,8 @@ LINEAGE_SCHEMA = {"table": pl.Utf8, "version": pl.Int64, "asset": pl.Utf8, "dags
 def _index_row(table: str, version: int, record: dict) -> dict:
     return {"table": table, "version": version, "asset": record.get("asset", ""),
             "dagster_run_id": record.get("dagster_run_id", ""), "mlflow_run_id": record.get("mlflow_run_id", ""),
-            "code_version": record.get("code_version", ""), "reads": json.dumps(record.get("reads", {}), sort_keys=True),
+            "code_version": record.get("code_version", ""),
+            "reads": json.dumps(record.get("reads", {}), sort_keys=True),
             "params": json.dumps(record.get("params", {}), sort_keys=True, default=str),
             "facts": json.dumps(record.get("facts", {}), sort_keys=True, default=str),
             "recorded_at": float(record.get("recorded_at", 0.0))}

@@ -50,12 +50,14 @@ class ReferenceParams:
 @dataclass(frozen=True)
 class SketchParams:
     projection: str = doc("Random projection: sjlt (sparse JL, fastest at equal error), gaussian, rademacher "
-                          "or kronecker (LoGra-style, Linear layers).", "sjlt", choices=("sjlt", "gaussian", "rademacher", "kronecker"))
+                          "or kronecker (LoGra-style, Linear layers).", "sjlt",
+                          choices=("sjlt", "gaussian", "rademacher", "kronecker"))
     k: int = doc("Sketch dimension.", 256, minimum=1)
     seed: int = doc("Projection seed.", 0, minimum=0)
     chunk_size: int = doc("Examples per vmap chunk (bounds memory).", 64, minimum=1)
     nonzeros: int = doc("SJLT nonzeros per gradient coordinate (also the Kronecker second stage).", 4, minimum=1)
-    factor_dim: int = doc("Kronecker projection: width each layer's input/output factor is projected to.", 32, minimum=1)
+    factor_dim: int = doc("Kronecker projection: width each layer's input/output factor is projected to.", 32,
+                          minimum=1)
     storage_dtype: str = doc("Precision the sketches are rounded to before storage: float32, float16, bfloat16.",
                              "float32", choices=("float32", "float16", "bfloat16"))
 
@@ -70,7 +72,8 @@ class PlanParams:
     dirichlet_holdout: int = doc("dirichlet sampler: `holdout` subsets.", 32, minimum=0)
     dirichlet_min_fraction: float = doc("dirichlet sampler: smallest subset, as a fraction of the pool "
                                         "(sizes are uniform between min and max).", 0.02, above=0, maximum=1)
-    dirichlet_max_fraction: float = doc("dirichlet sampler: largest subset, as a fraction of the pool.", 0.3, above=0, maximum=1)
+    dirichlet_max_fraction: float = doc("dirichlet sampler: largest subset, as a fraction of the pool.", 0.3,
+                                        above=0, maximum=1)
     dirichlet_beta: float = doc("dirichlet sampler: concentration β of the domain proportions ~ Dir(β) "
                                 "(small = lopsided mixtures).", 0.5, above=0)
     subsets_per_batch: int = doc("Subsets per retraining batch (one partition of subset_outcomes).", 32, minimum=1)
@@ -97,7 +100,8 @@ class RetrainParams:
 class SurrogateParams:
     """The finite candidate sets and the CV/LCB protocol settings."""
 
-    cv_folds: int = doc("K of the K-fold cross-validation over fit subsets (folds stratified by sampler).", 5, minimum=2)
+    cv_folds: int = doc("K of the K-fold cross-validation over fit subsets (folds stratified by sampler).", 5,
+                        minimum=2)
     delta: float = doc("LCB level: each candidate's score is mean − z_{1−δ/|C|}·sd/√K (Bonferroni over "
                        "the candidate set).", 0.1, above=0, below=1)
     seed: int = doc("Seed of the CV folds and of the fit-budget draws.", 0, minimum=0)
@@ -105,13 +109,15 @@ class SurrogateParams:
                                             ("none", "linear", "log"), choices=("none", "linear", "log"), nonempty=True)
     grasp_normalisations: tuple[str, ...] = doc("GRASP candidates: normalisation N(S) of the sketch sum, any "
                                                 "of none (1), sqrt (1/√|S|), mean (1/|S|).",
-                                                ("none", "sqrt", "mean"), choices=("none", "sqrt", "mean"), nonempty=True)
+                                                ("none", "sqrt", "mean"), choices=("none", "sqrt", "mean"),
+                                                nonempty=True)
     grasp_geometries: tuple[str, ...] = doc("GRASP candidates: penalty geometry H, identity (one weight c) "
                                             "and/or diagonal (learned, non-negative, with ridge).",
                                             ("identity", "diagonal"), choices=("identity", "diagonal"), nonempty=True)
     grasp_ridges: tuple[float, ...] = doc("GRASP candidates: ridge strengths on the learned diagonal H "
                                           "(unit-RMS columns).", (0.01, 0.1, 1.0), minimum=0)
-    grasp_sketch_dims: tuple[int, ...] = doc("GRASP candidates: sketch-dimension prefixes k' (0 = all k).", (0,), minimum=0, nonempty=True)
+    grasp_sketch_dims: tuple[int, ...] = doc("GRASP candidates: sketch-dimension prefixes k' (0 = all k).", (0,),
+                                             minimum=0, nonempty=True)
     sketch_blocks: tuple[int, ...] = doc("Checkpoint blocks the sketch methods (grasp, grad_dot, trak) choose "
                                          "from; empty = each block alone (every block when there is one); "
                                          "-1 = all blocks concatenated.", (), minimum=-1)
@@ -132,12 +138,14 @@ class SelectionParams:
     task_scale: str = doc(
         "utility_std: each task's weight is divided by the spread of its retrained utility over the fit "
         "subsets, so the objective adds standardised gains and a task whose loss moves a lot (a script the "
-        "rest of the pool lacks) cannot take the whole budget; none: raw utility.", "utility_std", choices=("utility_std", "none"))
+        "rest of the pool lacks) cannot take the whole budget; none: raw utility.", "utility_std",
+        choices=("utility_std", "none"))
     max_per_domain: int = doc("At most this many examples per domain (0 = no quota).", 0, minimum=0)
     exclude_example_ids: tuple[int, ...] = doc("Example ids never selected.", ())
     dedup_content: bool = doc("At most one example per content hash (exact duplicates).", True)
     greedy: str = doc("Residual greedy: lazy (the exact greedy's rows, with Cauchy–Schwarz bounds), exact, "
-                      "or batched (approximate, fastest at 10⁶ candidates).", "lazy", choices=("lazy", "exact", "batched"))
+                      "or batched (approximate, fastest at 10⁶ candidates).", "lazy",
+                      choices=("lazy", "exact", "batched"))
     balance_labels: bool = doc(
         "Pools with a `label` column (classification workloads): grasp, grad_dot and datamodel take at most "
         "ceil(budget / labels) per label; gradients at θ₀ otherwise pile onto the worst-fitted class.", True)
@@ -155,7 +163,8 @@ class SelectionParams:
 
 @dataclass(frozen=True)
 class MixtureParams:
-    budget_fraction: float = doc("Budget B as a fraction of the pool (the mixture's sample size).", 0.1, above=0, maximum=1)
+    budget_fraction: float = doc("Budget B as a fraction of the pool (the mixture's sample size).", 0.1,
+                                 above=0, maximum=1)
     max_repeats: float = doc("A domain may supply at most max_repeats × its pool examples.", 1.0, above=0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1).",
                                          default_factory=dict, minimum=0)

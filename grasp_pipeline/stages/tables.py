@@ -66,7 +66,8 @@ def outcome_recipe(outcomes: pl.DataFrame) -> str:
     recipe when batches were retrained with different recipes."""
     recipes = outcomes.group_by("recipe").agg(pl.col("batch").unique().sort()).sort("recipe")
     if recipes.height > 1:
-        described = "; ".join(f"batches {row['batch'][:6]} → {row['recipe'][:200]}" for row in recipes.iter_rows(named=True))
+        described = "; ".join(f"batches {row['batch'][:6]} → {row['recipe'][:200]}"
+                              for row in recipes.iter_rows(named=True))
         raise ValueError(f"subset_outcomes mixes {recipes.height} retraining recipes across batches ({described}); "
                          "rematerialise every subset_outcomes partition with one recipe")
     return recipes["recipe"][0]
