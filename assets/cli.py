@@ -40,7 +40,24 @@ def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
             settings.write_text(DAGSTER_YAML_TEMPLATE.read_text())
         else:  # an installed (non-editable) package: an empty file = default local storage, no warning
             settings.touch()
+    _create_instance_storage_once(home)
     return str(home)
+
+
+def _create_instance_storage_once(home: Path) -> None:
+    """Creates the instance's SQLite storage under a file lock: two `grasp` commands starting on a
+    fresh DAGSTER_HOME would otherwise both create its schema and leave it unreadable."""
+    import fcntl
+
+    if (home / "history" / "runs.db").exists():
+        return
+    with open(home / ".grasp-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "history" / "runs.db").exists():
+            from dagster import DagsterInstance
+
+            with DagsterInstance.from_config(str(home)):
+                pass
 
 
 def error_chain(error) -> str:

@@ -4,22 +4,25 @@ The lease is a sequence of small JSON records under `<root>/_grasp_lease/`, one 
 generation (`00000000000000000042.json`), written only with put-if-absent
 (`objectstore.ObjectLocation.put_if_absent`: an exclusive create on local disks, a
 conditional `If-None-Match` write on S3) — the same protocol Delta uses for its log, so it
-needs no lock service and works wherever the tables do. The newest generation says who
+needs no lock service and works wherever the tables do. The newest generation lists who
 holds the root and until when. Taking the lease, renewing it (a heartbeat every third of
 its time to live) and releasing it each write the next generation; of two writers racing
-for one generation exactly one wins. A holder that dies stops renewing and its lease
-expires, so a crash never locks a root for good.
+for one generation exactly one wins, and the other re-reads and retries. A holder that dies
+stops renewing and its hold expires, so a crash never locks a root for good.
 
-Writers (`grasp run`, `grasp select`, `grasp mixture`, every Dagster step) hold the lease
-while they write, and every commit checks it first (`storage.guarded_commits`), so a second
-writer waits or stops with a message naming the holder, and a writer that lost its lease
-commits nothing. Steps of one `grasp run` share its lease (its owner id is a run tag).
+Holds are `exclusive` (a `grasp run`, `grasp select`, a stage writing whole tables) or
+`shared` (steps writing disjoint partitions of one table, e.g. the shard runs of a backfill
+on many workers: Delta commits those safely side by side). Shared holders exclude only
+exclusive ones. Every commit checks the hold first (`storage.guarded_commits`), so a second
+writer waits or stops with a message naming the holder, and a writer that lost its hold
+commits nothing. Steps of one `grasp run` share its hold (its owner id is a run tag).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -58,50 +61,51 @@ class RootLease:
 
     # ------------------------------------------------------------------ state
 
-    def latest(self) -> tuple[int, dict | None]:
-        """(newest generation, its record), (-1, None) when the root was never leased."""
+    def latest(self) -> tuple[int, dict]:
+        """(newest generation, its record {"holders": {owner: hold}}), (-1, no holders) when never leased."""
         names = [n for n, _ in self.location.list() if n.endswith(".json") and n[:-5].isdigit()]
         if not names:
-            return -1, None
+            return -1, {"holders": {}}
         name = max(names)
         data = self.location.get(name)
-        return int(name[:-5]), (json.loads(data) if data else None)
+        return int(name[:-5]), (json.loads(data) if data else {"holders": {}})
+
+    def holders(self) -> dict[str, dict]:
+        """Every live hold on the root now: {owner: {mode, purpose, host, pid, at, expires_at}}."""
+        return _live(self.latest()[1])
 
     def holder(self) -> dict | None:
-        """The record of whoever holds the root now (None when it is free: released or expired)."""
-        _, record = self.latest()
-        if record is None or record.get("state") != "held" or record.get("expires_at", 0) <= time.time():
-            return None
-        return record
-
-    def _record(self, state: str) -> bytes:
-        now = time.time()
-        return json.dumps({"owner": self.owner, "purpose": self.purpose, "host": socket.gethostname(),
-                           "pid": os.getpid(), "state": state, "at": now, "expires_at": now + self.ttl}).encode()
+        """This owner's live hold, else the first other live one, else None (the root is free)."""
+        live = self.holders()
+        return live.get(self.owner) or next(iter(live.values()), None)
 
     # ------------------------------------------------------------------ taking, keeping, giving back
 
-    def ensure(self, root: str | None = None) -> None:
-        """Makes sure this owner holds the root: renews its lease, or takes a free one; raises LeaseHeld
-        naming the holder when another writer has it. Used before every commit."""
-        for _ in range(20):  # a generation lost to a racing writer is re-read; 20 races in a row is a bug
+    def ensure(self, mode: str | None = None) -> None:
+        """Makes sure this owner holds the root (renewing its hold, or taking a free one) in `mode`
+        ("exclusive" or "shared"; default: the mode it holds, else exclusive); raises LeaseHeld naming
+        the holder when another writer's hold excludes it. Used before every commit."""
+        for attempt in range(50):  # a generation lost to a racing writer is re-read
             generation, record = self.latest()
-            if record is not None and record.get("state") == "held" and record.get("owner") != self.owner \
-                    and record.get("expires_at", 0) > time.time():
-                raise LeaseHeld(self._held_message(record))
-            if self.location.put_if_absent(f"{generation + 1:020d}.json", self._record("held")) \
-                    and self.latest()[0] == generation + 1:  # (not an old generation already cleaned up)
-                self._forget_before(generation + 1)
+            live = _live(record)
+            mode = mode or live.get(self.owner, {}).get("mode", "exclusive")
+            others = {o: h for o, h in live.items() if o != self.owner}
+            blocking = [h for h in others.values() if mode == "exclusive" or h.get("mode") == "exclusive"]
+            if blocking:
+                raise LeaseHeld(self._held_message(blocking[0]))
+            holders = {**others, self.owner: self._hold(mode)}
+            if self._write(generation + 1, holders):
                 return
-        raise LeaseHeld(f"storage root {self.root}: could not take the writer lease after 20 racing attempts")
+            time.sleep(random.uniform(0.0, 0.05) * (1 + attempt % 5))
+        raise LeaseHeld(f"storage root {self.root}: could not write the writer lease after 50 racing attempts")
 
-    def acquire(self, wait: float = 0.0, poll: float = 1.0) -> "RootLease":
-        """Takes the lease, waiting up to `wait` seconds for the holder to finish; returns self, or
-        raises LeaseHeld naming the holder."""
+    def acquire(self, wait: float = 0.0, poll: float = 1.0, mode: str = "exclusive") -> "RootLease":
+        """Takes the lease in `mode`, waiting up to `wait` seconds for the holder to finish; returns
+        self, or raises LeaseHeld naming the holder."""
         deadline = time.monotonic() + wait
         while True:
             try:
-                self.ensure()
+                self.ensure(mode)
                 return self
             except LeaseHeld:
                 if time.monotonic() >= deadline:
@@ -109,11 +113,29 @@ class RootLease:
                 time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
     def release(self) -> None:
-        """Gives the lease back (if this owner still holds it) and stops the heartbeat."""
+        """Gives this owner's hold back and stops the heartbeat."""
         self.stop_heartbeat()
-        generation, record = self.latest()
-        if record is not None and record.get("owner") == self.owner and record.get("state") == "held":
-            self.location.put_if_absent(f"{generation + 1:020d}.json", self._record("released"))
+        for _ in range(50):
+            generation, record = self.latest()
+            live = _live(record)
+            if self.owner not in live:
+                return
+            if self._write(generation + 1, {o: h for o, h in live.items() if o != self.owner}):
+                return
+
+    def _hold(self, mode: str) -> dict:
+        now = time.time()
+        return {"mode": mode, "purpose": self.purpose, "host": socket.gethostname(), "pid": os.getpid(),
+                "at": now, "expires_at": now + self.ttl}
+
+    def _write(self, generation: int, holders: dict) -> bool:
+        """Writes generation `generation` if nobody has; True when it is then the newest one (an old
+        generation already cleaned up does not count)."""
+        data = json.dumps({"holders": holders}, sort_keys=True).encode()
+        if self.location.put_if_absent(f"{generation:020d}.json", data) and self.latest()[0] == generation:
+            self._forget_before(generation)
+            return True
+        return False
 
     def start_heartbeat(self) -> None:
         """Renews the lease every third of its time to live, in a daemon thread, until released."""
@@ -136,9 +158,9 @@ class RootLease:
             self._heartbeat = None
 
     @contextmanager
-    def held(self, wait: float = 0.0) -> Iterator["RootLease"]:
+    def held(self, wait: float = 0.0, mode: str = "exclusive") -> Iterator["RootLease"]:
         """Holds the lease for the block (heartbeat running, every commit checked), then releases it."""
-        self.acquire(wait)
+        self.acquire(wait, mode=mode)
         self.start_heartbeat()
         try:
             with self.guarding():
@@ -158,11 +180,11 @@ class RootLease:
 
     # ------------------------------------------------------------------ helpers
 
-    def _held_message(self, record: dict) -> str:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("at", 0)))
-        left = record.get("expires_at", 0) - time.time()
-        return (f"storage root {self.root} is in use by another writer: {record.get('purpose') or record.get('owner')} "
-                f"(pid {record.get('pid')} on {record.get('host')}, lease renewed {since}, expires in {left:.0f} s "
+    def _held_message(self, hold: dict) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hold.get("at", 0)))
+        left = hold.get("expires_at", 0) - time.time()
+        return (f"storage root {self.root} is in use by another writer: {hold.get('purpose')} "
+                f"(pid {hold.get('pid')} on {hold.get('host')}, lease renewed {since}, expires in {left:.0f} s "
                 "unless renewed). Nothing was written. Wait for it to finish (grasp --wait SECONDS, or "
                 "GRASP_LEASE_WAIT for Dagster steps), or use another root")
 
@@ -172,3 +194,9 @@ class RootLease:
             for name, _ in self.location.list():
                 if name.endswith(".json") and name[:-5].isdigit() and int(name[:-5]) < old:
                     self.location.delete(name)
+
+
+def _live(record: dict) -> dict[str, dict]:
+    """The holds of a lease record that have not expired."""
+    now = time.time()
+    return {o: h for o, h in (record or {}).get("holders", {}).items() if h.get("expires_at", 0) > now}

@@ -47,14 +47,27 @@ def test_a_second_writer_waits_until_the_first_releases(any_root):
     began = time.monotonic()
     second = RootLease(any_root).acquire(wait=30, poll=0.2)
     assert 1.0 < time.monotonic() - began < 20
-    assert second.holder()["owner"] == second.owner
+    assert list(second.holders()) == [second.owner]
 
 
 def test_the_lease_of_a_writer_that_stopped_renewing_expires(any_root):
     RootLease(any_root, ttl=1.0).acquire()  # never renewed, never released: a crashed holder
     time.sleep(1.3)
     taker = RootLease(any_root).acquire(wait=0)
-    assert taker.holder()["owner"] == taker.owner
+    assert list(taker.holders()) == [taker.owner]
+
+
+def test_partition_writers_share_the_root_and_exclude_a_whole_table_writer(any_root):
+    shards = [RootLease(any_root, purpose=f"shard run {i}").acquire(mode="shared") for i in range(3)]
+    assert sorted(RootLease(any_root).holders()) == sorted(s.owner for s in shards)
+    with pytest.raises(LeaseHeld, match=r"in use by another writer: shard run \d"):
+        RootLease(any_root, purpose="a corpus rebuild").acquire(wait=0)
+    for shard in shards:
+        shard.release()
+    rebuild = RootLease(any_root, purpose="a corpus rebuild").acquire(wait=0)
+    with pytest.raises(LeaseHeld, match=r"in use by another writer: a corpus rebuild"):
+        RootLease(any_root, purpose="shard run 4").acquire(wait=0, mode="shared")
+    rebuild.release()
 
 
 def race_for(root: str, barrier_file: str) -> bool:
