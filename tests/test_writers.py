@@ -136,6 +136,29 @@ def test_an_inherited_unsafe_rename_setting_is_refused_unless_explicitly_allowed
     assert allowed["AWS_S3_ALLOW_UNSAFE_RENAME"] == "true"
 
 
+@pytest.mark.parametrize("shown, redacted", [
+    ("http://user:pw@host:5000/x", "http://user:***@host:5000/x"),
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("https://token@host/api", "https://***@host/api"),
+    ("see s3://b/k?X-Amz-Signature=abc&x=1 now", "see s3://b/k?X-Amz-Signature=***&x=1 now"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+])
+def test_credentials_in_uris_are_redacted_wherever_text_is_shown(shown, redacted):
+    from grasp_pipeline.secrets import redact
+
+    assert redact(shown) == redacted
+
+
+def test_a_launchpad_tracking_uri_with_credentials_is_refused_without_echoing_them(tmp_path):
+    from assets.resources import GraspStorage
+
+    storage = GraspStorage(root=str(tmp_path / "root"), tracking_uri="http://grasp-user:hunter2@127.0.0.1:5000")
+    with pytest.raises(ValueError, match=r"storage.tracking_uri = 'http://grasp-user:\*\*\*@127.0.0.1:5000' holds "
+                                         r"credentials.*MLFLOW_TRACKING_PASSWORD") as raised:
+        storage.tracker()
+    assert "hunter2" not in str(raised.value)
+
+
 # ------------------------------------------------------------------ two `grasp run`s at once
 
 SECRET = "s3cr3t-Pa55-do-not-store"
