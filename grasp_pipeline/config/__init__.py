@@ -3,8 +3,10 @@
 from .params import (STAGE_PARAMS, CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
                      SelectionParams, SketchParams, SurrogateParams, ValidationParams)
 from .profiles import PROFILES, PipelineParams, load_params, with_overrides
+from .validation import SettingError, validate, validate_section
 from .workload import WorkloadParams
 
 __all__ = ["STAGE_PARAMS", "PROFILES", "CorpusParams", "MixtureParams", "PipelineParams", "PlanParams",
-           "ReferenceParams", "RetrainParams", "SelectionParams", "SketchParams", "SurrogateParams",
-           "ValidationParams", "WorkloadParams", "load_params", "with_overrides"]
+           "ReferenceParams", "RetrainParams", "SelectionParams", "SettingError", "SketchParams",
+           "SurrogateParams", "ValidationParams", "WorkloadParams", "load_params", "validate", "validate_section",
+           "with_overrides"]

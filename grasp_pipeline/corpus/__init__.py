@@ -20,10 +20,11 @@ Modules: `files` (which files a path means), `readers` (one file to rows), `docu
 from .documents import DEFAULT_CORPUS, IngestReport, load_documents
 from .errors import CorpusError
 from .examples import EXAMPLE_SCHEMA, cut_examples, example_id
-from .files import SUPPORTED_SUFFIXES
+from .files import SUPPORTED_SUFFIXES, CorpusFile
+from .limits import IngestLimits
 from .readers import DOMAIN_CHARS_HELP, DOMAIN_PATTERN
 from .split import SHARD_COLUMNS, TASK_COLUMNS, split_pool_and_tasks
 
-__all__ = ["DEFAULT_CORPUS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA", "SHARD_COLUMNS",
+__all__ = ["DEFAULT_CORPUS", "CorpusFile", "IngestLimits", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA", "SHARD_COLUMNS",
            "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "IngestReport", "cut_examples", "example_id",
            "load_documents", "split_pool_and_tasks"]
