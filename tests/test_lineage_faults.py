@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from mlflow.tracking import MlflowClient
 
 from grasp_pipeline.lineage import LINEAGE_TABLE, lineage_of, provenance

@@ -225,7 +225,6 @@ def test_a_tracking_password_is_in_no_metadata_run_config_lineage_mlflow_record_
         if SECRET in out or SECRET in err:
             leaks.append(f"output of run {i}")
     assert not leaks, leaks
-    from mlflow.tracking import MlflowClient
 
     with dg.DagsterInstance.from_config(str(two_runs["home"])) as instance:
         run = next(r for r in instance.get_runs() if r.job_name == "grasp_prepare")
