@@ -62,6 +62,7 @@ mlflow-server:         ## MLflow tracking server on http://127.0.0.1:$(MLFLOW_SE
 
 WORKER ?= worker1
 celery-worker: install dagster-home  ## one Celery worker of the celery profile (deploy/celery.yaml); start one per core/machine
+	GRASP_CELERY_BROKER=$${GRASP_CELERY_BROKER:-redis://127.0.0.1:$(REDIS_PORT)/0} \
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR) $(VENV)/bin/dagster-celery worker start \
 	  -A dagster_celery.app -y deploy/celery.yaml -n $(WORKER) -- --pool=solo
 

@@ -12,7 +12,10 @@ import argparse
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
+
+from grasp_pipeline.secrets import redact
 
 from .env import storage_root
 from .jobs import JOB_NAMES
@@ -37,7 +40,24 @@ def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
             settings.write_text(DAGSTER_YAML_TEMPLATE.read_text())
         else:  # an installed (non-editable) package: an empty file = default local storage, no warning
             settings.touch()
+    _create_instance_storage_once(home)
     return str(home)
+
+
+def _create_instance_storage_once(home: Path) -> None:
+    """Creates the instance's SQLite storage under a file lock: two `grasp` commands starting on a
+    fresh DAGSTER_HOME would otherwise both create its schema and leave it unreadable."""
+    import fcntl
+
+    if (home / "history" / "runs.db").exists():
+        return
+    with open(home / ".grasp-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "history" / "runs.db").exists():
+            from dagster import DagsterInstance
+
+            with DagsterInstance.from_config(str(home)):
+                pass
 
 
 def error_chain(error) -> str:
@@ -53,8 +73,8 @@ def flag_overrides(args) -> dict:
     """Returns the {section: {field: value}} overrides of --corpus, --device and --workload."""
     overrides: dict[str, dict] = {}
     if getattr(args, "corpus", None):
-        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
-                               else args.corpus}
+        kept = "*" in args.corpus or "://" in args.corpus  # a glob or an object-store URI stays as given
+        overrides["corpus"] = {"corpus_path": args.corpus if kept else str(Path(args.corpus).resolve())}
     workload = {}
     if getattr(args, "device", None):
         workload["device"] = args.device
@@ -74,19 +94,24 @@ def command_run(args) -> int:
 
     from grasp_pipeline.config import load_params, with_overrides
     from grasp_pipeline.evaluation.summary import format_summary
+    from grasp_pipeline.lease import RootLease
     from grasp_pipeline.storage import DeltaStore
 
     from .definitions import defs
     from .jobs import materialize_everything
+    from .leases import LEASE_TAG
 
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     root = storage_root(args.root)
-    run_config = run_config_for(params, root, args.tracking_uri or "")
+    run_config = run_config_for(params, root, tracking_uri_without_credentials(args.tracking_uri))
     instance = DagsterInstance.get()
     began = time.perf_counter()
-    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={root} "
+    lease = RootLease(root, owner=f"grasp-run:{uuid.uuid4().hex[:12]}", purpose=f"grasp run --profile {args.profile}")
+    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={redact(root)} "
           f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
-    results = materialize_everything(defs, instance, run_config, tags={"grasp/profile": args.profile})
+    with lease.held(wait=args.wait):  # a second writer of this root waits or stops here, before any table
+        results = materialize_everything(defs, instance, run_config,
+                                         tags={"grasp/profile": args.profile, LEASE_TAG: lease.owner})
     stage_seconds = {}
     for result in results:
         for stat in instance.get_run_step_stats(result.run_id):
@@ -99,12 +124,38 @@ def command_run(args) -> int:
             if event.is_failure and event.event_specific_data is not None:
                 error = getattr(event.event_specific_data, "error", None)
                 if error is not None:
-                    print(f"step {event.step_key} failed: {error_chain(error)}", file=sys.stderr)
-        print(f"grasp run FAILED (Dagster runs {run_ids}); earlier table versions are intact.", file=sys.stderr)
+                    print(f"step {event.step_key} failed: {redact(error_chain(error))}", file=sys.stderr)
+        print(f"grasp run FAILED (Dagster runs {run_ids}). {committed_before_failure(DeltaStore(root), results)}",
+              file=sys.stderr)
         return 1
     print(format_summary(DeltaStore(root), stage_seconds))
     print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster runs {run_ids}")
     return 0
+
+
+def tracking_uri_without_credentials(uri: str | None) -> str:
+    """The tracking URI for run config: credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD (the
+    environment the runs inherit), so the stored run config never holds them."""
+    from grasp_pipeline.secrets import split_credentials
+
+    clean, user, password = split_credentials(uri or "")
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return clean
+
+
+def committed_before_failure(store, results) -> str:
+    """What the runs of a failed `grasp run` committed (found by their run ids in the commits' lineage)."""
+    from grasp_pipeline.lineage import commits_by_runs
+
+    committed = commits_by_runs(store, [r.run_id for r in results])
+    if not committed:
+        return "No table was changed: every table is at its previous version."
+    listed = ", ".join(f"{t}@{v}" for t, v in committed)
+    return (f"Committed before the failure, each with its lineage in the commit: {listed}. Every other table is at "
+            "its previous version; rerunning repeats only what is missing or stale.")
 
 
 def command_lineage(args) -> int:
@@ -185,8 +236,10 @@ def command_recurate(args) -> int:
     import polars as pl
 
     from grasp_pipeline import stages
+    from grasp_pipeline.commits import recording
     from grasp_pipeline.config import load_params, with_overrides
-    from grasp_pipeline.lineage import record_lineage
+    from grasp_pipeline.lease import RootLease
+    from grasp_pipeline.lineage import index_lineage
     from grasp_pipeline.storage import DeltaStore
 
     section = "selection" if args.command == "select" else "mixture"
@@ -199,14 +252,14 @@ def command_recurate(args) -> int:
     params = with_overrides(params, {section: overrides}) if overrides else params
     section_params = getattr(params, section)
     store = DeltaStore(storage_root(args.root))
-    if section == "selection":
-        result = stages.curate_selections(store, section_params)
-        table, asset = "curated_selections", "curated_selection"
-    else:
-        result = stages.optimise_mixtures(store, section_params)
-        table, asset = "mixture_weights", "mixture_weights"
-    record_lineage(store, result.writes, result.reads, asset=f"{asset} (grasp {args.command})",
-                   params=dataclasses.asdict(section_params))
+    stage_fn, table, asset = ((stages.curate_selections, "curated_selections", "curated_selection")
+                              if section == "selection" else
+                              (stages.optimise_mixtures, "mixture_weights", "mixture_weights"))
+    lease = RootLease(store.root, owner=f"grasp-{args.command}:{uuid.uuid4().hex[:12]}", purpose=f"grasp {args.command}")
+    with lease.held(wait=args.wait), recording(f"{asset} (grasp {args.command})",
+                                                params=dataclasses.asdict(section_params)):
+        result = stage_fn(store, section_params)
+    index_lineage(store, result.writes)
     version = store.version(table)
     frame = store.read(table, version=version)
     with pl.Config(tbl_rows=40, tbl_cols=20, float_precision=3, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
@@ -231,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--device", help="torch device (cpu, cuda, …); overrides the config")
     run.add_argument("--workload", help="byte_mlp, byte_transformer, vision or hf_causal_lm; overrides the "
                                         "config (vision uses its digits corpus unless --corpus is given)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root); credentials in "
+                                            "it are moved to MLFLOW_TRACKING_USERNAME/PASSWORD, never stored")
+    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long for another writer of the root to finish (default: stop at once)")
     run.set_defaults(handler=command_run)
     lineage = commands.add_parser(
         "lineage", help="where a selection or mixture came from (and --reproduce it)",
@@ -266,14 +322,17 @@ def main(argv: list[str] | None = None) -> int:
         recurate.add_argument("--budget-fraction", type=float, help="budget as a fraction of the pool")
         recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
                               help="weight of a task in the objective (repeatable; others weigh 1)")
+        recurate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                              help="wait this long for another writer of the root (default: stop at once)")
         recurate.set_defaults(handler=command_recurate)
     args = parser.parse_args(argv)
     from grasp_pipeline.corpus import CorpusError
+    from grasp_pipeline.lease import LeaseHeld
 
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, CorpusError) as error:  # bad flags or config: no traceback
-        print(f"grasp: error: {error}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, CorpusError, LeaseHeld) as error:  # bad input, busy root: no traceback
+        print(f"grasp: error: {redact(str(error))}", file=sys.stderr)
         return 2
 
 

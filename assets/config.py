@@ -14,9 +14,9 @@ import dagster as dg
 from pydantic import Field, create_model
 
 from grasp_pipeline.config import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
-                                   SelectionParams, SketchParams, SurrogateParams, TestParams,
-                                   LoopParams, TargetParams,
-                                   ValidationParams)
+                                   SelectionParams, SketchParams, SurrogateParams, TargetParams, TestParams,
+                                   LoopParams, ValidationParams)
+from grasp_pipeline.config.validation import validate_section
 
 
 def _launchpad_type(annotation):
@@ -44,9 +44,11 @@ def config_from_params(params_cls, name: str, base=dg.Config):
 
 
 def to_params(config):
-    """Returns the library dataclass instance for a generated Config instance."""
+    """Returns the library dataclass instance for a generated Config instance, every setting
+    checked (a SettingError names section.field, the value and the valid range) before the
+    asset touches a table."""
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_dump().items()}
-    return config.params_cls(**values)
+    return validate_section(config.params_cls(**values))
 
 
 CorpusConfig = config_from_params(CorpusParams, "CorpusConfig")

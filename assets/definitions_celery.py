@@ -3,8 +3,9 @@
 Every step of every job is sent to a Celery queue (broker: Redis) and executed by whichever
 `dagster-celery` worker takes it, on any machine that has this package, the same
 DAGSTER_HOME instance settings and the storage environment. Every run config names the
-broker (`execution: {config: {broker: redis://HOST:6379/0, backend: redis://HOST:6379/0}}`,
-see `celery_run_config`), and workers are started with the same block (deploy/celery.yaml):
+broker by an environment variable (`execution: {config: {broker: {env: GRASP_CELERY_BROKER}}}`,
+see `celery_run_config`: the URL and its password stay out of stored run config), and workers
+are started with the same block (deploy/celery.yaml):
 
     dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml -n worker1 -- --pool=solo
     dagster job execute -m assets.definitions_celery -j grasp_prepare -c run_config.yaml
@@ -20,9 +21,13 @@ from .definitions import build_definitions
 defs = build_definitions(executor=celery_executor)
 
 
-def celery_run_config(broker: str, backend: str | None = None) -> dict:
-    """The `execution` block selecting this profile's broker (merge it into a run config)."""
-    return {"execution": {"config": {"broker": broker, "backend": backend or broker}}}
+BROKER_ENV = "GRASP_CELERY_BROKER"
+
+
+def celery_run_config(broker_env: str = BROKER_ENV) -> dict:
+    """The `execution` block naming the variable that holds the broker (and result backend) URL;
+    merge it into a run config. Runs and workers read the URL from their own environment."""
+    return {"execution": {"config": {"broker": {"env": broker_env}, "backend": {"env": broker_env}}}}
 
 
 def grasp_prepare() -> dg.JobDefinition:

@@ -9,6 +9,10 @@
 | GRASP_WATCH_INTERVAL | seconds between the sensor's looks | 60 |
 | GRASP_MIXTURE_CRON | cron of the mixture schedule | 0 3 * * * |
 | GRASP_TIMEZONE | timezone of that cron | UTC |
+| GRASP_LEASE_WAIT | seconds a Dagster step waits for another writer of the root | 600 |
+| GRASP_LEASE_TTL | seconds a writer lease lives without renewal | 60 |
+| GRASP_ALLOW_UNSAFE_STORAGE | true accepts AWS_S3_ALLOW_UNSAFE_RENAME in the environment | (refused) |
+| GRASP_CELERY_BROKER | Celery broker URL (with its credentials; never in run config) | redis://127.0.0.1:6379/0 |
 """
 
 from __future__ import annotations

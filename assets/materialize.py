@@ -10,38 +10,46 @@ from typing import Callable
 
 import dagster as dg
 
-from grasp_pipeline.lineage import lineage_summary, record_lineage
+from grasp_pipeline.commits import recording
+from grasp_pipeline.lineage import index_lineage, lineage_summary
+from grasp_pipeline.secrets import redact, redact_values
 from grasp_pipeline.stages import StageResult
-from grasp_pipeline.tracking import TrackedRun
+from grasp_pipeline.tracking import TrackedRun, TrackingError
 
+from .leases import step_lease
 from .resources import GraspStorage
 
 
 def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: dict,
               compute: Callable[[TrackedRun], StageResult]) -> dg.MaterializeResult:
-    """Runs `compute` inside an MLflow run tagged with the Dagster run; returns the result."""
+    """Runs `compute` inside an MLflow run tagged with the Dagster run; returns the result.
+
+    The stage's commits carry their lineage (`commits.recording`); the `lineage` index and MLflow
+    come after. If MLflow fails once the tables are committed, the step fails with a message naming
+    the committed versions (their lineage is in the commits) and the MLflow run ends FAILED.
+    """
     asset = context.asset_key.to_user_string()
     tracker = storage.tracker()
-    tags = {"dagster.run_id": context.run.run_id, "dagster.asset": asset,
-            "dagster.code_version": context.assets_def.code_versions_by_key.get(context.asset_key) or ""}
-    with tracker.run(asset, tags=tags) as run:
+    code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or ""
+    tags = {"dagster.run_id": context.run.run_id, "dagster.asset": asset, "dagster.code_version": code_version}
+    with step_lease(context, storage.store().root), tracker.run(asset, tags=tags) as run:
         run.log_params(params)
-        result = compute(run)
-        run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
-        run.set_tags({f"delta_version.{w.table}": w.version for w in result.writes})
-        run.set_tags({f"read_version.{table}": version for table, version in result.reads.items()})
-        record_lineage(storage.store(), result.writes, result.reads, asset=asset, dagster_run_id=context.run.run_id,
-                       mlflow_run_id=run.run_id, code_version=tags["dagster.code_version"], params=params,
-                       facts={k: plain(v) for k, v in result.metrics.items()
-                              if k in ("model_version", "corpus_content_sha1", "surrogate_id")})
-        for name, payload in result.artifacts.items():
-            run.log_dict(payload, name)
-        for name, figure in result.figures.items():
-            run.log_figure(figure, name)
+        with recording(asset, dagster_run_id=context.run.run_id, mlflow_run_id=run.run_id,
+                       code_version=code_version, params=params):
+            result = compute(run)
+        index_lineage(storage.store(), result.writes)
+        try:
+            _log_result(run, result)
+        except TrackingError as error:
+            committed = ", ".join(f"{w.table}@{w.version}" for w in result.writes)
+            raise TrackingError(f"{asset}: committed {committed} (lineage in each commit; the data is kept), "
+                                f"then MLflow logging failed at {tracker.tracking_uri}: {error}. MLflow run "
+                                f"{run.run_id} ends FAILED (now, or, while MLflow is down, when the next stage on "
+                                f"this host reaches it); rematerialise {asset} to log it again") from None
     metadata = _metadata(storage, tracker.tracking_uri, run, result)
     if result.reads and result.writes:  # where this came from: versions read, their runs, model, corpus
         metadata["lineage"] = dg.MetadataValue.json(
-            lineage_summary(storage.store(), result.writes[0].table, result.writes[0].version))
+            redact_values(lineage_summary(storage.store(), result.writes[0].table, result.writes[0].version)))
     import matplotlib.pyplot as plt
 
     for figure in result.figures.values():
@@ -49,12 +57,23 @@ def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: 
     return dg.MaterializeResult(metadata=metadata, data_version=_data_version(result))
 
 
+def _log_result(run: TrackedRun, result: StageResult) -> None:
+    """Logs the stage's metrics, the versions it wrote and read, its artifacts and figures."""
+    run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+    run.set_tags({f"delta_version.{w.table}": w.version for w in result.writes})
+    run.set_tags({f"read_version.{table}": version for table, version in result.reads.items()})
+    for name, payload in result.artifacts.items():
+        run.log_dict(payload, name)
+    for name, figure in result.figures.items():
+        run.log_figure(figure, name)
+
+
 def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result: StageResult) -> dict:
     store = storage.store()
     primary = result.writes[0]
     metadata = {
         "mlflow_run_id": run.run_id,
-        "mlflow_tracking_uri": tracking_uri,
+        "mlflow_tracking_uri": redact(tracking_uri),
         "dagster/row_count": primary.rows,
         "dagster/column_schema": dg.TableSchema(
             columns=[dg.TableColumn(name, dtype) for name, dtype in primary.schema.items()]),
@@ -69,7 +88,7 @@ def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result:
     for key, value in result.metrics.items():
         value = plain(value)
         if isinstance(value, (bool, int, float, str)):
-            metadata[key] = value
+            metadata[key] = redact(value) if isinstance(value, str) else value
     for name, figure in result.figures.items():
         metadata[f"figure.{name}"] = dg.MetadataValue.md(
             f"![{name}](data:image/png;base64,{_png_base64(figure)})\n\nAlso logged to MLflow run "

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from grasp_pipeline.config import WorkloadParams
+from grasp_pipeline.secrets import has_credentials, redact
 from grasp_pipeline.storage import DeltaStore
 from grasp_pipeline.tracking import Tracker, default_tracking_uri, resolve_tracking_uri
 from grasp_pipeline.workloads import Workload
@@ -30,6 +31,11 @@ class GraspStorage(dg.ConfigurableResource):
         return DeltaStore(self.root)
 
     def tracker(self) -> Tracker:
+        """The MLflow tracker; refuses a configured URI with credentials (Dagster keeps run config)."""
+        if has_credentials(self.tracking_uri):
+            raise ValueError(f"storage.tracking_uri = {redact(self.tracking_uri)!r} holds credentials, and Dagster "
+                             "stores run config: give the URI without them and set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_URI) in the environment of the runs")
         store = self.store()
         uri = resolve_tracking_uri(self.tracking_uri, store.root)
         # artifacts next to the tables only for the local default store; a server stores its own

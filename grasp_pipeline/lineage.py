@@ -1,20 +1,23 @@
 """Lineage: which table versions, runs and parameters produced each table version.
 
-Every stage appends one row per table version it wrote to the `lineage` Delta table:
-the versions it read (pinned for the whole stage), the Dagster and MLflow run ids, the
-asset's code version and its parameters. Walking `reads` backwards from a selection or
-mixture gives its full provenance, down to the corpus content hash.
+The record itself is in the Delta commit of the table version (`commits`: every stage
+commit carries a `grasp.lineage` object), so a version and its provenance cannot part.
+The `lineage` Delta table is an index of those records, one row per table version a stage
+wrote, appended after the stage (`index_lineage`) and rebuildable from the commits at any
+time (`rebuild_lineage_index`); readers prefer the commit, and use the index only for
+versions whose commit file the log no longer keeps. Walking `reads` backwards from a
+selection or mixture gives its full provenance, down to the corpus content hash.
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 import polars as pl
 from deltalake import write_deltalake
 
-from .storage import DeltaStore
+from .commits import LINEAGE_KEY
+from .storage import CONTRACT, DeltaStore
 
 LINEAGE_TABLE = "lineage"
 LINEAGE_SCHEMA = {"table": pl.Utf8, "version": pl.Int64, "asset": pl.Utf8, "dagster_run_id": pl.Utf8,
@@ -22,18 +25,67 @@ LINEAGE_SCHEMA = {"table": pl.Utf8, "version": pl.Int64, "asset": pl.Utf8, "dags
                   "facts": pl.Utf8, "recorded_at": pl.Float64}
 
 
-def record_lineage(store: DeltaStore, writes, reads: dict[str, int], *, asset: str, dagster_run_id: str = "",
-                   mlflow_run_id: str = "", code_version: str = "", params: dict | None = None,
-                   facts: dict | None = None) -> None:
-    """Appends one lineage row per (table, version) written; appends are one transaction."""
-    rows = [{"table": w.table, "version": w.version, "asset": asset, "dagster_run_id": dagster_run_id,
-             "mlflow_run_id": mlflow_run_id, "code_version": code_version,
-             "reads": json.dumps(reads, sort_keys=True), "params": json.dumps(params or {}, sort_keys=True, default=str),
-             "facts": json.dumps(facts or {}, sort_keys=True, default=str), "recorded_at": time.time()}
-            for w in writes]
+def _index_row(table: str, version: int, record: dict) -> dict:
+    return {"table": table, "version": version, "asset": record.get("asset", ""),
+            "dagster_run_id": record.get("dagster_run_id", ""), "mlflow_run_id": record.get("mlflow_run_id", ""),
+            "code_version": record.get("code_version", ""),
+            "reads": json.dumps(record.get("reads", {}), sort_keys=True),
+            "params": json.dumps(record.get("params", {}), sort_keys=True, default=str),
+            "facts": json.dumps(record.get("facts", {}), sort_keys=True, default=str),
+            "recorded_at": float(record.get("recorded_at", 0.0))}
+
+
+def index_lineage(store: DeltaStore, writes) -> int:
+    """Appends one `lineage` index row per (table, version) written, copied from its commit's
+    lineage (one transaction); returns the rows appended (versions without lineage are skipped)."""
+    rows = []
+    for w in writes:
+        record = (store.commit_info(w.table, w.version) or {}).get(LINEAGE_KEY)
+        if record is not None:
+            rows.append(_index_row(w.table, w.version, record))
     if rows:
         write_deltalake(store.uri(LINEAGE_TABLE), pl.DataFrame(rows, schema=LINEAGE_SCHEMA).to_arrow(),
                         mode="append", storage_options=store.storage_options or None)
+    return len(rows)
+
+
+def rebuild_lineage_index(store: DeltaStore, tables=None) -> int:
+    """Rewrites the `lineage` table from the lineage in every commit of `tables` (default: every
+    table of the contract) that the logs still keep; returns the number of rows."""
+    rows = [_index_row(table, version, record)
+            for table in sorted(tables or CONTRACT) for version in sorted(table_versions(store, table))
+            if (record := (store.commit_info(table, version) or {}).get(LINEAGE_KEY)) is not None]
+    write_deltalake(store.uri(LINEAGE_TABLE), pl.DataFrame(rows, schema=LINEAGE_SCHEMA).to_arrow(),
+                    mode="overwrite", storage_options=store.storage_options or None)
+    return len(rows)
+
+
+def lineage_of(store: DeltaStore, table: str, version: int) -> dict | None:
+    """The lineage record of `table`@`version` (asset, runs, code version, reads, params, facts): from
+    its Delta commit, else from the `lineage` index; None when neither has one."""
+    record = (store.commit_info(table, version) or {}).get(LINEAGE_KEY)
+    if record is not None:
+        return {"table": table, "version": version, "asset": record.get("asset", ""),
+                "dagster_run_id": record.get("dagster_run_id", ""), "mlflow_run_id": record.get("mlflow_run_id", ""),
+                "code_version": record.get("code_version", ""), "reads": record.get("reads", {}),
+                "params": record.get("params", {}), "facts": record.get("facts", {}),
+                "recorded_at": record.get("recorded_at", 0.0)}
+    if not store.exists(LINEAGE_TABLE):
+        return None
+    found = store.read(LINEAGE_TABLE).filter((pl.col("table") == table) & (pl.col("version") == version))
+    return _parsed(found.sort("recorded_at").row(-1, named=True)) if found.height else None
+
+
+def commits_by_runs(store: DeltaStore, dagster_run_ids, tables=None, depth: int = 40) -> list[tuple[str, int]]:
+    """The (table, version)s that the given Dagster runs committed, among each table's last `depth`
+    versions, sorted by table: what a failed `grasp run` did change."""
+    wanted, found = set(dagster_run_ids), []
+    for table in sorted(tables or CONTRACT):
+        for version in table_versions(store, table)[:depth]:
+            record = (store.commit_info(table, version) or {}).get(LINEAGE_KEY) or {}
+            if record.get("dagster_run_id") in wanted:
+                found.append((table, version))
+    return found
 
 
 # ---------------------------------------------------------------- finding, explaining, reproducing
@@ -112,24 +164,20 @@ def provenance(store: DeltaStore, table: str, version: int) -> dict:
 
     `chain` holds one entry per table version in the provenance, the asked-for one first, then
     upstream in breadth-first order (each with its asset, Dagster run, MLflow run, code version,
-    the versions it read, its parameters and facts); `missing` lists table versions that were
-    read but have no lineage row (written before lineage was recorded, or by hand);
+    the versions it read, its parameters and facts; from the versions' commits); `missing` lists
+    table versions that were read but have no lineage (written by hand, or before it was recorded);
     `model_version` and `corpus_content_sha1` are the reference model and corpus of the chain.
     """
-    if not store.exists(LINEAGE_TABLE):
-        raise LineageError(f"no lineage table under {store.root}; rematerialise the pipeline to record lineage")
-    log = store.read(LINEAGE_TABLE)
     chain, missing, seen, frontier = [], [], set(), [(table, version)]
     while frontier:
         key, frontier = frontier[0], frontier[1:]
         if key in seen:
             continue
         seen.add(key)
-        found = log.filter((pl.col("table") == key[0]) & (pl.col("version") == key[1]))
-        if not found.height:
+        row = lineage_of(store, *key)
+        if row is None:
             missing.append({"table": key[0], "version": key[1]})
             continue
-        row = _parsed(found.sort("recorded_at").row(-1, named=True))
         chain.append(row)
         frontier += sorted(row["reads"].items())
     if not chain:
@@ -200,10 +248,10 @@ class _RecordedVersions:
     def version(self, table: str) -> int:
         return self._check(table)
 
-    def read(self, table: str, version: int | None = None) -> pl.DataFrame:
+    def read(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
         recorded = self._check(table)
         try:
-            return self.store.read(table, version=recorded if version is None else version)
+            return self.store.read(table, version=recorded if version is None else version, columns=columns)
         except Exception as error:
             raise LineageError(f"cannot read {table}@{recorded} through time travel ({error}); was the table "
                                "vacuumed?") from error
@@ -211,14 +259,14 @@ class _RecordedVersions:
     def uri(self, table: str) -> str:
         return self.store.uri(table)
 
-    def write(self, table: str, frame: pl.DataFrame) -> int:
+    def write(self, table: str, frame: pl.DataFrame, lineage: dict | None = None) -> int:
         from .storage import check_contract
 
         check_contract(table, frame)
         self.written[table] = frame
         return -1
 
-    def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
+    def write_partitions(self, table: str, frame: pl.DataFrame, lineage: dict | None = None) -> int:
         return self.write(table, frame)
 
 
@@ -284,11 +332,9 @@ def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tol
     (relative for values above 1). Returns {"matches", "diff", "table", "version", ...}.
     """
     table, version = find_output(store, output_id, version, table)
-    log = store.read(LINEAGE_TABLE) if store.exists(LINEAGE_TABLE) else None
-    found = None if log is None else log.filter((pl.col("table") == table) & (pl.col("version") == version))
-    if found is None or not found.height:
+    row = lineage_of(store, table, version)
+    if row is None:
         raise LineageError(f"no lineage recorded for {table}@{version}; cannot reproduce it")
-    row = _parsed(found.sort("recorded_at").row(-1, named=True))
     stage_fn, params_cls = _stage_for(table)
     params = params_from_record(params_cls, row["params"])
     view = _RecordedVersions(store, row["reads"])

@@ -8,8 +8,8 @@ Frames are checked against the contract before anything is written.
 
 The root is a local folder or an object-store URI (`s3://bucket/prefix`, also `gs://`,
 `az://`). Object-store credentials and endpoints come only from environment variables
-(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...), are passed to deltalake and polars as
-storage options, and never appear in reprs, errors or metadata. Concurrent writers are
+(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...; only those `STORAGE_ENV` lists), are passed to
+deltalake and polars as storage options, and never appear in reprs, errors or metadata. Concurrent writers are
 safe: delta-rs commits with put-if-absent (local rename-if-absent, S3 `If-None-Match`
 conditional writes, which AWS S3, MinIO and moto enforce), and a writer that loses a
 commit race re-checks for conflicts and retries.
@@ -17,16 +17,22 @@ commit race re-checks for conflicts and retries.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
 import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from .commits import LINEAGE_KEY, WRITE_ID_KEY, current_context, frame_facts
 
 # The table contract (DESIGN §5): required columns and their types; more columns are allowed.
 CONTRACT: dict[str, dict[str, pl.DataType]] = {
@@ -86,20 +92,70 @@ class TableLogError(RuntimeError):
     """A table's Delta log is missing or unreadable; nothing was written."""
 
 
-# Environment variables handed to deltalake/polars as storage options for object-store roots
-# (the object_store crate's names). Values are secrets: never print or log them.
-STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+# Environment variables handed to deltalake/polars/obstore as storage options for object-store
+# roots, per scheme: only these (the object_store crate's names), never "every AWS_* variable"
+# a shell happens to hold. Values are secrets: never print or log them.
+STORAGE_ENV = {
+    "s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+           "AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ALLOW_HTTP", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+           "AWS_SKIP_SIGNATURE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_IMDSV1_FALLBACK",
+           "AWS_METADATA_ENDPOINT", "AWS_REQUEST_PAYER"),
+    "gs": ("GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_SERVICE_ACCOUNT_KEY",
+           "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_BUCKET"),
+    "az": ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_CLIENT_ID",
+           "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_STORAGE_USE_EMULATOR", "AZURE_STORAGE_ENDPOINT",
+           "AZURE_USE_AZURE_CLI"),
+}
+STORAGE_ENV.update({"s3a": STORAGE_ENV["s3"], "gcs": STORAGE_ENV["gs"], "abfs": STORAGE_ENV["az"],
+                    "abfss": STORAGE_ENV["az"], "azure": STORAGE_ENV["az"]})
+# Variables that turn off safe concurrent commits (delta-rs reads them from the environment on its
+# own, so not forwarding them is not enough): refused unless GRASP_ALLOW_UNSAFE_STORAGE=true.
+UNSAFE_STORAGE_ENV = ("AWS_S3_ALLOW_UNSAFE_RENAME",)
+ALLOW_UNSAFE_STORAGE = "GRASP_ALLOW_UNSAFE_STORAGE"
+
+
+class StorageSettingError(ValueError):
+    """An object-store setting in the environment is unsafe; nothing was read or written."""
+
 
 # Commit retries when concurrent writers race for the same table version (delta-rs already
 # retries non-conflicting commits internally; this covers a concurrent *create*).
 WRITE_ATTEMPTS = 5
 
 
+# Called with the root before every commit in its block (the root's writer lease checks it
+# still holds the root): a commit the guard refuses is never attempted.
+_commit_guard: ContextVar[Callable[[str], None] | None] = ContextVar("grasp_commit_guard", default=None)
+
+
+@contextmanager
+def guarded_commits(guard: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, `guard(root)` runs before each commit and may raise to stop it."""
+    token = _commit_guard.set(guard)
+    try:
+        yield
+    finally:
+        _commit_guard.reset(token)
+
+
 def storage_options_from_env(root: str, environ=os.environ) -> dict[str, str]:
-    """Returns the object-store settings for `root` from environment variables ({} for a local root)."""
+    """Returns the object-store settings for `root` from environment variables ({} for a local root).
+
+    Only the variables `STORAGE_ENV` lists for the root's scheme are forwarded. An unsafe one
+    (`UNSAFE_STORAGE_ENV`) set to anything but false is a StorageSettingError unless
+    GRASP_ALLOW_UNSAFE_STORAGE=true says it is meant.
+    """
     if "://" not in root or root.startswith("file://"):
         return {}
-    return {k: v for k, v in environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
+    scheme = root.split("://", 1)[0].lower()
+    unsafe = [k for k in UNSAFE_STORAGE_ENV if environ.get(k, "false").strip().lower() not in ("", "false", "0")]
+    if unsafe and environ.get(ALLOW_UNSAFE_STORAGE, "").strip().lower() != "true":
+        raise StorageSettingError(
+            f"{', '.join(unsafe)} is set in the environment: it lets two writers commit the same Delta version "
+            f"(silent data loss). This store commits safely without it (put-if-absent); unset it, or set "
+            f"{ALLOW_UNSAFE_STORAGE}=true to accept the risk")
+    allowed = set(STORAGE_ENV.get(scheme, ())) | (set(unsafe) if unsafe else set())
+    return {k: v for k, v in environ.items() if k in allowed}
 
 
 def check_contract(table: str, frame: pl.DataFrame) -> None:
@@ -185,14 +241,15 @@ class DeltaStore:
             return None
         return self._table(table).version()
 
-    def write(self, table: str, frame: pl.DataFrame) -> int:
-        """Replaces the whole table with `frame` in one transaction; returns the new version."""
+    def write(self, table: str, frame: pl.DataFrame, lineage: dict | None = None) -> int:
+        """Replaces the whole table with `frame` in one transaction (recording `lineage` in the same
+        commit); returns the new version."""
         check_contract(table, frame)
         self.version(table)  # refuses a table whose log is damaged (instead of writing over it)
-        return self._commit(table, frame, mode="overwrite", schema_mode="overwrite",
+        return self._commit(table, frame, lineage, mode="overwrite", schema_mode="overwrite",
                             partition_by=PARTITION_COLUMNS.get(table))
 
-    def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
+    def write_partitions(self, table: str, frame: pl.DataFrame, lineage: dict | None = None) -> int:
         """Replaces exactly the partitions present in `frame`, keeping all others.
 
         Returns the version this write committed. The overwrite predicate names the partition
@@ -210,8 +267,8 @@ class DeltaStore:
             try:
                 if self.version(table) is None:
                     # the first writer creates the table; a concurrent creator makes this fail and retry
-                    return self._commit(table, frame, mode="error", partition_by=[column])
-                return self._commit(table, frame, mode="overwrite", predicate=f"{column} IN ({quoted})",
+                    return self._commit(table, frame, lineage, mode="error", partition_by=[column])
+                return self._commit(table, frame, lineage, mode="overwrite", predicate=f"{column} IN ({quoted})",
                                     partition_by=[column], schema_mode="merge")
             except (CommitFailedError, FileExistsError) as error:
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -224,52 +281,72 @@ class DeltaStore:
                     continue
                 raise
 
-    def _commit(self, table: str, frame: pl.DataFrame, **kwargs) -> int:
+    def _commit(self, table: str, frame: pl.DataFrame, lineage: dict | None = None, **kwargs) -> int:
         """One write_deltalake transaction; returns the exact version it committed.
 
-        Other writers may commit right after this one, so the version is found by a write id
-        in the commit's metadata, read from the commit files themselves (deltalake's history()
-        can mislabel versions while writers race).
+        `lineage` goes into the commit's metadata (`grasp.lineage`), so the table version and its
+        provenance are one atomic commit. Other writers may commit right after this one, so the
+        version is found by a write id in the commit's metadata, read from the commit files
+        themselves (deltalake's history() can mislabel versions while writers race).
         """
+        guard = _commit_guard.get()
+        if guard is not None:
+            guard(self.root)
         write_id = uuid.uuid4().hex
+        metadata = {WRITE_ID_KEY: write_id}
+        if lineage is not None:
+            metadata[LINEAGE_KEY] = json.dumps(lineage, sort_keys=True, default=str)
         write_deltalake(self.uri(table), frame.to_arrow(), storage_options=self._options(),
-                        commit_properties=CommitProperties(custom_metadata={"grasp.write_id": write_id}), **kwargs)
+                        commit_properties=CommitProperties(custom_metadata=metadata), **kwargs)
         latest = self._table(table).version()
         for version in range(latest, max(-1, latest - 50), -1):
-            if self._commit_write_id(table, version) == write_id:
+            if (self.commit_info(table, version) or {}).get(WRITE_ID_KEY) == write_id:
                 return version
         return latest  # more than 50 commits since ours: the latest is an upper bound
 
-    def _commit_write_id(self, table: str, version: int) -> str | None:
+    def commit_info(self, table: str, version: int) -> dict | None:
+        """Returns the grasp metadata of one commit ({"grasp.write_id", "grasp.lineage" (parsed)}),
+        or None when the commit file is gone (log cleanup after a checkpoint) or unreadable."""
         commit = f"{self.uri(table)}/_delta_log/{version:020d}.json"
-        infos = pl.read_ndjson(commit, schema={"commitInfo": pl.Struct({"grasp.write_id": pl.Utf8})},
-                               storage_options=self._options())
-        ids = infos["commitInfo"].struct.field("grasp.write_id").drop_nulls()
-        return ids[0] if len(ids) else None
+        schema = {"commitInfo": pl.Struct({WRITE_ID_KEY: pl.Utf8, LINEAGE_KEY: pl.Utf8})}
+        try:
+            infos = pl.read_ndjson(commit, schema=schema, storage_options=self._options())["commitInfo"]
+        except Exception:  # no such commit file: the version predates the log's retention
+            return None
+        found = {}
+        for key in (WRITE_ID_KEY, LINEAGE_KEY):
+            values = infos.struct.field(key).drop_nulls()
+            if len(values):
+                found[key] = json.loads(values[0]) if key == LINEAGE_KEY else values[0]
+        return found
 
-    def read(self, table: str, version: int | None = None) -> pl.DataFrame:
-        """Returns the table (at `version`, default latest) as a polars frame."""
+    def read(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+        """Returns the table (at `version`, default latest; only `columns`, default all) as a polars frame."""
         if not self.exists(table):
             raise self._missing(table)
         try:
-            return pl.read_delta(self.uri(table), version=version, storage_options=self._options())
+            return pl.read_delta(self.uri(table), version=version, columns=columns, storage_options=self._options())
         except DeltaError as error:
             raise self._log_error(table, error) from None
 
 
 class PinnedReads:
-    """A DeltaStore view that reads each table at one version for a whole stage.
+    """A DeltaStore view that reads each table at one version for a whole stage, and records
+    lineage in every commit it makes.
 
     The version is the one current at the stage's first read of that table, so a stage
     never mixes two versions of an input, and `versions` records exactly what it read
-    (its lineage). Everything else is delegated to the underlying store.
+    (its lineage). Each write carries, in the same Delta commit, the writer (`commits.recording`,
+    else `asset`), the versions read so far, the frame's facts and the time. Everything else is
+    delegated to the underlying store.
     """
 
-    def __init__(self, store: DeltaStore):
+    def __init__(self, store: DeltaStore, asset: str = ""):
         self.store = store
         self.versions: dict[str, int] = {}
+        self.writer = current_context(asset)
 
-    def read(self, table: str, version: int | None = None) -> pl.DataFrame:
+    def read(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
         if version is None:
             if table not in self.versions:
                 current = self.store.version(table)
@@ -277,7 +354,18 @@ class PinnedReads:
                     raise self.store._missing(table)
                 self.versions[table] = current
             version = self.versions[table]
-        return self.store.read(table, version=version)
+        return self.store.read(table, version=version, columns=columns)
+
+    def lineage(self, table: str, frame: pl.DataFrame) -> dict:
+        """The lineage a commit of `frame` to `table` records."""
+        return {**self.writer, "table": table, "reads": {t: v for t, v in sorted(self.versions.items()) if t != table},
+                "facts": frame_facts(table, frame), "recorded_at": time.time()}
+
+    def write(self, table: str, frame: pl.DataFrame) -> int:
+        return self.store.write(table, frame, lineage=self.lineage(table, frame))
+
+    def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
+        return self.store.write_partitions(table, frame, lineage=self.lineage(table, frame))
 
     def __getattr__(self, name):
         return getattr(self.store, name)

@@ -3,20 +3,64 @@ the storage root.
 
 Uses `MlflowClient` with an explicit run id rather than MLflow's global "active run", so
 concurrent steps in one process never log into each other's runs.
+
+Tracking never holds the data hostage and never lies about a run: every call is bounded
+(`TrackingPolicy`: a few retries with backoff, a per-request timeout), a run whose body
+raised ends FAILED, and a run whose process died (SIGKILL, a lost machine) is marked FAILED
+by the next `Tracker` on that host (`mark_orphans_failed`), since it can no longer say so
+itself. Values shown or stored are redacted (`secrets.redact`): no URI credentials.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
+from .secrets import redact, split_credentials
+
 EXPERIMENT = "grasp-pipeline"
+OWNER_TAG = "grasp.owner"  # host:pid:process start time of the process that opened the run
+FAILURE_TAG = "grasp.failure"
+_OPEN_RUNS: set[str] = set()  # runs this process has open (so the sweep never touches them)
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store failed after the bounded retries; the message says what was kept."""
+
+
+@dataclass(frozen=True)
+class TrackingPolicy:
+    """How long tracking may take: per-request timeout (seconds) and attempts per call."""
+
+    attempts: int = 3
+    backoff_seconds: float = 0.5
+    request_timeout_seconds: float = 10.0
+
+    def apply_to_environment(self, environ=os.environ) -> None:
+        """MLflow's HTTP client reads its retry and timeout settings from the environment: retries are
+        ours (`call`), so MLflow's own are off unless a user set them; the timeout is bounded."""
+        environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(self.request_timeout_seconds)))
+
+    def call(self, what: str, fn: Callable, *args, **kwargs):
+        """Returns fn(*args, **kwargs), retried with backoff; TrackingError naming `what` after the last try."""
+        for attempt in range(self.attempts):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:  # connection refused, timeouts, 5xx, a locked SQLite store
+                if attempt == self.attempts - 1:
+                    reason = redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+                    raise TrackingError(f"MLflow {what} failed after {self.attempts} attempts: {reason}") from None
+                time.sleep(self.backoff_seconds * 2 ** attempt)
 
 
 def default_tracking_uri(storage_root: str) -> str:
@@ -26,10 +70,18 @@ def default_tracking_uri(storage_root: str) -> str:
 
 def resolve_tracking_uri(configured: str, storage_root: str, environ=os.environ) -> str:
     """The tracking URI to use: the configured one, else $MLFLOW_TRACKING_URI, else SQLite under a
-    local root. An object-store root has no local folder for SQLite: it needs a tracking server."""
+    local root. An object-store root has no local folder for SQLite: it needs a tracking server.
+
+    Credentials in the URI move to MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (which MLflow
+    reads), so the returned URI, and everything it is shown or stored in, holds none."""
     uri = configured or environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
-        return uri
+        clean, user, password = split_credentials(uri)
+        if user:
+            environ["MLFLOW_TRACKING_USERNAME"] = user
+        if password:
+            environ["MLFLOW_TRACKING_PASSWORD"] = password
+        return clean
     if "://" in storage_root:
         raise ValueError(f"the storage root {storage_root} is an object store, where MLflow cannot keep a SQLite "
                          "store: set the storage resource's tracking_uri (or MLFLOW_TRACKING_URI) to an MLflow "
@@ -38,59 +90,121 @@ def resolve_tracking_uri(configured: str, storage_root: str, environ=os.environ)
 
 
 class TrackedRun:
-    """Logs to one MLflow run; values that are not finite numbers are skipped, not fatal."""
+    """Logs to one MLflow run; values that are not finite numbers are skipped, not fatal.
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    Every call is bounded by the policy and raises TrackingError when the store stays down."""
+
+    def __init__(self, client: MlflowClient, run_id: str, policy: TrackingPolicy = TrackingPolicy()):
+        self.client, self.run_id, self.policy = client, run_id, policy
 
     def log_params(self, params: dict) -> None:
         for key, value in _flatten(params).items():
-            self.client.log_param(self.run_id, key, str(value)[:6000])
+            self.policy.call("log_param", self.client.log_param, self.run_id, key, redact(str(value))[:6000])
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         for key, value in _flatten(metrics).items():
             if isinstance(value, (int, float)) and math.isfinite(value):
-                self.client.log_metric(self.run_id, key, float(value), step=step)
+                self.policy.call("log_metric", self.client.log_metric, self.run_id, key, float(value), step=step)
 
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+            self.policy.call("set_tag", self.client.set_tag, self.run_id, key, redact(str(value)))
 
     def log_dict(self, payload: dict, file_name: str) -> None:
-        self.client.log_dict(self.run_id, payload, file_name)
+        self.policy.call("log_dict", self.client.log_dict, self.run_id, payload, file_name)
 
     def log_figure(self, figure, file_name: str) -> None:
-        self.client.log_figure(self.run_id, figure, file_name)
+        self.policy.call("log_figure", self.client.log_figure, self.run_id, figure, file_name)
 
 
 class Tracker:
     """Creates MLflow runs in one experiment of one tracking store."""
 
-    def __init__(self, tracking_uri: str, artifact_root: str | None = None, experiment: str = EXPERIMENT):
-        self.tracking_uri = tracking_uri
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None, experiment: str = EXPERIMENT,
+                 policy: TrackingPolicy = TrackingPolicy()):
+        policy.apply_to_environment()
+        self.tracking_uri, self.policy = redact(tracking_uri), policy
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
+        found = policy.call("get_experiment_by_name", self.client.get_experiment_by_name, experiment)
         if found is None:
             location = Path(artifact_root).resolve().as_uri() if artifact_root else None
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             except Exception:  # another process created it first
-                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                self.experiment_id = policy.call("get_experiment_by_name", self.client.get_experiment_by_name,
+                                                 experiment).experiment_id
         else:
             self.experiment_id = found.experiment_id
+        self.mark_orphans_failed()
 
     @contextmanager
     def run(self, name: str, tags: dict | None = None) -> Iterator[TrackedRun]:
-        """Yields a TrackedRun; the MLflow run ends FINISHED, or FAILED if the body raised."""
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={k: str(v) for k, v in (tags or {}).items()})
-        tracked = TrackedRun(self.client, run.info.run_id)
+        """Yields a TrackedRun; the MLflow run ends FINISHED, or FAILED if the body raised (when the
+        store is down too, the run stays RUNNING until the next Tracker marks it FAILED)."""
+        tags = {**{k: redact(str(v)) for k, v in (tags or {}).items()}, OWNER_TAG: process_owner()}
+        run = self.policy.call("create_run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        _OPEN_RUNS.add(run_id)
         try:
-            yield tracked
-        except BaseException:
-            self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            yield TrackedRun(self.client, run_id, self.policy)
+        except BaseException as error:
+            try:
+                self.policy.call("set_tag", self.client.set_tag, run_id, FAILURE_TAG,
+                                 redact(f"{type(error).__name__}: {error}")[:5000])
+                self.policy.call("set_terminated", self.client.set_terminated, run_id,
+                                 RunStatus.to_string(RunStatus.FAILED))
+            except TrackingError:
+                pass  # the store is down: the next Tracker marks the run FAILED
             raise
-        self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        finally:
+            _OPEN_RUNS.discard(run_id)
+        self.policy.call("set_terminated", self.client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def mark_orphans_failed(self) -> list[str]:
+        """Marks FAILED every RUNNING run of the experiment opened on this host by a process that has
+        ended (or by this process, which no longer has it open); returns their run ids."""
+        host = socket.gethostname()
+        try:
+            running = self.client.search_runs(
+                [self.experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_TAG}` LIKE "
+                                                    f"'{host}:%'", max_results=1000)
+        except Exception:  # a store that cannot search: nothing to reconcile now
+            return []
+        orphans = [r.info.run_id for r in running if not _owner_alive(r.data.tags.get(OWNER_TAG, ""), r.info.run_id)]
+        for run_id in orphans:
+            owner = next(r.data.tags.get(OWNER_TAG) for r in running if r.info.run_id == run_id)
+            self.client.set_tag(run_id, FAILURE_TAG, f"its process ({owner}) ended without finishing the run")
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        return orphans
+
+
+def process_owner(pid: int | None = None) -> str:
+    """host:pid:start time of a process (start time from /proc, so a reused pid is a different owner)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_alive(owner: str, run_id: str) -> bool:
+    parts = owner.split(":")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True  # not ours to judge
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return run_id in _OPEN_RUNS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _start_time(pid) == parts[2]
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:

@@ -67,7 +67,8 @@ def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_lo
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    execution = celery_run_config(redis_url)
+    monkeypatch.setenv("GRASP_CELERY_BROKER", redis_url)  # runs and workers read the broker from the environment
+    execution = celery_run_config()
     config = tmp_path / "celery.yaml"
     config.write_text(yaml.safe_dump(execution))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import dagster as dg
 import numpy as np
@@ -77,9 +78,11 @@ def test_sketch_steps_beyond_the_warm_up_are_refused_before_anything_is_written(
     from grasp_pipeline import stages
 
     store = build_tables_until(tmp_path, "corpus_shards")
-    params = tiny_params(reference={"steps": 8, "sketch_steps": [4, 12]})
+    with pytest.raises(ValueError, match=r"reference.sketch_steps = \[4, 12\]: must be distinct steps in 0..8"):
+        tiny_params(reference={"steps": 8, "sketch_steps": [4, 12]})  # refused when the settings are read
+    bad = replace(tiny_params().reference, steps=8, sketch_steps=(4, 12))  # and by the stage, if built by hand
     with pytest.raises(ValueError, match=r"reference.sketch_steps \[4, 12\] must be distinct steps in 0..8"):
-        stages.train_reference_model(store, params.workload.build(), params.reference)
+        stages.train_reference_model(store, tiny_params().workload.build(), bad)
     assert not store.exists("reference_models")
 
 

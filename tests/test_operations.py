@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from grasp_pipeline.config import load_params
-from grasp_pipeline.lineage import LINEAGE_TABLE, provenance, record_lineage, reproduce
-from grasp_pipeline.stages import TableWrite
+from grasp_pipeline.lineage import provenance, reproduce
 from grasp_pipeline.storage import DeltaStore
 
 from .conftest import materialize_prepare, tiny_params, write_user_corpus
@@ -280,10 +279,11 @@ def test_reproduce_uses_the_recorded_versions_and_reports_a_mismatch(pipeline_ru
     assert reproduce(store, selection)["matches"]  # still read gradient_sketches at the recorded version
 
     found = provenance(store, "curated_selections", table_version)
-    params = {**found["chain"][0]["params"], "trust_region": 10.0, "protect_rounds": 0}
-    record_lineage(store, [TableWrite("curated_selections", table_version, 0, {})], found["chain"][0]["reads"],
-                   asset="curated_selection", params=params)
-    assert store.read(LINEAGE_TABLE).height > 0
+    tampered = {**found["chain"][0], "params": {**found["chain"][0]["params"], "trust_region": 10.0,
+                                                "protect_rounds": 0}}
+    # lineage lives in the commit: a tampered record needs a new commit of the same rows
+    store.write("curated_selections", store.read("curated_selections", version=table_version), lineage=tampered)
+    assert provenance(store, "curated_selections", table_version + 1)["chain"][0]["params"]["trust_region"] == 10.0
     assert main(["lineage", selection, "--root", str(root), "--reproduce"]) == 1
     err = capsys.readouterr().err
     assert "MISMATCH" in err and "rows differ" in err

@@ -17,169 +17,187 @@ from ..fields import doc
 class CorpusParams:
     corpus_path: str = doc("Parquet/JSONL file, directory or glob with text and domain columns; "
                            "empty = the embedded default corpus.", "")
-    task_examples_per_domain: int = doc("Held-out examples per domain forming its task set (dev and test).", 96)
+    task_examples_per_domain: int = doc("Held-out examples per domain forming its task set (dev and test).", 96,
+                                        minimum=2)
     test_fraction: float = doc("Share of each task set held out as `test` (scored only by curation_test; "
-                               "everything that fits, chooses or selects sees `dev`).", 0.5)
-    split_block: int = doc("Consecutive task examples kept together on one side of the dev/test split.", 8)
-    pool_examples_per_domain: int = doc("Pool bound per domain (0 = every example).", 400)
-    shard_size: int = doc("Pool examples per shard (the unit of sketching).", 256)
-    seed: int = doc("Seed of the pool sample.", 0)
+                               "everything that fits, chooses or selects sees `dev`).", 0.5, above=0, below=1)
+    split_block: int = doc("Consecutive task examples kept together on one side of the dev/test split.", 8, minimum=1)
+    pool_examples_per_domain: int = doc("Pool bound per domain (0 = every example).", 400, minimum=0)
+    shard_size: int = doc("Pool examples per shard (the unit of sketching).", 256, minimum=1)
+    seed: int = doc("Seed of the pool sample.", 0, minimum=0)
+    max_record_bytes: int = doc("Largest document (UTF-8 bytes of one record's text) ingestion accepts; a bigger one "
+                                "is an error naming file and row.", 64 * 2**20, minimum=1)
+    max_file_bytes: int = doc("Largest corpus file, in bytes after decompression.", 16 * 2**30, minimum=1)
+    max_decompression_ratio: float = doc("A .gz file may decompress to at most this many times its size (past "
+                                         "that it is refused as a likely decompression bomb).", 200.0, minimum=1)
 
 
 @dataclass(frozen=True)
 class ReferenceParams:
-    warmup_examples: int = doc("Pool examples the reference model θ₀ warms up on.", 1000)
-    steps: int = doc("Warm-up optimisation steps.", 60)
+    warmup_examples: int = doc("Pool examples the reference model θ₀ warms up on.", 1000, minimum=1)
+    steps: int = doc("Warm-up optimisation steps.", 60, minimum=1)
     sketch_steps: tuple[int, ...] = doc(
         "Warm-up checkpoints (steps; 0 = the initialisation, at most `steps`) at which the gradients are "
         "sketched. Each pool and task sketch concatenates one k-dimensional block per checkpoint; every "
         "sketch-based surrogate picks its block by the LCB protocol (surrogate.sketch_blocks). Early "
         "checkpoints sit where the retraining recipe trains (it starts from the same initialisation).",
-        (10, 30, 60))
-    batch_size: int = doc("Warm-up batch size.", 32)
-    lr: float = doc("Warm-up Adam learning rate.", 0.2)
-    lr_schedule: str = doc("Warm-up learning-rate schedule: constant, linear or cosine.", "constant")
-    optimizer: str = doc("Warm-up optimizer: adam or sgd.", "adam")
-    adam_beta1: float = doc("Warm-up Adam β₁ (first-moment decay).", 0.9)
-    adam_beta2: float = doc("Warm-up Adam β₂ (second-moment decay).", 0.999)
-    adam_eps: float = doc("Warm-up Adam ε (added to the root of the second moment).", 1e-8)
-    seed: int = doc("Seed of initialisation, warm-up sample and data order.", 0)
+        (10, 30, 60), minimum=0, nonempty=True)
+    batch_size: int = doc("Warm-up batch size.", 32, minimum=1)
+    lr: float = doc("Warm-up Adam learning rate.", 0.2, above=0)
+    lr_schedule: str = doc("Warm-up learning-rate schedule: constant, linear or cosine.", "constant",
+                           choices=("constant", "linear", "cosine"))
+    optimizer: str = doc("Warm-up optimizer: adam or sgd.", "adam", choices=("adam", "sgd"))
+    adam_beta1: float = doc("Warm-up Adam β₁ (first-moment decay).", 0.9, minimum=0, below=1)
+    adam_beta2: float = doc("Warm-up Adam β₂ (second-moment decay).", 0.999, minimum=0, below=1)
+    adam_eps: float = doc("Warm-up Adam ε (added to the root of the second moment).", 1e-8, above=0)
+    seed: int = doc("Seed of initialisation, warm-up sample and data order.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
 class SketchParams:
     projection: str = doc("Random projection: sjlt (sparse JL, fastest at equal error), gaussian, rademacher "
-                          "or kronecker (LoGra-style, Linear layers).", "sjlt")
-    k: int = doc("Sketch dimension.", 256)
-    seed: int = doc("Projection seed.", 0)
-    chunk_size: int = doc("Examples per vmap chunk (bounds memory).", 64)
-    nonzeros: int = doc("SJLT nonzeros per gradient coordinate (also the Kronecker second stage).", 4)
-    factor_dim: int = doc("Kronecker projection: width each layer's input/output factor is projected to.", 32)
+                          "or kronecker (LoGra-style, Linear layers).", "sjlt",
+                          choices=("sjlt", "gaussian", "rademacher", "kronecker"))
+    k: int = doc("Sketch dimension.", 256, minimum=1)
+    seed: int = doc("Projection seed.", 0, minimum=0)
+    chunk_size: int = doc("Examples per vmap chunk (bounds memory).", 64, minimum=1)
+    nonzeros: int = doc("SJLT nonzeros per gradient coordinate (also the Kronecker second stage).", 4, minimum=1)
+    factor_dim: int = doc("Kronecker projection: width each layer's input/output factor is projected to.", 32,
+                          minimum=1)
     storage_dtype: str = doc("Precision the sketches are rounded to before storage: float32, float16, bfloat16.",
-                             "float32")
+                             "float32", choices=("float32", "float16", "bfloat16"))
 
 
 @dataclass(frozen=True)
 class PlanParams:
     uniform_fraction: float = doc("uniform sampler: every subset is this fraction of the pool (the classic "
-                                  "fixed-size LDS regime).", 0.1)
-    uniform_fit: int = doc("uniform sampler: subsets with role `fit` (fit and choose the surrogates).", 48)
-    uniform_holdout: int = doc("uniform sampler: subsets with role `holdout` (only report fidelity).", 24)
-    dirichlet_fit: int = doc("dirichlet sampler: `fit` subsets.", 64)
-    dirichlet_holdout: int = doc("dirichlet sampler: `holdout` subsets.", 24)
+                                  "fixed-size LDS regime).", 0.1, above=0, maximum=1)
+    uniform_fit: int = doc("uniform sampler: subsets with role `fit` (fit and choose the surrogates).", 48, minimum=0)
+    uniform_holdout: int = doc("uniform sampler: subsets with role `holdout` (only report fidelity).", 24, minimum=0)
+    dirichlet_fit: int = doc("dirichlet sampler: `fit` subsets.", 64, minimum=0)
+    dirichlet_holdout: int = doc("dirichlet sampler: `holdout` subsets.", 24, minimum=0)
     dirichlet_min_fraction: float = doc("dirichlet sampler: smallest subset, as a fraction of the pool "
-                                        "(sizes are uniform between min and max).", 0.02)
-    dirichlet_max_fraction: float = doc("dirichlet sampler: largest subset, as a fraction of the pool.", 0.3)
+                                        "(sizes are uniform between min and max).", 0.02, above=0, maximum=1)
+    dirichlet_max_fraction: float = doc("dirichlet sampler: largest subset, as a fraction of the pool.", 0.3,
+                                        above=0, maximum=1)
     dirichlet_beta: float = doc("dirichlet sampler: concentration β of the domain proportions ~ Dir(β) "
-                                "(small = lopsided mixtures).", 0.5)
+                                "(small = lopsided mixtures).", 0.5, above=0)
     stratified_fit: int = doc("stratified sampler (the natural per-domain counts of a uniform_fraction subset; "
-                              "only the examples differ): `fit` subsets.", 32)
-    stratified_holdout: int = doc("stratified sampler: `holdout` subsets.", 24)
-    subsets_per_batch: int = doc("Subsets per retraining batch (one partition of subset_outcomes).", 32)
-    seed: int = doc("Seed of the plan; each subset draws from (seed, subset_id).", 0)
+                              "only the examples differ): `fit` subsets.", 32, minimum=0)
+    stratified_holdout: int = doc("stratified sampler: `holdout` subsets.", 24, minimum=0)
+    subsets_per_batch: int = doc("Subsets per retraining batch (one partition of subset_outcomes).", 32, minimum=1)
+    seed: int = doc("Seed of the plan; each subset draws from (seed, subset_id).", 0, minimum=0)
 
 
 @dataclass(frozen=True)
 class RetrainParams:
-    steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 60)
-    batch_size: int = doc("Batch size per step.", 16)
-    lr: float = doc("Learning rate.", 0.2)
+    steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 60, minimum=1)
+    batch_size: int = doc("Batch size per step.", 16, minimum=1)
+    lr: float = doc("Learning rate.", 0.2, above=0)
     lr_schedule: str = doc("Learning-rate schedule over the steps: constant, linear or cosine (both decay "
                            "to 0, so the outcome depends less on which examples a data order puts last).",
-                           "cosine")
-    optimizer: str = doc("adam or sgd.", "adam")
-    adam_beta1: float = doc("Adam β₁ (first-moment decay).", 0.9)
-    adam_beta2: float = doc("Adam β₂ (second-moment decay).", 0.999)
-    adam_eps: float = doc("Adam ε (added to the root of the second moment).", 1e-8)
-    init_seed: int = doc("Initialisation seed shared by every retraining.", 0)
-    data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
-    repeats: int = doc("Retrainings per subset with other data-order seeds (utilities are averaged).", 1)
+                           "cosine", choices=("constant", "linear", "cosine"))
+    optimizer: str = doc("adam or sgd.", "adam", choices=("adam", "sgd"))
+    adam_beta1: float = doc("Adam β₁ (first-moment decay).", 0.9, minimum=0, below=1)
+    adam_beta2: float = doc("Adam β₂ (second-moment decay).", 0.999, minimum=0, below=1)
+    adam_eps: float = doc("Adam ε (added to the root of the second moment).", 1e-8, above=0)
+    init_seed: int = doc("Initialisation seed shared by every retraining.", 0, minimum=0)
+    data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0, minimum=0)
+    repeats: int = doc("Retrainings per subset with other data-order seeds (utilities are averaged).", 1, minimum=1)
     holdout_repeats: int = doc("Retrainings per holdout subset (at least `repeats`): ≥ 2 measures each sampler's "
-                               "noise ceiling and averages the targets fidelity is scored on.", 2)
-    models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16)
+                               "noise ceiling and averages the targets fidelity is scored on.", 2, minimum=1)
+    models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16, minimum=1)
 
 
 @dataclass(frozen=True)
 class SurrogateParams:
     """The finite candidate sets and the CV/LCB protocol settings."""
 
-    cv_folds: int = doc("K of the K-fold cross-validation over fit subsets (folds stratified by sampler).", 5)
+    cv_folds: int = doc("K of the K-fold cross-validation over fit subsets (folds stratified by sampler).", 5,
+                        minimum=2)
     delta: float = doc("LCB level: each candidate's score is mean − z_{1−δ/|C|}·sd/√K (Bonferroni over "
-                       "the candidate set).", 0.1)
-    seed: int = doc("Seed of the CV folds and of the fit-budget draws.", 0)
+                       "the candidate set).", 0.1, above=0, below=1)
+    seed: int = doc("Seed of the CV folds and of the fit-budget draws.", 0, minimum=0)
     grasp_size_terms: tuple[str, ...] = doc("GRASP candidates: size term φ(|S|), any of none, linear, log.",
-                                            ("none", "linear", "log"))
+                                            ("none", "linear", "log"), choices=("none", "linear", "log"), nonempty=True)
     grasp_normalisations: tuple[str, ...] = doc("GRASP candidates: normalisation N(S) of the sketch sum, any "
                                                 "of none (1), sqrt (1/√|S|), mean (1/|S|).",
-                                                ("none", "sqrt", "mean"))
+                                                ("none", "sqrt", "mean"), choices=("none", "sqrt", "mean"),
+                                                nonempty=True)
     grasp_geometries: tuple[str, ...] = doc("GRASP candidates: penalty geometry H, identity (one weight c) "
                                             "and/or diagonal (learned, non-negative, with ridge).",
-                                            ("identity", "diagonal"))
+                                            ("identity", "diagonal"), choices=("identity", "diagonal"), nonempty=True)
     grasp_ridges: tuple[float, ...] = doc("GRASP candidates: ridge strengths on the learned diagonal H "
-                                          "(unit-RMS columns).", (0.01, 0.1, 1.0))
-    grasp_sketch_dims: tuple[int, ...] = doc("GRASP candidates: sketch-dimension prefixes k' (0 = all k).", (0,))
+                                          "(unit-RMS columns).", (0.01, 0.1, 1.0), minimum=0)
+    grasp_sketch_dims: tuple[int, ...] = doc("GRASP candidates: sketch-dimension prefixes k' (0 = all k).", (0,),
+                                             minimum=0, nonempty=True)
     sketch_blocks: tuple[int, ...] = doc("Checkpoint blocks the sketch methods (grasp, grad_dot, trak) choose "
                                          "from; empty = each block alone (every block when there is one); "
-                                         "-1 = all blocks concatenated.", ())
+                                         "-1 = all blocks concatenated.", (), minimum=-1)
     datamodel_ridges: tuple[float, ...] = doc("datamodel candidates: ridge λ of the membership regression.",
-                                              (0.1, 1.0, 10.0, 100.0))
-    trak_damping: float = doc("trak: damping λ relative to the mean eigenvalue of ZᵀZ.", 1e-3)
+                                              (0.1, 1.0, 10.0, 100.0), above=0, nonempty=True)
+    trak_damping: float = doc("trak: damping λ relative to the mean eigenvalue of ZᵀZ.", 1e-3, minimum=0)
     fidelity_fit_budgets: tuple[int, ...] = doc("Fit-subset counts at which fidelity is reported too (the "
                                                 "whole protocol is repeated on a stratified subset).",
-                                                (16, 32, 64, 128))
+                                                (16, 32, 64, 128), minimum=2)
 
 
 @dataclass(frozen=True)
 class SelectionParams:
-    budget_fraction: float = doc("Budget B as a fraction of the pool.", 0.1)
-    random_seeds: tuple[int, ...] = doc("Seeds of the `random-<seed>` reference selections.", (0, 1, 2))
+    budget_fraction: float = doc("Budget B as a fraction of the pool.", 0.1, above=0, maximum=1)
+    random_seeds: tuple[int, ...] = doc("Seeds of the `random-<seed>` reference selections.", (0, 1, 2), minimum=0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1), "
-                                         "e.g. {python_docs = 2.0}.", default_factory=dict)
+                                         "e.g. {python_docs = 2.0}.", default_factory=dict, minimum=0)
     task_scale: str = doc(
         "utility_std: each task's weight is divided by the spread of its retrained utility over the fit "
         "subsets, so the objective adds standardised gains and a task whose loss moves a lot (a script the "
-        "rest of the pool lacks) cannot take the whole budget; none: raw utility.", "utility_std")
-    max_per_domain: int = doc("At most this many examples per domain (0 = no quota).", 0)
+        "rest of the pool lacks) cannot take the whole budget; none: raw utility.", "utility_std",
+        choices=("utility_std", "none"))
+    max_per_domain: int = doc("At most this many examples per domain (0 = no quota).", 0, minimum=0)
     exclude_example_ids: tuple[int, ...] = doc("Example ids never selected.", ())
     dedup_content: bool = doc("At most one example per content hash (exact duplicates).", True)
     greedy: str = doc("Residual greedy: lazy (the exact greedy's rows, with Cauchy–Schwarz bounds), exact, "
-                      "or batched (approximate, fastest at 10⁶ candidates).", "lazy")
+                      "or batched (approximate, fastest at 10⁶ candidates).", "lazy",
+                      choices=("lazy", "exact", "batched"))
     balance_labels: bool = doc(
         "Pools with a `label` column (classification workloads): grasp, grad_dot and datamodel take at most "
         "ceil(budget / labels) per label; gradients at θ₀ otherwise pile onto the worst-fitted class.", True)
     protect_rounds: int = doc(
         "Rounds of multiplicative task re-weighting (0 = off) until the surrogate predicts every task at least "
-        "as good under the grasp selection as under a random selection of the same budget.", 10)
-    protect_rate: float = doc("Log-weight step per standardised unit of predicted shortfall.", 1.0)
+        "as good under the grasp selection as under a random selection of the same budget.", 10, minimum=0)
+    protect_rate: float = doc("Log-weight step per standardised unit of predicted shortfall.", 1.0, minimum=0)
     protect_margin: float = doc(
         "The predicted gain over random a task must reach, in units of its utility spread: a margin for the "
         "surrogate's own error (it over-predicts tasks whose loss is steep in their data share).", 0.5)
     trust_region: float = doc(
         "Utility (nats) the grasp selection pays per squared standard deviation its mean sketch moves from "
-        "random selections' (on the coordinates the surrogate uses); 0 = off.", 1e-3)
+        "random selections' (on the coordinates the surrogate uses); 0 = off.", 1e-3, minimum=0)
 
 
 @dataclass(frozen=True)
 class MixtureParams:
-    budget_fraction: float = doc("Budget B as a fraction of the pool (the mixture's sample size).", 0.1)
-    max_repeats: float = doc("A domain may supply at most max_repeats × its pool examples.", 1.0)
+    budget_fraction: float = doc("Budget B as a fraction of the pool (the mixture's sample size).", 0.1,
+                                 above=0, maximum=1)
+    max_repeats: float = doc("A domain may supply at most max_repeats × its pool examples.", 1.0, above=0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1).",
-                                         default_factory=dict)
+                                         default_factory=dict, minimum=0)
     peers: tuple[str, ...] = doc("Peer mixers fitted on the same fit subsets and tested beside grasp: regmix "
                                  "(LightGBM per task, Dirichlet candidates, top-k mean) and/or loglinear (a "
-                                 "data-mixing law with a KL pull to the natural mix).", ("regmix", "loglinear"))
-    regmix_candidates: int = doc("regmix: Dirichlet candidate mixtures scored by the regressors.", 20000)
-    regmix_top_k: int = doc("regmix: the mixture is the mean of this many best candidates.", 100)
-    regmix_concentration: float = doc("regmix: candidates ~ Dirichlet(concentration × natural mix).", 10.0)
-    loglinear_kl: float = doc("loglinear: weight λ of KL(π ‖ natural) subtracted from the predicted utility.", 0.01)
-    seed: int = doc("Seed of the peer mixers (trees, candidates).", 0)
+                                 "data-mixing law with a KL pull to the natural mix).", ("regmix", "loglinear"),
+                                 choices=("regmix", "loglinear"))
+    regmix_candidates: int = doc("regmix: Dirichlet candidate mixtures scored by the regressors.", 20000, minimum=1)
+    regmix_top_k: int = doc("regmix: the mixture is the mean of this many best candidates.", 100, minimum=1)
+    regmix_concentration: float = doc("regmix: candidates ~ Dirichlet(concentration × natural mix).", 10.0, above=0)
+    loglinear_kl: float = doc("loglinear: weight λ of KL(π ‖ natural) subtracted from the predicted utility.", 0.01,
+                              minimum=0)
+    seed: int = doc("Seed of the peer mixers (trees, candidates).", 0, minimum=0)
 
 
 @dataclass(frozen=True)
 class ValidationParams:
-    models_per_batch: int = doc("Selections retrained together in one vectorised loop.", 16)
-    repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2)
-    mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0)
+    models_per_batch: int = doc("Selections retrained together in one vectorised loop.", 16, minimum=1)
+    repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2, minimum=1)
+    mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -187,30 +205,32 @@ class LoopParams:
     """The closed loop (grasp_pipeline/loop.py): candidates retrained on dev, added to the fit set as
     sampler `active`, refit; the pick has the best lower confidence bound over bootstrap refits."""
 
-    rounds: int = doc("Rounds of propose → retrain on dev → refit.", 2)
+    rounds: int = doc("Rounds of propose → retrain on dev → refit.", 2, minimum=1)
     budget_fraction: float = doc("Budget of the candidates, as a fraction of the pool (selection.budget_fraction "
-                                 "and mixture.budget_fraction must equal it).", 0.1)
+                                 "and mixture.budget_fraction must equal it).", 0.1, above=0, maximum=1)
     mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "
-                                           "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0))
+                                           "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0),
+                                           minimum=0, maximum=1, nonempty=True)
     trust_radii: tuple[float, ...] = doc("Selection candidates: within-domain trust-region strengths of round 0 "
                                          "(nats per squared sd); later rounds scale them by the calibration.",
-                                         (1e-3, 1e-2, 1e-1))
+                                         (1e-3, 1e-2, 1e-1), minimum=0, nonempty=True)
     selection_blocks: tuple[int, ...] = doc("Sketch blocks (reference checkpoints) the selection candidates are "
                                             "built on, each with its own refit; empty = the block the surrogate's "
-                                            "LCB chose and the last checkpoint's.", ())
-    mixture_samples: int = doc("Samples retrained per mixture candidate.", 2)
+                                            "LCB chose and the last checkpoint's.", (), minimum=-1)
+    mixture_samples: int = doc("Samples retrained per mixture candidate.", 2, minimum=1)
     order_seeds: tuple[int, ...] = doc("Data-order seeds of the loop's dev retrainings (not the recipe's, not "
-                                       "the test's).", (500, 501))
+                                       "the test's).", (500, 501), minimum=0, nonempty=True)
     random_seeds: tuple[int, ...] = doc("Seeds of the random selections gains are measured against.",
-                                        (900, 901, 902, 903))
-    bootstrap: int = doc("Bootstrap refits behind the lower confidence bound of the pick.", 10)
-    lcb_z: float = doc("The pick maximises mean − lcb_z × sd of its gain over bootstrap draws.", 1.0)
+                                        (900, 901, 902, 903), minimum=0, nonempty=True)
+    bootstrap: int = doc("Bootstrap refits behind the lower confidence bound of the pick.", 10, minimum=2)
+    lcb_z: float = doc("The pick maximises mean − lcb_z × sd of its gain over bootstrap draws.", 1.0, minimum=0)
     pick: str = doc("What the lower bound is of: realised (the candidate's measured dev gain over random, "
                     "resampling seeds/samples and random references; the default, because on the demo the refit "
                     "over-predicts optimised candidates: see the calibration slopes) or predicted (the refit "
-                    "surrogate's predicted gain over bootstrap refits).", "realised")
-    seed: int = doc("Seed of the mixture samples and the bootstrap.", 0)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
+                    "surrogate's predicted gain over bootstrap refits).", "realised",
+                    choices=("realised", "predicted"))
+    seed: int = doc("Seed of the mixture samples and the bootstrap.", 0, minimum=0)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -221,19 +241,20 @@ class TestParams:
     __test__ = False  # not a pytest test class, despite the name
 
     init_seeds: tuple[int, ...] = doc("Initialisation seeds of the test retrainings (fresh: no other stage's).",
-                                      (1001, 1002))
+                                      (1001, 1002), minimum=0, nonempty=True)
     data_order_seeds: tuple[int, ...] = doc("Data-order seeds; every selection is retrained with every "
-                                            "(initialisation, data order) pair.", (2001, 2002))
+                                            "(initialisation, data order) pair.", (2001, 2002), minimum=0,
+                                            nonempty=True)
     random_seeds: tuple[int, ...] = doc("Seeds of the random reference selections at the selection budget "
                                         "(at least 10; distinct from selection.random_seeds).",
-                                        tuple(range(100, 110)))
+                                        tuple(range(100, 110)), minimum=0)
     mixture_samples: int = doc("Samples drawn from every mixture; sample j trains with seed pair j mod pairs "
-                               "and is paired with the natural mixture's sample j.", 10)
-    mixture_seed: int = doc("Seed of the mixture samples (sample j draws from seed + j).", 300)
-    bootstrap: int = doc("Bootstrap resamples of the gain intervals.", 2000)
-    bootstrap_seed: int = doc("Seed of the bootstrap.", 0)
-    level: float = doc("Confidence level of the intervals.", 0.95)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
+                               "and is paired with the natural mixture's sample j.", 10, minimum=1)
+    mixture_seed: int = doc("Seed of the mixture samples (sample j draws from seed + j).", 300, minimum=0)
+    bootstrap: int = doc("Bootstrap resamples of the gain intervals.", 2000, minimum=10)
+    bootstrap_seed: int = doc("Seed of the bootstrap.", 0, minimum=0)
+    level: float = doc("Confidence level of the intervals.", 0.95, above=0, below=1)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -244,19 +265,19 @@ class TargetParams:
     workload: str = doc("Overrides of the workload's settings for the target model, as a JSON object, e.g. "
                         "'{\"order\": 3}' or '{\"name\": \"byte_transformer\"}' ('{}' = the proxy's).",
                         '{"order": 3}')
-    steps_factor: int = doc("The target recipe trains this many times the proxy recipe's steps.", 3)
-    batch_size: int = doc("Target batch size (0 = the proxy recipe's).", 0)
+    steps_factor: int = doc("The target recipe trains this many times the proxy recipe's steps.", 3, minimum=1)
+    batch_size: int = doc("Target batch size (0 = the proxy recipe's).", 0, minimum=0)
     spread_mixtures: int = doc("Spread-out Dirichlet mixtures added to the candidates (beside every stored "
-                               "mixture), so the rank agreement covers more than near-natural mixes.", 4)
-    spread_concentration: float = doc("Their Dirichlet concentration (1 = uniform over the simplex).", 1.0)
-    samples: int = doc("Samples retrained per mixture candidate at each level.", 2)
+                               "mixture), so the rank agreement covers more than near-natural mixes.", 4, minimum=0)
+    spread_concentration: float = doc("Their Dirichlet concentration (1 = uniform over the simplex).", 1.0, above=0)
+    samples: int = doc("Samples retrained per mixture candidate at each level.", 2, minimum=1)
     random_seeds: tuple[int, ...] = doc("Random reference selections at the selection budget.",
-                                        (1100, 1101, 1102, 1103, 1104))
-    init_seed: int = doc("Initialisation seed of both levels' retrainings (fresh).", 3001)
-    data_order_seeds: tuple[int, ...] = doc("Data-order seeds (fresh).", (4001, 4002))
-    bootstrap: int = doc("Bootstrap resamples of the intervals.", 1000)
-    seed: int = doc("Seed of the spread mixtures, the samples and the bootstrap.", 0)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16)
+                                        (1100, 1101, 1102, 1103, 1104), minimum=0, nonempty=True)
+    init_seed: int = doc("Initialisation seed of both levels' retrainings (fresh).", 3001, minimum=0)
+    data_order_seeds: tuple[int, ...] = doc("Data-order seeds (fresh).", (4001, 4002), minimum=0, nonempty=True)
+    bootstrap: int = doc("Bootstrap resamples of the intervals.", 1000, minimum=10)
+    seed: int = doc("Seed of the spread mixtures, the samples and the bootstrap.", 0, minimum=0)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
 
 
 STAGE_PARAMS = (CorpusParams, ReferenceParams, SketchParams, PlanParams, RetrainParams, SurrogateParams,

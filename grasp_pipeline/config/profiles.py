@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
                      SketchParams, SurrogateParams, TargetParams, TestParams, ValidationParams, LoopParams)
+from .validation import validate
 from .workload import WorkloadParams
 
 
@@ -72,12 +73,17 @@ def _apply(section, overrides: dict):
 
 
 def with_overrides(params: PipelineParams, overrides: dict) -> PipelineParams:
-    """Returns params with {section: {field: value}} overrides applied (validated)."""
+    """Returns params with {section: {field: value}} overrides applied, every setting checked
+    (`validation.validate`: a SettingError names section.field, the value and the valid range)."""
     sections = {f.name for f in fields(PipelineParams)}
     unknown = set(overrides) - sections
     if unknown:
         raise ValueError(f"unknown config section(s) {sorted(unknown)}; valid: {sorted(sections)}")
-    return replace(params, **{name: _apply(getattr(params, name), values) for name, values in overrides.items()})
+    for name, values in overrides.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"config section [{name}] must be a table of {{field: value}}, got {values!r}")
+    return validate(replace(params, **{name: _apply(getattr(params, name), values)
+                                       for name, values in overrides.items()}))
 
 
 def load_params(profile: str = "demo", config_file: str | Path | None = None) -> PipelineParams:
@@ -88,6 +94,12 @@ def load_params(profile: str = "demo", config_file: str | Path | None = None) ->
     if config_file:
         path = Path(config_file)
         text = path.read_text()
-        overrides = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        try:
+            overrides = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"config file {path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} "
+                             f"({error})") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"config file {path}: must hold {{section: {{field: value}}}}, got {overrides!r}")
         params = with_overrides(params, overrides)
-    return params
+    return validate(params)

@@ -26,9 +26,9 @@ _COMMON = [
                       "Face causal LM).", "byte_ngram")),
     ("device", str, doc("Torch device for every stage: cpu, cuda, cuda:1, mps.", "cpu")),
     ("example_bytes", int, doc("Bytes per text example (documents are cut into pieces of at most this; "
-                               "byte models pad/truncate to it).", 128)),
+                               "byte models pad/truncate to it).", 128, minimum=4)),
 ]
-_LAST = [("torch_threads", int, doc("torch intra-op threads per step (0 = torch default).", 0))]
+_LAST = [("torch_threads", int, doc("torch intra-op threads per step (0 = torch default).", 0, minimum=0))]
 
 
 def _workload_fields() -> list[tuple[str, type, object]]:

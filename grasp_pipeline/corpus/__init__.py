@@ -23,11 +23,12 @@ labelled dirt, made by scripts/add_corpus_dirt.py).
 from .documents import DEFAULT_CORPUS, IngestReport, load_documents
 from .errors import CorpusError
 from .examples import EXAMPLE_SCHEMA, cut_examples, example_id
-from .files import SUPPORTED_SUFFIXES
+from .files import SUPPORTED_SUFFIXES, CorpusFile
 from .labels import DIRT_COLUMNS, DIRT_KINDS
+from .limits import IngestLimits
 from .readers import DOMAIN_CHARS_HELP, DOMAIN_PATTERN
 from .split import SHARD_COLUMNS, TASK_COLUMNS, split_pool_and_tasks
 
 __all__ = ["DEFAULT_CORPUS", "DIRT_COLUMNS", "DIRT_KINDS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA",
-           "SHARD_COLUMNS", "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "IngestReport", "cut_examples",
-           "example_id", "load_documents", "split_pool_and_tasks"]
+           "SHARD_COLUMNS", "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "CorpusFile", "IngestLimits",
+           "IngestReport", "cut_examples", "example_id", "load_documents", "split_pool_and_tasks"]

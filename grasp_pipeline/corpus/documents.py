@@ -10,6 +10,7 @@ import polars as pl
 from .errors import CorpusError
 from .files import resolve_input
 from .labels import DIRT_COLUMNS
+from .limits import IngestLimits
 from .readers import read_file
 
 
@@ -24,12 +25,15 @@ class IngestReport:
     domains: dict[str, int]  # documents per domain
 
 
-def load_documents(path: str | Path | None = None) -> tuple[pl.DataFrame, IngestReport]:
+def load_documents(path: str | Path | None = None,
+                   limits: IngestLimits = IngestLimits()) -> tuple[pl.DataFrame, IngestReport]:
     """Load a corpus and return (documents, report).
 
     `path` is None (the embedded default corpus), a file, a directory (every
     *.jsonl, *.jsonl.gz, *.json and *.parquet inside, recursively, in sorted
-    order; hidden files and folders are skipped) or a glob pattern.
+    order; hidden files and folders are skipped) or a glob pattern, local or on
+    object storage (`s3://bucket/corpus/*.parquet`). `limits` bound each record,
+    file and decompression ratio (`files` and `limits` say what is refused).
 
     documents has one row per input record, in file order then row order, with
     Utf8 columns doc_id (the record's `id`, else "<file>:<row>" with <file> the
@@ -37,11 +41,10 @@ def load_documents(path: str | Path | None = None) -> tuple[pl.DataFrame, Ingest
     `source`, else that relative path) and text, then the optional labels dirt and
     dirt_source (labels.DIRT_COLUMNS; null where a record has none).
     """
-    files, root = resolve_input(DEFAULT_CORPUS if path is None else path)
+    files = resolve_input(DEFAULT_CORPUS if path is None else path)
     frames, replaced = [], 0
     for k, file in enumerate(files):
-        source = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.as_posix()
-        frame, bad = read_file(file, source)
+        frame, bad = read_file(file, file.source, limits)
         frames.append(frame.with_columns(_file=pl.lit(k, pl.Int64)))  # for error messages
         replaced += bad
     docs = pl.concat(frames, how="vertical")
@@ -61,7 +64,7 @@ def load_documents(path: str | Path | None = None) -> tuple[pl.DataFrame, Ingest
     return documents, report
 
 
-def _check_unique_ids(docs: pl.DataFrame, files: list[Path]) -> None:
+def _check_unique_ids(docs: pl.DataFrame, files: list) -> None:
     """Raise CorpusError naming both locations of the first duplicated doc_id."""
     dup = docs.filter(pl.col("doc_id").is_duplicated())
     if dup.height == 0:

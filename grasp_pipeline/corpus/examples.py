@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from .errors import CorpusError, require_columns
 from .labels import DIRT_COLUMNS, with_dirt_columns
@@ -59,46 +61,83 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
         raise CorpusError(f"document ({d!r}, {i!r}) appears more than once; example ids would collide. "
                           "Give each document a unique id within its domain.")
 
-    out = {k: [] for k in EXAMPLE_SCHEMA}
+    pieces = _Pieces()
     min_bytes = example_bytes // 2
-    rows = with_dirt_columns(documents).select("domain", "doc_id", "source", "text", *DIRT_COLUMNS).iter_rows()
-    for domain, doc_id, source, text, *labels in rows:
-        data = (text or "").encode("utf-8")
-        bounds = [(0, len(data))] if whole_documents and data else _chunk_bounds(data, example_bytes)
-        for chunk_index, (start, end) in enumerate(bounds):
-            piece = data[start:end]
-            if len(piece) < min_bytes and not whole_documents:
-                continue
-            piece_text = piece.decode("utf-8")
-            if piece_text.isspace():
-                continue
-            out["example_id"].append(example_id(domain, doc_id, chunk_index))
-            out["domain"].append(domain)
-            out["source"].append(source)
-            out["doc_id"].append(doc_id)
-            out["offset"].append(start)
-            out["text"].append(piece_text)
-            out["n_bytes"].append(end - start)
-            out["content_sha1"].append(hashlib.sha1(piece).hexdigest())
-            for column, value in zip(DIRT_COLUMNS, labels):
-                out[column].append(value)
-    return pl.DataFrame(out, schema=EXAMPLE_SCHEMA)
+    texts = documents["text"].to_arrow()  # each document's UTF-8 bytes are read in place, never as a str
+    for row, (domain, doc_id) in enumerate(documents.select("domain", "doc_id").iter_rows()):
+        data = texts[row].as_buffer() if texts[row].is_valid else pa.py_buffer(b"")
+        cuts = [0, len(data)] if whole_documents and len(data) else _chunk_cuts(memoryview(data), example_bytes)
+        pieces.add(row, domain, doc_id, data, cuts, 0 if whole_documents else min_bytes)
+    return pieces.frame(with_dirt_columns(documents))
 
 
-def _chunk_bounds(data: bytes, limit: int) -> list[tuple[int, int]]:
-    """Return greedy (start, end) byte ranges of at most `limit` bytes, cut at character starts."""
+class _Pieces:
+    """The examples cut so far, held as Arrow strings and flat integer arrays (no Python object
+    per example), so cutting a document costs about its own size in memory."""
+
+    def __init__(self):
+        self.texts, self.digests = [], bytearray()
+        self.rows, self.ids, self.offsets, self.sizes = (array("q") for _ in range(4))
+
+    def add(self, row: int, domain: str, doc_id: str, data: pa.Buffer, cuts: list[int], min_bytes: int) -> None:
+        """Keeps the pieces data[cuts[i]:cuts[i+1]] that are long enough and not whitespace-only;
+        chunk indices (and so ids) count the dropped pieces too."""
+        kept, view = [], memoryview(data)
+        for index, (start, end) in enumerate(zip(cuts, cuts[1:])):
+            piece = view[start:end]
+            if len(piece) < min_bytes or str(piece, "utf-8").isspace():
+                continue
+            kept.append(index)
+            self.ids.append(example_id(domain, doc_id, index))
+            self.offsets.append(start)
+            self.sizes.append(end - start)
+            self.digests += hashlib.sha1(piece).digest()
+        if not kept:
+            return
+        self.rows.extend([row] * len(kept))
+        offsets = pa.py_buffer(np.asarray(cuts, dtype=np.int64).tobytes())
+        every = pa.LargeStringArray.from_buffers(len(cuts) - 1, offsets, data)
+        if kept == list(range(len(kept))):  # usually only a short tail is dropped: a view, no copy
+            self.texts.append(every.slice(0, len(kept)))
+        else:
+            self.texts.append(every.take(pa.array(kept, pa.int64())))
+
+    def frame(self, documents: pl.DataFrame) -> pl.DataFrame:
+        """The examples as an EXAMPLE_SCHEMA frame, in document order then offset order."""
+        if not self.texts:
+            return pl.DataFrame(schema=EXAMPLE_SCHEMA)
+        rows = pl.Series(np.frombuffer(self.rows, dtype=np.int64))
+        text = pl.Series("text", pa.concat_arrays(self.texts)).cast(pl.Utf8)
+        self.texts = []
+        digests = pl.Series(pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(20), len(self.ids), [None, pa.py_buffer(bytes(self.digests))])).cast(pl.Binary)
+        frame = pl.DataFrame({
+            "example_id": np.frombuffer(self.ids, dtype=np.int64),
+            "domain": documents["domain"].gather(rows), "source": documents["source"].gather(rows),
+            "doc_id": documents["doc_id"].gather(rows), "offset": np.frombuffer(self.offsets, dtype=np.int64),
+            "text": text, "n_bytes": np.frombuffer(self.sizes, dtype=np.int64),
+            "content_sha1": digests.bin.encode("hex"),
+            **{column: documents[column].gather(rows) for column in DIRT_COLUMNS}})
+        return frame.cast(EXAMPLE_SCHEMA)
+
+
+def _chunk_cuts(data: memoryview, limit: int) -> list[int]:
+    """Return the greedy cut points [0, …, len(data)] of pieces of at most `limit` bytes, each at a
+    character start.
+
+    A cut backs off over at most 3 UTF-8 continuation bytes (0b10xxxxxx), so the work is one
+    step per piece and the memory one integer per piece, whatever the document's length.
+    """
     n = len(data)
     if n == 0:
         return []
-    if data.isascii():  # every byte starts a character: plain fixed-size cuts
-        return [(s, min(s + limit, n)) for s in range(0, n, limit)]
-    # floor[p] = the largest character boundary <= p (continuation bytes are 0b10xxxxxx)
-    arr = np.frombuffer(data, dtype=np.uint8)
-    is_boundary = np.append((arr & 0xC0) != 0x80, True)
-    floor = np.maximum.accumulate(np.where(is_boundary, np.arange(n + 1), 0))
-    bounds, start = [], 0
+    if np.frombuffer(data, dtype=np.uint8).max() < 0x80:  # ASCII: every byte starts a character
+        return list(range(0, n, limit)) + [n]
+    cuts, start = [0], 0
     while start < n:
-        end = int(floor[min(start + limit, n)])  # > start, as limit >= 4 >= any character's length
-        bounds.append((start, end))
+        end = min(start + limit, n)
+        while end < n and data[end] & 0xC0 == 0x80:  # > start, as limit >= 4 >= any character's length
+            end -= 1
+        cuts.append(end)
         start = end
-    return bounds
+    return cuts

@@ -1,20 +1,21 @@
 """Reading one corpus file (JSON lines, optionally gzipped; a JSON array; Parquet) into rows.
 
 Undecodable bytes are replaced by U+FFFD and counted; a malformed record is a CorpusError
-naming the file, the row and the field."""
+naming the file, the row and the field. JSON lines are streamed one line at a time and every
+read is bounded (`limits.IngestLimits`), so memory follows the largest document, not the
+file, and a runaway line or a decompression bomb is refused by name."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import zlib
-from pathlib import Path
 
 import polars as pl
 
 from .errors import CorpusError
+from .files import CorpusFile
 from .labels import DIRT_COLUMNS
+from .limits import IngestLimits, open_limited, read_lines
 
 
 DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -23,17 +24,19 @@ _SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")  # one per undecodable byte (
 _SURROGATES = re.compile("[\ud800-\udfff]")  # lone surrogates, e.g. from "\ud800" JSON escapes
 
 
-def read_file(file: Path, source: str) -> tuple[pl.DataFrame, int]:
+def read_file(file: CorpusFile, source: str, limits: IngestLimits = IngestLimits()) -> tuple[pl.DataFrame, int]:
     """Return (frame with _row, _unit, doc_id, domain, source, text, dirt, dirt_source; replaced byte
     count) for one file; the optional label fields (labels.DIRT_COLUMNS) are null where absent."""
     reader = _read_parquet if file.name.endswith(".parquet") else _read_json
-    frame, bad = reader(file)
-    frame = frame.with_columns(
+    frame, bad = reader(file, limits)
+    text = frame["text"]  # kept out of the expressions below: polars would copy it through each of them
+    frame = frame.drop("text").with_columns(
         doc_id=pl.coalesce("id", pl.lit(f"{source}:") + pl.col("_row").cast(pl.Utf8)),
         source=pl.coalesce("source", pl.lit(source, pl.Utf8)),
+        _null_text=text.is_null(),
     )
     _check_domains_and_text(frame, file)
-    return frame.select("_row", "_unit", "doc_id", "domain", "source", "text", *DIRT_COLUMNS), bad
+    return frame.select("_row", "_unit", "doc_id", "domain", "source", *DIRT_COLUMNS).with_columns(text), bad
 
 
 def _decode(raw: bytes) -> tuple[str, int]:
@@ -53,62 +56,86 @@ def _clean(s: str | None) -> tuple[str | None, int]:
     return _SURROGATES.subn("\ufffd", s)
 
 
-def _read_json(file: Path) -> tuple[pl.DataFrame, int]:
+def _read_json(file: CorpusFile, limits: IngestLimits) -> tuple[pl.DataFrame, int]:
     """Return (frame, replaced bytes) for a JSON-lines file (.jsonl, .jsonl.gz) or a .json file.
 
     A .json file holding an array of objects is read as such (rows are 1-based
     elements); any other .json file is read as JSON lines.
     """
-    text, bad = _json_text(file)
-    unit, records = _json_records(file, text)
     columns = {"_row": [], "id": [], "source": [], "domain": [], "text": [], **{c: [] for c in DIRT_COLUMNS}}
+    unit, records, bad = _json_records(file, limits)
     for n, rec in records:
         t, d, i, src = _checked_record(rec, f"{file}: {unit} {n}")
         labels = _checked_labels(rec, f"{file}: {unit} {n}")
+        del rec
         # lone surrogates (from "\ud800"-style escapes) cannot be stored as UTF-8
         (t, bad_t), (i, bad_i), (src, bad_s) = _clean(t), _clean(i), _clean(src)
-        bad += bad_t + bad_i + bad_s
+        bad[0] += bad_t + bad_i + bad_s
         labels, bad_l = zip(*map(_clean, labels))
-        bad += sum(bad_l)
-        for name, value in zip(columns, (n, i, src, d, t, *labels)):
+        bad[0] += sum(bad_l)
+        for name, value in zip(columns, (n, i, src, d, _utf8(t), *labels)):
             columns[name].append(value)
-    frame = pl.DataFrame(columns, schema={"_row": pl.Int64, "id": pl.Utf8, "source": pl.Utf8,
-                                          "domain": pl.Utf8, "text": pl.Utf8, **{c: pl.Utf8 for c in DIRT_COLUMNS}})
-    return frame.with_columns(_unit=pl.lit(unit, pl.Utf8)), bad
+        del t
+    text = _text_column(columns.pop("text"))
+    frame = pl.DataFrame(columns, schema={"_row": pl.Int64, "id": pl.Utf8, "source": pl.Utf8, "domain": pl.Utf8,
+                                          **{c: pl.Utf8 for c in DIRT_COLUMNS}})
+    return frame.with_columns(text=text, _unit=pl.lit(unit, pl.Utf8)), bad[0]
 
 
-def _json_text(file: Path) -> tuple[str, int]:
-    """Return (the file's text, decompressed and decoded, without a byte order mark; replaced bytes)."""
-    raw = file.read_bytes()
-    if file.name.endswith(".gz"):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise CorpusError(f"{file}: cannot decompress ({e}); re-create the .gz file or "
-                              "store it uncompressed as .jsonl.") from None
-    text, bad = _decode(raw)
-    return text.removeprefix("\ufeff"), bad  # tolerate a UTF-8 byte order mark
+def _utf8(text: str) -> bytes:
+    """A document's text as UTF-8 bytes: a quarter to a half of a Python str's size for most scripts."""
+    return text.encode("utf-8")
 
 
-def _json_records(file: Path, text: str) -> tuple[str, list[tuple[int, object]]]:
-    """Return (unit: "element" or "line", [(element or line number, parsed value)])."""
-    if file.name.endswith(".json") and text.lstrip().startswith("["):
+def _text_column(texts: list[bytes]) -> pl.Series:
+    """The text column from UTF-8 bytes (one copy into polars' own buffers, no Python str per document)."""
+    column = pl.Series("text", texts, dtype=pl.Binary)
+    texts.clear()
+    return column.cast(pl.Utf8)  # validates UTF-8 in place
+
+
+def _json_records(file: CorpusFile, limits: IngestLimits):
+    """Return (unit: "element" or "line", an iterator of (number, parsed value), [replaced bytes so far]).
+
+    JSON lines are parsed one at a time from the (decompressed) stream; a JSON array is
+    parsed whole (it is one value), within `max_file_bytes`.
+    """
+    stream = open_limited(file, limits)
+    bad = [0]
+    head = stream.peek(64)[:64].removeprefix(b"\xef\xbb\xbf")  # tolerate a UTF-8 byte order mark
+    if file.name.endswith(".json") and head.lstrip().startswith(b"["):
+        with stream:
+            text, bad[0] = _decode(stream.read().removeprefix(b"\xef\xbb\xbf"))
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
             raise CorpusError(f"{file}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. "
                               "Fix the JSON, or store one object per line as .jsonl.") from None
-        return "element", list(enumerate(items, start=1))
-    records = []
-    for n, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue  # blank lines (e.g. a trailing newline) are not records
-        try:
-            records.append((n, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{file}: line {n} is not valid JSON ({e.msg} at column {e.colno}). "
-                              "Each line must be one JSON object; fix or delete that line.") from None
-    return "line", records
+        return "element", enumerate(items, start=1), bad
+    return "line", _parsed_lines(stream, file, limits, bad), bad
+
+
+def _parsed_lines(stream, file: CorpusFile, limits: IngestLimits, bad: list[int]):
+    """Yields (line number, parsed record) of a JSON-lines stream, skipping blank lines."""
+    with stream:
+        for n, line in read_lines(stream, file, limits):
+            if n == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing newline) are not records
+            try:
+                try:  # parsing the bytes themselves keeps one copy of a big document, not two
+                    record = json.loads(line)
+                except UnicodeDecodeError:
+                    text, replaced = _decode(line)
+                    bad[0] += replaced
+                    record = json.loads(text)
+                    del text
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{file}: line {n} is not valid JSON ({e.msg} at column {e.colno}). "
+                                  "Each line must be one JSON object; fix or delete that line.") from None
+            del line  # not held while the caller works on the record
+            yield n, record
 
 
 def _checked_record(rec, where: str) -> tuple[str, str | None, str | None, str | None]:
@@ -144,17 +171,23 @@ def _checked_labels(rec: dict, where: str) -> tuple[str | None, ...]:
     return values
 
 
-def _read_parquet(file: Path) -> tuple[pl.DataFrame, int]:
-    """Return (frame, replaced bytes) for a Parquet file; rows are 0-based row indices."""
+def _read_parquet(file: CorpusFile, limits: IngestLimits) -> tuple[pl.DataFrame, int]:
+    """Return (frame, replaced bytes) for a Parquet file; rows are 0-based row indices.
+
+    Local and object-store files alike go through polars' Parquet scanner (object stores with
+    the tables' storage options)."""
+    if file.size() > limits.max_file_bytes:
+        raise CorpusError(f"{file}: {file.size()} bytes, more than corpus.max_file_bytes = "
+                          f"{limits.max_file_bytes}; split the file or raise the limit.")
     try:
-        present = list(pl.read_parquet_schema(file))
+        scan = pl.scan_parquet(file.location, storage_options=file.storage_options or None)
+        present = list(scan.collect_schema())
         for field in ("text", "domain"):
             if field not in present:
                 raise CorpusError(f"{file}: missing required column '{field}' (columns present: "
                                   f"{present}). Every file needs 'text' and 'domain' columns.")
         # read only the columns used; extra columns (embeddings, metadata) may be large
-        table = pl.read_parquet(file, columns=[c for c in ("id", "source", "domain", "text", *DIRT_COLUMNS)
-                                               if c in present])
+        table = scan.select([c for c in ("id", "source", "domain", "text", *DIRT_COLUMNS) if c in present]).collect()
     except CorpusError:
         raise
     except Exception as e:  # polars raises several types for corrupt files; all mean the same here
@@ -178,7 +211,19 @@ def _read_parquet(file: Path) -> tuple[pl.DataFrame, int]:
             raise CorpusError(f"{file}: row {first}: column '{field}' must hold strings, "
                               f"found {col.dtype}. Store '{field}' as a string (utf8) column.")
         columns[field] = col.cast(pl.Utf8)
-    return pl.DataFrame(columns).with_columns(_unit=pl.lit("row", pl.Utf8)), bad
+    frame = pl.DataFrame(columns)
+    _check_record_sizes(frame, file, limits)
+    return frame.with_columns(_unit=pl.lit("row", pl.Utf8)), bad
+
+
+def _check_record_sizes(frame: pl.DataFrame, file: CorpusFile, limits: IngestLimits) -> None:
+    """Raise CorpusError at the first Parquet row whose text is longer than `max_record_bytes`."""
+    sizes = frame["text"].str.len_bytes()
+    if sizes.max() is not None and sizes.max() > limits.max_record_bytes:
+        row = int((sizes > limits.max_record_bytes).arg_true()[0])
+        raise CorpusError(f"{file}: row {row}: field 'text' is {sizes[row]} bytes, more than "
+                          f"corpus.max_record_bytes = {limits.max_record_bytes}; split the document or raise "
+                          "the limit.")
 
 
 def _first_non_null(col: pl.Series) -> int:
@@ -186,10 +231,10 @@ def _first_non_null(col: pl.Series) -> int:
     return int(idx[0]) if len(idx) else 0
 
 
-def _check_domains_and_text(frame: pl.DataFrame, file: Path) -> None:
-    """Raise CorpusError at the first row with null text or a null, empty or malformed domain."""
+def _check_domains_and_text(frame: pl.DataFrame, file: CorpusFile) -> None:
+    """Raise CorpusError at the first row with null text (`_null_text`) or a null, empty or malformed domain."""
     checks = [
-        (pl.col("text").is_null(), "text", "field 'text' is null; it must be a string"),
+        (pl.col("_null_text"), "text", "field 'text' is null; it must be a string"),
         (pl.col("domain").is_null() | (pl.col("domain") == ""), "domain",
          "field 'domain' is null or empty; every record needs a domain name"),
         (~pl.col("domain").str.contains(f"^{DOMAIN_PATTERN.pattern}$"), "domain", None),

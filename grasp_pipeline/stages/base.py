@@ -9,12 +9,11 @@ Dagster, so every stage runs and is tested on its own."""
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 import polars as pl
 
+from ..commits import fingerprint
 from ..storage import DeltaStore, PinnedReads, table_schema
 
 
@@ -52,7 +51,7 @@ def stage(fn):
 
     @functools.wraps(fn)
     def run(store: DeltaStore, *args, **kwargs) -> StageResult:
-        pinned = PinnedReads(store)
+        pinned = PinnedReads(store, asset=fn.__name__)
         result = fn(pinned, *args, **kwargs)
         written = {w.table for w in result.writes}
         result.reads = {t: v for t, v in sorted(pinned.versions.items()) if t not in written}
@@ -61,8 +60,4 @@ def stage(fn):
     return run
 
 
-def digest(*parts) -> str:
-    h = hashlib.sha1()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:12]
+digest = fingerprint  # a 12-hex-digit sha1 over JSON renderings of the parts

@@ -21,7 +21,8 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     and label examples (`example_labels`: a `label` column in the pool).
     """
     default = getattr(workload, "default_corpus", None)
-    documents, report = corpus_lib.load_documents(params.corpus_path or default)
+    documents, report = corpus_lib.load_documents(params.corpus_path or default,
+                                                  corpus_lib.IngestLimits.from_params(params))
     examples = corpus_lib.cut_examples(documents, example_bytes,
                                        whole_documents=bool(getattr(workload, "whole_documents", False)))
     pool, tasks = corpus_lib.split_pool_and_tasks(
@@ -31,6 +32,11 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
         split_block=params.split_block)
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
+    # one id per build ties the pool to its task sets: downstream stages refuse a pool and tasks
+    # from different builds (two builds interleaved on one root), naming both
+    build_id = "cb-" + digest(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
+                              tasks["example_id"].sort().to_list(), tasks["task"].to_list())
+    pool, tasks = pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id))
     result = StageResult()
     result.write(store, "corpus_shards", pool)
     result.write(store, "task_sets", tasks)
@@ -38,7 +44,7 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
         "documents": report.documents, "replaced_bytes": report.replaced_bytes,
         "examples_cut": examples.height, "pool_examples": pool.height, "task_examples": tasks.height,
         "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
-        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())),
+        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
     }
     result.artifacts["ingest_report.json"] = {
         "files": list(report.files), "documents_per_domain": report.domains,

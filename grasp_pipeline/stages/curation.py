@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 
 from ..config.params import SelectionParams
+from ..config.validation import SettingError
 from ..selection import (Selection, label_quota, protected_grasp_selection, random_selection, scaled_task_weights,
                          task_weight_vector, top_k)
 from ..storage import DeltaStore
@@ -31,6 +32,7 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     budget = max(1, int(round(params.budget_fraction * len(z))))
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
+    check_budget_fits(params, budget, sketches["content_sha1"].to_numpy(), excluded)
     domains = sketches["domain"].to_numpy()
     quota_groups, quota, top_k_constraints = domains, params.max_per_domain, {}  # grasp's per-domain quota
     if labelled:
@@ -77,6 +79,20 @@ def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[
     position = {eid: i for i, eid in enumerate(example_ids.tolist())}
     rows = np.array([position[e] for e in chosen["members"][0].to_list()], np.int64)
     return {"grasp": Selection(rows, np.asarray(chosen["gains"][0].to_list(), float))}
+
+
+def check_budget_fits(params: SelectionParams, budget: int, content: np.ndarray, excluded: np.ndarray) -> None:
+    """Raises SettingError when fewer pool examples can be selected than the budget asks for
+    (exclusions and content dedup shrink the pool), instead of writing a short selection."""
+    eligible = np.ones(len(content), dtype=bool)
+    eligible[excluded] = False
+    selectable = len(np.unique(content[eligible])) if params.dedup_content else int(eligible.sum())
+    if budget > selectable:
+        duplicates = int(eligible.sum()) - selectable
+        raise SettingError(
+            f"selection.budget_fraction = {params.budget_fraction!r}: asks for {budget} of {len(content)} pool "
+            f"examples, but only {selectable} can be selected ({len(excluded)} excluded, {duplicates} duplicate "
+            f"contents); valid values are in (0, {selectable / len(content):.4g}]")
 
 
 def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, example_ids: np.ndarray,

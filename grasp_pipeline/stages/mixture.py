@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from ..config.params import MixtureParams
+from ..config.validation import SettingError
 from ..mixture import MixtureObjective, domain_stats, natural_mixture, optimise_mixture, uniform_mixture
 from ..mixture.regression import (MixtureData, fit_loglinear, fit_regmix, propose_loglinear, propose_regmix,
                                   subset_shares)
@@ -34,6 +35,10 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     weights = task_weight_vector(tasks, dict(params.task_weights))
     stats = domain_stats(z, sketches["domain"].to_numpy())
     budget = max(1, int(round(params.budget_fraction * len(z))))
+    if params.max_repeats * len(z) < budget:  # the capped simplex is empty: no mixture reaches the budget
+        raise SettingError(f"mixture.max_repeats = {params.max_repeats!r}: with mixture.budget_fraction = "
+                           f"{params.budget_fraction!r} ({budget} of {len(z)} pool examples) it must be at least "
+                           f"{budget / len(z):.4g}")
     objective = MixtureObjective(stats, q, grasp_params, weights, budget)
     caps = np.minimum(1.0, params.max_repeats * stats.counts / budget)
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),

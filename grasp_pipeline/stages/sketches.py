@@ -14,7 +14,8 @@ from ..sketching import CheckpointSketcher
 from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import load_reference_checkpoints, pool_sketches, read_pool, read_tasks, select_partitions
+from .tables import (check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks,
+                     select_partitions)
 
 
 def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:
@@ -43,7 +44,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
         per_example = (time.perf_counter() - began) / shard_rows.height
         parts.append(pl.DataFrame({
             "example_id": shard_rows["example_id"], "shard": shard_rows["shard"],
-            "domain": shard_rows["domain"],
+            "domain": shard_rows["domain"], **({"build_id": shard_rows["build_id"]} if "build_id" in pool.columns else {}),
             "sketch": pl.Series(out.sketch.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
             "grad_norm": out.grad_norm.astype(np.float64), "loss": out.loss.astype(np.float64),
             "seconds": per_example,
@@ -78,6 +79,7 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
                          f"reference model is now {version}; rematerialise gradient_sketches first")
     sketcher = CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
     frame, names, index = read_tasks(store, "dev")
+    check_one_build(read_pool(store), frame)
     inputs = workload.encode(frame["text"].to_list())
     rows = []
     for t, task in enumerate(names):

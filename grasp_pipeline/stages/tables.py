@@ -42,10 +42,42 @@ def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], 
     return frame, names, index
 
 
+def check_one_build(pool: pl.DataFrame, tasks: pl.DataFrame) -> None:
+    """Raises ValueError naming both build ids when the pool and the task sets come from different
+    corpus builds (tables written before build ids carry none and are not checked)."""
+    if "build_id" not in pool.columns or "build_id" not in tasks.columns:
+        return
+    pool_builds, task_builds = sorted(pool["build_id"].unique().to_list()), sorted(tasks["build_id"].unique().to_list())
+    if len(pool_builds) != 1 or pool_builds != task_builds:
+        raise ValueError(f"corpus_shards is from corpus build(s) {pool_builds} but task_sets from {task_builds}: "
+                         "the pool and the task sets were written by different corpus builds (two builds "
+                         "interleaved on this root), so task examples could leak into the pool; rematerialise "
+                         "corpus_shards")
+
+
+def check_one_surrogate(store: DeltaStore) -> str:
+    """Returns the surrogate id all surrogate tables share; ValueError naming each table's ids when
+    they disagree (a surrogate fit interrupted between its table writes, or tables from two fits)."""
+    ids = {table: sorted(store.read(table, columns=["surrogate_id"])["surrogate_id"].unique().to_list())
+           for table in SURROGATE_TABLES if store.exists(table)}
+    distinct = {i for found in ids.values() for i in found}
+    if not distinct:
+        return ""  # no surrogate table yet: the caller's read says what to materialise
+    if len(distinct) > 1:
+        described = "; ".join(f"{table}: {found}" for table, found in ids.items())
+        raise ValueError(f"the surrogate tables disagree on the surrogate ({described}); rematerialise "
+                         "grasp_surrogate so all of them come from one fit")
+    return distinct.pop()
+
+
+SURROGATE_TABLES = ("surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report")
+
+
 def encoded_pool_and_tasks(store: DeltaStore, workload: Workload, split: str):
     """Returns (pool, encoded pool, encoded `split` task examples, task names, task index of each)."""
     pool = read_pool(store)
     tasks_frame, names, index = read_tasks(store, split)
+    check_one_build(pool, tasks_frame)
     return (pool, workload.encode(pool["text"].to_list()), workload.encode(tasks_frame["text"].to_list()),
             names, index)
 
@@ -75,6 +107,12 @@ def pool_sketches(store: DeltaStore) -> pl.DataFrame:
         raise ValueError(f"gradient_sketches mixes {configs.height} projections/model versions across shards "
                          f"({described}); rematerialise every gradient_sketches partition")
     pool = read_pool(store)
+    if "build_id" in sketches.columns and "build_id" in pool.columns:
+        stale = sketches.filter(~pl.col("build_id").is_in(pool["build_id"].unique().implode()))
+        if stale.height:
+            raise ValueError(f"gradient_sketches shards {sorted(stale['shard'].unique().to_list())[:5]} were sketched "
+                             f"from corpus build {stale['build_id'][0]}, but corpus_shards is build "
+                             f"{pool['build_id'][0]}; rematerialise those gradient_sketches partitions")
     if not sketches["example_id"].equals(pool["example_id"]):
         missing = pool.filter(~pl.col("example_id").is_in(sketches["example_id"].implode()))
         raise ValueError(f"gradient_sketches does not cover corpus_shards: {missing.height} pool examples have no "
@@ -95,6 +133,7 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
     task_frame = store.read("task_sketches").sort("task")
     plan = store.read("subset_plan").sort("subset_id")
     outcomes = store.read("subset_outcomes")
+    outcome_recipe(outcomes)
     tasks = task_frame["task"].to_list()
     planned = plan.select("subset_id", pl.col("members").map_elements(members_digest, return_dtype=pl.Utf8)
                           .alias("planned_sha1"))
@@ -133,6 +172,9 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
 
 
 def method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list[dict]]:
+    """Returns (surrogate id, tasks, the fitted params of `method` per task), after checking that the
+    surrogate tables come from one fit."""
+    check_one_surrogate(store)
     surrogates = store.read("surrogates").filter(pl.col("method") == method).sort("task")
     if surrogates.height == 0:
         raise ValueError(f"no {method!r} rows in the surrogates table; materialise grasp_surrogate first")

@@ -17,6 +17,16 @@ from .figures import utility_figure
 from .tables import encoded_pool_and_tasks, outcome_recipe
 
 
+def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> None:
+    """ValueError naming both surrogates when the selections and the mixtures validated together were
+    made from different surrogate fits (ids are `<surrogate_id>-<method>`)."""
+    surrogate = lambda ids: sorted(ids.str.extract(r"^(sg-[0-9a-f]+)-", 1).drop_nulls().unique().to_list())
+    made_from = {"curated_selections": surrogate(selection_ids), "mixture_weights": surrogate(mixture_ids)}
+    if len({s for found in made_from.values() for s in found}) > 1:
+        raise ValueError(f"curated_selections and mixture_weights come from different surrogates ({made_from}); "
+                         "rerun curated_selection and mixture_weights from the current grasp_surrogate")
+
+
 @stage
 def validate_selections(store: DeltaStore, workload: Workload, params: ValidationParams = ValidationParams()) -> StageResult:
     """Retrains the outcome recipe on every selection and on a sample of every mixture, at the
@@ -38,6 +48,7 @@ def validate_selections(store: DeltaStore, workload: Workload, params: Validatio
     if store.exists("mixture_weights"):
         domains = pool["domain"].to_numpy()
         mixtures = store.read("mixture_weights").sort("mixture_id", "domain")
+        check_same_surrogate(selections["selection_id"], mixtures["mixture_id"])
         for (mixture_id, method, budget), rows_ in mixtures.group_by("mixture_id", "method", "budget",
                                                                      maintain_order=True):
             drawn = sample_mixture(domains, rows_["weight"].to_numpy(), rows_["domain"].to_list(), budget,

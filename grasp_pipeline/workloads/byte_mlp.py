@@ -19,10 +19,10 @@ class ByteMLPParams:
     """A byte-level language model: predict each byte from the `context` bytes before it."""
 
     example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
-                             "byte models pad/truncate to it).", 128)
-    context: int = doc("Bytes of context the byte MLP sees per prediction.", 8)
-    embed_dim: int = doc("Byte embedding width.", 16)
-    hidden: int = doc("Hidden units of the byte MLP and of the vision MLP.", 64)
+                             "byte models pad/truncate to it).", 128, minimum=4)
+    context: int = doc("Bytes of context the byte MLP sees per prediction.", 8, minimum=1)
+    embed_dim: int = doc("Byte embedding width.", 16, minimum=1)
+    hidden: int = doc("Hidden units of the byte MLP and of the vision MLP.", 64, minimum=1)
 
 
 class ByteMLP(nn.Module):

@@ -36,11 +36,11 @@ class ByteTransformerParams:
     """Hyper-parameters; the defaults give 875,392 parameters."""
 
     example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
-                             "byte models pad/truncate to it).", 128)  # also the number of learned positions
-    d_model: int = doc("Width of the byte transformer.", 128)
-    n_layers: int = doc("Blocks of the byte transformer.", 4)
-    n_heads: int = doc("Attention heads of the byte transformer.", 4)
-    mlp_ratio: int = doc("Byte transformer: hidden width of each block's MLP, in multiples of d_model.", 4)
+                             "byte models pad/truncate to it).", 128, minimum=4)  # also the number of learned positions
+    d_model: int = doc("Width of the byte transformer.", 128, minimum=1)
+    n_layers: int = doc("Blocks of the byte transformer.", 4, minimum=1)
+    n_heads: int = doc("Attention heads of the byte transformer.", 4, minimum=1)
+    mlp_ratio: int = doc("Byte transformer: hidden width of each block's MLP, in multiples of d_model.", 4, minimum=1)
 
 
 class CausalSelfAttention(nn.Module):

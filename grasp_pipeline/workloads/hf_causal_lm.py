@@ -52,7 +52,7 @@ class HFCausalLMParams:
                                "initialised model.", "")
     hf_tokenizer_path: str = doc("hf_causal_lm: a tokenizer.json file or a local tokenizer directory "
                                  "(empty = hf_model_path).", "")
-    max_tokens: int = doc("hf_causal_lm: tokens per example (padded/truncated to this).", 64)
+    max_tokens: int = doc("hf_causal_lm: tokens per example (padded/truncated to this).", 64, minimum=1)
 
 
 class HFCausalLMWorkload:

@@ -123,9 +123,11 @@ def write_digits_corpus(path: str | Path = DIGITS_CORPUS, seed: int = 0) -> Path
 @dataclass(frozen=True)
 class VisionParams:
     vision_model: str = doc("vision: mlp (one tanh hidden layer of `hidden` units) or cnn (two 3×3 conv "
-                            "layers; slower to train: raise the retrain lr).", "mlp")
-    vision_channels: int = doc("vision cnn: channels of the first convolution (the second has twice as many).", 8)
-    hidden: int = doc("Hidden units of the byte MLP and of the vision MLP.", 64)
+                            "layers; slower to train: raise the retrain lr).", "mlp",
+                            choices=("mlp", "cnn"))
+    vision_channels: int = doc("vision cnn: channels of the first convolution (the second has twice as many).",
+                                 8, minimum=1)
+    hidden: int = doc("Hidden units of the byte MLP and of the vision MLP.", 64, minimum=1)
 
 
 class DigitsCNN(nn.Module):

@@ -1,0 +1,157 @@
+"""Every setting is checked when it is read, from a config file (the CLI) and from the launchpad
+(Dagster run config): the error names `section.field`, the value and the valid range, and no
+table version changes. A budget the pool cannot fill is refused by the stage, by name too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import dagster as dg
+import pytest
+
+from grasp_pipeline import stages
+from grasp_pipeline.config import SettingError
+from grasp_pipeline.storage import CONTRACT, DeltaStore
+
+from .conftest import TINY, build_tables_until, tiny_params
+
+# (section, {field: value}, what the message must say); the first five are the audit's cases
+BAD_SETTINGS = [
+    ("selection", {"budget_fraction": -0.1}, r"selection\.budget_fraction = -0\.1: is out of range: valid values are in \(0, 1\]"),
+    ("selection", {"budget_fraction": math.nan}, r"selection\.budget_fraction = nan: must be a finite number in \(0, 1\]"),
+    ("sketch", {"k": 0}, r"sketch\.k = 0: is out of range: valid values are ≥ 1"),
+    ("validation", {"repeats": 0}, r"validation\.repeats = 0: is out of range: valid values are ≥ 1"),
+    ("selection", {"budget_fraction": 1.5}, r"selection\.budget_fraction = 1\.5: .*in \(0, 1\]"),
+    ("mixture", {"budget_fraction": math.inf}, r"mixture\.budget_fraction = inf: must be a finite number"),
+    ("retrain", {"lr": -0.001}, r"retrain\.lr = -0\.001: .*> 0"),
+    ("retrain", {"repeats": 0}, r"retrain\.repeats = 0: .*≥ 1"),
+    ("reference", {"optimizer": "adamw"}, r"reference\.optimizer = 'adamw': .*one of \['adam', 'sgd'\]"),
+    ("reference", {"adam_beta1": 1.0}, r"reference\.adam_beta1 = 1\.0: .*in \[0, 1\)"),
+    ("reference", {"sketch_steps": [4, 100]}, r"reference\.sketch_steps = \[4, 100\]: must be distinct steps in 0\.\.8"),
+    ("sketch", {"projection": "dense"}, r"sketch\.projection = 'dense': .*one of \['sjlt', 'gaussian'"),
+    ("sketch", {"storage_dtype": "int8"}, r"sketch\.storage_dtype = 'int8'"),
+    ("plan", {"uniform_fraction": 0.0}, r"plan\.uniform_fraction = 0\.0: .*in \(0, 1\]"),
+    ("plan", {"dirichlet_beta": -1.0}, r"plan\.dirichlet_beta = -1\.0: .*> 0"),
+    ("plan", {"dirichlet_min_fraction": 0.5}, r"plan\.dirichlet_min_fraction = 0\.5: must be at most "
+                                               r"plan\.dirichlet_max_fraction = 0\.4"),
+    ("plan", {"subsets_per_batch": 0}, r"plan\.subsets_per_batch = 0"),
+    ("surrogate", {"cv_folds": 1}, r"surrogate\.cv_folds = 1: .*≥ 2"),
+    ("surrogate", {"delta": 1.5}, r"surrogate\.delta = 1\.5: .*in \(0, 1\)"),
+    ("surrogate", {"grasp_normalisations": ["none", "l2"]}, r"surrogate\.grasp_normalisations\[1\] = 'l2'"),
+    ("selection", {"greedy": "fast"}, r"selection\.greedy = 'fast': .*one of \['lazy', 'exact', 'batched'\]"),
+    ("selection", {"task_weights": {"news": -2.0}}, r"selection\.task_weights\.news = -2\.0: .*≥ 0"),
+    ("mixture", {"max_repeats": 0.0}, r"mixture\.max_repeats = 0\.0: .*> 0"),
+    ("corpus", {"shard_size": 0}, r"corpus\.shard_size = 0: .*≥ 1"),
+    ("corpus", {"max_decompression_ratio": 0.5}, r"corpus\.max_decompression_ratio = 0\.5: .*≥ 1"),
+    ("workload", {"example_bytes": 2}, r"workload\.example_bytes = 2: .*≥ 4"),
+    ("workload", {"torch_threads": -1}, r"workload\.torch_threads = -1: .*≥ 0"),
+]
+# only a config file can hold a value of the wrong type (the launchpad's own types refuse it first)
+WRONG_TYPES = [
+    ("retrain", {"steps": "ten"}, r"retrain\.steps = 'ten': must be an integer ≥ 1"),
+    ("selection", {"dedup_content": 1}, r"selection\.dedup_content = 1: must be true or false"),
+    ("surrogate", {"grasp_ridges": 0.1}, r"surrogate\.grasp_ridges = 0\.1: must be a list of numbers"),
+]
+CASE_IDS = [f"{section}.{next(iter(values))}={next(iter(values.values()))!r}" for section, values, _ in BAD_SETTINGS]
+
+
+@pytest.fixture(scope="module")
+def built_root(tmp_path_factory):
+    """Every table up to the surrogates (the tiny config), built once."""
+    root = tmp_path_factory.mktemp("settings") / "root"
+    build_tables_until(root, "grasp_surrogate")
+    return root
+
+
+def table_versions(root) -> dict:
+    store = DeltaStore(str(root))
+    return {table: store.version(table) for table in CONTRACT}
+
+
+@pytest.mark.parametrize("section, values, message", BAD_SETTINGS + WRONG_TYPES,
+                         ids=CASE_IDS + [f"{s}.{next(iter(v))}:type" for s, v, _ in WRONG_TYPES])
+def test_a_bad_setting_in_a_config_file_stops_grasp_run_naming_it(built_root, tmp_path, monkeypatch, capsys,
+                                                                  section, values, message):
+    from assets.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    config = {**TINY, section: {**TINY.get(section, {}), **values}}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))  # (Python's json writes NaN and Infinity, as TOML's nan and inf)
+    before = table_versions(built_root)
+    assert main(["run", "--config", str(path), "--root", str(built_root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grasp: error: ")
+    assert re.search(message, err), err
+    assert table_versions(built_root) == before
+
+
+SECTION_ASSET = {"corpus": "corpus_shards", "reference": "reference_model", "sketch": "gradient_sketches",
+                 "plan": "subset_plan", "retrain": "subset_outcomes", "surrogate": "grasp_surrogate",
+                 "selection": "curated_selection", "mixture": "mixture_weights", "validation": "selection_validation",
+                 "workload": "corpus_shards"}
+
+
+@pytest.mark.parametrize("section, values, message", BAD_SETTINGS, ids=CASE_IDS)
+def test_a_bad_setting_in_the_launchpad_fails_the_step_naming_it(built_root, section, values, message):
+    from assets.cli import error_chain
+    from assets.definitions import defs
+    from assets.jobs import JOB_ASSETS
+    from assets.run_config import run_config_for
+
+    asset = SECTION_ASSET[section]
+    job_name = next(job for job, assets in JOB_ASSETS.items() if asset in assets)
+    job = defs.resolve_job_def(job_name).get_subset(asset_selection={dg.AssetKey(asset)})
+    config = run_config_for(tiny_params(), str(built_root))
+    target = config["resources"]["workload"]["config"] if section == "workload" else config["ops"][asset]["config"]
+    target.update(values)
+    config["ops"] = {asset: config["ops"][asset]}
+    before = table_versions(built_root)
+    store = DeltaStore(str(built_root))
+    partitions = {"gradient_sketches": ("corpus_shards", store.read("corpus_shards")["shard"]),
+                  "subset_outcomes": ("retraining_batches", store.read("subset_plan")["batch"])}
+    with dg.instance_for_test() as instance:
+        key = None
+        if asset in partitions:  # a partitioned asset runs for one registered partition
+            name, keys = partitions[asset]
+            instance.add_dynamic_partitions(name, sorted(set(keys)))
+            key = sorted(set(keys))[0]
+        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False,
+                                        partition_key=key)
+    assert not result.success
+    failures = [error_chain(e.event_specific_data.error) for e in result.all_events
+                if e.is_step_failure and e.event_specific_data is not None]
+    assert failures and re.search(message, failures[0]), failures
+    assert table_versions(built_root) == before
+
+
+# ------------------------------------------------------------------ budgets the pool cannot fill
+
+@pytest.fixture
+def store(built_root, tmp_path) -> DeltaStore:
+    shutil.copytree(built_root, tmp_path / "root")
+    return DeltaStore(str(tmp_path / "root"))
+
+
+def test_a_selection_budget_above_what_the_pool_can_give_is_refused_not_shortened(store):
+    pool = store.read("corpus_shards")
+    excluded = tuple(pool["example_id"].head(3).to_list())
+    params = tiny_params(selection={"budget_fraction": 1.0, "exclude_example_ids": list(excluded)}).selection
+    before = table_versions(store.root)
+    with pytest.raises(SettingError, match=rf"selection.budget_fraction = 1.0: asks for {pool.height} of {pool.height} "
+                                           rf"pool examples, but only \d+ can be selected \(3 excluded, \d+ duplicate "
+                                           r"contents\); valid values are in \(0, 0\.\d+\]"):
+        stages.curate_selections(store, params)
+    assert table_versions(store.root) == before
+
+
+def test_a_mixture_budget_beyond_its_repeat_cap_is_refused(store):
+    params = tiny_params(mixture={"budget_fraction": 0.5, "max_repeats": 0.25}).mixture
+    with pytest.raises(SettingError, match=r"mixture.max_repeats = 0.25: with mixture.budget_fraction = 0.5 .* it "
+                                           r"must be at least 0.5"):
+        stages.optimise_mixtures(store, params)
+    assert not store.exists("mixture_weights")
