@@ -56,7 +56,7 @@ def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tm
     assert main(["select", "--root", store.root, "--budget-fraction", "0.1", "--task-weight", f"{tasks[0]}=3"]) == 0
     selections = store.read("curated_selections")
     pool = store.read("corpus_shards").height
-    assert set(selections.filter(pl.col("method") == "grasp")["budget"]) == {max(1, round(0.1 * pool))}
+    assert set(selections.filter(pl.col("method") == "grasp_global")["budget"]) == {max(1, round(0.1 * pool))}
     assert main(["mixture", "--root", store.root, "--budget-fraction", "0.1"]) == 0
     sums = store.read("mixture_weights").group_by("method").agg(pl.col("weight").sum())
     assert all(abs(w - 1) < 1e-9 for w in sums["weight"])

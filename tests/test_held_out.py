@@ -88,8 +88,8 @@ def test_curation_test_is_the_last_node_of_the_graph():
     from assets.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    children = graph.get(dg.AssetKey("curation_test")).child_keys
-    assert children == set()
+    assert graph.get(dg.AssetKey("curation_test")).child_keys == {dg.AssetKey("target_check")}
+    assert graph.get(dg.AssetKey("target_check")).child_keys == set()  # its table is read by nothing either
 
 
 # ---------------------------------------------------------------- the stratified sampler

@@ -83,7 +83,7 @@ def test_outcome_batches_retrained_with_different_recipes_are_refused_naming_the
     store.write("subset_outcomes", outcomes.with_columns(
         pl.when(pl.col("batch") == batch).then(pl.lit(other)).otherwise(pl.col("recipe")).alias("recipe")))
     before = versions(store)
-    with pytest.raises(ValueError, match=rf"subset_outcomes mixes 2 retraining recipes across batches .*batches "
+    with pytest.raises(ValueError, match=rf"subset_outcomes rows disagree on the retraining recipe .*batches "
                                          rf"\['{batch}'\]"):
         stages.fit_surrogate_tables(store, tiny_params().surrogate)
     assert versions(store) == before

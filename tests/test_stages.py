@@ -27,7 +27,7 @@ def write_duplicated_corpus(path: Path, copies: int = 8) -> Path:
     documents, _ = load_documents(None)
     rows = []
     for domain in ("english_literature", "python_source", "german_literature"):
-        text = documents.filter(pl.col("domain") == domain)["text"][0]
+        text = documents.filter((pl.col("domain") == domain) & (pl.col("dirt") == "clean"))["text"][0]
         rows += [{"id": f"{domain}-{i}-{c}", "domain": domain, "text": text[300 * i:300 * i + 300]}
                  for i in range(6) for c in range(copies)]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -66,16 +66,16 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
 
 
 def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[str, Selection]:
-    """{"grasp": the closed loop's chosen selection} (composition first), or {} without a loop run."""
+    """{"grasp": the closed loop's chosen selection} (composition first, validated on dev), or {}
+    without a loop run at this budget: the loop's rows are its measured pick, so a re-curation at
+    another budget (`grasp select --budget-fraction`) has only grasp_global until the loop reruns."""
     if not store.exists("curation_rounds"):
         return {}
     chosen = store.read("curation_rounds").filter(pl.col("chosen") & (pl.col("kind") == "selection"))
     if chosen.height != 1:
         raise ValueError(f"curation_rounds marks {chosen.height} chosen selections, not one; rematerialise curation_loop")
     if int(chosen["budget"][0]) != budget:
-        raise ValueError(f"the curation loop selected at a budget of {chosen['budget'][0]} examples, "
-                         f"selection.budget_fraction gives {budget}: set loop.budget_fraction and "
-                         "selection.budget_fraction to the same value")
+        return {}
     position = {eid: i for i, eid in enumerate(example_ids.tolist())}
     rows = np.array([position[e] for e in chosen["members"][0].to_list()], np.int64)
     return {"grasp": Selection(rows, np.asarray(chosen["gains"][0].to_list(), float))}
