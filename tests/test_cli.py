@@ -50,7 +50,9 @@ def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tm
 
     source = DeltaStore(str(pipeline_run[0]))
     store = DeltaStore(str(tmp_path / "storage"))
-    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates"):
+    # the peer mixers of `grasp mixture` fit on the plan's fit subsets and their outcomes too
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates", "subset_plan",
+                  "subset_outcomes"):
         store.write(table, source.read(table))
     tasks = sorted(store.read("task_sketches")["task"])
     assert main(["select", "--root", store.root, "--budget-fraction", "0.1", "--task-weight", f"{tasks[0]}=3"]) == 0
@@ -69,7 +71,9 @@ def test_grasp_select_with_an_unknown_task_weight_fails_naming_it(pipeline_run, 
 
     source = DeltaStore(str(pipeline_run[0]))
     store = DeltaStore(str(tmp_path / "storage"))
-    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates"):
+    # the peer mixers of `grasp mixture` fit on the plan's fit subsets and their outcomes too
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates", "subset_plan",
+                  "subset_outcomes"):
         store.write(table, source.read(table))
     assert main(["select", "--root", store.root, "--task-weight", "no_such_task=2"]) == 2
     assert "no_such_task" in capsys.readouterr().err
