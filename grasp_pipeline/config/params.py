@@ -265,14 +265,14 @@ class TargetParams:
     workload: str = doc("Overrides of the workload's settings for the target model, as a JSON object, e.g. "
                         "'{\"order\": 3}' or '{\"name\": \"byte_transformer\"}' ('{}' = the proxy's).",
                         '{"order": 3}')
-    steps_factor: int = doc("The target recipe trains this many times the proxy recipe's steps.", 3, minimum=1)
+    steps_factor: int = doc("The target recipe trains this many times the proxy recipe's steps.", 2, minimum=1)
     batch_size: int = doc("Target batch size (0 = the proxy recipe's).", 0, minimum=0)
     spread_mixtures: int = doc("Spread-out Dirichlet mixtures added to the candidates (beside every stored "
-                               "mixture), so the rank agreement covers more than near-natural mixes.", 4, minimum=0)
+                               "mixture), so the rank agreement covers more than near-natural mixes.", 2, minimum=0)
     spread_concentration: float = doc("Their Dirichlet concentration (1 = uniform over the simplex).", 1.0, above=0)
     samples: int = doc("Samples retrained per mixture candidate at each level.", 2, minimum=1)
     random_seeds: tuple[int, ...] = doc("Random reference selections at the selection budget.",
-                                        (1100, 1101, 1102, 1103, 1104), minimum=0, nonempty=True)
+                                        (1100, 1101, 1102), minimum=0, nonempty=True)
     init_seed: int = doc("Initialisation seed of both levels' retrainings (fresh).", 3001, minimum=0)
     data_order_seeds: tuple[int, ...] = doc("Data-order seeds (fresh).", (4001, 4002), minimum=0, nonempty=True)
     bootstrap: int = doc("Bootstrap resamples of the intervals.", 1000, minimum=10)
