@@ -2,8 +2,12 @@
 
 Runs land in a persistent Dagster instance (DAGSTER_HOME, default `.grasp/dagster_home`
 under the working folder), so `dagster dev -w workspace.yaml` started from the same folder
-shows them with their metadata. `grasp lineage ID` explains (and `--reproduce` rebuilds) a
-selection or mixture; `grasp config` prints a profile's run config for the UI launchpad.
+shows them with their metadata; progress goes to stderr (bars on a terminal, lines
+otherwise) and the stage runs nest under one MLflow run per `grasp run`. `grasp lineage ID`
+explains (and `--reproduce` rebuilds) a selection or mixture; `grasp config` prints a
+profile's run config for the UI launchpad; `grasp select`, `grasp mixture`, `grasp export`
+and `grasp maintain` work on the tables without a Dagster run and report what they did to
+the instance.
 """
 
 from __future__ import annotations
@@ -15,29 +19,10 @@ import time
 from pathlib import Path
 
 from .env import storage_root
+from .instance import ensure_dagster_home, report_to_instance
 from .jobs import JOB_NAMES
 from .run_config import job_run_config, run_config_for
-
-
-# The local instance settings (sqlite storage, run queue, concurrency pools), copied into
-# DAGSTER_HOME when it has none; the file is in the repository, next to this package.
-DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
-
-
-def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
-    """Creates DAGSTER_HOME (default `.grasp/dagster_home`) and gives it `deploy/dagster.yaml`
-    when it has no settings yet (an absent or empty dagster.yaml); returns its path."""
-    if home is None:
-        home = os.environ.setdefault("DAGSTER_HOME", str(Path(".grasp/dagster_home").resolve()))
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists() or settings.stat().st_size == 0:
-        if DAGSTER_YAML_TEMPLATE.exists():
-            settings.write_text(DAGSTER_YAML_TEMPLATE.read_text())
-        else:  # an installed (non-editable) package: an empty file = default local storage, no warning
-            settings.touch()
-    return str(home)
+from .table_commands import add_table_commands
 
 
 def error_chain(error) -> str:
@@ -70,30 +55,44 @@ def flag_overrides(args) -> dict:
 
 def command_run(args) -> int:
     ensure_dagster_home()
+    import dataclasses
+
     from dagster import DagsterInstance
 
+    from grasp_pipeline import progress
     from grasp_pipeline.config import load_params, with_overrides
     from grasp_pipeline.evaluation.summary import format_summary
     from grasp_pipeline.storage import DeltaStore
 
+    from .console import ConsoleProgress
     from .definitions import defs
     from .jobs import materialize_everything
+    from .materialize import MLFLOW_PARENT_TAG
+    from .resources import GraspStorage
 
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     root = storage_root(args.root)
     run_config = run_config_for(params, root, args.tracking_uri or "")
+    run_config["resources"]["storage"]["config"]["system_metrics"] = bool(args.system_metrics)
     instance = DagsterInstance.get()
     began = time.perf_counter()
     print(f"grasp run: profile={args.profile} workload={params.workload.name} root={root} "
           f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
-    results = materialize_everything(defs, instance, run_config, tags={"grasp/profile": args.profile})
-    stage_seconds = {}
-    for result in results:
-        for stat in instance.get_run_step_stats(result.run_id):
-            if stat.end_time and stat.start_time:
-                stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 1)
+    tracker = GraspStorage(root=root, tracking_uri=args.tracking_uri or "").tracker()
+    with tracker.run(f"grasp run --profile {args.profile}", tags={"grasp.profile": args.profile,
+                                                                 "grasp.workload": params.workload.name}) as parent:
+        parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
+        with progress.reporting(ConsoleProgress()):
+            results = materialize_everything(defs, instance, run_config,
+                                             tags={"grasp/profile": args.profile, MLFLOW_PARENT_TAG: parent.run_id})
+        stage_seconds = _stage_seconds(instance, results)
+        parent.log_metrics({**{f"stage_seconds.{k}": v for k, v in stage_seconds.items()},
+                            "total_seconds": time.perf_counter() - began})
+        parent.set_tags({"dagster.run_ids": ",".join(r.run_id for r in results)})
+        failed = [r for r in results if not r.success]
+        if failed:
+            parent.mark_failed()
     run_ids = ", ".join(r.run_id for r in results)
-    failed = [r for r in results if not r.success]
     if failed:
         for event in failed[0].all_events:
             if event.is_failure and event.event_specific_data is not None:
@@ -103,8 +102,19 @@ def command_run(args) -> int:
         print(f"grasp run FAILED (Dagster runs {run_ids}); earlier table versions are intact.", file=sys.stderr)
         return 1
     print(format_summary(DeltaStore(root), stage_seconds))
-    print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster runs {run_ids}")
+    print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster runs {run_ids}; MLflow run "
+          f"{parent.run_id} ({tracker.tracking_uri})")
     return 0
+
+
+def _stage_seconds(instance, results) -> dict[str, float]:
+    """Wall seconds of every step of the runs (from the instance's step stats)."""
+    seconds = {}
+    for result in results:
+        for stat in instance.get_run_step_stats(result.run_id):
+            if stat.end_time and stat.start_time:
+                seconds[stat.step_key] = round(stat.end_time - stat.start_time, 1)
+    return seconds
 
 
 def command_lineage(args) -> int:
@@ -155,8 +165,10 @@ def _changed_code_versions(found: dict) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            from .catalog import stage_of
             from .definitions import defs
-        current = {spec.key.to_user_string(): spec.code_version for spec in defs.resolve_all_asset_specs()}
+        # lineage records the stage (op); its assets are the tables it writes, one code version
+        current = {stage_of(spec.key.to_user_string()): spec.code_version for spec in defs.resolve_all_asset_specs()}
     except Exception:  # lineage must work without loading the code location
         return []
     row = found["chain"][0]
@@ -189,6 +201,8 @@ def command_recurate(args) -> int:
     from grasp_pipeline.lineage import record_lineage
     from grasp_pipeline.storage import DeltaStore
 
+    from .instance import report_writes
+
     section = "selection" if args.command == "select" else "mixture"
     overrides = {}
     if args.budget_fraction is not None:
@@ -207,6 +221,8 @@ def command_recurate(args) -> int:
         table, asset = "mixture_weights", "mixture_weights"
     record_lineage(store, result.writes, result.reads, asset=f"{asset} (grasp {args.command})",
                    params=dataclasses.asdict(section_params))
+    reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
+                                                                  f"grasp {args.command}"))
     version = store.version(table)
     frame = store.read(table, version=version)
     with pl.Config(tbl_rows=40, tbl_cols=20, float_precision=3, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
@@ -215,7 +231,7 @@ def command_recurate(args) -> int:
         else:
             print(frame.pivot(on="domain", index=["mixture_id", "method", "predicted_utility"], values="weight"))
     print(f"wrote {table} version {version} from inputs {json.dumps(result.reads, sort_keys=True)}; "
-          "`grasp lineage ID` traces it")
+          f"`grasp lineage ID` traces it; {reported}")
     return 0
 
 
@@ -232,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workload", help="byte_mlp, byte_transformer, vision or hf_causal_lm; overrides the "
                                         "config (vision uses its digits corpus unless --corpus is given)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root)")
+    run.add_argument("--system-metrics", action="store_true",
+                     help="sample CPU, memory and GPU use into every stage's MLflow run (needs psutil)")
     run.set_defaults(handler=command_run)
     lineage = commands.add_parser(
         "lineage", help="where a selection or mixture came from (and --reproduce it)",
@@ -267,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
                               help="weight of a task in the objective (repeatable; others weigh 1)")
         recurate.set_defaults(handler=command_recurate)
+    add_table_commands(commands)
     args = parser.parse_args(argv)
     from grasp_pipeline.corpus import CorpusError
 

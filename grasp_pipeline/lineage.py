@@ -33,7 +33,8 @@ def record_lineage(store: DeltaStore, writes, reads: dict[str, int], *, asset: s
             for w in writes]
     if rows:
         write_deltalake(store.uri(LINEAGE_TABLE), pl.DataFrame(rows, schema=LINEAGE_SCHEMA).to_arrow(),
-                        mode="append", storage_options=store.storage_options or None)
+                        mode="append", storage_options=store.storage_options or None,
+                        configuration=store.table_properties())
 
 
 # ---------------------------------------------------------------- finding, explaining, reproducing
@@ -46,14 +47,19 @@ class LineageError(ValueError):
     """The id, version or lineage a command needs is not there; the message says what to do."""
 
 
+# Commits that change no rows (maintenance: grasp_pipeline/maintenance.py): never the version an output is "in"
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "SET TBLPROPERTIES", "VACUUM START", "VACUUM END"})
+
+
 def table_versions(store: DeltaStore, table: str) -> list[int]:
-    """Returns the table's versions that Delta's log still lists, newest first."""
+    """Returns the table's versions that Delta's log still lists and that changed data, newest first."""
     if not store.exists(table):
         return []
     from deltalake import DeltaTable
 
     history = DeltaTable(store.uri(table), storage_options=store.storage_options or None).history()
-    versions = {int(entry["version"]) for entry in history if "version" in entry}
+    versions = {int(entry["version"]) for entry in history
+                if "version" in entry and entry.get("operation") not in MAINTENANCE_OPERATIONS}
     return sorted(versions, reverse=True)
 
 

@@ -79,6 +79,21 @@ class TableLogError(RuntimeError):
 # (the object_store crate's names). Values are secrets: never print or log them.
 STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 
+# History kept by every table this store creates (Delta table properties): the log long enough for
+# `grasp lineage --reproduce` to time-travel to any recorded version (delta-rs otherwise drops log
+# entries older than 30 days at checkpoints), removed files a week for readers of recent versions.
+# `grasp maintain` applies the same to existing tables (grasp_pipeline/maintenance.py).
+DEFAULT_LOG_RETENTION_DAYS = 3650
+DEFAULT_DELETED_FILE_RETENTION_DAYS = 7
+
+
+def retention_properties(log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS,
+                         deleted_file_retention_days: int = DEFAULT_DELETED_FILE_RETENTION_DAYS) -> dict[str, str]:
+    """The Delta table properties that set how long history is kept."""
+    return {"delta.logRetentionDuration": f"interval {int(log_retention_days)} days",
+            "delta.deletedFileRetentionDuration": f"interval {int(deleted_file_retention_days)} days"}
+
+
 # Commit retries when concurrent writers race for the same table version (delta-rs already
 # retries non-conflicting commits internally; this covers a concurrent *create*).
 WRITE_ATTEMPTS = 5
@@ -121,6 +136,7 @@ class DeltaStore:
 
     root: str
     storage_options: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS  # of the tables this store creates
 
     def __post_init__(self):
         if "://" not in self.root:
@@ -138,6 +154,10 @@ class DeltaStore:
 
     def _options(self) -> dict[str, str] | None:
         return self.storage_options or None
+
+    def table_properties(self) -> dict[str, str]:
+        """The properties a table gets when this store creates it (deltalake ignores them on later writes)."""
+        return retention_properties(self.log_retention_days)
 
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(self.uri(table), storage_options=self._options())
@@ -222,6 +242,7 @@ class DeltaStore:
         """
         write_id = uuid.uuid4().hex
         write_deltalake(self.uri(table), frame.to_arrow(), storage_options=self._options(),
+                        configuration=self.table_properties(),
                         commit_properties=CommitProperties(custom_metadata={"grasp.write_id": write_id}), **kwargs)
         latest = self._table(table).version()
         for version in range(latest, max(-1, latest - 50), -1):

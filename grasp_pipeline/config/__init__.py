@@ -1,10 +1,10 @@
 """Settings: every stage's parameter dataclass, the workload's, and the run profiles."""
 
-from .params import (STAGE_PARAMS, CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
-                     SelectionParams, SketchParams, SurrogateParams, ValidationParams)
+from .params import (STAGE_PARAMS, CorpusParams, ExportParams, MaintenanceParams, MixtureParams, PlanParams,
+                     ReferenceParams, RetrainParams, SelectionParams, SketchParams, SurrogateParams, ValidationParams)
 from .profiles import PROFILES, PipelineParams, load_params, with_overrides
 from .workload import WorkloadParams
 
-__all__ = ["STAGE_PARAMS", "PROFILES", "CorpusParams", "MixtureParams", "PipelineParams", "PlanParams",
-           "ReferenceParams", "RetrainParams", "SelectionParams", "SketchParams", "SurrogateParams",
+__all__ = ["STAGE_PARAMS", "PROFILES", "CorpusParams", "ExportParams", "MaintenanceParams", "MixtureParams",
+           "PipelineParams", "PlanParams", "ReferenceParams", "RetrainParams", "SelectionParams", "SketchParams", "SurrogateParams",
            "ValidationParams", "WorkloadParams", "load_params", "with_overrides"]

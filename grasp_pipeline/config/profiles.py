@@ -12,8 +12,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                     SketchParams, SurrogateParams, ValidationParams)
+from .params import (CorpusParams, ExportParams, MaintenanceParams, MixtureParams, PlanParams, ReferenceParams,
+                     RetrainParams, SelectionParams, SketchParams, SurrogateParams, ValidationParams)
 from .workload import WorkloadParams
 
 
@@ -31,6 +31,8 @@ class PipelineParams:
     selection: SelectionParams = field(default_factory=SelectionParams)
     mixture: MixtureParams = field(default_factory=MixtureParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
+    export: ExportParams = field(default_factory=ExportParams)
+    maintenance: MaintenanceParams = field(default_factory=MaintenanceParams)
 
 
 PROFILES: dict[str, dict] = {

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from .. import progress
 from ..workloads.base import Params, Workload
 from .kronecker import KroneckerProjector, LayerSpec, kronecker_layout, layer_sketch
 from .projectors import (DEFAULT_FACTOR_DIM, DEFAULT_NONZEROS, PROJECTIONS, DenseProjector, Projector,
@@ -276,11 +277,13 @@ class GradientSketcher:
         sketch = torch.empty(n, self.projector.k)
         grad_norm, loss = torch.empty(n), torch.empty(n)
         lo = 0
-        for part, norm, part_loss in self._sketches(inputs):
-            hi = lo + part.shape[0]
-            sketch[lo:hi] = round_to_storage(part, storage_dtype)
-            grad_norm[lo:hi], loss[lo:hi] = norm, part_loss
-            lo = hi
+        with progress.task("examples", total=n, unit="example") as done:
+            for part, norm, part_loss in self._sketches(inputs):
+                hi = lo + part.shape[0]
+                sketch[lo:hi] = round_to_storage(part, storage_dtype)
+                grad_norm[lo:hi], loss[lo:hi] = norm, part_loss
+                lo = hi
+                done.advance(part.shape[0])
         return Sketches(sketch.numpy(), grad_norm.numpy(), loss.numpy())
 
     def sketch_mean_gradient(self, inputs: torch.Tensor) -> tuple[np.ndarray, float]:
