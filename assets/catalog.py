@@ -50,7 +50,8 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "curated_selections": "A budget of pool examples per method: residual-greedy GRASP, grad_dot/datamodel top-k, "
                           "random and full references.",
     "mixture_weights": "`natural`, `uniform` and `grasp` domain mixtures with their predicted utility.",
-    "selection_validation": "Per-task utility of the recipe retrained on each selection and on a sample of each mixture.",
+    "selection_validation": "Per-task utility of the recipe retrained on each selection and on a sample of each "
+                            "mixture.",
 }
 
 LINEAGE_SPEC = dg.AssetSpec(

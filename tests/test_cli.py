@@ -126,7 +126,8 @@ def test_grasp_select_reports_its_new_table_version_to_the_dagster_instance(pipe
         assert event.run_id == "" or not instance.get_run_by_id(event.run_id)  # no Dagster run behind it
         materialization = event.asset_materialization
         assert materialization.metadata["curated_selections.delta_version"].value == store.version("curated_selections")
-        assert materialization.tags["dagster/data_version"] == f"curated_selections@{store.version('curated_selections')}"
+        version = store.version("curated_selections")
+        assert materialization.tags["dagster/data_version"] == f"curated_selections@{version}"
         assert "grasp select" in materialization.description
         assert instance.get_latest_materialization_event(dg.AssetKey("lineage")) is not None
 

@@ -6,5 +6,5 @@ from .profiles import PROFILES, PipelineParams, load_params, with_overrides
 from .workload import WorkloadParams
 
 __all__ = ["STAGE_PARAMS", "PROFILES", "CorpusParams", "ExportParams", "MaintenanceParams", "MixtureParams",
-           "PipelineParams", "PlanParams", "ReferenceParams", "RetrainParams", "SelectionParams", "SketchParams", "SurrogateParams",
-           "ValidationParams", "WorkloadParams", "load_params", "with_overrides"]
+           "PipelineParams", "PlanParams", "ReferenceParams", "RetrainParams", "SelectionParams", "SketchParams",
+           "SurrogateParams", "ValidationParams", "WorkloadParams", "load_params", "with_overrides"]
