@@ -59,8 +59,14 @@ def command_run(args) -> int:
 
     from dagster import DagsterInstance
 
-    from grasp_pipeline import progress
     from grasp_pipeline.config import load_params, with_overrides
+
+    began = time.perf_counter()
+    params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
+    root = storage_root(args.root)
+    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={root} "
+          f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; loading the code location", flush=True)
+    from grasp_pipeline import progress
     from grasp_pipeline.evaluation.summary import format_summary
     from grasp_pipeline.storage import DeltaStore
 
@@ -70,14 +76,9 @@ def command_run(args) -> int:
     from .materialize import MLFLOW_PARENT_TAG
     from .resources import GraspStorage
 
-    params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
-    root = storage_root(args.root)
     run_config = run_config_for(params, root, args.tracking_uri or "")
     run_config["resources"]["storage"]["config"]["system_metrics"] = bool(args.system_metrics)
     instance = DagsterInstance.get()
-    began = time.perf_counter()
-    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={root} "
-          f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     tracker = GraspStorage(root=root, tracking_uri=args.tracking_uri or "").tracker()
     with tracker.run(f"grasp run --profile {args.profile}", tags={"grasp.profile": args.profile,
                                                                  "grasp.workload": params.workload.name}) as parent:
