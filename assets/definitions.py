@@ -1,9 +1,11 @@
 """The code location: merges every asset, check, resource, job, schedule and sensor.
 
-Run config defaults are the `demo` profile: every asset's launchpad config has the library
-dataclasses' defaults, which are that profile. `grasp config --profile smoke --job NAME`
-prints the smoke profile's run config to paste into the launchpad. (Jobs take no `config=`
-preset: a job-level default config breaks materialising a subset of the job's assets.)
+Run config defaults are the profile of GRASP_PROFILE with GRASP_CONFIG's overrides when the
+code location loads (the `demo` profile, i.e. the library dataclasses' defaults, when unset;
+assets/config.py). `grasp config --profile smoke --job NAME` prints another profile's run
+config to paste into the launchpad. (Jobs take no `config=` preset: a job-level default
+config breaks materialising a subset of the job's assets.) Every Delta table is an asset
+(assets/catalog.py); `lineage` is an external one.
 """
 
 import dagster as dg

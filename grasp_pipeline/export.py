@@ -5,8 +5,8 @@ Per mixture (`mixtures/<mixture_id>.json`, and `<mixture_id>.yaml` with just the
 - `domain_weights`: {domain: weight}, every domain of the pool, summing to 1;
 - `hf_interleave_datasets`: `domains` and `probabilities` in one order, for
   `datasets.interleave_datasets([ds[d] for d in domains], probabilities=probabilities)`
-  (domains of weight 0 are left out: with `stopping_strategy="all_exhausted"` a dataset that is
-  never drawn would never be exhausted);
+  (domains of weight 0, or below 1e-12, are left out: with `stopping_strategy="all_exhausted"`
+  a dataset that is never drawn would never be exhausted);
 - `megatron_data_path`: a Megatron-LM style blend, `"w1 prefix1 w2 prefix2 …"` for
   `--data-path`, each prefix from `megatron_prefix` with `{domain}` filled in.
 
@@ -33,6 +33,8 @@ from .storage import DeltaStore
 from .stages.base import StageResult, stage
 
 MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
+# weights at or below this are round-off of the simplex projection, not a share to draw
+NEGLIGIBLE_WEIGHT = 1e-12
 
 
 def default_destination(store: DeltaStore) -> str:
@@ -44,7 +46,7 @@ def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}") -> dict
     """Returns the trainer forms of one mixture's mixture_weights rows (see the module docstring)."""
     rows = rows.sort("domain")
     weights = dict(zip(rows["domain"].to_list(), rows["weight"].to_list()))
-    drawn = [(d, w) for d, w in weights.items() if w > 0]
+    drawn = [(d, w) for d, w in weights.items() if w > NEGLIGIBLE_WEIGHT]
     total = sum(w for _, w in drawn)
     if not drawn or total <= 0:
         raise ValueError(f"mixture {rows['mixture_id'][0]!r} has no domain of positive weight")

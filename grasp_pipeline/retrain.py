@@ -145,9 +145,11 @@ class StackedTrainer:
         """
         m = next(iter(params.values())).shape[0]
         chunk = max(1, examples_per_chunk // m)
-        with torch.no_grad():
-            parts = [self._stacked_losses(params, inputs[i:i + chunk])
-                     for i in range(0, inputs.shape[0], chunk)]
+        parts = []
+        with torch.no_grad(), progress.task("evaluating", total=inputs.shape[0], unit="example") as done:
+            for i in range(0, inputs.shape[0], chunk):
+                parts.append(self._stacked_losses(params, inputs[i:i + chunk]))
+                done.advance(parts[-1].shape[1])
         return torch.cat(parts, dim=1)
 
 

@@ -119,3 +119,20 @@ def test_grasp_export_writes_the_files_and_reports_trainer_export_to_the_instanc
     with dg.DagsterInstance.from_config(str(home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("trainer_export"))
         assert event.asset_materialization.metadata["dagster/uri"].value == str(out)
+
+
+def test_an_export_to_object_storage_lands_there_with_the_same_files(pipeline_run, s3_root, exported):
+    """The destination can be an s3:// URI: credentials and endpoint from the same environment as the tables."""
+    from pyarrow import fs
+
+    _, local_out, _ = exported
+    store = DeltaStore(str(pipeline_run[0]))
+    destination = f"{s3_root}/exports"
+    export_for_trainers(store, ExportParams(destination=destination, megatron_prefix="/data/{domain}_text"))
+    remote, base = fs.FileSystem.from_uri(destination)
+    listing = remote.get_file_info(fs.FileSelector(base, recursive=True))
+    names = sorted(i.path.removeprefix(base + "/") for i in listing if i.type == fs.FileType.File)
+    local = sorted(p.relative_to(local_out).as_posix() for p in local_out.rglob("*") if p.is_file())
+    assert names == local
+    with remote.open_input_stream(f"{base}/export.json") as stream:
+        assert json.loads(stream.read())["destination"] == destination
