@@ -70,8 +70,10 @@ def test_every_stage_reports_its_shards_batches_candidates_and_rounds(stage_even
     assert sketching.done == sketching.total == store.read("corpus_shards")["shard"].n_unique()
     retraining = _finished(events, "retraining")[0]
     assert retraining.done == store.read("subset_plan").height * params.retrain.repeats
-    trained_steps = [e for e in events if e.path == ("retraining",) and e.finished]
+    trained_steps = [e for e in events if e.path == ("retraining",) and e.unit == "step" and e.finished]
     assert trained_steps and all(e.done == params.retrain.steps for e in trained_steps)
+    scored = [e for e in events if e.path == ("retraining",) and e.task == "evaluating" and e.finished]
+    assert len(scored) == len(trained_steps) and all(e.done == store.read("task_sets").height for e in scored)
     for method in ("grasp", "grad_dot", "trak", "datamodel", "size"):
         assert _finished(events, f"{method} candidates"), method
     (rounds,) = _finished(events, "protection")
