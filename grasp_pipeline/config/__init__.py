@@ -1,12 +1,12 @@
 """Settings: every stage's parameter dataclass, the workload's, and the run profiles."""
 
-from .params import (STAGE_PARAMS, CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams,
-                     SelectionParams, SketchParams, SurrogateParams, ValidationParams)
+from .params import (STAGE_PARAMS, CorpusParams, ExportParams, MaintenanceParams, MixtureParams, PlanParams,
+                     ReferenceParams, RetrainParams, SelectionParams, SketchParams, SurrogateParams, ValidationParams)
 from .profiles import PROFILES, PipelineParams, load_params, with_overrides
 from .validation import SettingError, validate, validate_section
 from .workload import WorkloadParams
 
-__all__ = ["STAGE_PARAMS", "PROFILES", "CorpusParams", "MixtureParams", "PipelineParams", "PlanParams",
-           "ReferenceParams", "RetrainParams", "SelectionParams", "SettingError", "SketchParams",
-           "SurrogateParams", "ValidationParams", "WorkloadParams", "load_params", "validate", "validate_section",
-           "with_overrides"]
+__all__ = ["STAGE_PARAMS", "PROFILES", "CorpusParams", "ExportParams", "MaintenanceParams", "MixtureParams",
+           "PipelineParams", "PlanParams", "ReferenceParams", "RetrainParams", "SelectionParams", "SettingError",
+           "SketchParams", "SurrogateParams", "ValidationParams", "WorkloadParams", "load_params", "validate",
+           "validate_section", "with_overrides"]

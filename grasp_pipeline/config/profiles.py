@@ -12,8 +12,8 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                     SketchParams, SurrogateParams, ValidationParams)
+from .params import (CorpusParams, ExportParams, MaintenanceParams, MixtureParams, PlanParams, ReferenceParams,
+                     RetrainParams, SelectionParams, SketchParams, SurrogateParams, ValidationParams)
 from .validation import validate
 from .workload import WorkloadParams
 
@@ -32,6 +32,8 @@ class PipelineParams:
     selection: SelectionParams = field(default_factory=SelectionParams)
     mixture: MixtureParams = field(default_factory=MixtureParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
+    export: ExportParams = field(default_factory=ExportParams)
+    maintenance: MaintenanceParams = field(default_factory=MaintenanceParams)
 
 
 PROFILES: dict[str, dict] = {
