@@ -51,19 +51,19 @@ class FidelityFloorConfig(dg.Config):
     floor: float = Field(default=0.0, description="Minimum mean holdout Spearman ρ of grasp.")
 
 
-@dg.asset_check(asset="grasp_surrogate")
+@dg.asset_check(asset="surrogates")
 def grasp_holdout_fidelity(config: FidelityFloorConfig, storage: GraspStorage) -> dg.AssetCheckResult:
     """GRASP's mean holdout Spearman ρ is above the configured floor."""
     return _result(checks.holdout_fidelity_above(storage.store(), config.floor))
 
 
-@dg.asset_check(asset="grasp_surrogate")
+@dg.asset_check(asset="surrogates")
 def grasp_not_below_grad_dot(storage: GraspStorage) -> dg.AssetCheckResult:
     """GRASP is not worse than the additive gradient-dot baseline by more than noise (warning)."""
     return _result(checks.grasp_not_below_grad_dot(storage.store()), severity=dg.AssetCheckSeverity.WARN)
 
 
-@dg.asset_check(asset="curated_selection")
+@dg.asset_check(asset="curated_selections")
 def selection_size_equals_budget(storage: GraspStorage) -> dg.AssetCheckResult:
     """Every selection holds exactly its budget of distinct examples."""
     return _result(checks.selection_sizes_match_budget(storage.store()))

@@ -2,8 +2,13 @@
 
 Runs land in a persistent Dagster instance (DAGSTER_HOME, default `.grasp/dagster_home`
 under the working folder), so `dagster dev -w workspace.yaml` started from the same folder
-shows them with their metadata. `grasp lineage ID` explains (and `--reproduce` rebuilds) a
-selection or mixture; `grasp config` prints a profile's run config for the UI launchpad.
+shows them with their metadata; progress goes to stderr (bars on a terminal, lines
+otherwise) and the stage runs nest under one MLflow run per `grasp run`. `grasp lineage ID`
+explains (and `--reproduce` rebuilds) a selection or mixture; `grasp config` prints a
+profile's run config for the UI launchpad; `grasp select`, `grasp mixture`, `grasp export`
+and `grasp maintain` work on the tables without a Dagster run and report what they did to
+the instance. Every command that commits to the tables holds the root's writer lease
+(grasp_pipeline/lease.py; `--wait SECONDS` waits for another writer instead of stopping).
 """
 
 from __future__ import annotations
@@ -18,46 +23,10 @@ from pathlib import Path
 from grasp_pipeline.secrets import redact
 
 from .env import storage_root
+from .instance import ensure_dagster_home, report_to_instance
 from .jobs import JOB_NAMES
 from .run_config import job_run_config, run_config_for
-
-
-# The local instance settings (sqlite storage, run queue, concurrency pools), copied into
-# DAGSTER_HOME when it has none; the file is in the repository, next to this package.
-DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
-
-
-def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
-    """Creates DAGSTER_HOME (default `.grasp/dagster_home`) and gives it `deploy/dagster.yaml`
-    when it has no settings yet (an absent or empty dagster.yaml); returns its path."""
-    if home is None:
-        home = os.environ.setdefault("DAGSTER_HOME", str(Path(".grasp/dagster_home").resolve()))
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    settings = home / "dagster.yaml"
-    if not settings.exists() or settings.stat().st_size == 0:
-        if DAGSTER_YAML_TEMPLATE.exists():
-            settings.write_text(DAGSTER_YAML_TEMPLATE.read_text())
-        else:  # an installed (non-editable) package: an empty file = default local storage, no warning
-            settings.touch()
-    _create_instance_storage_once(home)
-    return str(home)
-
-
-def _create_instance_storage_once(home: Path) -> None:
-    """Creates the instance's SQLite storage under a file lock: two `grasp` commands starting on a
-    fresh DAGSTER_HOME would otherwise both create its schema and leave it unreadable."""
-    import fcntl
-
-    if (home / "history" / "runs.db").exists():
-        return
-    with open(home / ".grasp-init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (home / "history" / "runs.db").exists():
-            from dagster import DagsterInstance
-
-            with DagsterInstance.from_config(str(home)):
-                pass
+from .table_commands import add_table_commands
 
 
 def error_chain(error) -> str:
@@ -73,8 +42,8 @@ def flag_overrides(args) -> dict:
     """Returns the {section: {field: value}} overrides of --corpus, --device and --workload."""
     overrides: dict[str, dict] = {}
     if getattr(args, "corpus", None):
-        kept = "*" in args.corpus or "://" in args.corpus  # a glob or an object-store URI stays as given
-        overrides["corpus"] = {"corpus_path": args.corpus if kept else str(Path(args.corpus).resolve())}
+        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
+                               else args.corpus}
     workload = {}
     if getattr(args, "device", None):
         workload["device"] = args.device
@@ -90,33 +59,54 @@ def flag_overrides(args) -> dict:
 
 def command_run(args) -> int:
     ensure_dagster_home()
+    import dataclasses
+
     from dagster import DagsterInstance
 
     from grasp_pipeline.config import load_params, with_overrides
-    from grasp_pipeline.evaluation.summary import format_summary
-    from grasp_pipeline.lease import RootLease
-    from grasp_pipeline.storage import DeltaStore
 
+    began = time.perf_counter()
+    params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
+    root = storage_root(args.root)
+    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={redact(root)} "
+          f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; loading the code location", flush=True)
+    from grasp_pipeline import progress
+    from grasp_pipeline.lease import RootLease
+
+    from .console import ConsoleProgress
     from .definitions import defs
     from .jobs import materialize_everything
     from .leases import LEASE_TAG
+    from .materialize import MLFLOW_PARENT_TAG
+    from .resources import GraspStorage
 
-    params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
-    root = storage_root(args.root)
-    run_config = run_config_for(params, root, tracking_uri_without_credentials(args.tracking_uri))
+    tracking_uri = tracking_uri_without_credentials(args.tracking_uri)
+    run_config = run_config_for(params, root, tracking_uri)
+    run_config["resources"]["storage"]["config"]["system_metrics"] = bool(args.system_metrics)
     instance = DagsterInstance.get()
-    began = time.perf_counter()
+    tracker = GraspStorage(root=root, tracking_uri=tracking_uri).tracker()
     lease = RootLease(root, owner=f"grasp-run:{uuid.uuid4().hex[:12]}", purpose=f"grasp run --profile {args.profile}")
-    print(f"grasp run: profile={args.profile} workload={params.workload.name} root={redact(root)} "
-          f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
-    with lease.held(wait=args.wait):  # a second writer of this root waits or stops here, before any table
-        results = materialize_everything(defs, instance, run_config,
-                                         tags={"grasp/profile": args.profile, LEASE_TAG: lease.owner})
-    stage_seconds = {}
-    for result in results:
-        for stat in instance.get_run_step_stats(result.run_id):
-            if stat.end_time and stat.start_time:
-                stage_seconds[stat.step_key] = round(stat.end_time - stat.start_time, 1)
+    # a second writer of this root waits or stops here, before any table or MLflow run
+    with lease.held(wait=args.wait), tracker.run(f"grasp run --profile {args.profile}", tags={
+            "grasp.profile": args.profile, "grasp.workload": params.workload.name}) as parent:
+        parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
+        with progress.reporting(ConsoleProgress()):
+            results = materialize_everything(defs, instance, run_config, tags={
+                "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id})
+        stage_seconds = _stage_seconds(instance, results)
+        parent.log_metrics({**{f"stage_seconds.{k}": v for k, v in stage_seconds.items()},
+                            "total_seconds": time.perf_counter() - began})
+        parent.set_tags({"dagster.run_ids": ",".join(r.run_id for r in results)})
+        if not all(r.success for r in results):
+            parent.mark_failed()
+    return _print_outcome(root, results, stage_seconds, began, f"{parent.run_id} ({tracker.tracking_uri})")
+
+
+def _print_outcome(root: str, results, stage_seconds: dict, began: float, mlflow_run: str) -> int:
+    """Prints the summary of a finished `grasp run` (0), or its failed steps and what it committed (1)."""
+    from grasp_pipeline.evaluation.summary import format_summary
+    from grasp_pipeline.storage import DeltaStore
+
     run_ids = ", ".join(r.run_id for r in results)
     failed = [r for r in results if not r.success]
     if failed:
@@ -125,11 +115,11 @@ def command_run(args) -> int:
                 error = getattr(event.event_specific_data, "error", None)
                 if error is not None:
                     print(f"step {event.step_key} failed: {redact(error_chain(error))}", file=sys.stderr)
-        print(f"grasp run FAILED (Dagster runs {run_ids}). {committed_before_failure(DeltaStore(root), results)}",
-              file=sys.stderr)
+        print(f"grasp run FAILED (Dagster runs {run_ids}; MLflow run {mlflow_run}). "
+              f"{committed_before_failure(DeltaStore(root), results)}", file=sys.stderr)
         return 1
     print(format_summary(DeltaStore(root), stage_seconds))
-    print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster runs {run_ids}")
+    print(f"total wall seconds: {time.perf_counter() - began:.1f}; Dagster runs {run_ids}; MLflow run {mlflow_run}")
     return 0
 
 
@@ -156,6 +146,16 @@ def committed_before_failure(store, results) -> str:
     listed = ", ".join(f"{t}@{v}" for t, v in committed)
     return (f"Committed before the failure, each with its lineage in the commit: {listed}. Every other table is at "
             "its previous version; rerunning repeats only what is missing or stale.")
+
+
+def _stage_seconds(instance, results) -> dict[str, float]:
+    """Wall seconds of every step of the runs (from the instance's step stats)."""
+    seconds = {}
+    for result in results:
+        for stat in instance.get_run_step_stats(result.run_id):
+            if stat.end_time and stat.start_time:
+                seconds[stat.step_key] = round(stat.end_time - stat.start_time, 1)
+    return seconds
 
 
 def command_lineage(args) -> int:
@@ -206,8 +206,10 @@ def _changed_code_versions(found: dict) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            from .catalog import stage_of
             from .definitions import defs
-        current = {spec.key.to_user_string(): spec.code_version for spec in defs.resolve_all_asset_specs()}
+        # lineage records the stage (op); its assets are the tables it writes, one code version
+        current = {stage_of(spec.key.to_user_string()): spec.code_version for spec in defs.resolve_all_asset_specs()}
     except Exception:  # lineage must work without loading the code location
         return []
     row = found["chain"][0]
@@ -242,6 +244,8 @@ def command_recurate(args) -> int:
     from grasp_pipeline.lineage import index_lineage
     from grasp_pipeline.storage import DeltaStore
 
+    from .instance import report_writes
+
     section = "selection" if args.command == "select" else "mixture"
     overrides = {}
     if args.budget_fraction is not None:
@@ -259,7 +263,9 @@ def command_recurate(args) -> int:
     with lease.held(wait=args.wait), recording(f"{asset} (grasp {args.command})",
                                                 params=dataclasses.asdict(section_params)):
         result = stage_fn(store, section_params)
-    index_lineage(store, result.writes)
+        index_lineage(store, result.writes)
+    reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
+                                                                  f"grasp {args.command}"))
     version = store.version(table)
     frame = store.read(table, version=version)
     with pl.Config(tbl_rows=40, tbl_cols=20, float_precision=3, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
@@ -268,13 +274,14 @@ def command_recurate(args) -> int:
         else:
             print(frame.pivot(on="domain", index=["mixture_id", "method", "predicted_utility"], values="weight"))
     print(f"wrote {table} version {version} from inputs {json.dumps(result.reads, sort_keys=True)}; "
-          "`grasp lineage ID` traces it")
+          f"`grasp lineage ID` traces it; {reported}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+WAIT_HELP = "wait this long for another writer of the root to finish (default: stop at once)"
+
+
+def _add_run(commands) -> None:
     run = commands.add_parser("run", help="materialise the whole asset graph and print a summary")
     run.add_argument("--corpus", help="Parquet/JSONL file, directory or glob (default: the workload's corpus: "
                                       "the embedded text corpus, or the digits images for vision)")
@@ -286,9 +293,13 @@ def main(argv: list[str] | None = None) -> int:
                                         "config (vision uses its digits corpus unless --corpus is given)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root); credentials in "
                                             "it are moved to MLFLOW_TRACKING_USERNAME/PASSWORD, never stored")
-    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="wait this long for another writer of the root to finish (default: stop at once)")
+    run.add_argument("--system-metrics", action="store_true",
+                     help="sample CPU, memory and GPU use into every stage's MLflow run (needs psutil)")
+    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=WAIT_HELP)
     run.set_defaults(handler=command_run)
+
+
+def _add_lineage(commands) -> None:
     lineage = commands.add_parser(
         "lineage", help="where a selection or mixture came from (and --reproduce it)",
         description="Finds the curated_selections or mixture_weights table version holding the id (newest "
@@ -306,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
                               "exit 1 with a diff if it does not match")
     lineage.add_argument("--tolerance", type=float, default=1e-9, help="for weights, gains and utilities")
     lineage.set_defaults(handler=command_lineage)
+
+
+def _add_config(commands) -> None:
     config = commands.add_parser("config", help="print a job's run config (YAML) for the UI launchpad")
     config.add_argument("--job", default="grasp_prepare", choices=JOB_NAMES)
     config.add_argument("--profile", default="demo", choices=["smoke", "demo"])
@@ -313,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--root", help="pin the storage root (default: the resource's, i.e. GRASP_ROOT)")
     config.add_argument("--workload", help="workload name (as for grasp run)")
     config.set_defaults(handler=command_config)
+
+
+def _add_recurate(commands) -> None:
     for name, help_text in (("select", "re-curate selections from the existing surrogate and sketches"),
                             ("mixture", "re-optimise the domain mixture from the existing surrogate")):
         recurate = commands.add_parser(name, help=help_text,
@@ -322,10 +339,22 @@ def main(argv: list[str] | None = None) -> int:
         recurate.add_argument("--budget-fraction", type=float, help="budget as a fraction of the pool")
         recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
                               help="weight of a task in the objective (repeatable; others weigh 1)")
-        recurate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                              help="wait this long for another writer of the root (default: stop at once)")
+        recurate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=WAIT_HELP)
         recurate.set_defaults(handler=command_recurate)
-    args = parser.parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `grasp` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_lineage, _add_config, _add_recurate):
+        add(commands)
+    add_table_commands(commands, wait_help=WAIT_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from grasp_pipeline.corpus import CorpusError
     from grasp_pipeline.lease import LeaseHeld
 

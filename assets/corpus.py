@@ -7,21 +7,22 @@ import dagster as dg
 
 from grasp_pipeline.stages import build_corpus
 
+from .catalog import stage_asset
 from .config import CorpusConfig, to_params
 from .materialize import params_dict, run_stage
-from .resources import GraspStorage, WorkloadResource
 from .partitions import corpus_shard_partitions, sync_dynamic_partitions
+from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
+@stage_asset("corpus_shards", reads=[], code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
 def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, storage: GraspStorage,
-                  workload: WorkloadResource) -> dg.MaterializeResult:
+                  workload: WorkloadResource):
     """Pool examples (byte pieces of documents, or whole rows such as images, as the workload
-    says), sharded per domain; writes the task sets too."""
+    says), sharded per domain, and the task sets."""
     params = to_params(config)
-    result = run_stage(context, storage, params_dict(params),
-                       lambda run: build_corpus(storage.store(), params, workload.example_bytes, workload.build()))
+    results = run_stage(context, storage, params_dict(params),
+                        lambda run: build_corpus(storage.store(), params, workload.example_bytes, workload.build()))
     shards = storage.store().read("corpus_shards")["shard"].unique().sort().to_list()
     sync_dynamic_partitions(context.instance, corpus_shard_partitions, shards)
     context.log.info(f"registered {len(shards)} corpus shards as partitions of gradient_sketches")
-    return result
+    return results

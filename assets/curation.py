@@ -1,18 +1,18 @@
-"""Curation stage: selections at a budget per method."""
+"""Curation stage: selections at a budget per method (`curated_selections`)."""
 
 import dagster as dg
 
 from grasp_pipeline.stages import curate_selections
 
+from .catalog import stage_asset
 from .config import SelectionConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@dg.asset(code_version="2", group_name="curation", deps=["grasp_surrogate", "gradient_sketches", "task_sketches", "curation_loop"],
-          kinds={"deltalake"})
-def curated_selection(context: dg.AssetExecutionContext, config: SelectionConfig,
-                      storage: GraspStorage) -> dg.MaterializeResult:
+@stage_asset("curated_selection", reads=["surrogates", "gradient_sketches", "task_sketches", "curation_rounds"],
+             code_version="2", group_name="curation", kinds={"deltalake"})
+def curated_selection(context: dg.AssetExecutionContext, config: SelectionConfig, storage: GraspStorage):
     """The closed loop's GRASP pick (composition first), the global residual greedy (grasp_global),
     grad_dot/datamodel top-k, random and full references."""
     params = to_params(config)

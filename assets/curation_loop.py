@@ -4,16 +4,17 @@ import dagster as dg
 
 from grasp_pipeline.stages import run_curation_loop
 
+from .catalog import stage_asset
 from .config import LoopConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(pool="torch", code_version="1", group_name="curation",
-          deps=["grasp_surrogate", "gradient_sketches", "task_sketches", "subset_outcomes"],
-          kinds={"torch", "deltalake"})
+@stage_asset("curation_loop", reads=["surrogates", "gradient_sketches", "task_sketches", "subset_plan",
+                                    "subset_outcomes", "task_sets"],
+             pool="torch", code_version="1", group_name="curation", kinds={"torch", "deltalake"})
 def curation_loop(context: dg.AssetExecutionContext, config: LoopConfig, storage: GraspStorage,
-                  workload: WorkloadResource) -> dg.MaterializeResult:
+                  workload: WorkloadResource):
     """Rounds of selection and mixture candidates retrained on dev (sampler `active`), the refit surrogate's
     calibration per round, and the pick with the best lower confidence bound over bootstrap refits."""
     params = to_params(config)

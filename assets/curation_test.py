@@ -4,15 +4,17 @@ import dagster as dg
 
 from grasp_pipeline.stages import run_curation_test
 
+from .catalog import stage_asset
 from .config import TestConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(pool="torch", code_version="1", group_name="curation",
-          deps=["curated_selection", "mixture_weights", "selection_validation"], kinds={"torch", "deltalake"})
+@stage_asset("curation_test", reads=["curated_selections", "mixture_weights", "subset_outcomes", "corpus_shards",
+                                    "task_sets"],
+             pool="torch", code_version="1", group_name="curation", kinds={"torch", "deltalake"})
 def curation_test(context: dg.AssetExecutionContext, config: TestConfig, storage: GraspStorage,
-                  workload: WorkloadResource) -> dg.MaterializeResult:
+                  workload: WorkloadResource):
     """Every selection and mixture retrained with fresh seeds and scored on the `test` task examples:
     paired gains over random (selections) and natural (mixtures) with bootstrap intervals."""
     params = to_params(config)

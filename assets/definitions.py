@@ -1,31 +1,35 @@
 """The code location: merges every asset, check, resource, job, schedule and sensor.
 
-Run config defaults are the `demo` profile: every asset's launchpad config has the library
-dataclasses' defaults, which are that profile. `grasp config --profile smoke --job NAME`
-prints the smoke profile's run config to paste into the launchpad. (Jobs take no `config=`
-preset: a job-level default config breaks materialising a subset of the job's assets.)
+Run config defaults are the profile of GRASP_PROFILE with GRASP_CONFIG's overrides when the
+code location loads (the `demo` profile, i.e. the library dataclasses' defaults, when unset;
+assets/config.py). `grasp config --profile smoke --job NAME` prints another profile's run
+config to paste into the launchpad. (Jobs take no `config=` preset: a job-level default
+config breaks materialising a subset of the job's assets.) Every Delta table is an asset
+(assets/catalog.py); `lineage` is an external one.
 """
 
 import dagster as dg
 
-from . import (checks, corpus, curation, curation_loop, curation_test, target_check, mixture, reference, retraining, sketches, surrogates,
-               validation)
+from . import (checks, corpus, curation, curation_loop, curation_test, export, mixture, reference, retraining,
+               sketches, surrogates, target_check, validation)
+from .catalog import LINEAGE_SPEC
 from .jobs import jobs
+from .maintenance import maintenance_job
 from .resources import GraspStorage, WorkloadResource
 from .schedules import build_schedules
 from .sensors import build_sensors
 
 STAGE_MODULES = [corpus, reference, sketches, retraining, surrogates, curation_loop, curation, mixture, validation,
-                 curation_test, target_check]
+                 curation_test, target_check, export]
 
 
 def build_definitions(executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The code location; `executor` (default: Dagster's multiprocess executor) is what a
     deployment profile changes (assets.definitions_celery, deploy/k8s)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(STAGE_MODULES),
+        assets=[*dg.load_assets_from_modules(STAGE_MODULES), LINEAGE_SPEC],
         asset_checks=checks.all_checks,
-        jobs=list(jobs.values()),
+        jobs=[*jobs.values(), maintenance_job],
         schedules=build_schedules(),
         sensors=build_sensors(),
         resources={"storage": GraspStorage(), "workload": WorkloadResource()},

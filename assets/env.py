@@ -2,9 +2,9 @@
 
 | variable | meaning | default |
 |---|---|---|
-| GRASP_ROOT | storage root of the Delta tables (folder or object-store URI) | .grasp/storage |
-| GRASP_PROFILE | parameters of automated runs (schedule, sensors) | demo |
-| GRASP_CONFIG | optional JSON/TOML override file for automated runs | (none) |
+| GRASP_ROOT | storage root of the Delta tables (folder or object-store URI; read when a run starts) | .grasp/storage |
+| GRASP_PROFILE | parameters of automated runs and the launchpad's defaults (read at code load) | demo |
+| GRASP_CONFIG | optional JSON/TOML override file, likewise | (none) |
 | GRASP_WATCH_DIR | folder the new-corpus sensor watches | .grasp/incoming |
 | GRASP_WATCH_INTERVAL | seconds between the sensor's looks | 60 |
 | GRASP_MIXTURE_CRON | cron of the mixture schedule | 0 3 * * * |
@@ -58,11 +58,14 @@ def watch_interval() -> int:
 
 def mixture_cron() -> str:
     """The mixture schedule's cron (GRASP_MIXTURE_CRON), checked to be a cron expression."""
-    from dagster._utils.schedules import is_valid_cron_string
+    import dagster as dg
 
     cron = os.environ.get("GRASP_MIXTURE_CRON", DEFAULT_MIXTURE_CRON).strip()
-    if not is_valid_cron_string(cron):
-        raise ValueError(f"GRASP_MIXTURE_CRON={cron!r} is not a cron expression (e.g. {DEFAULT_MIXTURE_CRON!r})")
+    try:  # Dagster's own check, through its public API: a schedule refuses an invalid cron
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=cron, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        raise ValueError(f"GRASP_MIXTURE_CRON={cron!r} is not a cron expression (e.g. {DEFAULT_MIXTURE_CRON!r})") \
+            from None
     return cron
 
 

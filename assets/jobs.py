@@ -4,29 +4,34 @@
 retraining batches as dynamic partitions; `grasp_sketch` materialises gradient_sketches for
 a range of shards in one run (or one shard, for a rerun); `grasp_retrain` does the same for
 subset_outcomes over retraining batches; `grasp_fit_and_curate` sketches the tasks, fits
-surrogates, curates, validates and mixes. Jobs that train torch models carry the run tag
-grasp/torch=true, which deploy/dagster.yaml limits to one queued run at a time.
+surrogates, curates, validates, mixes and exports for trainers. Jobs that train torch models
+carry the run tag grasp/torch=true, which deploy/dagster.yaml limits to one queued run at a time.
+
+Jobs are lists of stages (ops, whose run config they carry); each job selects the tables
+those stages write (assets/catalog.py). `grasp_maintain` (assets/maintenance.py) is an op job.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from .catalog import asset_keys
 from .partitions import full_range_tags
 
 TORCH_TAG = {"grasp/torch": "true"}
 
-# job -> the assets (= ops) it materialises; a job's run config carries only theirs
+# job -> the stages (ops) it runs; a job's run config carries only theirs, it selects their tables
 JOB_ASSETS: dict[str, list[str]] = {
     "grasp_prepare": ["corpus_shards", "reference_model", "subset_plan"],
     "grasp_sketch": ["gradient_sketches"],
     "grasp_retrain": ["subset_outcomes"],
     "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights",
-                             "selection_validation", "curation_test", "target_check"],
+                             "selection_validation", "curation_test", "target_check", "trainer_export"],
     "grasp_reoptimise_mixture": ["mixture_weights"],
     # no retraining: the outcomes do not depend on θ₀
     "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches",
                                              "grasp_surrogate"],
+    "grasp_export": ["trainer_export"],
 }
 JOB_NAMES = list(JOB_ASSETS)
 # which dynamic partitions each partitioned job runs over (all of them, as one range, by default)
@@ -38,21 +43,23 @@ _DESCRIPTIONS = {
     "grasp_prepare": "Corpus, reference model and the subset plan; registers the shard and batch partitions.",
     "grasp_sketch": "Per-example gradient sketches of the pool (partitioned by shard).",
     "grasp_retrain": "Retrain the recipe on planned subsets (partitioned by batch).",
-    "grasp_fit_and_curate": "Task sketches, surrogates, curated selection and its validation, mixture, and "
-                            "the held-out curation test.",
+    "grasp_fit_and_curate": "Task sketches, surrogates, the closed loop, curated selection and its validation, "
+                            "mixture, the held-out curation test, the target check and the trainer export.",
     "grasp_reoptimise_mixture": "Re-optimise the domain mixture from the current surrogate.",
     "grasp_refresh_sketches_and_surrogate": (
         "Reference model, gradient and task sketches, surrogates (after a sketch or model setting changed; the "
         "retraining outcomes do not depend on them). Launch it over all corpus_shards partitions (one run). "
         "Then run grasp_fit_and_curate or grasp_reoptimise_mixture for what they mark stale."),
+    "grasp_export": "Write every mixture's domain weights (JSON/YAML, Hugging Face and Megatron forms) and every "
+                    "selection's byte-range manifest (Parquet) for trainers.",
 }
 _TRAINS_MODELS = {"grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate",
                   "grasp_refresh_sketches_and_surrogate"}
 
-jobs = {name: dg.define_asset_job(name, selection=assets, description=_DESCRIPTIONS[name],
-                                  tags=TORCH_TAG if name in _TRAINS_MODELS else None)
-        for name, assets in JOB_ASSETS.items()}
-prepare_job, sketch_job, retrain_job, fit_and_curate_job, mixture_job, refresh_job = jobs.values()
+jobs = {name: dg.define_asset_job(name, selection=dg.AssetSelection.assets(*asset_keys(stages)),
+                                  description=_DESCRIPTIONS[name], tags=TORCH_TAG if name in _TRAINS_MODELS else None)
+        for name, stages in JOB_ASSETS.items()}
+prepare_job, sketch_job, retrain_job, fit_and_curate_job, mixture_job, refresh_job, export_job = jobs.values()
 
 
 def job_range_tags(instance: dg.DagsterInstance, job: str) -> dict[str, str]:

@@ -1,90 +1,176 @@
 """The one pattern every asset follows: open an MLflow run, call the library stage, log what
-it wrote, and return Dagster metadata (MLflow run id, Delta versions, row counts, schema)."""
+it wrote, and return Dagster metadata (MLflow run id, Delta versions, row counts, schema).
+
+A stage writes one or more tables (assets/catalog.py): each becomes its own
+MaterializeResult with that table's row count, schema, URI and Delta version; the stage's
+metrics and figures go on its primary (first) table. While the stage computes, its progress
+events go to the run's log (rate-limited) and its metric curves to MLflow (assets/reporting.py).
+
+The step holds the root's writer lease (assets/leases.py); the stage's commits carry their
+lineage (`commits.recording`), and the `lineage` index (an external asset, reported as
+materialised) and MLflow come after. If MLflow fails once the tables are committed, the step
+fails with a message naming the committed versions and the MLflow run ends FAILED.
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import io
+import time
 from typing import Callable
 
 import dagster as dg
 
+from grasp_pipeline import progress
 from grasp_pipeline.commits import recording
-from grasp_pipeline.lineage import index_lineage, lineage_summary
+from grasp_pipeline.lineage import LINEAGE_TABLE, index_lineage, lineage_summary
 from grasp_pipeline.secrets import redact, redact_values
 from grasp_pipeline.stages import StageResult
 from grasp_pipeline.tracking import TrackedRun, TrackingError
 
+from .catalog import tables_of
 from .leases import step_lease
+from .reporting import DagsterLog, MlflowCurves
 from .resources import GraspStorage
+
+# Dagster run tag naming the MLflow run a stage's MLflow run nests under (`grasp run` sets it)
+MLFLOW_PARENT_TAG = "grasp/mlflow_parent_run_id"
 
 
 def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: dict,
-              compute: Callable[[TrackedRun], StageResult]) -> dg.MaterializeResult:
-    """Runs `compute` inside an MLflow run tagged with the Dagster run; returns the result.
+              compute: Callable[[TrackedRun], StageResult]):
+    """Runs `compute` inside an MLflow run tagged with the Dagster run.
 
-    The stage's commits carry their lineage (`commits.recording`); the `lineage` index and MLflow
-    come after. If MLflow fails once the tables are committed, the step fails with a message naming
-    the committed versions (their lineage is in the commits) and the MLflow run ends FAILED.
+    Returns one MaterializeResult per asset of the step: a single result for a stage that
+    writes one table, else a tuple in the order of `tables_of(stage)`.
     """
-    asset = context.asset_key.to_user_string()
-    tracker = storage.tracker()
-    code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or ""
-    tags = {"dagster.run_id": context.run.run_id, "dagster.asset": asset, "dagster.code_version": code_version}
-    with step_lease(context, storage.store().root), tracker.run(asset, tags=tags) as run:
-        run.log_params(params)
-        with recording(asset, dagster_run_id=context.run.run_id, mlflow_run_id=run.run_id,
-                       code_version=code_version, params=params):
-            result = compute(run)
-        index_lineage(storage.store(), result.writes)
-        try:
-            _log_result(run, result)
-        except TrackingError as error:
-            committed = ", ".join(f"{w.table}@{w.version}" for w in result.writes)
-            raise TrackingError(f"{asset}: committed {committed} (lineage in each commit; the data is kept), "
-                                f"then MLflow logging failed at {tracker.tracking_uri}: {error}. MLflow run "
-                                f"{run.run_id} ends FAILED (now, or, while MLflow is down, when the next stage on "
-                                f"this host reaches it); rematerialise {asset} to log it again") from None
-    metadata = _metadata(storage, tracker.tracking_uri, run, result)
-    if result.reads and result.writes:  # where this came from: versions read, their runs, model, corpus
-        metadata["lineage"] = dg.MetadataValue.json(
-            redact_values(lineage_summary(storage.store(), result.writes[0].table, result.writes[0].version)))
+    stage = context.op_def.name
+    with progress.task(stage, unit="stage"):
+        tracker = storage.tracker()
+        code_version = _code_version(context)
+        tags = {"dagster.run_id": context.run.run_id, "dagster.asset": stage,
+                "dagster.assets": ",".join(k.to_user_string() for k in _asset_keys(context)),
+                "dagster.code_version": code_version}
+        with step_lease(context, storage.store().root), \
+                tracker.run(stage, tags=tags, parent_run_id=context.run.tags.get(MLFLOW_PARENT_TAG)) as run:
+            run.log_params(params)
+            curves = MlflowCurves(run)
+            with recording(stage, dagster_run_id=context.run.run_id, mlflow_run_id=run.run_id,
+                           code_version=code_version, params=params):
+                result, seconds = _compute_reporting_progress(context, curves, compute)
+            _report_lineage_version(context, storage, index_lineage(storage.store(), result.writes))
+            try:
+                curves.flush()
+                _log_result(storage, run, result, seconds)
+            except TrackingError as error:
+                raise _committed_then_tracking_failed(stage, tracker.tracking_uri, run, result, error) from None
+        results = _materialize_results(context, storage, tracker.tracking_uri, run, result)
     import matplotlib.pyplot as plt
 
     for figure in result.figures.values():
         plt.close(figure)  # pyplot keeps every figure alive otherwise
-    return dg.MaterializeResult(metadata=metadata, data_version=_data_version(result))
+    return results[0] if len(results) == 1 else tuple(results)
 
 
-def _log_result(run: TrackedRun, result: StageResult) -> None:
-    """Logs the stage's metrics, the versions it wrote and read, its artifacts and figures."""
-    run.log_metrics({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
-    run.set_tags({f"delta_version.{w.table}": w.version for w in result.writes})
-    run.set_tags({f"read_version.{table}": version for table, version in result.reads.items()})
+def _asset_keys(context: dg.AssetExecutionContext) -> list[dg.AssetKey]:
+    """The step's asset keys, in the catalog's table order."""
+    order = {table: i for i, table in enumerate(tables_of(context.op_def.name))}
+    return sorted(context.selected_asset_keys, key=lambda k: (order.get(k.to_user_string(), len(order)),
+                                                              k.to_user_string()))
+
+
+def _code_version(context: dg.AssetExecutionContext) -> str:
+    versions = context.assets_def.code_versions_by_key
+    return next((versions[k] for k in _asset_keys(context) if versions.get(k)), "")
+
+
+def _compute_reporting_progress(context: dg.AssetExecutionContext, curves: MlflowCurves,
+                                compute: Callable[[TrackedRun], StageResult]) -> tuple[StageResult, float]:
+    """Runs the stage with its progress going to the run's log and to `curves` (MLflow; the caller
+    flushes them once the stage is done); returns (result, wall seconds)."""
+    began = time.perf_counter()
+    with progress.reporting(DagsterLog(context.log)), progress.reporting(curves):
+        result = compute(curves.run)
+    return result, time.perf_counter() - began
+
+
+def _log_result(storage: GraspStorage, run: TrackedRun, result: StageResult, seconds: float) -> None:
+    """Metrics, Delta versions (as tags and as mlflow.data inputs), artifacts and figures of the stage."""
+    run.log_metrics({**{k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+                     "stage_seconds": seconds})
+    run.set_tags({**{f"delta_version.{w.table}": w.version for w in result.writes},
+                  **{f"read_version.{table}": version for table, version in result.reads.items()}})
+    run.log_table_inputs(result.reads, storage.store().uri)
     for name, payload in result.artifacts.items():
         run.log_dict(payload, name)
     for name, figure in result.figures.items():
         run.log_figure(figure, name)
 
 
-def _metadata(storage: GraspStorage, tracking_uri: str, run: TrackedRun, result: StageResult) -> dict:
+def _committed_then_tracking_failed(stage: str, tracking_uri: str, run: TrackedRun, result: StageResult,
+                                    error: TrackingError) -> TrackingError:
+    """The error of a step whose tables are committed but whose MLflow logging failed: it names the
+    committed versions, so nobody reruns blind."""
+    committed = ", ".join(f"{w.table}@{w.version}" for w in result.writes)
+    return TrackingError(f"{stage}: committed {committed} (lineage in each commit; the data is kept), "
+                         f"then MLflow logging failed at {redact(tracking_uri)}: {error}. MLflow run "
+                         f"{run.run_id} ends FAILED (now, or, while MLflow is down, when the next stage on "
+                         f"this host reaches it); rematerialise {stage} to log it again")
+
+
+def _report_lineage_version(context: dg.AssetExecutionContext, storage: GraspStorage, indexed: int) -> None:
+    """Tells the instance that the (external) lineage asset, the index, has `indexed` new rows."""
+    if not indexed:
+        return
+    version = storage.store().version(LINEAGE_TABLE)
+    context.log_event(dg.AssetMaterialization(
+        asset_key=LINEAGE_TABLE, metadata={"lineage.delta_version": version, "rows_appended": indexed},
+        tags={"dagster/data_version": f"{LINEAGE_TABLE}@{version}"}))
+
+
+def _materialize_results(context: dg.AssetExecutionContext, storage: GraspStorage, tracking_uri: str,
+                         run: TrackedRun, result: StageResult) -> list[dg.MaterializeResult]:
+    """One MaterializeResult per asset of the step: its table's metadata, and the stage's on the primary."""
     store = storage.store()
-    primary = result.writes[0]
-    metadata = {
-        "mlflow_run_id": run.run_id,
-        "mlflow_tracking_uri": redact(tracking_uri),
-        "dagster/row_count": primary.rows,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, dtype) for name, dtype in primary.schema.items()]),
-        "dagster/uri": store.uri(primary.table),
+    writes = {w.table: w for w in result.writes}
+    shared = {"mlflow_run_id": run.run_id, "mlflow_tracking_uri": redact(tracking_uri),
+              **{f"{table}.read_version": version for table, version in result.reads.items()}}
+    if result.reads and result.writes:  # where this came from: versions read, their runs, model, corpus
+        shared["lineage"] = dg.MetadataValue.json(
+            redact_values(lineage_summary(store, result.writes[0].table, result.writes[0].version)))
+    results = []
+    for i, key in enumerate(_asset_keys(context)):
+        table = key.to_user_string()
+        write = writes.get(table)
+        if write is None and result.writes:
+            raise ValueError(f"stage {context.op_def.name} declares table {table!r} (assets/catalog.py) but wrote "
+                             f"{sorted(writes)}; fix STAGE_TABLES or the stage")
+        metadata = dict(shared)
+        if write is not None:
+            metadata.update(_table_metadata(store, write))
+        if i == 0:
+            metadata.update(_stage_metadata(run, result))
+        version = f"{table}@{write.version}" if write is not None else \
+            ",".join(f"{t}@{v}" for t, v in sorted(result.reads.items()))  # a derived export: what it read
+        results.append(dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(version)))
+    return results
+
+
+def _table_metadata(store, write) -> dict:
+    return {
+        "dagster/row_count": write.rows,
+        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in write.schema.items()]),
+        "dagster/uri": store.uri(write.table),
+        f"{write.table}.delta_version": write.version,
+        f"{write.table}.rows": write.rows,
+        f"{write.table}.uri": dg.MetadataValue.path(store.uri(write.table)),
     }
-    for table, version in result.reads.items():
-        metadata[f"{table}.read_version"] = version
-    for write in result.writes:
-        metadata[f"{write.table}.delta_version"] = write.version
-        metadata[f"{write.table}.rows"] = write.rows
-        metadata[f"{write.table}.uri"] = dg.MetadataValue.path(store.uri(write.table))
+
+
+def _stage_metadata(run: TrackedRun, result: StageResult) -> dict:
+    """The stage's scalar metrics and its figures (inline PNGs)."""
+    metadata = {}
     for key, value in result.metrics.items():
         value = plain(value)
         if isinstance(value, (bool, int, float, str)):
@@ -101,12 +187,6 @@ def _png_base64(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _data_version(result: StageResult) -> dg.DataVersion:
-    """The data version is the Delta versions written, so reruns that rewrite tables mark
-    downstream assets stale in the UI."""
-    return dg.DataVersion(",".join(f"{w.table}@{w.version}" for w in result.writes))
 
 
 def plain(value):

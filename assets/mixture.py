@@ -4,15 +4,15 @@ import dagster as dg
 
 from grasp_pipeline.stages import optimise_mixtures
 
+from .catalog import stage_asset
 from .config import MixtureConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@dg.asset(code_version="1", group_name="mixture", deps=["grasp_surrogate", "gradient_sketches", "task_sketches", "curation_loop", "subset_outcomes"],
-          kinds={"deltalake"})
-def mixture_weights(context: dg.AssetExecutionContext, config: MixtureConfig,
-                    storage: GraspStorage) -> dg.MaterializeResult:
+@stage_asset("mixture_weights", reads=["surrogates", "gradient_sketches", "task_sketches", "curation_rounds",
+                                       "subset_outcomes"], code_version="1", group_name="mixture", kinds={"deltalake"})
+def mixture_weights(context: dg.AssetExecutionContext, config: MixtureConfig, storage: GraspStorage):
     """`natural`, `uniform`, the closed loop's `grasp` pick, the plain optimum `grasp_optimum`, and the
     peer mixers `regmix` and `loglinear`, with their predicted utility."""
     params = to_params(config)

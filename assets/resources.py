@@ -1,4 +1,10 @@
-"""Resources: where tables and MLflow runs live, and which workload (model, device) runs."""
+"""Resources: where tables and MLflow runs live, and which workload (model, device) runs.
+
+Nothing here reads the environment at import: an empty `root` means GRASP_ROOT as the run
+sees it when it starts (else `.grasp/storage`), an empty `tracking_uri` MLFLOW_TRACKING_URI
+then, so one code location serves every deployment and a changed variable applies to the
+next run without reloading the code.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +15,30 @@ from pydantic import Field
 
 from grasp_pipeline.config import WorkloadParams
 from grasp_pipeline.secrets import has_credentials, redact
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.storage import DEFAULT_LOG_RETENTION_DAYS, DeltaStore
 from grasp_pipeline.tracking import Tracker, default_tracking_uri, resolve_tracking_uri
 from grasp_pipeline.workloads import Workload
 
 from . import env
-from .config import config_from_params, to_params
-
-DEFAULT_ROOT = os.environ.get("GRASP_ROOT", env.DEFAULT_ROOT)
+from .config import config_from_params, launchpad_defaults, to_params
 
 
 class GraspStorage(dg.ConfigurableResource):
     """The storage root (one Delta table per asset) and the MLflow tracking store."""
 
-    root: str = Field(default=DEFAULT_ROOT, description="Local folder or object-store URI (s3://bucket/prefix) of "
-                      "the Delta tables; object-store credentials come from environment variables only.")
+    root: str = Field(default="", description="Local folder or object-store URI (s3://bucket/prefix) of the Delta "
+                      "tables; empty = $GRASP_ROOT when the run starts, else .grasp/storage. Object-store "
+                      "credentials come from environment variables only.")
     tracking_uri: str = Field(default="", description="MLflow tracking URI (e.g. http://127.0.0.1:5000); empty = "
                               "$MLFLOW_TRACKING_URI, else a SQLite store under a local root.")
+    system_metrics: bool = Field(default=False, description="Sample CPU, memory and GPU use into every stage's MLflow "
+                                 "run (needs psutil; also on with MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true).")
+    log_retention_days: int = Field(default=DEFAULT_LOG_RETENTION_DAYS, description="delta.logRetentionDuration of "
+                                    "tables this run creates: how long their history (time travel, `grasp lineage "
+                                    "--reproduce`) survives log cleanup.")
 
     def store(self) -> DeltaStore:
-        return DeltaStore(self.root)
+        return DeltaStore(env.storage_root(self.root or None), log_retention_days=self.log_retention_days)
 
     def tracker(self) -> Tracker:
         """The MLflow tracker; refuses a configured URI with credentials (Dagster keeps run config)."""
@@ -40,7 +50,8 @@ class GraspStorage(dg.ConfigurableResource):
         uri = resolve_tracking_uri(self.tracking_uri, store.root)
         # artifacts next to the tables only for the local default store; a server stores its own
         local_default = uri == default_tracking_uri(store.root) if store.is_local else False
-        return Tracker(uri, artifact_root=os.path.join(store.root, "mlartifacts") if local_default else None)
+        return Tracker(uri, artifact_root=os.path.join(store.root, "mlartifacts") if local_default else None,
+                       system_metrics=self.system_metrics or None)
 
 
 class _WorkloadResourceBase(dg.ConfigurableResource):
@@ -48,4 +59,5 @@ class _WorkloadResourceBase(dg.ConfigurableResource):
         return to_params(self).build()
 
 
-WorkloadResource = config_from_params(WorkloadParams, "WorkloadResource", base=_WorkloadResourceBase)
+WorkloadResource = config_from_params(WorkloadParams, "WorkloadResource", base=_WorkloadResourceBase,
+                                      defaults=launchpad_defaults().workload)

@@ -9,14 +9,15 @@ import dagster as dg
 
 from grasp_pipeline.stages import plan_subsets, retrain_outcomes
 
+from .catalog import stage_asset
 from .config import PlanConfig, RetrainConfig, to_params
 from .materialize import params_dict, run_stage
 from .partitions import retraining_batches, sync_dynamic_partitions
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(code_version="2", group_name="retraining", deps=["corpus_shards"], kinds={"deltalake"})
-def subset_plan(context: dg.AssetExecutionContext, config: PlanConfig, storage: GraspStorage) -> dg.MaterializeResult:
+@stage_asset("subset_plan", reads=["corpus_shards"], code_version="2", group_name="retraining", kinds={"deltalake"})
+def subset_plan(context: dg.AssetExecutionContext, config: PlanConfig, storage: GraspStorage):
     """Subsets sampled by the `uniform` and `dirichlet` samplers, each `fit` or `holdout`, in batches."""
     params = to_params(config)
     result = run_stage(context, storage, params_dict(params), lambda run: plan_subsets(storage.store(), params))
@@ -26,11 +27,11 @@ def subset_plan(context: dg.AssetExecutionContext, config: PlanConfig, storage: 
     return result
 
 
-@dg.asset(pool="torch", code_version="2", group_name="retraining", deps=["subset_plan", "corpus_shards"],
-          partitions_def=retraining_batches, backfill_policy=dg.BackfillPolicy.single_run(),
-          kinds={"torch", "deltalake"})
+@stage_asset("subset_outcomes", reads=["subset_plan", "corpus_shards", "task_sets"], code_version="2",
+             group_name="retraining", kinds={"torch", "deltalake"}, pool="torch", partitions_def=retraining_batches,
+             backfill_policy=dg.BackfillPolicy.single_run())
 def subset_outcomes(context: dg.AssetExecutionContext, config: RetrainConfig, storage: GraspStorage,
-                    workload: WorkloadResource) -> dg.MaterializeResult:
+                    workload: WorkloadResource):
     """Per-task loss and utility (= −loss) of the recipe retrained on each planned subset of the batches."""
     params = to_params(config)
     batches = list(context.partition_keys)

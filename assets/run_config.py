@@ -10,13 +10,14 @@ import dataclasses
 
 from .jobs import JOB_ASSETS
 
-# the asset (= op) each parameter section configures
+# the stage (= op) each parameter section configures
 SECTION_OF_ASSET = {"corpus_shards": "corpus", "reference_model": "reference", "gradient_sketches": "sketch",
                     "subset_plan": "plan", "subset_outcomes": "retrain", "grasp_surrogate": "surrogate",
                     "curation_loop": "loop", "curated_selection": "selection", "mixture_weights": "mixture",
-                    "selection_validation": "validation", "curation_test": "test", "target_check": "target"}
-# assets that take no workload resource (no model, no byte encoding)
-WITHOUT_WORKLOAD = {"subset_plan", "grasp_surrogate", "curated_selection", "mixture_weights"}
+                    "selection_validation": "validation", "curation_test": "test", "target_check": "target",
+                    "trainer_export": "export"}
+# stages that take no workload resource (no model, no byte encoding)
+WITHOUT_WORKLOAD = {"subset_plan", "grasp_surrogate", "curated_selection", "mixture_weights", "trainer_export"}
 
 
 def listify(values: dict) -> dict:

@@ -9,17 +9,18 @@ import dagster as dg
 
 from grasp_pipeline.stages import compute_gradient_sketches, compute_task_sketches
 
+from .catalog import stage_asset
 from .config import SketchConfig, to_params
 from .materialize import params_dict, run_stage
 from .partitions import corpus_shard_partitions
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(pool="torch", code_version="3", group_name="sketches", deps=["reference_model", "corpus_shards"],
-          partitions_def=corpus_shard_partitions, backfill_policy=dg.BackfillPolicy.single_run(),
-          kinds={"torch", "deltalake"})
+@stage_asset("gradient_sketches", reads=["reference_models", "corpus_shards"], code_version="3",
+             group_name="sketches", kinds={"torch", "deltalake"}, pool="torch",
+             partitions_def=corpus_shard_partitions, backfill_policy=dg.BackfillPolicy.single_run())
 def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, storage: GraspStorage,
-                      workload: WorkloadResource) -> dg.MaterializeResult:
+                      workload: WorkloadResource):
     """z_i = P ∇θ ℓ(x_i; θ₀) for every pool example of the shards (vmap per-example gradients, seeded projection)."""
     params = to_params(config)
     shards = list(context.partition_keys)
@@ -27,10 +28,9 @@ def gradient_sketches(context: dg.AssetExecutionContext, config: SketchConfig, s
                      lambda run: compute_gradient_sketches(storage.store(), workload.build(), params, shards=shards))
 
 
-@dg.asset(pool="torch", code_version="3", group_name="sketches", deps=["reference_model", "gradient_sketches"],
-          kinds={"torch", "deltalake"})
-def task_sketches(context: dg.AssetExecutionContext, storage: GraspStorage,
-                  workload: WorkloadResource) -> dg.MaterializeResult:
+@stage_asset("task_sketches", reads=["reference_models", "gradient_sketches", "task_sets"], code_version="3",
+             group_name="sketches", kinds={"torch", "deltalake"}, pool="torch")
+def task_sketches(context: dg.AssetExecutionContext, storage: GraspStorage, workload: WorkloadResource):
     """q_t = P ∇θ L_t(θ₀) per task, in the projection recorded by gradient_sketches (checked to cover the pool)."""
     return run_stage(context, storage, {},
                      lambda run: compute_task_sketches(storage.store(), workload.build()))

@@ -1,19 +1,23 @@
-"""Surrogate stage: GRASP and the baselines, chosen by LCB on fit subsets, scored on holdout."""
+"""Surrogate stage: GRASP and the baselines, chosen by LCB on fit subsets, scored on holdout.
+
+Writes four tables, each its own asset: `surrogates`, `surrogate_candidates`,
+`surrogate_predictions` and `fidelity_report`.
+"""
 
 import dagster as dg
 
 from grasp_pipeline.stages import fit_surrogate_tables
 
+from .catalog import stage_asset
 from .config import SurrogateConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@dg.asset(code_version="2", group_name="surrogates",
-          deps=["gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes"], kinds={"deltalake", "mlflow"})
-def grasp_surrogate(context: dg.AssetExecutionContext, config: SurrogateConfig,
-                    storage: GraspStorage) -> dg.MaterializeResult:
-    """Fitted surrogates (`surrogates`), every candidate's CV score, and predictions for every subset."""
+@stage_asset("grasp_surrogate", reads=["gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes"],
+             code_version="2", group_name="surrogates", kinds={"deltalake", "mlflow"})
+def grasp_surrogate(context: dg.AssetExecutionContext, config: SurrogateConfig, storage: GraspStorage):
+    """Fitted surrogates, every candidate's CV score, predictions for every subset, and the fidelity report."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),
                      lambda run: fit_surrogate_tables(storage.store(), params, mlflow_run_id=run.run_id))

@@ -5,14 +5,18 @@ import dagster as dg
 from grasp_pipeline.config import PipelineParams
 from grasp_pipeline.stages import run_target_check
 
+from .catalog import stage_asset
 from .config import TargetConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(pool="torch", code_version="1", group_name="curation", deps=["curation_test"], kinds={"torch", "deltalake"})
+# after the curation test (`curation_test` among its deps): the target check is the costlier, later question
+@stage_asset("target_check", reads=["curated_selections", "mixture_weights", "subset_outcomes", "corpus_shards",
+                                   "task_sets", "curation_test"],
+             pool="torch", code_version="1", group_name="curation", kinds={"torch", "deltalake"})
 def target_check(context: dg.AssetExecutionContext, config: TargetConfig, storage: GraspStorage,
-                 workload: WorkloadResource) -> dg.MaterializeResult:
+                 workload: WorkloadResource):
     """Proxy-vs-target rank agreement over mixtures (Spearman with an interval), and whether the GRASP
     picks stay ahead of natural and random when retrained with a bigger model / longer recipe."""
     params = to_params(config)

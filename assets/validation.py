@@ -4,15 +4,16 @@ import dagster as dg
 
 from grasp_pipeline.stages import validate_selections
 
+from .catalog import stage_asset
 from .config import ValidationConfig, to_params
 from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@dg.asset(pool="torch", code_version="2", group_name="curation", deps=["curated_selection", "mixture_weights", "subset_outcomes"],
-          kinds={"torch", "deltalake"})
+@stage_asset("selection_validation", reads=["curated_selections", "mixture_weights", "subset_outcomes"],
+             code_version="2", group_name="curation", kinds={"torch", "deltalake"}, pool="torch")
 def selection_validation(context: dg.AssetExecutionContext, config: ValidationConfig, storage: GraspStorage,
-                         workload: WorkloadResource) -> dg.MaterializeResult:
+                         workload: WorkloadResource):
     """Per-task utility of the outcome recipe retrained on each selection and on a sample of each mixture."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),

@@ -50,6 +50,9 @@ class RootLease:
         self.root = root
         self.owner = owner or f"writer:{uuid.uuid4().hex[:12]}"
         self.purpose = purpose or self.owner
+        # a view of a hold taken elsewhere (a `grasp run` step checking the CLI's lease) names no
+        # purpose: renewing keeps the holder's own, so a refused writer still reads "grasp run ..."
+        self._keeps_purpose = not purpose
         self.ttl = float(ttl if ttl is not None else os.environ.get("GRASP_LEASE_TTL", DEFAULT_TTL_SECONDS))
         options = storage_options if storage_options is not None else storage_options_from_env(root)
         self.location = ObjectLocation(f"{root.rstrip('/')}/{LEASE_FOLDER}", options)
@@ -93,7 +96,10 @@ class RootLease:
             blocking = [h for h in others.values() if mode == "exclusive" or h.get("mode") == "exclusive"]
             if blocking:
                 raise LeaseHeld(self._held_message(blocking[0]))
-            holders = {**others, self.owner: self._hold(mode)}
+            hold = self._hold(mode)
+            if self._keeps_purpose and self.owner in live:
+                hold["purpose"] = live[self.owner].get("purpose", hold["purpose"])
+            holders = {**others, self.owner: hold}
             if self._write(generation + 1, holders):
                 return
             time.sleep(random.uniform(0.0, 0.05) * (1 + attempt % 5))

@@ -45,7 +45,8 @@ def index_lineage(store: DeltaStore, writes) -> int:
             rows.append(_index_row(w.table, w.version, record))
     if rows:
         write_deltalake(store.uri(LINEAGE_TABLE), pl.DataFrame(rows, schema=LINEAGE_SCHEMA).to_arrow(),
-                        mode="append", storage_options=store.storage_options or None)
+                        mode="append", storage_options=store.storage_options or None,
+                        configuration=store.table_properties())
     return len(rows)
 
 
@@ -53,10 +54,11 @@ def rebuild_lineage_index(store: DeltaStore, tables=None) -> int:
     """Rewrites the `lineage` table from the lineage in every commit of `tables` (default: every
     table of the contract) that the logs still keep; returns the number of rows."""
     rows = [_index_row(table, version, record)
-            for table in sorted(tables or CONTRACT) for version in sorted(table_versions(store, table))
+            for table in sorted(tables or CONTRACT) for version in sorted(logged_versions(store, table))
             if (record := (store.commit_info(table, version) or {}).get(LINEAGE_KEY)) is not None]
     write_deltalake(store.uri(LINEAGE_TABLE), pl.DataFrame(rows, schema=LINEAGE_SCHEMA).to_arrow(),
-                    mode="overwrite", storage_options=store.storage_options or None)
+                    mode="overwrite", storage_options=store.storage_options or None,
+                    configuration=store.table_properties())
     return len(rows)
 
 
@@ -81,7 +83,7 @@ def commits_by_runs(store: DeltaStore, dagster_run_ids, tables=None, depth: int 
     versions, sorted by table: what a failed `grasp run` did change."""
     wanted, found = set(dagster_run_ids), []
     for table in sorted(tables or CONTRACT):
-        for version in table_versions(store, table)[:depth]:
+        for version in sorted(logged_versions(store, table), reverse=True)[:depth]:
             record = (store.commit_info(table, version) or {}).get(LINEAGE_KEY) or {}
             if record.get("dagster_run_id") in wanted:
                 found.append((table, version))
@@ -98,15 +100,25 @@ class LineageError(ValueError):
     """The id, version or lineage a command needs is not there; the message says what to do."""
 
 
-def table_versions(store: DeltaStore, table: str) -> list[int]:
-    """Returns the table's versions that Delta's log still lists, newest first."""
+# Commits that change no rows (maintenance: grasp_pipeline/maintenance.py): never the version an output is "in"
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "SET TBLPROPERTIES", "VACUUM START", "VACUUM END"})
+
+
+def logged_versions(store: DeltaStore, table: str) -> dict[int, str]:
+    """Returns {version: Delta operation} of every version the table's log still lists, maintenance
+    commits included ({} for a missing table)."""
     if not store.exists(table):
-        return []
+        return {}
     from deltalake import DeltaTable
 
     history = DeltaTable(store.uri(table), storage_options=store.storage_options or None).history()
-    versions = {int(entry["version"]) for entry in history if "version" in entry}
-    return sorted(versions, reverse=True)
+    return {int(entry["version"]): entry.get("operation", "") for entry in history if "version" in entry}
+
+
+def table_versions(store: DeltaStore, table: str) -> list[int]:
+    """Returns the table's versions that Delta's log still lists and that changed data, newest first."""
+    return sorted((v for v, operation in logged_versions(store, table).items()
+                   if operation not in MAINTENANCE_OPERATIONS), reverse=True)
 
 
 def find_output(store: DeltaStore, output_id: str, version: int | None = None,

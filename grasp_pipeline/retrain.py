@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
+from . import progress
 from .workloads.base import Params, Workload
 
 OPTIMIZERS = ("adam", "sgd")
@@ -99,7 +100,8 @@ class StackedTrainer:
         self._example_losses = lambda params, batch: functional_call(
             self._loss_module, _prefixed(params), (batch,)
         )
-        self._stacked_grad = vmap(grad(self._batch_loss))
+        # grad_and_value: the same backward as grad, plus each model's batch loss for on_step
+        self._stacked_grad = vmap(grad_and_value(self._batch_loss))
         self._stacked_losses = vmap(self._example_losses, in_dims=(0, None))
 
     def stack(self, m: int, params: Params | None = None) -> Params:
@@ -109,13 +111,16 @@ class StackedTrainer:
 
     def train(self, inputs: torch.Tensor, member_rows: Sequence[np.ndarray],
               order_seeds: Sequence[Sequence[int]], start: Params | None = None,
-              snapshots: dict[int, Params | None] | None = None) -> Params:
+              snapshots: dict[int, Params | None] | None = None,
+              on_step: Callable[[int, torch.Tensor], None] | None = None) -> Params:
         """Trains one model per entry of `member_rows` (row indices into `inputs`).
 
         Returns the stacked final parameters, shape (M, ...) per tensor. `snapshots` maps
         step counts (0 = the start, at most `recipe.steps`) to fill in: on return each holds
         the stacked parameters after that many steps of this run (with a constant learning rate,
         exactly what a shorter run would have ended with).
+        `on_step(step, losses)` is called after every step (1-based) with the (M,) batch losses
+        the step's gradients were taken at (still on the device: reading them synchronises).
         """
         recipe = self.recipe
         m = len(member_rows)
@@ -136,7 +141,7 @@ class StackedTrainer:
             snapshots[0] = {n: p.clone() for n, p in params.items()}
         for step in range(recipe.steps):
             lr = recipe.lr * lr_factor(recipe.lr_schedule, step, recipe.steps)
-            grads = self._stacked_grad(params, inputs[schedule[:, step]])
+            grads, losses = self._stacked_grad(params, inputs[schedule[:, step]])
             with torch.no_grad():
                 for name, g in grads.items():
                     if recipe.optimizer == "sgd":
@@ -149,6 +154,8 @@ class StackedTrainer:
                     params[name] = params[name] - lr * m_hat / (v_hat.sqrt() + eps)
             if step + 1 in snapshots:
                 snapshots[step + 1] = {n: p.clone() for n, p in params.items()}
+            if on_step is not None:
+                on_step(step + 1, losses)
         return params
 
     def example_losses(self, params: Params, inputs: torch.Tensor, examples_per_chunk: int = 2048) -> torch.Tensor:
@@ -159,9 +166,11 @@ class StackedTrainer:
         """
         m = next(iter(params.values())).shape[0]
         chunk = max(1, examples_per_chunk // m)
-        with torch.no_grad():
-            parts = [self._stacked_losses(params, inputs[i:i + chunk])
-                     for i in range(0, inputs.shape[0], chunk)]
+        parts = []
+        with torch.no_grad(), progress.task("evaluating", total=inputs.shape[0], unit="example") as done:
+            for i in range(0, inputs.shape[0], chunk):
+                parts.append(self._stacked_losses(params, inputs[i:i + chunk]))
+                done.advance(parts[-1].shape[1])
         return torch.cat(parts, dim=1)
 
 
@@ -199,6 +208,13 @@ class SubsetOutcome:
     seconds: float
 
 
+def train_reporting(trainer: StackedTrainer, pool_inputs: torch.Tensor, member_rows: Sequence[np.ndarray],
+                    orders: Sequence[tuple[int, int]]) -> Params:
+    """`trainer.train` with a `<M> models` progress task that advances every step (no silent minutes)."""
+    with progress.task(f"{len(member_rows)} models", total=trainer.recipe.steps, unit="step") as steps:
+        return trainer.train(pool_inputs, member_rows, orders, on_step=lambda step, _: steps.advance())
+
+
 def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor,
                     subsets: Sequence[tuple[int, np.ndarray]], task_inputs: torch.Tensor,
                     task_of_row: np.ndarray, tasks: Sequence[str], *, repeats: int = 1,
@@ -210,17 +226,21 @@ def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tenso
     """
     trainer = StackedTrainer(workload, recipe)
     outcomes: list[SubsetOutcome] = []
-    for repeat in range(repeats):
-        for start in range(0, len(subsets), models_per_batch):
-            group = subsets[start:start + models_per_batch]
-            began = time.perf_counter()
-            params = trainer.train(
-                pool_inputs,
-                [rows for _, rows in group],
-                [(recipe.data_order_seed + repeat, subset_id) for subset_id, _ in group],
-            )
-            losses = task_losses(trainer.example_losses(params, task_inputs), task_of_row, tasks)
-            per_subset = (time.perf_counter() - began) / len(group)
-            outcomes += [SubsetOutcome(subset_id, repeat, losses[j], per_subset)
-                         for j, (subset_id, _) in enumerate(group)]
+    with progress.task("retraining", total=len(subsets) * repeats, unit="subset") as subsets_done:
+        for repeat in range(repeats):
+            for start in range(0, len(subsets), models_per_batch):
+                group = subsets[start:start + models_per_batch]
+                began = time.perf_counter()
+                with progress.task(f"{len(group)} models", total=recipe.steps, unit="step") as steps:
+                    params = trainer.train(
+                        pool_inputs,
+                        [rows for _, rows in group],
+                        [(recipe.data_order_seed + repeat, subset_id) for subset_id, _ in group],
+                        on_step=lambda step, _: steps.advance(),
+                    )
+                losses = task_losses(trainer.example_losses(params, task_inputs), task_of_row, tasks)
+                per_subset = (time.perf_counter() - began) / len(group)
+                outcomes += [SubsetOutcome(subset_id, repeat, losses[j], per_subset)
+                             for j, (subset_id, _) in enumerate(group)]
+                subsets_done.advance(len(group))
     return outcomes

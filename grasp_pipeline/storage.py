@@ -118,6 +118,21 @@ class StorageSettingError(ValueError):
     """An object-store setting in the environment is unsafe; nothing was read or written."""
 
 
+# History kept by every table this store creates (Delta table properties): the log long enough for
+# `grasp lineage --reproduce` to time-travel to any recorded version (delta-rs otherwise drops log
+# entries older than 30 days at checkpoints), removed files a week for readers of recent versions.
+# `grasp maintain` applies the same to existing tables (grasp_pipeline/maintenance.py).
+DEFAULT_LOG_RETENTION_DAYS = 3650
+DEFAULT_DELETED_FILE_RETENTION_DAYS = 7
+
+
+def retention_properties(log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS,
+                         deleted_file_retention_days: int = DEFAULT_DELETED_FILE_RETENTION_DAYS) -> dict[str, str]:
+    """The Delta table properties that set how long history is kept."""
+    return {"delta.logRetentionDuration": f"interval {int(log_retention_days)} days",
+            "delta.deletedFileRetentionDuration": f"interval {int(deleted_file_retention_days)} days"}
+
+
 # Commit retries when concurrent writers race for the same table version (delta-rs already
 # retries non-conflicting commits internally; this covers a concurrent *create*).
 WRITE_ATTEMPTS = 5
@@ -136,6 +151,14 @@ def guarded_commits(guard: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         _commit_guard.reset(token)
+
+
+def check_commit(root: str) -> None:
+    """Runs the guard of the enclosing `guarded_commits` block (if any) for `root`: every commit
+    under the root, the stages' and maintenance's, calls this first; raises when it is refused."""
+    guard = _commit_guard.get()
+    if guard is not None:
+        guard(root)
 
 
 def storage_options_from_env(root: str, environ=os.environ) -> dict[str, str]:
@@ -188,6 +211,7 @@ class DeltaStore:
 
     root: str
     storage_options: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
+    log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS  # of the tables this store creates
 
     def __post_init__(self):
         if "://" not in self.root:
@@ -205,6 +229,10 @@ class DeltaStore:
 
     def _options(self) -> dict[str, str] | None:
         return self.storage_options or None
+
+    def table_properties(self) -> dict[str, str]:
+        """The properties a table gets when this store creates it (deltalake ignores them on later writes)."""
+        return retention_properties(self.log_retention_days)
 
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(self.uri(table), storage_options=self._options())
@@ -289,14 +317,13 @@ class DeltaStore:
         version is found by a write id in the commit's metadata, read from the commit files
         themselves (deltalake's history() can mislabel versions while writers race).
         """
-        guard = _commit_guard.get()
-        if guard is not None:
-            guard(self.root)
+        check_commit(self.root)
         write_id = uuid.uuid4().hex
         metadata = {WRITE_ID_KEY: write_id}
         if lineage is not None:
             metadata[LINEAGE_KEY] = json.dumps(lineage, sort_keys=True, default=str)
         write_deltalake(self.uri(table), frame.to_arrow(), storage_options=self._options(),
+                        configuration=self.table_properties(),
                         commit_properties=CommitProperties(custom_metadata=metadata), **kwargs)
         latest = self._table(table).version()
         for version in range(latest, max(-1, latest - 50), -1):

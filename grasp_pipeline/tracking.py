@@ -2,7 +2,12 @@
 the storage root.
 
 Uses `MlflowClient` with an explicit run id rather than MLflow's global "active run", so
-concurrent steps in one process never log into each other's runs.
+concurrent steps in one process never log into each other's runs. Parameters, metrics and
+tags go in batches (`log_batch`, chunked to MLflow's per-request limits), so a stage costs a
+few requests instead of one per value; every Delta table version a stage read is an
+`mlflow.data` input of its run (a `DeltaDatasetSource` naming the table URI and version);
+a run can be nested under a parent (`grasp run` groups its stage runs under one), and can
+sample system metrics (CPU, memory, GPU) while it is open.
 
 Tracking never holds the data hostage and never lies about a run: every call is bounded
 (`TrackingPolicy`: a few retries with backoff, a per-request timeout), a run whose body
@@ -20,9 +25,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from mlflow.entities import RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from .secrets import redact, split_credentials
@@ -31,6 +36,13 @@ EXPERIMENT = "grasp-pipeline"
 OWNER_TAG = "grasp.owner"  # host:pid:process start time of the process that opened the run
 FAILURE_TAG = "grasp.failure"
 _OPEN_RUNS: set[str] = set()  # runs this process has open (so the sweep never touches them)
+# MLflow's per-request limits of log_batch (mlflow.utils.validation): entities per request, params/tags per request
+BATCH_ENTITIES = 1000
+BATCH_PARAMS_OR_TAGS = 100
+# MLflow's tag that nests a run under another (what the MLflow UI groups by)
+PARENT_RUN_TAG = "mlflow.parentRunId"
+# MLflow's own switch for system metrics (CPU, memory, disk, network, GPU), honoured here too
+SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
 
 
 class TrackingError(RuntimeError):
@@ -96,19 +108,57 @@ class TrackedRun:
 
     def __init__(self, client: MlflowClient, run_id: str, policy: TrackingPolicy = TrackingPolicy()):
         self.client, self.run_id, self.policy = client, run_id, policy
+        self.failed = False
+
+    def mark_failed(self) -> None:
+        """Ends the run FAILED although its block returns normally (e.g. a child run failed)."""
+        self.failed = True
 
     def log_params(self, params: dict) -> None:
-        for key, value in _flatten(params).items():
-            self.policy.call("log_param", self.client.log_param, self.run_id, key, redact(str(value))[:6000])
+        self.log_batch(params=[Param(k, redact(str(v))[:6000]) for k, v in _flatten(params).items()])
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
-        for key, value in _flatten(metrics).items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self.policy.call("log_metric", self.client.log_metric, self.run_id, key, float(value), step=step)
+        now = _now_ms()
+        self.log_batch(metrics=[Metric(k, float(v), now, step) for k, v in _flatten(metrics).items()
+                                if _finite_number(v)])
+
+    def log_metric_points(self, points: Iterable[tuple[str, float, int]]) -> None:
+        """Logs (key, value, step) points, e.g. a training-loss curve, in as few requests as possible."""
+        now = _now_ms()
+        self.log_batch(metrics=[Metric(k, float(v), now, int(step)) for k, v, step in points if _finite_number(v)])
 
     def set_tags(self, tags: dict) -> None:
-        for key, value in tags.items():
-            self.policy.call("set_tag", self.client.set_tag, self.run_id, key, redact(str(value)))
+        self.log_batch(tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+
+    def log_batch(self, metrics: list[Metric] = (), params: list[Param] = (), tags: list[RunTag] = ()) -> None:
+        """Sends metrics, params and tags with `log_batch`, split to MLflow's per-request limits, each
+        request bounded by the policy (TrackingError when the store stays down)."""
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        while metrics or params or tags:
+            chunk_params, params = params[:BATCH_PARAMS_OR_TAGS], params[BATCH_PARAMS_OR_TAGS:]
+            chunk_tags, tags = tags[:BATCH_PARAMS_OR_TAGS], tags[BATCH_PARAMS_OR_TAGS:]
+            room = BATCH_ENTITIES - len(chunk_params) - len(chunk_tags)
+            chunk_metrics, metrics = metrics[:room], metrics[room:]
+            self.policy.call("log_batch", self.client.log_batch, self.run_id, metrics=chunk_metrics,
+                             params=chunk_params, tags=chunk_tags)
+
+    def log_table_inputs(self, reads: dict[str, int], uri_of, context: str = "read") -> None:
+        """Records every (table, Delta version) read as an `mlflow.data` input of the run.
+
+        Each input is a dataset named like the table, whose source is a `DeltaDatasetSource`
+        (the table's URI and version) and whose digest identifies that exact version.
+        """
+        from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+        inputs = []
+        for table, version in sorted(reads.items()):
+            source = DeltaDatasetSource(path=redact(uri_of(table)), delta_table_version=int(version))
+            digest = f"{table}@{version}"
+            inputs.append(DatasetInput(Dataset(name=table, digest=digest, source_type=source._get_source_type(),
+                                               source=source.to_json()),
+                                       tags=[InputTag("mlflow.data.context", context)]))
+        if inputs:
+            self.policy.call("log_inputs", self.client.log_inputs, self.run_id, datasets=inputs)
 
     def log_dict(self, payload: dict, file_name: str) -> None:
         self.policy.call("log_dict", self.client.log_dict, self.run_id, payload, file_name)
@@ -118,13 +168,21 @@ class TrackedRun:
 
 
 class Tracker:
-    """Creates MLflow runs in one experiment of one tracking store."""
+    """Creates MLflow runs in one experiment of one tracking store.
+
+    `system_metrics` samples CPU, memory (and GPU, when present) into every run while it is
+    open; None = MLflow's own switch, the MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING variable.
+    """
 
     def __init__(self, tracking_uri: str, artifact_root: str | None = None, experiment: str = EXPERIMENT,
-                 policy: TrackingPolicy = TrackingPolicy()):
+                 policy: TrackingPolicy = TrackingPolicy(), system_metrics: bool | None = None):
         policy.apply_to_environment()
         self.tracking_uri, self.policy = redact(tracking_uri), policy
+        self._uri = tracking_uri  # for MLflow's own clients (the system-metrics sampler); never shown
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        if system_metrics is None:
+            system_metrics = os.environ.get(SYSTEM_METRICS_ENV, "").strip().lower() in ("1", "true", "yes")
+        self.system_metrics = system_metrics
         found = policy.call("get_experiment_by_name", self.client.get_experiment_by_name, experiment)
         if found is None:
             location = Path(artifact_root).resolve().as_uri() if artifact_root else None
@@ -138,27 +196,56 @@ class Tracker:
         self.mark_orphans_failed()
 
     @contextmanager
-    def run(self, name: str, tags: dict | None = None) -> Iterator[TrackedRun]:
-        """Yields a TrackedRun; the MLflow run ends FINISHED, or FAILED if the body raised (when the
-        store is down too, the run stays RUNNING until the next Tracker marks it FAILED)."""
+    def run(self, name: str, tags: dict | None = None, parent_run_id: str | None = None) -> Iterator[TrackedRun]:
+        """Yields a TrackedRun (nested under `parent_run_id` when given); the MLflow run ends FINISHED,
+        or FAILED if the body raised or `mark_failed` was called (when the store is down too, the
+        run stays RUNNING until the next Tracker marks it FAILED)."""
         tags = {**{k: redact(str(v)) for k, v in (tags or {}).items()}, OWNER_TAG: process_owner()}
+        if parent_run_id:
+            tags[PARENT_RUN_TAG] = parent_run_id
         run = self.policy.call("create_run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
+        tracked = TrackedRun(self.client, run_id, self.policy)
         _OPEN_RUNS.add(run_id)
+        monitor = self._system_monitor(run_id)
         try:
-            yield TrackedRun(self.client, run_id, self.policy)
+            yield tracked
         except BaseException as error:
-            try:
-                self.policy.call("set_tag", self.client.set_tag, run_id, FAILURE_TAG,
-                                 redact(f"{type(error).__name__}: {error}")[:5000])
-                self.policy.call("set_terminated", self.client.set_terminated, run_id,
-                                 RunStatus.to_string(RunStatus.FAILED))
-            except TrackingError:
-                pass  # the store is down: the next Tracker marks the run FAILED
+            self._stop(monitor)
+            self._end_failed(run_id, f"{type(error).__name__}: {error}")
             raise
         finally:
             _OPEN_RUNS.discard(run_id)
-        self.policy.call("set_terminated", self.client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+        self._stop(monitor)
+        status = RunStatus.FAILED if tracked.failed else RunStatus.FINISHED
+        self.policy.call("set_terminated", self.client.set_terminated, run_id, RunStatus.to_string(status))
+
+    def _end_failed(self, run_id: str, failure: str) -> None:
+        """Tags the run with its failure and ends it FAILED; a store that is down leaves it to the next Tracker."""
+        try:
+            self.policy.call("set_tag", self.client.set_tag, run_id, FAILURE_TAG, redact(failure)[:5000])
+            self.policy.call("set_terminated", self.client.set_terminated, run_id,
+                             RunStatus.to_string(RunStatus.FAILED))
+        except TrackingError:
+            pass  # the store is down: the next Tracker marks the run FAILED
+
+    def _system_monitor(self, run_id: str):
+        """Starts MLflow's system-metrics sampler for the run (needs psutil); None when off."""
+        if not self.system_metrics:
+            return None
+        # the sampler behind mlflow.start_run(log_system_metrics=True), without the global active run
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, tracking_uri=self._uri,
+                                       sampling_interval=float(os.environ.get(
+                                           "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10")))
+        monitor.start()
+        return monitor
+
+    @staticmethod
+    def _stop(monitor) -> None:
+        if monitor is not None:
+            monitor.finish()
 
     def mark_orphans_failed(self) -> list[str]:
         """Marks FAILED every RUNNING run of the experiment opened on this host by a process that has
@@ -216,3 +303,12 @@ def _flatten(values: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+def _finite_number(value) -> bool:
+    """Numbers MLflow can store as metrics (bools count as 0/1; NaN and infinities are skipped)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

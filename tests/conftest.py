@@ -79,11 +79,13 @@ def build_tables_until(root, last: str = "subset_outcomes", params: PipelinePara
 
 def materialize_prepare(root: Path, params: PipelineParams, instance: dg.DagsterInstance,
                         selection: list[str], raise_on_error: bool = True) -> dg.ExecuteInJobResult:
-    """Materialises `selection` (assets of the grasp_prepare job) in-process with `params`."""
+    """Materialises the stages `selection` (of the grasp_prepare job: every table they write)
+    in-process with `params`."""
+    from assets.catalog import asset_keys
     from assets.run_config import run_config_for
     from assets.definitions import defs
 
-    job = defs.resolve_job_def("grasp_prepare").get_subset(asset_selection={dg.AssetKey(a) for a in selection})
+    job = defs.resolve_job_def("grasp_prepare").get_subset(asset_selection=set(asset_keys(selection)))
     run_config = run_config_for(params, str(root))
     run_config["ops"] = {k: v for k, v in run_config["ops"].items() if k in selection}
     return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=raise_on_error)

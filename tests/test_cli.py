@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from grasp_pipeline.storage import DeltaStore
 
 from .conftest import write_user_corpus
 
 
-def test_grasp_run_on_a_user_corpus_prints_the_summary_and_records_the_run(tmp_path, tiny_config_file):
+STAGES = ["corpus_shards", "reference_model", "subset_plan", "gradient_sketches", "subset_outcomes", "task_sketches",
+          "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation", "trainer_export"]
+
+
+@pytest.fixture(scope="module")
+def grasp_run(tmp_path_factory):
+    """`grasp run` in a subprocess on a user corpus, with its own instance and storage root."""
+    from .conftest import TINY
+
+    tmp_path = tmp_path_factory.mktemp("grasp_run")
     corpus = write_user_corpus(tmp_path / "user" / "corpus.jsonl")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
     home = tmp_path / "dagster_home"
     grasp = Path(sys.executable).with_name("grasp")
     completed = subprocess.run(
-        [str(grasp), "run", "--profile", "smoke", "--corpus", str(corpus), "--config", str(tiny_config_file),
+        [str(grasp), "run", "--profile", "smoke", "--corpus", str(corpus), "--config", str(config),
          "--root", str(tmp_path / "storage")],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(home)})
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return tmp_path, home, completed
+
+
+def test_grasp_run_on_a_user_corpus_prints_the_summary_and_records_the_run(grasp_run):
+    tmp_path, home, completed = grasp_run
     for expected in ("Holdout fidelity", "grasp", "grad_dot", "datamodel", "random-0", "Wall seconds per stage"):
         assert expected in completed.stdout
     assert set(DeltaStore(str(tmp_path / "storage")).read("corpus_shards")["domain"]) == {"news", "code", "poetry"}
@@ -31,6 +49,32 @@ def test_grasp_run_on_a_user_corpus_prints_the_summary_and_records_the_run(tmp_p
         assert sorted(r.job_name for r in runs) == ["grasp_fit_and_curate", "grasp_prepare", "grasp_retrain",
                                                    "grasp_sketch"]
         assert all(r.is_success for r in runs)
+
+
+def test_grasp_run_shows_every_stage_and_its_loops_on_stderr(grasp_run):
+    err = grasp_run[2].stderr
+    for stage in STAGES:
+        assert f"▶ {stage}" in err and f"✓ {stage} " in err, stage
+    for loop in ("warm-up: done", "sketching: done", "retraining: done", "grasp candidates: done",
+                 "sketching tasks: done", "protection: done", "retraining selections: done", "exporting: done"):
+        assert loop in err, loop
+
+
+def test_grasp_run_nests_every_stage_run_under_one_mlflow_parent_run(grasp_run):
+    from mlflow.tracking import MlflowClient
+
+    from grasp_pipeline.tracking import default_tracking_uri
+
+    tmp_path, home, _ = grasp_run
+    client = MlflowClient(tracking_uri=default_tracking_uri(str(tmp_path / "storage")))
+    experiment = client.get_experiment_by_name("grasp-pipeline").experiment_id
+    (parent,) = client.search_runs([experiment], filter_string="tags.`grasp.profile` = 'smoke'")
+    assert parent.info.status == "FINISHED" and parent.data.params["retrain.steps"] == "4"  # the whole config
+    children = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["dagster.asset"] for r in children) == sorted(STAGES)
+    assert all(r.info.status == "FINISHED" and r.data.metrics["stage_seconds"] > 0 for r in children)
+    assert set(parent.data.tags["dagster.run_ids"].split(",")) == {r.data.tags["dagster.run_id"] for r in children}
+    assert {f"stage_seconds.{s}" for s in STAGES} <= set(parent.data.metrics)
 
 
 def test_grasp_run_with_an_unknown_config_field_fails_naming_it(tmp_path):
@@ -43,11 +87,12 @@ def test_grasp_run_with_an_unknown_config_field_fails_naming_it(tmp_path):
     assert "stepz" in completed.stderr
 
 
-def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tmp_path):
+def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tmp_path, monkeypatch):
     import polars as pl
 
     from assets.cli import main
 
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     source = DeltaStore(str(pipeline_run[0]))
     store = DeltaStore(str(tmp_path / "storage"))
     # the peer mixers of `grasp mixture` fit on the plan's fit subsets and their outcomes too
@@ -64,6 +109,29 @@ def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tm
     assert all(abs(w - 1) < 1e-9 for w in sums["weight"])
     lineage = store.read("lineage")
     assert set(lineage["asset"]) == {"curated_selection (grasp select)", "mixture_weights (grasp mixture)"}
+
+
+def test_grasp_select_reports_its_new_table_version_to_the_dagster_instance(pipeline_run, tmp_path, monkeypatch):
+    """The UI hears about out-of-band writes: a runless materialisation with the Delta version and data version."""
+    from assets.cli import main
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    source = DeltaStore(str(pipeline_run[0]))
+    store = DeltaStore(str(tmp_path / "storage"))
+    for table in ("corpus_shards", "gradient_sketches", "task_sketches", "surrogates"):
+        store.write(table, source.read(table))
+    assert main(["select", "--root", store.root, "--budget-fraction", "0.1"]) == 0
+    assert main(["select", "--root", store.root, "--budget-fraction", "0.2"]) == 0
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("curated_selections"))
+        assert event.run_id == "" or not instance.get_run_by_id(event.run_id)  # no Dagster run behind it
+        materialization = event.asset_materialization
+        assert materialization.metadata["curated_selections.delta_version"].value == store.version("curated_selections")
+        version = store.version("curated_selections")
+        assert materialization.tags["dagster/data_version"] == f"curated_selections@{version}"
+        assert "grasp select" in materialization.description
+        assert instance.get_latest_materialization_event(dg.AssetKey("lineage")) is not None
 
 
 def test_grasp_select_with_an_unknown_task_weight_fails_naming_it(pipeline_run, tmp_path, capsys):

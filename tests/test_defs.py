@@ -27,7 +27,8 @@ def test_every_asset_declares_a_code_version_and_a_description():
 @pytest.mark.parametrize("config_cls", [launchpad.CorpusConfig, launchpad.ReferenceConfig, launchpad.SketchConfig,
                                         launchpad.PlanConfig, launchpad.RetrainConfig, launchpad.SurrogateConfig,
                                         launchpad.SelectionConfig, launchpad.MixtureConfig,
-                                        launchpad.ValidationConfig])
+                                        launchpad.ValidationConfig, launchpad.ExportConfig,
+                                        launchpad.MaintenanceConfig])
 def test_launchpad_config_defaults_equal_library_defaults(config_cls):
     params_cls = config_cls.params_cls
     assert set(config_cls.model_fields) == {f.name for f in dataclasses.fields(params_cls)}
@@ -54,7 +55,8 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 
 
 def graph_snapshot(definitions: dg.Definitions) -> dict:
-    """Asset keys with their deps, groups, partitions and code versions; jobs, schedules, sensors, checks."""
+    """Asset keys with their deps, groups, partitions, code versions, automation and the op (stage)
+    writing them; jobs, schedules, sensors, checks."""
     graph = definitions.resolve_asset_graph()
     assets = {}
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
@@ -63,7 +65,9 @@ def graph_snapshot(definitions: dg.Definitions) -> dict:
             "deps": sorted(p.to_user_string() for p in node.parent_keys),
             "group": node.group_name, "code_version": node.code_version,
             "partitions": getattr(node.partitions_def, "name", None) if node.partitions_def else None,
-            "pools": sorted(node.pools or [])}
+            "pools": sorted(node.pools or []),
+            "automation": node.automation_condition.get_label() if node.automation_condition else None,
+            "stage": node.metadata.get("grasp/stage") if node.is_materializable else "external"}
     jobs = {}
     for job in sorted(definitions.jobs, key=lambda j: j.name):
         resolved = definitions.resolve_job_def(job.name)
@@ -97,7 +101,70 @@ def test_every_launchpad_field_has_a_description():
 
     configs = [launchpad.CorpusConfig, launchpad.ReferenceConfig, launchpad.SketchConfig, launchpad.PlanConfig,
                launchpad.RetrainConfig, launchpad.SurrogateConfig, launchpad.SelectionConfig,
-               launchpad.MixtureConfig, launchpad.ValidationConfig, WorkloadResource, GraspStorage]
+               launchpad.MixtureConfig, launchpad.ValidationConfig, launchpad.ExportConfig,
+               launchpad.MaintenanceConfig, WorkloadResource, GraspStorage]
     missing = [f"{cls.__name__}.{name}" for cls in configs for name, field in cls.model_fields.items()
                if not field.description]
     assert missing == []
+
+
+# ---------------------------------------------------------------- catalog fidelity
+
+
+def test_every_delta_table_of_the_contract_and_the_lineage_table_is_an_asset_named_like_it():
+    from grasp_pipeline.lineage import LINEAGE_TABLE
+    from grasp_pipeline.storage import CONTRACT
+
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert set(CONTRACT) | {LINEAGE_TABLE} <= keys, sorted(set(CONTRACT) | {LINEAGE_TABLE} - keys)
+
+
+def test_the_storage_resource_reads_grasp_root_when_a_run_starts_not_at_import(monkeypatch, tmp_path):
+    from assets.resources import GraspStorage
+
+    monkeypatch.setenv("GRASP_ROOT", str(tmp_path / "first"))
+    assert GraspStorage().store().root == str(tmp_path / "first")
+    monkeypatch.setenv("GRASP_ROOT", str(tmp_path / "second"))  # the same resource, a later run
+    assert GraspStorage().store().root == str(tmp_path / "second")
+    assert GraspStorage(root=str(tmp_path / "pinned")).store().root == str(tmp_path / "pinned")
+
+
+def test_the_dagster_layer_imports_no_private_dagster_module():
+    import ast
+
+    private = []
+    for path in sorted((Path(__file__).parents[1] / "assets").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            private += [f"{path.name}: {n}" for n in names if n.startswith("dagster") and "._" in n]
+    assert private == [f"{path}: {module}" for path, (module, _) in sorted(NO_PUBLIC_EXPORT.items())]
+
+
+# The one private import the Dagster layer needs: the result types of the (public) run-launcher
+# hook `check_run_worker_health`, which Dagster does not export publicly (assets/run_launcher.py).
+NO_PUBLIC_EXPORT = {"run_launcher.py": ("dagster._core.launcher", ("CheckRunHealthResult", "WorkerStatus"))}
+
+
+def test_each_private_dagster_import_is_of_something_dagster_does_not_export_publicly():
+    """When Dagster exports them, this fails: import them from `dagster` and empty NO_PUBLIC_EXPORT."""
+    for path, (module, names) in NO_PUBLIC_EXPORT.items():
+        assert [n for n in names if hasattr(dg, n)] == [], f"{path}: import them from dagster, not {module}"
+
+
+def test_launchpad_defaults_follow_grasp_profile_and_grasp_config_when_the_code_location_loads(tmp_path):
+    """Runs launched with no run config (declarative automation) use the deployment's profile."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    override = tmp_path / "override.json"
+    override.write_text(json.dumps({"sketch": {"k": 48}}))
+    probe = ("from assets.config import CorpusConfig, SketchConfig; from assets.resources import WorkloadResource; "
+             "print(CorpusConfig().pool_examples_per_domain, SketchConfig().k)")
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                               cwd=Path(__file__).parents[1],
+                               env={**os.environ, "GRASP_PROFILE": "smoke", "GRASP_CONFIG": str(override)})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["120", "48"]  # smoke's pool bound, the override's k

@@ -70,7 +70,8 @@ def test_mlflow_failing_after_a_commit_keeps_the_lineage_and_the_run_ends_failed
 
         config = run_config_for(params, str(root), uri)
         config["ops"] = {"corpus_shards": config["ops"]["corpus_shards"]}
-        job = defs.resolve_job_def("grasp_prepare").get_subset(asset_selection={dg.AssetKey("corpus_shards")})
+        job = defs.resolve_job_def("grasp_prepare").get_subset(  # the corpus stage: both of its tables
+            asset_selection={dg.AssetKey("corpus_shards"), dg.AssetKey("task_sets")})
         began = time.monotonic()
         result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
         elapsed = time.monotonic() - began

@@ -1,5 +1,6 @@
-"""Operating the pipeline: job defaults and presets, the schedule, the new-corpus sensor and its
-followers, staleness after a corpus change, and lineage (explained and reproduced)."""
+"""Operating the pipeline: job defaults and presets, the schedule, the new-corpus sensor and the
+declarative automation after it, staleness after a corpus change, lineage (explained and
+reproduced), and out-of-band writes reported to the instance."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def test_jobs_exist_and_their_default_config_is_the_demo_profile(defs):
         if "workload" in defaults.value["resources"]:  # jobs whose assets train or encode
             assert defaults.value["resources"]["workload"]["config"] == expected["resources"]["workload"]["config"]
     assert set(defs.resolve_job_def("grasp_refresh_sketches_and_surrogate").asset_layer.executable_asset_keys) == {
-        dg.AssetKey(a) for a in ["reference_model", "gradient_sketches", "task_sketches", "grasp_surrogate"]}
+        dg.AssetKey(a) for a in ["reference_models", "gradient_sketches", "task_sketches", "surrogates",
+                                 "surrogate_candidates", "surrogate_predictions", "fidelity_report"]}
     assert defs.resolve_job_def("grasp_prepare").tags.get("grasp/torch") == "true"
     assert "grasp/torch" not in defs.resolve_job_def("grasp_reoptimise_mixture").tags
 
@@ -89,11 +91,7 @@ def test_the_mixture_schedule_is_off_by_default_and_requests_a_valid_run(defs, m
 # ---------------------------------------------------------------- sensors
 
 
-def test_new_corpus_files_request_prepare_then_sketch_and_retrain_over_every_partition_then_fit(defs, monkeypatch, tmp_path,
-                                                                                  tiny_config_file):
-    from assets.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
-    from assets.sensors import CHAIN_TAG
-
+def test_new_corpus_files_request_prepare_on_the_folder(defs, monkeypatch, tmp_path, tiny_config_file):
     incoming, root = tmp_path / "incoming", tmp_path / "storage"
     monkeypatch.setenv("GRASP_WATCH_DIR", str(incoming))
     monkeypatch.setenv("GRASP_ROOT", str(root))
@@ -101,9 +99,7 @@ def test_new_corpus_files_request_prepare_then_sketch_and_retrain_over_every_par
     monkeypatch.setenv("GRASP_CONFIG", str(tiny_config_file))
     watcher = defs.resolve_sensor_def("grasp_new_corpus_files")
     assert watcher.default_status == dg.DefaultSensorStatus.STOPPED
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.instance_for_test() as instance:
         empty = watcher.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         assert not empty.run_requests and "no corpus files" in empty.skip_message
 
@@ -112,7 +108,7 @@ def test_new_corpus_files_request_prepare_then_sketch_and_retrain_over_every_par
         (incoming / "notes.txt").write_text("not a corpus file")
         first = watcher.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
         (request,) = first.run_requests
-        assert watcher.job_name == "grasp_prepare" and request.tags[CHAIN_TAG] == "true"
+        assert watcher.job_name == "grasp_prepare"
         assert request.run_config["ops"]["corpus_shards"]["config"]["corpus_path"] == str(incoming)
         assert request.run_config["ops"]["corpus_shards"]["config"]["pool_examples_per_domain"] == 24  # GRASP_CONFIG
         assert [f[0] for f in json.loads(first.cursor)] == ["batch-1.jsonl"]
@@ -128,56 +124,52 @@ def test_new_corpus_files_request_prepare_then_sketch_and_retrain_over_every_par
         (request,) = second.run_requests
         assert request.run_key != first.run_requests[0].run_key
         assert "1 new or changed" in request.tags["grasp/trigger"]
+        assert dg.validate_run_config(defs.resolve_job_def("grasp_prepare"), request.run_config)
 
-        # run what the sensor asked for: the pool and plan register shards and batches as partitions
-        prepare = defs.resolve_job_def("grasp_prepare").execute_in_process(
-            run_config=request.run_config, instance=instance, tags=request.tags)
-        assert prepare.success
-        pool = DeltaStore(str(root)).read("corpus_shards")
-        assert set(pool["domain"]) == {"news", "code", "poetry", "essays", "docs"}  # both files
+
+DOWNSTREAM_OF_PREPARE = ["task_sketches", "surrogates", "surrogate_candidates", "surrogate_predictions",
+                         "fidelity_report", "curated_selections", "mixture_weights", "selection_validation",
+                         "trainer_export"]
+
+
+def test_after_a_prepare_run_automation_requests_every_shard_and_batch_then_everything_downstream(defs, tmp_path):
+    """Declarative automation (eager) replaces the run-status sensor chain: after the corpus-triggered
+    prepare run it requests every shard and every batch; once those are materialised, the rest of
+    the graph in one go; and nothing twice."""
+    from assets.jobs import job_range_tags
+    from assets.run_config import job_run_config
+
+    root, home = tmp_path / "storage", tmp_path / "dagster_home"
+    home.mkdir()
+    assert defs.resolve_sensor_def("grasp_automation").default_status == dg.DefaultSensorStatus.STOPPED
+    params = tiny_params(corpus={"corpus_path": str(write_user_corpus(tmp_path / "incoming" / "batch-1.jsonl"))})
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # the sensor is on, ticking
+        assert tick.total_requested == 0  # no corpus yet: nothing can run
+        assert materialize_prepare(root, params, instance, ["corpus_shards", "reference_model", "subset_plan"]).success
         shards = instance.get_dynamic_partitions("corpus_shards")
-        assert shards == sorted(pool["shard"].unique().to_list())
         batches = instance.get_dynamic_partitions("retraining_batches")
-        assert batches
+        assert len(shards) > 1 and batches
 
-        def follow(sensor_name: str, run):
-            sensor = defs.resolve_sensor_def(sensor_name)
-            return sensor(dg.build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_instance=instance, dagster_run=run.dagster_run,
-                dagster_event=run.get_run_success_event()))
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+        assert tick.get_requested_partitions(dg.AssetKey("gradient_sketches")) == set(shards)
+        assert tick.get_requested_partitions(dg.AssetKey("subset_outcomes")) == set(batches)
+        assert tick.total_requested == len(shards) + len(batches)  # downstream waits for its missing inputs
 
-        sketch_request = follow("grasp_sketch_after_prepare", prepare)
-        assert isinstance(sketch_request, dg.RunRequest), sketch_request
-        assert (sketch_request.tags[PARTITION_RANGE_START], sketch_request.tags[PARTITION_RANGE_END]) == (
-            shards[0], shards[-1])
-        assert sketch_request.run_config["resources"]["storage"]["config"]["root"] == str(root)
+        for job in ("grasp_sketch", "grasp_retrain"):  # what the daemon launches for those requests
+            ran = defs.resolve_job_def(job).execute_in_process(
+                run_config=job_run_config(job, params, str(root)), instance=instance,
+                tags=job_range_tags(instance, job))
+            assert ran.success, job
+        tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+        assert {k.to_user_string() for k in DOWNSTREAM_KEYS if tick.get_num_requested(k)} == set(DOWNSTREAM_OF_PREPARE)
+        assert tick.total_requested == len(DOWNSTREAM_OF_PREPARE)
 
-        sketch_sensor = defs.resolve_sensor_def("grasp_sketch_after_prepare")
-        unchained = dg.build_run_status_sensor_context(
-            sensor_name=sketch_sensor.name, dagster_instance=instance,
-            dagster_run=prepare.dagster_run.with_tags({k: v for k, v in prepare.dagster_run.tags.items()
-                                                       if k != CHAIN_TAG}),
-            dagster_event=prepare.get_run_success_event())
-        assert isinstance(sketch_sensor(unchained), dg.SkipReason)  # `grasp run` and manual runs are left alone
+        quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+        assert quiet.total_requested == 0  # handled: nothing is requested twice
 
-        sketch = defs.resolve_job_def("grasp_sketch").execute_in_process(
-            run_config=sketch_request.run_config, instance=instance, tags=sketch_request.tags)
-        assert sketch.success
-        assert DeltaStore(str(root)).read("gradient_sketches").height == pool.height  # every shard, one run
 
-        retrain_request = follow("grasp_retrain_after_sketch", sketch)
-        assert isinstance(retrain_request, dg.RunRequest), retrain_request
-        assert (retrain_request.tags[PARTITION_RANGE_START], retrain_request.tags[PARTITION_RANGE_END]) == (
-            batches[0], batches[-1])
-        retrain = defs.resolve_job_def("grasp_retrain").execute_in_process(
-            run_config=retrain_request.run_config, instance=instance, tags=retrain_request.tags)
-        assert retrain.success
-        outcomes = DeltaStore(str(root)).read("subset_outcomes")
-        assert sorted(outcomes["batch"].unique().to_list()) == sorted(batches)  # every batch, one run
-
-        fit = follow("grasp_fit_and_curate_after_retrain", retrain)
-        assert isinstance(fit, dg.RunRequest) and fit.tags[CHAIN_TAG] == "true"
-        assert dg.validate_run_config(defs.resolve_job_def("grasp_fit_and_curate"), fit.run_config)
+DOWNSTREAM_KEYS = [dg.AssetKey(a) for a in DOWNSTREAM_OF_PREPARE]
 
 
 # ---------------------------------------------------------------- staleness
@@ -200,17 +192,19 @@ def test_a_corpus_change_marks_downstream_assets_stale(defs, tmp_path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         assert materialize_prepare(root, tiny_params(), instance, ["corpus_shards", "reference_model"]).success
-        status, _ = _stale_status(defs, instance, "reference_model")
+        status, _ = _stale_status(defs, instance, "reference_models")
         assert status == StaleStatus.FRESH
         record = instance.get_latest_materialization_event(dg.AssetKey("corpus_shards"))
-        assert record.asset_materialization.tags["dagster/data_version"] == "corpus_shards@0,task_sets@0"
+        assert record.asset_materialization.tags["dagster/data_version"] == "corpus_shards@0"
+        record = instance.get_latest_materialization_event(dg.AssetKey("task_sets"))
+        assert record.asset_materialization.tags["dagster/data_version"] == "task_sets@0"
 
         corpus = write_user_corpus(tmp_path / "new" / "corpus.jsonl")
         assert materialize_prepare(root, tiny_params(corpus={"corpus_path": str(corpus)}), instance,
                                    ["corpus_shards"]).success
         record = instance.get_latest_materialization_event(dg.AssetKey("corpus_shards"))
-        assert record.asset_materialization.tags["dagster/data_version"] == "corpus_shards@1,task_sets@1"
-        status, causes = _stale_status(defs, instance, "reference_model")
+        assert record.asset_materialization.tags["dagster/data_version"] == "corpus_shards@1"
+        status, causes = _stale_status(defs, instance, "reference_models")
         assert status == StaleStatus.STALE and causes == ["corpus_shards"]
         assert _stale_status(defs, instance, "corpus_shards")[0] == StaleStatus.FRESH
 
@@ -242,7 +236,7 @@ def test_grasp_lineage_explains_and_reproduces_a_selection(pipeline_run, capsys)
     assert results[0].run_id in out  # Dagster run ids of the chain
 
     # the same lineage is in the materialisation's metadata
-    event = instance.get_latest_materialization_event(dg.AssetKey("curated_selection"))
+    event = instance.get_latest_materialization_event(dg.AssetKey("curated_selections"))
     shown = event.asset_materialization.metadata["lineage"].value
     assert shown["model_version"] == model_version and "surrogates" in shown["reads"]
 

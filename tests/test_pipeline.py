@@ -11,9 +11,12 @@ from mlflow.tracking import MlflowClient
 from grasp_pipeline.storage import CONTRACT, DeltaStore
 from grasp_pipeline.tracking import default_tracking_uri
 
-ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
-          "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights", "selection_validation",
-          "curation_loop", "curation_test", "target_check"]
+# one asset per Delta table (assets/catalog.py), the lineage table, and the trainer export (files)
+TABLE_ASSETS = ["corpus_shards", "task_sets", "reference_models", "gradient_sketches", "task_sketches", "subset_plan",
+                "subset_outcomes", "surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report",
+                "curation_rounds", "active_outcomes", "curated_selections", "mixture_weights", "selection_validation",
+                "curation_test", "curation_test_dirt", "target_check", "target_check_summary"]
+ASSETS = [*TABLE_ASSETS, "lineage", "trainer_export"]
 
 
 def _materializations(results):
@@ -92,15 +95,21 @@ def test_metadata_carries_mlflow_run_table_version_rows_and_schema(pipeline_run)
     root, results, _ = pipeline_run
     client = MlflowClient(tracking_uri=default_tracking_uri(str(root)))
     store = DeltaStore(str(root))
+    from assets.catalog import stage_of
+
     for result, event in _materializations(results):
         metadata = event.materialization.metadata
         asset = event.asset_key.to_user_string()
+        if asset not in TABLE_ASSETS:
+            continue
         run_id = metadata["mlflow_run_id"].value
         assert metadata["dagster/row_count"].value > 0, asset
         assert metadata["dagster/column_schema"].value.columns, asset
+        assert metadata["dagster/uri"].value == store.uri(asset)
         run = client.get_run(run_id)
         assert run.data.tags["dagster.run_id"] == result.run_id
-        assert run.data.tags["dagster.asset"] == asset
+        assert run.data.tags["dagster.asset"] == stage_of(asset)  # the stage (op) that wrote the table
+        assert asset in run.data.tags["dagster.assets"].split(",")
         versions = {k.removesuffix(".delta_version"): v.value for k, v in metadata.items()
                     if k.endswith(".delta_version")}
         assert versions, asset
@@ -120,7 +129,7 @@ def test_subset_outcomes_partitions_are_the_plan_batches(pipeline_run):
 def test_surrogates_record_the_mlflow_run_that_fitted_them(pipeline_run):
     root, results, _ = pipeline_run
     surrogates = DeltaStore(str(root)).read("surrogates")
-    (event,) = [e for _, e in _materializations(results) if e.asset_key.to_user_string() == "grasp_surrogate"]
+    (event,) = [e for _, e in _materializations(results) if e.asset_key.to_user_string() == "surrogates"]
     assert set(surrogates["mlflow_run_id"]) == {event.materialization.metadata["mlflow_run_id"].value}
 
 
@@ -170,3 +179,18 @@ def test_selection_task_weights_are_scaled_by_each_tasks_fit_utility_spread(pipe
     with pytest.raises(ValueError, match="rematerialise grasp_surrogate"):
         scaled_task_weights([{k: v for k, v in p.items() if k != "fit_utility_std"} for p in grasp_params],
                             tasks, given, "utility_std")
+
+
+def test_every_table_under_the_root_is_an_asset_whose_latest_materialisation_names_its_version(pipeline_run):
+    from pathlib import Path
+
+    root, _, instance = pipeline_run
+    store = DeltaStore(str(root))
+    tables = sorted(p.parent.name for p in Path(root).glob("*/_delta_log"))
+    assert "task_sets" in tables and "fidelity_report" in tables and "lineage" in tables
+    for table in tables:
+        event = instance.get_latest_materialization_event(dg.AssetKey(table))
+        assert event is not None, f"table {table} is not in the Dagster catalog"
+        metadata = event.asset_materialization.metadata
+        assert metadata[f"{table}.delta_version"].value == store.version(table), table
+        assert event.asset_materialization.tags["dagster/data_version"] == f"{table}@{store.version(table)}"

@@ -2,9 +2,10 @@
 
 A run with non-default config is launched through GraphQL (the `dagster-graphql` client),
 queued, dequeued by the daemon and executed; its Delta tables are read back; staleness is
-read through GraphQL after a corpus change; and headless Chromium opens the asset graph page,
-finds the asset names and saves a screenshot (`.grasp/test-artifacts/asset_graph.png`, or
-under GRASP_TEST_ARTIFACTS).
+read through GraphQL after a corpus change; and headless Chromium opens the asset graph page
+(finding every asset's name), the fidelity figure in a materialisation's metadata and the
+launchpad of a one-asset job, saving a screenshot of each (`.grasp/test-artifacts/`, or under
+GRASP_TEST_ARTIFACTS: asset_graph.png, fidelity_figure.png, launchpad.png).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from grasp_pipeline.storage import DeltaStore
 from .conftest import materialize_prepare, tiny_params, write_user_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes",
-          "grasp_surrogate", "curated_selection", "selection_validation", "mixture_weights"]
+# every table is an asset (assets/catalog.py), plus the trainer export
+ASSETS = ["corpus_shards", "task_sets", "reference_models", "gradient_sketches", "task_sketches", "subset_plan",
+          "subset_outcomes", "surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report",
+          "curated_selections", "selection_validation", "mixture_weights", "trainer_export", "lineage"]
 STARTUP_SECONDS = 300
 RUN_SECONDS = 420
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
@@ -185,10 +188,10 @@ def test_a_run_launched_through_graphql_with_non_default_config_succeeds_and_wri
         assert instance.get_dynamic_partitions("retraining_batches")  # registered by subset_plan
     stale = server.stale_status()
     assert all(stale[a] == "FRESH" for a in PREPARED_ASSETS), stale
-    assert stale["task_sketches"] == stale["grasp_surrogate"] == "MISSING"
+    assert stale["task_sketches"] == stale["surrogates"] == "MISSING"
 
 
-PREPARED_ASSETS = ["corpus_shards", "reference_model", "gradient_sketches", "subset_plan"]
+PREPARED_ASSETS = ["corpus_shards", "task_sets", "reference_models", "gradient_sketches", "subset_plan"]
 
 
 def test_schedule_and_sensors_are_loaded_and_off_by_default(server):
@@ -201,8 +204,7 @@ def test_schedule_and_sensors_are_loaded_and_off_by_default(server):
     assert schedules["grasp_reoptimise_mixture_schedule"]["cronSchedule"] == os.environ.get("GRASP_MIXTURE_CRON",
                                                                                             "0 3 * * *")
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == {"grasp_new_corpus_files": "STOPPED", "grasp_sketch_after_prepare": "STOPPED",
-                       "grasp_retrain_after_sketch": "STOPPED", "grasp_fit_and_curate_after_retrain": "STOPPED"}
+    assert sensors == {"grasp_new_corpus_files": "STOPPED", "grasp_automation": "STOPPED"}
 
 
 def test_a_corpus_change_marks_downstream_assets_stale_in_the_ui(server, tmp_path):
@@ -215,7 +217,7 @@ def test_a_corpus_change_marks_downstream_assets_stale_in_the_ui(server, tmp_pat
         assert result.success
     stale = server.stale_status()
     assert stale["corpus_shards"] == "FRESH"
-    for asset in ["reference_model", "subset_plan"]:
+    for asset in ["reference_models", "subset_plan"]:
         assert stale[asset] == "STALE", stale
     # the new pool's shards are the partitions of gradient_sketches now: none of them is fresh
     with dg.DagsterInstance.from_config(str(server.home)) as instance:
@@ -225,17 +227,19 @@ def test_a_corpus_change_marks_downstream_assets_stale_in_the_ui(server, tmp_pat
     assert set(by_partition) <= {"STALE", "MISSING"} and by_partition, by_partition
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="no Chromium browser binary (apt-get install chromium chromium-driver; .ci/run does)")
-def test_headless_chromium_shows_the_asset_graph(server):
+needs_chromium = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                                    reason="no Chromium browser binary (apt-get install chromium chromium-driver; "
+                                           ".ci/run does)")
+ARTIFACTS = Path(os.environ.get("GRASP_TEST_ARTIFACTS", REPO / ".grasp" / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    """Headless Chromium (selenium + chromedriver) with a fresh profile, the newsletter dialog dismissed."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
-    artifacts = Path(os.environ.get("GRASP_TEST_ARTIFACTS", REPO / ".grasp" / "test-artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -248,29 +252,109 @@ def test_headless_chromium_shows_the_asset_graph(server):
         driver.set_page_load_timeout(60)
         driver.get(f"{server.url}/server_info")
         driver.execute_script("window.localStorage.setItem('communityNux', '1')")  # no newsletter dialog
-        driver.get(f"{server.url}/asset-groups")  # "Global asset lineage": the asset graph
-        found, expanded, deadline = [], False, time.monotonic() + 90
-        while time.monotonic() < deadline:
-            text = driver.execute_script("return document.body.innerText")
-            if not expanded and "Global asset lineage" in text and "sketches" in text:
-                time.sleep(2)
-                ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()  # expand groups
-                expanded = True
-            found = [a for a in ASSETS if a in text]
-            if len(found) >= len(ASSETS) - 1:
-                break
-            time.sleep(1)
-        time.sleep(2)  # let the graph finish its layout before the picture
-        screenshot = artifacts / "asset_graph.png"
-        assert driver.save_screenshot(str(screenshot))
-        # a zoomed-out graph shortens long names ("select…_validation"); hovering shows them whole
-        for node in driver.find_elements(By.XPATH, "//*[local-name()='foreignObject']//div[contains(text(), '…')]"):
-            ActionChains(driver).move_to_element(node).perform()
-            time.sleep(1)
-            text = driver.execute_script("return document.body.innerText")
-            found += [a for a in ASSETS if a in text and a not in found]
+        yield driver
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _page_text(driver) -> str:
+    return driver.execute_script("return document.body.innerText")
+
+
+def _wait_for_text(driver, expected: list[str], seconds: float = 90) -> str:
+    deadline = time.monotonic() + seconds
+    text = ""
+    while time.monotonic() < deadline:
+        text = _page_text(driver)
+        if all(e in text for e in expected):
+            return text
+        time.sleep(1)
+    return text
+
+
+@needs_chromium
+def test_headless_chromium_shows_the_asset_graph(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    driver.set_window_size(1700, 2300)  # the whole graph of 16 assets in one view
+    driver.get(f"{server.url}/asset-groups")  # "Global asset lineage": the asset graph
+    _wait_for_text(driver, ["Global asset lineage", "sketches"])
+    time.sleep(2)
+    ActionChains(driver).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()  # expand groups (remembered)
+    time.sleep(2)
+    driver.get(f"{server.url}/asset-groups")  # reloaded, the expanded graph is laid out to fit
+    _wait_for_text(driver, ["Global asset lineage", "corpus_shards"])
+    zoom_out = driver.find_element(By.XPATH, "//*[@aria-label='zoom_out']/ancestor::button[1]")
+    for _ in range(2):
+        driver.execute_script("arguments[0].click()", zoom_out)
+        time.sleep(1)
+    time.sleep(3)  # let the graph finish its layout before the picture
+    text = _page_text(driver)
+    found = [a for a in ASSETS if a in text]
+    screenshot = ARTIFACTS / "asset_graph.png"
+    assert driver.save_screenshot(str(screenshot))
+    # a zoomed-out graph shortens long names ("select…_validation"); hovering shows them whole
+    for node in driver.find_elements(By.XPATH, "//*[local-name()='foreignObject']//div[contains(text(), '…')]"):
+        ActionChains(driver).move_to_element(node).perform()
+        time.sleep(1)
+        text = _page_text(driver)
+        found += [a for a in ASSETS if a in text and a not in found]
+    driver.set_window_size(1600, 1000)
     assert sorted(found) == sorted(ASSETS), f"asset names shown: {found}"
     assert screenshot.stat().st_size > 20_000
+
+
+@pytest.fixture(scope="module")
+def surrogate_materialised(server, tmp_path_factory):
+    """The whole tiny graph materialised into the server's instance (own storage root): the
+    surrogates asset then has a materialisation whose metadata holds the fidelity figures."""
+    from .conftest import materialize_everything
+
+    root = tmp_path_factory.mktemp("ui-full") / "storage"
+    with dg.DagsterInstance.from_config(str(server.home)) as instance:
+        results = materialize_everything(root, tiny_params(), instance)
+    assert all(r.success for r in results)
+    return root
+
+
+@needs_chromium
+def test_headless_chromium_opens_the_fidelity_figure_in_a_materialisations_metadata(server, browser,
+                                                                                  surrogate_materialised):
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{server.url}/assets/surrogates?view=events")
+    text = _wait_for_text(driver, ["figure.grasp_predicted_vs_actual.png", "mlflow_run_id"])
+    assert "figure.grasp_predicted_vs_actual.png" in text, text[:3000]
+    row = driver.find_element(By.XPATH, "//tr[.//*[contains(text(), 'figure.grasp_predicted_vs_actual.png')]]")
+    opener = row.find_element(By.XPATH, ".//a[contains(., 'Show Markdown')]")  # markdown opens in a dialog
+    driver.execute_script("arguments[0].click()", opener)
+    deadline = time.monotonic() + 30
+    images = []
+    while time.monotonic() < deadline and not images:
+        images = [img for img in driver.find_elements(By.XPATH, "//img[starts-with(@src, 'data:image/png;base64,')]")
+                  if driver.execute_script("return arguments[0].naturalWidth", img) > 100]
+        time.sleep(0.5)
+    assert images, _page_text(driver)[:3000]
+    time.sleep(1)
+    screenshot = ARTIFACTS / "fidelity_figure.png"
+    assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 20_000
+
+
+@needs_chromium
+def test_headless_chromium_opens_the_launchpad_of_a_one_asset_job_with_its_config(server, browser):
+    data = server.graphql(
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
+    (repository,) = data["repositoriesOrError"]["nodes"]
+    address = f"{repository['name']}@{repository['location']['name']}"
+    driver = browser
+    driver.get(f"{server.url}/locations/{address}/jobs/grasp_reoptimise_mixture/playground")
+    text = _wait_for_text(driver, ["mixture_weights", "budget_fraction", "max_repeats"])
+    assert "budget_fraction" in text and "max_repeats" in text, text[:3000]  # the launchpad's config editor
+    assert "Launch Run" in text or "Materialize" in text
+    screenshot = ARTIFACTS / "launchpad.png"
+    assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 20_000

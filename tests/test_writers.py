@@ -41,6 +41,14 @@ def test_a_second_writer_stops_naming_the_first(any_root):
     first.release()
 
 
+def test_a_step_renewing_its_runs_lease_keeps_the_runs_name_for_a_refused_writer(any_root):
+    run = RootLease(any_root, owner="grasp-run:0123456789ab", purpose="grasp run --profile demo").acquire()
+    RootLease(any_root, owner=run.owner).ensure()  # a step of that run, checking the lease before a commit
+    with pytest.raises(LeaseHeld, match=r"in use by another writer: grasp run --profile demo \(pid"):
+        RootLease(any_root, purpose="grasp select").acquire(wait=0)
+    run.release()
+
+
 def test_a_second_writer_waits_until_the_first_releases(any_root):
     first = RootLease(any_root).acquire()
     threading.Timer(1.5, first.release).start()

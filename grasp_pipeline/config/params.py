@@ -280,6 +280,37 @@ class TargetParams:
     models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
 
 
+@dataclass(frozen=True)
+class ExportParams:
+    """What `trainer_export` / `grasp export` writes for trainers (grasp_pipeline/export.py)."""
+
+    destination: str = doc("Folder or object-store URI the trainer files go to; empty = `exports` under the "
+                           "storage root.", "")
+    megatron_prefix: str = doc("Data-path prefix of each domain in the Megatron-style blend string; {domain} is "
+                               "replaced by the domain name (e.g. /data/{domain}_text_document).", "{domain}")
+    methods: tuple[str, ...] = doc("Selection and mixture methods to export (empty = every method).", ())
+
+
+@dataclass(frozen=True)
+class MaintenanceParams:
+    """Table maintenance (`grasp_maintain` / `grasp maintain`, grasp_pipeline/maintenance.py)."""
+
+    tables: tuple[str, ...] = doc("Tables to maintain (empty = every Delta table under the storage root).", ())
+    compact: bool = doc("Compact small files into larger ones (Delta OPTIMIZE; rows are unchanged).", True)
+    target_file_mb: int = doc("Size compaction aims for per file, in MiB.", 128, minimum=1)
+    checkpoint: bool = doc("Write a checkpoint of each table's log (faster table opening).", True)
+    vacuum: bool = doc("Delete data files that no table version worth keeping references.", True)
+    keep: str = doc("Which versions vacuum keeps readable: `lineage` (every version the lineage table records, "
+                    "as written or as read) or `outputs` (only what reproducing the recorded selections and "
+                    "mixtures needs); the current version always.", "lineage", choices=("lineage", "outputs"))
+    retention_hours: int = doc("Vacuum deletes only files removed from the table at least this many hours ago "
+                               "(protects readers of recent versions and writers in flight).", 168, minimum=0)
+    log_retention_days: int = doc("delta.logRetentionDuration set on every table: how long its history "
+                                  "(time travel) survives log cleanup.", 3650, minimum=1)
+    dry_run: bool = doc("Report what would be compacted and deleted, change nothing.", False)
+
+
 STAGE_PARAMS = (CorpusParams, ReferenceParams, SketchParams, PlanParams, RetrainParams, SurrogateParams,
-                SelectionParams, MixtureParams, LoopParams, ValidationParams, TestParams, TargetParams)
+                SelectionParams, MixtureParams, LoopParams, ValidationParams, TestParams, TargetParams, ExportParams,
+                MaintenanceParams)
 

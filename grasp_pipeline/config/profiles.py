@@ -12,8 +12,9 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .params import (CorpusParams, MixtureParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                     SketchParams, SurrogateParams, TargetParams, TestParams, ValidationParams, LoopParams)
+from .params import (CorpusParams, ExportParams, LoopParams, MaintenanceParams, MixtureParams, PlanParams,
+                     ReferenceParams, RetrainParams, SelectionParams, SketchParams, SurrogateParams, TargetParams,
+                     TestParams, ValidationParams)
 from .validation import validate
 from .workload import WorkloadParams
 
@@ -35,6 +36,8 @@ class PipelineParams:
     validation: ValidationParams = field(default_factory=ValidationParams)
     test: TestParams = field(default_factory=TestParams)
     target: TargetParams = field(default_factory=TargetParams)
+    export: ExportParams = field(default_factory=ExportParams)
+    maintenance: MaintenanceParams = field(default_factory=MaintenanceParams)
 
     def target_workload(self) -> WorkloadParams:
         """The workload settings of the target check: this run's, with `target.workload` applied."""

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
+from .. import progress
 from ..config.params import SurrogateParams
 from ..surrogates.data import SubsetData
 from ..surrogates.lcb import fit_surrogates
@@ -40,12 +41,15 @@ def fidelity_by_fit_budget(data: SubsetData, params: SurrogateParams, budgets,
     budget repeats the whole protocol (LCB choice and fit) on its own fit rows.
     """
     rows = []
-    for budget in sorted(b for b in budgets if params.cv_folds * 2 <= b < len(data.fit_rows)):
-        restricted = with_fit_budget(data, budget, params.seed)
-        for method, fitted in fit_surrogates(restricted, params, methods).items():
-            report = holdout_fidelity(restricted, fitted.predicted)
-            rows.append({"fit_subsets": budget, "method": method, "holdout_spearman": report["mean_spearman"],
-                         **{f"holdout_spearman.{s}": v for s, v in report["per_sampler"].items()}})
+    kept = sorted(b for b in budgets if params.cv_folds * 2 <= b < len(data.fit_rows))
+    with progress.task("fidelity by fit budget", total=len(kept), unit="budget") as done:
+        for budget in kept:
+            restricted = with_fit_budget(data, budget, params.seed)
+            for method, fitted in fit_surrogates(restricted, params, methods).items():
+                report = holdout_fidelity(restricted, fitted.predicted)
+                rows.append({"fit_subsets": budget, "method": method, "holdout_spearman": report["mean_spearman"],
+                             **{f"holdout_spearman.{s}": v for s, v in report["per_sampler"].items()}})
+            done.advance()
     return rows
 
 

@@ -71,7 +71,7 @@ def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
 
 def dirt_table(store: DeltaStore) -> pl.DataFrame | None:
     """Each selection's share of each labelled kind of dirt, with the random references' mean as a row."""
-    if not store.exists("curation_test_dirt"):
+    if not store.exists("curation_test_dirt") or store.read("curation_test_dirt").is_empty():
         return None
     frame = store.read("curation_test_dirt").filter(~pl.col("selection_id").str.starts_with("test-random-"))
     random = (frame.select("kind", "random_share").unique("kind", maintain_order=True)

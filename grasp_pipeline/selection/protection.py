@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import progress
 from ..surrogates.data import NORMALISATIONS
 from .base import Selection
 from .constraints import allowed_mask
@@ -77,6 +78,7 @@ def protected_grasp_selection(pool_sketch: np.ndarray, task_sketch: np.ndarray, 
     baseline = predicted_utilities(grasp_params, task_sketch, random_sums,
                                    np.array([len(r) for r in draws])).mean(0)
     current, best, best_key, history = weights.copy(), None, None, []
+    rounds_done = progress.task("protection", total=max(1, rounds + 1), unit="round")
     for round_ in range(max(1, rounds + 1)):
         selection = grasp_selection(pool_sketch, task_sketch, grasp_params, current, budget, method=method,
                                     trust_region=trust_region, **constraints)
@@ -86,12 +88,14 @@ def protected_grasp_selection(pool_sketch: np.ndarray, task_sketch: np.ndarray, 
         short = np.maximum(0.0, margin - gain)
         key = (-int(np.sum(short > 0)), float(weights @ gain))
         history.append({"round": round_, "tasks_short": int(np.sum(short > 0)), "weighted_gain": key[1]})
+        rounds_done.advance(tasks_short=history[-1]["tasks_short"])
         if best_key is None or key > best_key:
             best, best_key = (selection, current.copy(), gain), key
         if not np.any(short > 0) or round_ == rounds:
             break
         current = current * np.exp(rate * short)
         current /= current.sum()
+    rounds_done.close()
     selection, final_weights, gain = best
     selection.stats.update({"protect_rounds": len(history) - 1, "protect_history": history,
                             "protected_weights": final_weights.tolist(), "predicted_gain_vs_random": gain.tolist()})

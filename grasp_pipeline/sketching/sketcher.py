@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .. import progress
 from ..workloads.base import Params, Workload
 from .factory import projector_for
 from .gradients import GradientStrategy, PerExampleGradients, gradient_strategy
@@ -158,11 +159,13 @@ class GradientSketcher:
         sketch = torch.empty(n, self.projector.k)
         grad_norm, loss = torch.empty(n), torch.empty(n)
         lo = 0
-        for part, norm, part_loss in self._gradients.sketches(inputs):
-            hi = lo + part.shape[0]
-            sketch[lo:hi] = round_to_storage(part, storage_dtype)
-            grad_norm[lo:hi], loss[lo:hi] = norm, part_loss
-            lo = hi
+        with progress.task("examples", total=n, unit="example") as done:
+            for part, norm, part_loss in self._gradients.sketches(inputs):
+                hi = lo + part.shape[0]
+                sketch[lo:hi] = round_to_storage(part, storage_dtype)
+                grad_norm[lo:hi], loss[lo:hi] = norm, part_loss
+                lo = hi
+                done.advance(part.shape[0])
         return Sketches(sketch.numpy(), grad_norm.numpy(), loss.numpy())
 
     def sketch_mean_gradient(self, inputs: torch.Tensor) -> tuple[np.ndarray, float]:

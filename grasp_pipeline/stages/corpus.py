@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from .. import corpus as corpus_lib
+from .. import progress
 from ..config.params import CorpusParams
 from ..storage import DeltaStore
 from ..workloads.base import Workload
@@ -21,15 +22,20 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     and label examples (`example_labels`: a `label` column in the pool).
     """
     default = getattr(workload, "default_corpus", None)
+    phases = progress.task("corpus", total=3, unit="phase")
     documents, report = corpus_lib.load_documents(params.corpus_path or default,
                                                   corpus_lib.IngestLimits.from_params(params))
+    phases.advance()
     examples = corpus_lib.cut_examples(documents, example_bytes,
                                        whole_documents=bool(getattr(workload, "whole_documents", False)))
+    phases.advance()
     pool, tasks = corpus_lib.split_pool_and_tasks(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
         shard_size=params.shard_size, seed=params.seed, test_fraction=params.test_fraction,
         split_block=params.split_block)
+    phases.advance()
+    phases.close()
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
     # one id per build ties the pool to its task sets: downstream stages refuse a pool and tasks

@@ -20,7 +20,8 @@ from ..config.params import LoopParams
 from ..loop import (Candidate, LoopState, adapt, bootstrap_refits, calibration_slope, lower_bounds,
                     predicted_mean_utility, propose, realised_lower_bound, refit, with_active)
 from ..mixture import domain_stats
-from ..retrain import StackedTrainer, task_losses
+from .. import progress
+from ..retrain import StackedTrainer, task_losses, train_reporting
 from ..selection import random_selection
 from ..storage import DeltaStore
 from ..workloads.base import Workload
@@ -94,10 +95,13 @@ def _train(trainer: StackedTrainer, pool_inputs, dev_inputs, task_index: np.ndar
            subsets: list[np.ndarray], orders, models_per_batch: int) -> np.ndarray:
     """(len(subsets), T) dev utility of the recipe trained on each subset with data-order seed orders[i]."""
     out = []
-    for lo in range(0, len(subsets), models_per_batch):
-        chunk = slice(lo, lo + models_per_batch)
-        trained = trainer.train(pool_inputs, subsets[chunk], [(o, LOOP_ORDER_KEY) for o in orders[chunk]])
-        out.append(-task_losses(trainer.example_losses(trained, dev_inputs), task_index, tasks))
+    with progress.task("retraining candidates", total=len(subsets), unit="model") as done:
+        for lo in range(0, len(subsets), models_per_batch):
+            chunk = slice(lo, lo + models_per_batch)
+            trained = train_reporting(trainer, pool_inputs, subsets[chunk],
+                                      [(o, LOOP_ORDER_KEY) for o in orders[chunk]])
+            out.append(-task_losses(trainer.example_losses(trained, dev_inputs), task_index, tasks))
+            done.advance(len(subsets[chunk]))
     return np.concatenate(out)
 
 

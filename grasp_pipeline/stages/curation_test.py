@@ -22,7 +22,8 @@ from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
                                    unit_histograms)
 from ..mixture import sample_mixture
-from ..retrain import Recipe, StackedTrainer, task_losses
+from .. import progress
+from ..retrain import Recipe, StackedTrainer, task_losses, train_reporting
 from ..selection import random_selection
 from ..storage import DeltaStore
 from ..workloads.base import Workload
@@ -54,9 +55,8 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
     result = StageResult()
     result.write(store, "curation_test", frame)
-    dirt = _dirt_frame(pool, selections, references)
-    if dirt is not None:
-        result.write(store, "curation_test_dirt", dirt)
+    # always written (empty for a pool without labels) so the catalog's asset for it exists on every run
+    result.write(store, "curation_test_dirt", _dirt_frame(pool, selections, references))
     result.metrics = {**_test_metrics(frame, pairs, len(params.random_seeds), params.mixture_samples),
                       "defaults_sha1": defaults_digest()}
     return result
@@ -71,11 +71,13 @@ def defaults_digest() -> str:
     return digest(asdict(PipelineParams()))
 
 
-def _dirt_frame(pool: pl.DataFrame, selections: list[tuple], references: list[tuple]) -> pl.DataFrame | None:
+def _dirt_frame(pool: pl.DataFrame, selections: list[tuple], references: list[tuple]) -> pl.DataFrame:
     """Each selection's share of every labelled kind of dirt (and of redundant examples) next to the
-    mean share of the random references; None for a pool without labels (only evaluation reads them)."""
+    mean share of the random references; no rows for a pool without labels (only evaluation reads them)."""
+    schema = {"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "share": pl.Float64,
+              "random_share": pl.Float64}
     if "dirt" not in pool.columns or pool["dirt"].null_count() == pool.height:
-        return None
+        return pl.DataFrame(schema=schema)
     ids = pool["example_id"].to_numpy()
     shares = dirt_shares(pool, {key: ids[rows] for key, _, _, rows in selections + references})
     kinds = [c for c in shares.columns if c not in ("method", "examples")]
@@ -84,8 +86,7 @@ def _dirt_frame(pool: pl.DataFrame, selections: list[tuple], references: list[tu
     return pl.DataFrame([{"selection_id": key, "method": method_of[key], "kind": kind, "share": float(row[kind]),
                           "random_share": float(reference[kind][0])}
                          for row in shares.iter_rows(named=True) for key in [row["method"]] for kind in kinds],
-                        schema={"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "share": pl.Float64,
-                                "random_share": pl.Float64})
+                        schema=schema)
 
 
 def _check_fresh_seeds(params: TestParams, recipe: Recipe, pairs: list[tuple[int, int]]) -> None:
@@ -133,14 +134,17 @@ def train_and_score(workload: Workload, recipe: Recipe, pool: pl.DataFrame, test
     """{(job key, seed pair): (T,) test loss}: each job trained at its initialisation and data order."""
     pool_inputs, test_inputs = workload.encode(pool["text"].to_list()), workload.encode(test["text"].to_list())
     losses = {}
-    for init in sorted({pair[0] for _, _, pair, _ in jobs}):
-        trainer = StackedTrainer(workload, replace(recipe, init_seed=init))
-        mine = [job for job in jobs if job[2][0] == init]
-        for lo in range(0, len(mine), models_per_batch):
-            chunk = mine[lo:lo + models_per_batch]
-            trained = trainer.train(pool_inputs, [rows for _, rows, _, _ in chunk], [order for *_, order in chunk])
-            scored = task_losses(trainer.example_losses(trained, test_inputs), task_index, tasks)
-            losses.update({(key, pair): scored[j] for j, (key, _, pair, _) in enumerate(chunk)})
+    with progress.task("retraining on test", total=len(jobs), unit="model") as done:
+        for init in sorted({pair[0] for _, _, pair, _ in jobs}):
+            trainer = StackedTrainer(workload, replace(recipe, init_seed=init))
+            mine = [job for job in jobs if job[2][0] == init]
+            for lo in range(0, len(mine), models_per_batch):
+                chunk = mine[lo:lo + models_per_batch]
+                trained = train_reporting(trainer, pool_inputs, [rows for _, rows, _, _ in chunk],
+                                          [order for *_, order in chunk])
+                scored = task_losses(trainer.example_losses(trained, test_inputs), task_index, tasks)
+                losses.update({(key, pair): scored[j] for j, (key, _, pair, _) in enumerate(chunk)})
+                done.advance(len(chunk))
     return losses
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from .. import progress
 from ..config.params import ReferenceParams
 from ..retrain import Recipe, StackedTrainer, unstack
 from ..storage import DeltaStore
@@ -34,7 +35,10 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
     began = time.perf_counter()
     trainer = StackedTrainer(workload, recipe)
     snapshots: dict = dict.fromkeys(steps)
-    theta = unstack(trainer.train(inputs, [rows], [(params.seed, 0)], snapshots=snapshots), 0)
+    with progress.task("warm-up", total=params.steps, unit="step") as warmup:
+        # the loss of each step's batch, as train_loss per step (an MLflow curve in the Dagster layer)
+        report = (lambda step, losses: warmup.advance(train_loss=float(losses[0]))) if progress.active() else None
+        theta = unstack(trainer.train(inputs, [rows], [(params.seed, 0)], snapshots=snapshots, on_step=report), 0)
     checkpoints = {step: unstack(snapshots[step], 0) for step in steps}
     seconds = time.perf_counter() - began
     warmup_loss = float(trainer.example_losses({n: p[None] for n, p in theta.items()}, inputs[rows]).mean())

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from .. import progress
 from ..config.params import SketchParams
 from ..sketching import CheckpointSketcher
 from ..storage import DeltaStore
@@ -38,17 +39,10 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     sketcher = make_sketcher(workload, checkpoints, params)
     pool = select_partitions(read_pool(store), "shard", shards, "corpus_shards")
     parts = []
-    for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
-        began = time.perf_counter()
-        out = sketcher.sketch_examples(workload.encode(shard_rows["text"].to_list()))
-        per_example = (time.perf_counter() - began) / shard_rows.height
-        parts.append(pl.DataFrame({
-            "example_id": shard_rows["example_id"], "shard": shard_rows["shard"],
-            "domain": shard_rows["domain"], **({"build_id": shard_rows["build_id"]} if "build_id" in pool.columns else {}),
-            "sketch": pl.Series(out.sketch.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
-            "grad_norm": out.grad_norm.astype(np.float64), "loss": out.loss.astype(np.float64),
-            "seconds": per_example,
-        }))
+    with progress.task("sketching", total=pool["shard"].n_unique(), unit="shard") as shards_done:
+        for _, shard_rows in pool.group_by("shard", maintain_order=True):
+            parts.append(_shard_sketches(sketcher, workload, shard_rows))
+            shards_done.advance()
     frame = pl.concat(parts).sort("example_id").with_columns(
         sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
     result = StageResult()
@@ -63,6 +57,21 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
                       "examples_per_second": frame.height / max(float(frame["seconds"].sum()), 1e-9),
                       "model_version": version}
     return result
+
+
+def _shard_sketches(sketcher: CheckpointSketcher, workload: Workload, shard_rows: pl.DataFrame) -> pl.DataFrame:
+    """The gradient_sketches rows of one shard (without the sketch_config and model_version columns)."""
+    began = time.perf_counter()
+    out = sketcher.sketch_examples(workload.encode(shard_rows["text"].to_list()))
+    per_example = (time.perf_counter() - began) / shard_rows.height
+    return pl.DataFrame({
+        "example_id": shard_rows["example_id"], "shard": shard_rows["shard"],
+        "domain": shard_rows["domain"],
+        **({"build_id": shard_rows["build_id"]} if "build_id" in shard_rows.columns else {}),
+        "sketch": pl.Series(out.sketch.astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+        "grad_norm": out.grad_norm.astype(np.float64), "loss": out.loss.astype(np.float64),
+        "seconds": per_example,
+    })
 
 
 @stage
@@ -82,11 +91,13 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
     check_one_build(read_pool(store), frame)
     inputs = workload.encode(frame["text"].to_list())
     rows = []
-    for t, task in enumerate(names):
-        began = time.perf_counter()
-        q, loss = sketcher.sketch_mean_gradient(inputs[torch.as_tensor(index == t)])
-        rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss,
-                     "seconds": time.perf_counter() - began})
+    with progress.task("sketching tasks", total=len(names), unit="task") as tasks_done:
+        for t, task in enumerate(names):
+            began = time.perf_counter()
+            q, loss = sketcher.sketch_mean_gradient(inputs[torch.as_tensor(index == t)])
+            rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss,
+                         "seconds": time.perf_counter() - began})
+            tasks_done.advance()
     out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
                                      "seconds": pl.Float64})
     out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from .. import progress
 from ..config.params import SurrogateParams
 from ..evaluation.metrics import nan_mean, spearman
 from .base import Surrogate
@@ -92,14 +93,17 @@ def choose_by_lcb(candidates: list[Surrogate], data: SubsetData, params: Surroga
     """Cross-validates every candidate on the fit rows only; marks the highest-LCB one chosen."""
     folds = stratified_folds(data.samplers, data.fit_rows, params.cv_folds, params.seed)
     results = []
-    for index, candidate in enumerate(candidates):
-        scores = []
-        for held_out in folds:
-            train = np.setdiff1d(data.fit_rows, held_out)
-            _, predicted = fit_all_tasks(candidate, data, train)
-            scores.append(fold_score(data, predicted, held_out))
-        mean, sd, bound = lcb(np.asarray(scores), len(candidates), params.delta)
-        results.append(CandidateScore(candidate.method, index, candidate.config(), scores, mean, sd, bound))
+    method = candidates[0].method if candidates else "?"
+    with progress.task(f"{method} candidates", total=len(candidates), unit="candidate") as done:
+        for index, candidate in enumerate(candidates):
+            scores = []
+            for held_out in folds:
+                train = np.setdiff1d(data.fit_rows, held_out)
+                _, predicted = fit_all_tasks(candidate, data, train)
+                scores.append(fold_score(data, predicted, held_out))
+            mean, sd, bound = lcb(np.asarray(scores), len(candidates), params.delta)
+            results.append(CandidateScore(candidate.method, index, candidate.config(), scores, mean, sd, bound))
+            done.advance()
     best = max(range(len(results)), key=lambda i: (results[i].cv_lcb, -i))
     results[best].chosen = True
     return results

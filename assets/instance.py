@@ -1,0 +1,115 @@
+"""The Dagster instance of the command line, and work done outside a run told to it.
+
+`ensure_dagster_home` gives DAGSTER_HOME (default `.grasp/dagster_home`) the local instance
+settings and creates its storage once, under a file lock. `grasp select` / `grasp mixture` write new table versions and `grasp export` new
+trainer files without a Dagster run; each reports an AssetMaterialization (Delta version,
+rows, URI, lineage, and the data version, so assets downstream turn stale) with
+`DagsterInstance.report_runless_asset_event`, so the UI shows them. `grasp maintain` reports
+one AssetObservation per table (maintenance changes no rows).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from grasp_pipeline.lineage import LINEAGE_TABLE, lineage_summary
+from grasp_pipeline.secrets import redact, redact_values
+from grasp_pipeline.storage import DeltaStore
+
+# Dagster's tag for an asset event's data version (what staleness compares)
+DATA_VERSION_TAG = "dagster/data_version"
+# The local instance settings (sqlite storage, run queue, concurrency pools), copied into
+# DAGSTER_HOME when it has none; the file is in the repository, next to this package.
+DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+
+
+def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
+    """Creates DAGSTER_HOME (default `.grasp/dagster_home`) and gives it `deploy/dagster.yaml`
+    when it has no settings yet (an absent or empty dagster.yaml); returns its path."""
+    if home is None:
+        home = os.environ.setdefault("DAGSTER_HOME", str(Path(".grasp/dagster_home").resolve()))
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists() or settings.stat().st_size == 0:
+        if DAGSTER_YAML_TEMPLATE.exists():
+            settings.write_text(DAGSTER_YAML_TEMPLATE.read_text())
+        else:  # an installed (non-editable) package: an empty file = default local storage, no warning
+            settings.touch()
+    _create_instance_storage_once(home)
+    return str(home)
+
+
+def _create_instance_storage_once(home: Path) -> None:
+    """Creates the instance's SQLite storage under a file lock: two `grasp` commands starting on a
+    fresh DAGSTER_HOME would otherwise both create its schema and leave it unreadable."""
+    import fcntl
+
+    if (home / "history" / "runs.db").exists():
+        return
+    with open(home / ".grasp-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "history" / "runs.db").exists():
+            with dg.DagsterInstance.from_config(str(home)):
+                pass
+
+
+def report_to_instance(report) -> str:
+    """Calls `report(instance)` (returning the asset names it reported) on the DAGSTER_HOME instance;
+    returns what happened, in words. The tables are written whatever happens here, so an
+    instance that cannot be opened is a note, not an error."""
+    try:
+        ensure_dagster_home()
+        with dg.DagsterInstance.get() as instance:
+            assets = report(instance)
+        return f"reported to the Dagster instance at {os.environ['DAGSTER_HOME']}" + (
+            f" ({', '.join(assets)})" if assets else "")
+    except Exception as error:  # noqa: BLE001 - the UI's view is secondary to the tables
+        return f"not reported to the Dagster instance ({type(error).__name__}: {error})"
+
+
+def table_materialization(store: DeltaStore, write, command: str) -> dg.AssetMaterialization:
+    """The materialisation of one table version written by `command` (a TableWrite)."""
+    metadata = {f"{write.table}.delta_version": write.version, f"{write.table}.rows": write.rows,
+                "dagster/row_count": write.rows, "dagster/uri": redact(store.uri(write.table)), "written_by": command}
+    if store.exists(LINEAGE_TABLE):
+        try:
+            metadata["lineage"] = dg.MetadataValue.json(
+                redact_values(lineage_summary(store, write.table, write.version)))
+        except ValueError:  # nothing recorded for this version: the event still says what was written
+            pass
+    return dg.AssetMaterialization(asset_key=write.table, description=f"written by `{command}` (no Dagster run)",
+                                   metadata=metadata, tags={DATA_VERSION_TAG: f"{write.table}@{write.version}"})
+
+
+def report_writes(instance: dg.DagsterInstance, store: DeltaStore, writes, command: str) -> list[str]:
+    """Reports every table version in `writes`, and the lineage table's new version; returns the tables."""
+    events = [table_materialization(store, write, command) for write in writes]
+    version = store.version(LINEAGE_TABLE)
+    if writes and version is not None:
+        events.append(dg.AssetMaterialization(asset_key=LINEAGE_TABLE, description=f"appended to by `{command}`",
+                                              metadata={f"{LINEAGE_TABLE}.delta_version": version},
+                                              tags={DATA_VERSION_TAG: f"{LINEAGE_TABLE}@{version}"}))
+    for event in events:
+        instance.report_runless_asset_event(event)
+    return [event.asset_key.to_user_string() for event in events]
+
+
+def report_export(instance: dg.DagsterInstance, destination: str, metrics: dict, reads: dict[str, int]) -> list[str]:
+    """Reports a `grasp export` as a materialisation of the trainer_export asset."""
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="trainer_export", description="written by `grasp export` (no Dagster run)",
+        metadata={**{k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+                  **{f"{t}.read_version": v for t, v in reads.items()}, "dagster/uri": destination},
+        tags={DATA_VERSION_TAG: ",".join(f"{t}@{v}" for t, v in sorted(reads.items()))}))
+    return ["trainer_export"]
+
+
+def report_observations(instance: dg.DagsterInstance, observations: list[dg.AssetObservation]) -> list[str]:
+    """Reports the observations; returns their assets."""
+    for observation in observations:
+        instance.report_runless_asset_event(observation)
+    return [o.asset_key.to_user_string() for o in observations]

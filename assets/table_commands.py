@@ -1,0 +1,108 @@
+"""`grasp export` and `grasp maintain`: work on the tables without a Dagster run.
+
+Both take the `[export]` / `[maintenance]` section of a `--config` file, flags override it,
+progress goes to stderr, and what they did is reported to the Dagster instance
+(assets/instance.py), so the UI's catalog shows the export and each table's maintenance.
+`grasp maintain` commits to the tables, so it holds the root's writer lease (exclusive);
+`grasp export` only reads them (Delta snapshots) and writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+
+from .env import storage_root
+from .instance import report_export, report_observations, report_to_instance
+
+
+def add_table_commands(commands, wait_help: str) -> None:
+    """Adds the `export` and `maintain` subcommands to the `grasp` parser."""
+    export = commands.add_parser(
+        "export", help="write mixtures and selections in the forms trainers take",
+        description="Writes, per mixture, mixtures/<id>.json ({domain: weight}, the Hugging Face "
+                    "interleave_datasets form, a Megatron-style blend) and <id>.yaml, and per selection "
+                    "selections/<id>.parquet (source, doc_id, byte offset, n_bytes), plus export.json.")
+    export.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
+    export.add_argument("--config", help="JSON or TOML overrides; the [export] section applies")
+    export.add_argument("--out", help="destination folder or URI (default: <root>/exports)")
+    export.add_argument("--megatron-prefix", help="data-path prefix per domain, {domain} filled in")
+    export.add_argument("--method", action="append", help="export only this method (repeatable)")
+    export.set_defaults(handler=command_export)
+    maintain = commands.add_parser(
+        "maintain", help="compact, checkpoint and vacuum the tables, keeping what lineage needs",
+        description="Sets the retention properties, compacts small files, writes checkpoints and vacuums files "
+                    "that no kept version (every version the lineage records, or with --keep outputs only what "
+                    "reproducing selections and mixtures needs) references.")
+    maintain.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
+    maintain.add_argument("--config", help="JSON or TOML overrides; the [maintenance] section applies")
+    maintain.add_argument("--table", action="append", help="maintain only this table (repeatable)")
+    maintain.add_argument("--keep", choices=["lineage", "outputs"], help="which versions vacuum keeps readable")
+    maintain.add_argument("--retention-hours", type=int, help="vacuum only files removed at least this long ago")
+    maintain.add_argument("--dry-run", action="store_true", help="report what would be deleted, change nothing")
+    maintain.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=wait_help)
+    maintain.set_defaults(handler=command_maintain)
+
+
+def _section(args, name: str, flags: dict):
+    """The `name` section of the demo profile with --config and the given flags (None = not given) applied."""
+    from grasp_pipeline.config import load_params, with_overrides
+
+    params = load_params("demo", args.config)
+    given = {k: v for k, v in flags.items() if v is not None}
+    return getattr(with_overrides(params, {name: given}) if given else params, name)
+
+
+def command_export(args) -> int:
+    from grasp_pipeline import progress
+    from grasp_pipeline.export import export_for_trainers
+    from grasp_pipeline.storage import DeltaStore
+
+    from .console import ConsoleProgress
+
+    params = _section(args, "export", {"destination": args.out, "megatron_prefix": args.megatron_prefix,
+                                       "methods": tuple(args.method) if args.method else None})
+    store = DeltaStore(storage_root(args.root))
+    with progress.reporting(ConsoleProgress()):
+        result = export_for_trainers(store, params)
+    manifest = result.artifacts["export.json"]
+    for mixture_id, entry in manifest["mixtures"].items():
+        print(f"mixture {mixture_id}: {json.dumps(entry['domain_weights'], sort_keys=True)}")
+    for selection_id, entry in manifest["selections"].items():
+        print(f"selection {selection_id}: {entry['rows']} examples, {entry['bytes']} bytes, "
+              f"{json.dumps(entry['domains'], sort_keys=True)}")
+    reported = report_to_instance(lambda instance: report_export(
+        instance, result.metrics["destination"], result.metrics, result.reads))
+    print(f"wrote {result.metrics['files']} files under {result.metrics['destination']} from "
+          f"{json.dumps(result.reads, sort_keys=True)}; {reported}")
+    return 0
+
+
+def command_maintain(args) -> int:
+    import polars as pl
+
+    from grasp_pipeline import progress
+    from grasp_pipeline.lease import RootLease
+    from grasp_pipeline.maintenance import format_reports, maintain
+    from grasp_pipeline.storage import DeltaStore
+
+    from .console import ConsoleProgress
+    from .maintenance import observation
+
+    params = _section(args, "maintenance", {"tables": tuple(args.table) if args.table else None, "keep": args.keep,
+                                            "retention_hours": args.retention_hours,
+                                            "dry_run": True if args.dry_run else None})
+    store = DeltaStore(storage_root(args.root))
+    lease = RootLease(store.root, owner=f"grasp-maintain:{uuid.uuid4().hex[:12]}", purpose="grasp maintain")
+    with lease.held(wait=args.wait), progress.reporting(ConsoleProgress()):
+        reports = maintain(store, params)
+    with pl.Config(tbl_rows=40, tbl_hide_dataframe_shape=True):
+        print(format_reports(reports, params.dry_run))
+    if params.dry_run:
+        print(f"dry run: nothing changed ({dataclasses.asdict(params)})")
+        return 0
+    reported = report_to_instance(lambda instance: report_observations(
+        instance, [observation(r, "grasp maintain") for r in reports]))
+    print(f"maintained {len(reports)} tables under {store.root}; {reported}")
+    return 0

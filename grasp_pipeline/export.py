@@ -1,0 +1,162 @@
+"""Export for trainers: mixtures in the forms training frameworks take, selections as manifests.
+
+Per mixture (`mixtures/<mixture_id>.json`, and `<mixture_id>.yaml` with just the weights):
+
+- `domain_weights`: {domain: weight}, every domain of the pool, summing to 1;
+- `hf_interleave_datasets`: `domains` and `probabilities` in one order, for
+  `datasets.interleave_datasets([ds[d] for d in domains], probabilities=probabilities)`
+  (domains of weight 0, or below 1e-12, are left out: with `stopping_strategy="all_exhausted"`
+  a dataset that is never drawn would never be exhausted);
+- `megatron_data_path`: a Megatron-LM style blend, `"w1 prefix1 w2 prefix2 …"` for
+  `--data-path`, each prefix from `megatron_prefix` with `{domain}` filled in.
+
+Per selection (`selections/<selection_id>.parquet`): one row per selected example in pick
+order — rank, example_id, domain, source (the corpus file), doc_id, offset (byte offset of
+the example in the document's UTF-8 text) and n_bytes — enough to cut the training set out
+of the original documents; counts per domain are in `export.json`, which also records the
+table versions the files were made from. Files are written under a temporary name and moved
+into place, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import polars as pl
+
+from . import progress
+from .config.params import ExportParams
+from .storage import DeltaStore
+from .stages.base import StageResult, stage
+
+MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
+# weights at or below this are round-off of the simplex projection, not a share to draw
+NEGLIGIBLE_WEIGHT = 1e-12
+
+
+def default_destination(store: DeltaStore) -> str:
+    """`exports` under the storage root."""
+    return f"{store.root.rstrip('/')}/exports"
+
+
+def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}") -> dict:
+    """Returns the trainer forms of one mixture's mixture_weights rows (see the module docstring)."""
+    rows = rows.sort("domain")
+    weights = dict(zip(rows["domain"].to_list(), rows["weight"].to_list()))
+    drawn = [(d, w) for d, w in weights.items() if w > NEGLIGIBLE_WEIGHT]
+    total = sum(w for _, w in drawn)
+    if not drawn or total <= 0:
+        raise ValueError(f"mixture {rows['mixture_id'][0]!r} has no domain of positive weight")
+    probabilities = [w / total for _, w in drawn]
+    blend = " ".join(f"{p:.10g} {megatron_prefix.format(domain=d)}" for (d, _), p in zip(drawn, probabilities))
+    return {"mixture_id": rows["mixture_id"][0], "method": rows["method"][0],
+            "budget": int(rows["budget"][0]) if "budget" in rows.columns else None,
+            "predicted_utility": float(rows["predicted_utility"][0]),
+            "domain_weights": weights,
+            "hf_interleave_datasets": {"domains": [d for d, _ in drawn], "probabilities": probabilities},
+            "megatron_data_path": blend}
+
+
+def selection_manifest(rows: pl.DataFrame, pool: pl.DataFrame) -> pl.DataFrame:
+    """Returns the byte-range manifest of one selection's curated_selections rows, in rank order."""
+    joined = rows.select("rank", "example_id").join(
+        pool.select("example_id", "domain", "source", "doc_id", "offset", "n_bytes"), on="example_id", how="left")
+    missing = joined.filter(pl.col("doc_id").is_null())
+    if missing.height:
+        raise ValueError(f"selection {rows['selection_id'][0]!r}: {missing.height} example(s) (first "
+                         f"{missing['example_id'][0]}) are not in corpus_shards; the corpus changed since the "
+                         "selection was made: rematerialise curated_selection")
+    return joined.sort("rank").select(MANIFEST_COLUMNS)
+
+
+@stage
+def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
+    """Writes every mixture's trainer forms and every selection's manifest under the destination;
+    returns a StageResult with no table writes (the files and counts are in its metrics and
+    its `export.json` artifact)."""
+    destination = params.destination or default_destination(store)
+    mixtures, selections = _chosen(store.read("mixture_weights"), store.read("curated_selections"), params.methods)
+    pool = store.read("corpus_shards")
+    files = _Files(destination)
+    manifest = {"destination": destination, "mixtures": {}, "selections": {}}
+    with progress.task("exporting", total=mixtures["mixture_id"].n_unique() + selections["selection_id"].n_unique(),
+                       unit="file") as done:
+        for (mixture_id,), rows in mixtures.group_by("mixture_id", maintain_order=True):
+            forms = mixture_forms(rows, params.megatron_prefix)
+            files.write_text(f"mixtures/{mixture_id}.json", json.dumps(forms, indent=2, sort_keys=True) + "\n")
+            files.write_text(f"mixtures/{mixture_id}.yaml", _yaml(forms["domain_weights"]))
+            manifest["mixtures"][mixture_id] = {"file": f"mixtures/{mixture_id}.json", "method": forms["method"],
+                                                "domain_weights": forms["domain_weights"]}
+            done.advance()
+        for (selection_id,), rows in selections.group_by("selection_id", maintain_order=True):
+            table = selection_manifest(rows, pool)
+            files.write_parquet(f"selections/{selection_id}.parquet", table)
+            manifest["selections"][selection_id] = {
+                "file": f"selections/{selection_id}.parquet", "method": rows["method"][0], "rows": table.height,
+                "budget": int(rows["budget"][0]), "bytes": int(table["n_bytes"].sum()),
+                "domains": dict(sorted(table.group_by("domain").len().iter_rows()))}
+            done.advance()
+    manifest["reads"] = dict(sorted(getattr(store, "versions", {}).items()))
+    files.write_text("export.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    result = StageResult(metrics={"destination": destination, "mixtures": len(manifest["mixtures"]),
+                                  "selections": len(manifest["selections"]), "files": len(files.written)})
+    result.artifacts["export.json"] = manifest
+    return result
+
+
+def _chosen(mixtures: pl.DataFrame, selections: pl.DataFrame, methods) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Returns (mixtures, selections) of the methods asked for (every method for none), sorted by id;
+    a method in neither table is an error naming the known ones."""
+    if methods:
+        known = set(mixtures["method"].to_list()) | set(selections["method"].to_list())
+        unknown = sorted(set(methods) - known)
+        if unknown:
+            raise ValueError(f"export.methods: {unknown} are not methods of mixture_weights or curated_selections "
+                             f"(they have {sorted(known)})")
+        mixtures = mixtures.filter(pl.col("method").is_in(list(methods)))
+        selections = selections.filter(pl.col("method").is_in(list(methods)))
+    return mixtures.sort("mixture_id"), selections.sort("selection_id")
+
+
+def _yaml(weights: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump({d: float(w) for d, w in weights.items()}, sort_keys=True)
+
+
+class _Files:
+    """Writes files under a local folder or an object-store URI (pyarrow filesystems, credentials
+    from the same environment variables as the tables), each under a temporary name first and
+    then moved into place."""
+
+    def __init__(self, destination: str):
+        from pyarrow import fs
+
+        if "://" in destination and not destination.startswith("file://"):
+            self.fs, self.base = fs.FileSystem.from_uri(destination)
+        else:
+            path = destination.removeprefix("file://")
+            os.makedirs(path, exist_ok=True)
+            self.fs, self.base = fs.LocalFileSystem(), os.path.abspath(path)
+        self.written: list[str] = []
+
+    def _put(self, name: str, payload: bytes) -> None:
+        final = f"{self.base.rstrip('/')}/{name}"
+        folder = final.rsplit("/", 1)[0]
+        self.fs.create_dir(folder, recursive=True)
+        temporary = f"{folder}/.{uuid.uuid4().hex}.tmp"
+        with self.fs.open_output_stream(temporary) as out:
+            out.write(payload)
+        self.fs.move(temporary, final)
+        self.written.append(name)
+
+    def write_text(self, name: str, text: str) -> None:
+        self._put(name, text.encode("utf-8"))
+
+    def write_parquet(self, name: str, frame: pl.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        self._put(name, buffer.getvalue())

@@ -1,0 +1,138 @@
+"""Export for trainers: mixtures load into Hugging Face `interleave_datasets` with their proportions,
+the Megatron blend names every drawn domain, and selection manifests cut the selected bytes out
+of the original documents."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from grasp_pipeline.config import ExportParams
+from grasp_pipeline.export import export_for_trainers
+from grasp_pipeline.storage import DeltaStore
+
+
+@pytest.fixture(scope="module")
+def exported(pipeline_run, tmp_path_factory):
+    """The tiny pipeline's mixtures and selections exported to a fresh folder."""
+    out = tmp_path_factory.mktemp("export")
+    store = DeltaStore(str(pipeline_run[0]))
+    result = export_for_trainers(store, ExportParams(destination=str(out), megatron_prefix="/data/{domain}_text"))
+    return store, out, result
+
+
+def _grasp_mixture(out):
+    manifest = json.loads((out / "export.json").read_text())
+    (mixture_id,) = [m for m, entry in manifest["mixtures"].items() if entry["method"] == "grasp"]
+    return json.loads((out / "mixtures" / f"{mixture_id}.json").read_text()), mixture_id
+
+
+def test_an_exported_mixture_drives_interleave_datasets_to_its_proportions(exported):
+    import datasets
+
+    _, out, _ = exported
+    mixture, _ = _grasp_mixture(out)
+    form = mixture["hf_interleave_datasets"]
+    rows = 20_000  # per domain, so no domain runs out while 10,000 rows are drawn
+    sources = [datasets.Dataset.from_dict({"domain": [d] * rows, "i": list(range(rows))}) for d in form["domains"]]
+    mixed = datasets.interleave_datasets(sources, probabilities=form["probabilities"], seed=0,
+                                         stopping_strategy="first_exhausted")
+    drawn = 10_000
+    counts = pl.Series("domain", mixed.select(range(drawn))["domain"]).value_counts()
+    observed = dict(zip(counts["domain"].to_list(), counts["count"].to_list()))
+    for domain, p in zip(form["domains"], form["probabilities"]):
+        sd = np.sqrt(drawn * p * (1 - p))
+        assert abs(observed.get(domain, 0) - drawn * p) <= 4 * sd + 1, (domain, observed.get(domain), drawn * p)
+    weights = mixture["domain_weights"]
+    assert set(weights) >= set(form["domains"]) and abs(sum(weights.values()) - 1) < 1e-9
+    assert all(weights[d] > 0 for d in form["domains"])  # zero-weight domains are left out of the HF form
+    np.testing.assert_allclose(form["probabilities"], [weights[d] / sum(weights[x] for x in form["domains"])
+                                                       for d in form["domains"]])
+
+
+def test_the_mixture_yaml_and_the_megatron_blend_carry_the_same_weights(exported):
+    store, out, _ = exported
+    mixture, mixture_id = _grasp_mixture(out)
+    assert yaml.safe_load((out / "mixtures" / f"{mixture_id}.yaml").read_text()) == mixture["domain_weights"]
+    parts = mixture["megatron_data_path"].split()
+    blend = dict(zip(parts[1::2], map(float, parts[0::2])))
+    assert blend == pytest.approx({f"/data/{d}_text": p for d, p in zip(
+        mixture["hf_interleave_datasets"]["domains"], mixture["hf_interleave_datasets"]["probabilities"])})
+    stored = store.read("mixture_weights").filter(pl.col("mixture_id") == mixture_id)
+    assert dict(stored.select("domain", "weight").iter_rows()) == mixture["domain_weights"]
+
+
+def test_a_selection_manifest_cuts_the_selected_examples_out_of_the_original_documents(exported):
+    from grasp_pipeline.corpus import load_documents
+
+    store, out, _ = exported
+    manifest = json.loads((out / "export.json").read_text())
+    selections = store.read("curated_selections")
+    documents, _ = load_documents(None)  # the tiny pipeline ran on the embedded corpus
+    text_of = {(d, i): t for d, i, t in documents.select("domain", "doc_id", "text").iter_rows()}
+    pool = store.read("corpus_shards").select("example_id", "text")
+    grasp_id = next(s for s, e in manifest["selections"].items() if e["method"] == "grasp")
+    rows = pl.read_parquet(out / "selections" / f"{grasp_id}.parquet")
+    expected = selections.filter(pl.col("selection_id") == grasp_id).sort("rank")
+    assert rows["example_id"].to_list() == expected["example_id"].to_list()  # pick order kept
+    assert rows.columns == ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
+    for example_id, domain, doc_id, offset, n_bytes, text in rows.join(pool, on="example_id").select(
+            "example_id", "domain", "doc_id", "offset", "n_bytes", "text").iter_rows():
+        assert text_of[(domain, doc_id)].encode("utf-8")[offset:offset + n_bytes].decode("utf-8") == text, example_id
+    counts = manifest["selections"][grasp_id]["domains"]
+    assert counts == dict(rows.group_by("domain").len().iter_rows()) and sum(counts.values()) == expected.height
+
+
+def test_the_export_records_the_table_versions_it_was_made_from(exported):
+    store, out, result = exported
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["reads"] == result.reads == {t: store.version(t) for t in
+                                                 ("corpus_shards", "curated_selections", "mixture_weights")}
+    assert result.writes == []  # files, no table
+    assert not list(out.rglob(".*.tmp"))  # every file was moved into place
+
+
+def test_exporting_an_unknown_method_is_an_error_naming_the_known_ones(pipeline_run, tmp_path):
+    store = DeltaStore(str(pipeline_run[0]))
+    with pytest.raises(ValueError, match=r"'nope'.*grasp"):
+        export_for_trainers(store, ExportParams(destination=str(tmp_path), methods=("grasp", "nope")))
+
+
+def test_grasp_export_writes_the_files_and_reports_trainer_export_to_the_instance(pipeline_run, tmp_path,
+                                                                                  monkeypatch, capsys):
+    import dagster as dg
+
+    from assets.cli import main
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    out = tmp_path / "for-trainers"
+    assert main(["export", "--root", str(pipeline_run[0]), "--out", str(out), "--method", "grasp"]) == 0
+    printed = capsys.readouterr().out
+    assert "mixture sg-" in printed and "selection sg-" in printed and "reported to the Dagster instance" in printed
+    assert sorted(p.name for p in (out / "selections").iterdir()) == [
+        f"{s}.parquet" for s in json.loads((out / "export.json").read_text())["selections"]]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("trainer_export"))
+        assert event.asset_materialization.metadata["dagster/uri"].value == str(out)
+
+
+def test_an_export_to_object_storage_lands_there_with_the_same_files(pipeline_run, s3_root, exported):
+    """The destination can be an s3:// URI: credentials and endpoint from the same environment as the tables."""
+    from pyarrow import fs
+
+    _, local_out, _ = exported
+    store = DeltaStore(str(pipeline_run[0]))
+    destination = f"{s3_root}/exports"
+    export_for_trainers(store, ExportParams(destination=destination, megatron_prefix="/data/{domain}_text"))
+    remote, base = fs.FileSystem.from_uri(destination)
+    listing = remote.get_file_info(fs.FileSelector(base, recursive=True))
+    names = sorted(i.path.removeprefix(base + "/") for i in listing if i.type == fs.FileType.File)
+    local = sorted(p.relative_to(local_out).as_posix() for p in local_out.rglob("*") if p.is_file())
+    assert names == local
+    with remote.open_input_stream(f"{base}/export.json") as stream:
+        assert json.loads(stream.read())["destination"] == destination
