@@ -116,6 +116,8 @@ class SurrogateParams:
     fidelity_fit_budgets: tuple[int, ...] = doc("Fit-subset counts at which fidelity is reported too (the "
                                                 "whole protocol is repeated on a stratified subset).",
                                                 (16, 32, 64, 128))
+    workers: int = doc("Processes the candidates' cross-validation is spread over (0 = one per CPU core, "
+                       "1 = in the stage's own process); the results do not depend on it.", 0)
 
 
 @dataclass(frozen=True)

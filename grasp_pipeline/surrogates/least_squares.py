@@ -27,20 +27,35 @@ def bounded_least_squares(features: np.ndarray, target: np.ndarray, nonneg: np.n
 
 
 def nonneg_with_free_columns(x: np.ndarray, y: np.ndarray, nonneg: np.ndarray) -> np.ndarray:
-    """Solves min ‖xβ − y‖² with β ≥ 0 on the `nonneg` columns and the rest free.
+    """Solves min ‖xβ − y‖² with β ≥ 0 on the `nonneg` columns and the rest free; returns β.
 
     The free columns are projected out exactly (their optimum is a least-squares fit of the
     residual), which leaves a plain NNLS problem for Lawson–Hanson (`scipy.optimize.nnls`):
-    ~100× faster than a general bounded solver on the diagonal-geometry fits.
+    ~100× faster than a general bounded solver on the diagonal-geometry fits. The projection
+    uses a rank-revealing basis of the free columns (their SVD, singular values below the
+    `numpy.linalg.lstsq` cutoff dropped), so collinear free columns — the size term φ(|S|) when
+    every fit subset has the same size is a multiple of the intercept — project out only the
+    space they span; the free coefficients are then the minimum-norm least-squares solution.
     """
     free, bounded = ~nonneg, nonneg
     beta = np.zeros(x.shape[1])
     if not bounded.any():
         beta[:] = np.linalg.lstsq(x, y, rcond=None)[0]
         return beta
-    basis = np.linalg.qr(x[:, free])[0] if free.any() else np.zeros((len(y), 0))
+    basis, solve_free = free_column_basis(x[:, free])
     project = lambda a: a - basis @ (basis.T @ a)  # noqa: E731 — residual after the free columns
     beta[bounded] = nnls(project(x[:, bounded]), project(y), maxiter=50 * x.shape[1])[0]
     if free.any():
-        beta[free] = np.linalg.lstsq(x[:, free], y - x[:, bounded] @ beta[bounded], rcond=None)[0]
+        beta[free] = solve_free(y - x[:, bounded] @ beta[bounded])
     return beta
+
+
+def free_column_basis(columns: np.ndarray):
+    """Returns (an orthonormal basis (m, rank) of the span of `columns`, the minimum-norm
+    least-squares solver r ↦ argmin_β ‖columns·β − r‖), both from one SVD of `columns`."""
+    if columns.shape[1] == 0:
+        return np.zeros((len(columns), 0)), lambda r: np.zeros(0)
+    u, sv, vt = np.linalg.svd(columns, full_matrices=False)
+    rank = int((sv > sv.max(initial=0.0) * max(columns.shape) * np.finfo(float).eps).sum())
+    u, sv, vt = u[:, :rank], sv[:rank], vt[:rank]
+    return u, lambda r: vt.T @ ((u.T @ r) / sv)
