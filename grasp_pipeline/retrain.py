@@ -9,7 +9,9 @@ training M subsets together gives the same result as training them one after ano
 
 from __future__ import annotations
 
+import pickle
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from .processes import available_cores, worker_pool
 from .workloads.base import Params, Workload
 
 OPTIMIZERS = ("adam", "sgd")
@@ -64,7 +67,9 @@ def batch_schedule(n_members: int, steps: int, batch_size: int, seed: Sequence[i
 class StackedTrainer:
     """Trains and evaluates a stack of M models of one workload (functional, vmapped)."""
 
-    def __init__(self, workload: Workload, recipe: Recipe):
+    def __init__(self, workload: Workload, recipe: Recipe, compile: bool = False):
+        """`compile`: run the stacked gradient through `torch.compile` (fused kernels; the
+        first call of each batch shape compiles, which pays off over many steps on CPU)."""
         if recipe.optimizer not in OPTIMIZERS:
             raise ValueError(f"recipe.optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
         self.workload = workload
@@ -81,6 +86,8 @@ class StackedTrainer:
             self._loss_module, _prefixed(params), (batch,)
         )
         self._stacked_grad = vmap(grad(self._batch_loss))
+        if compile:
+            self._stacked_grad = _CompiledOrEager(self._stacked_grad)
         self._stacked_losses = vmap(self._example_losses, in_dims=(0, None))
 
     def stack(self, m: int, params: Params | None = None) -> Params:
@@ -181,25 +188,77 @@ class SubsetOutcome:
 def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor,
                     subsets: Sequence[tuple[int, np.ndarray]], task_inputs: torch.Tensor,
                     task_of_row: np.ndarray, tasks: Sequence[str], *, repeats: int = 1,
-                    models_per_batch: int = 16) -> list[SubsetOutcome]:
+                    models_per_batch: int = 16, workers: int = 1, compile: bool = False) -> list[SubsetOutcome]:
     """Trains the recipe on every (subset_id, pool rows) for each repeat; returns task losses.
 
     Repeat r uses data-order seed (recipe.data_order_seed + r, subset_id); `seconds` is the
-    wall time of the batch the subset trained in, divided by the batch's size.
+    wall time of the group the subset trained in, divided by the group's size. Groups of
+    `models_per_batch` subsets train as one stack; on CPU, `workers` > 1 processes (0 = one
+    per core) train groups side by side, one thread each: on a few cores one model's step
+    does not fill them, and threads contend where processes do not. Every group is trained
+    on its own from the same inputs, so the outcomes do not depend on `workers`.
     """
-    trainer = StackedTrainer(workload, recipe)
-    outcomes: list[SubsetOutcome] = []
-    for repeat in range(repeats):
-        for start in range(0, len(subsets), models_per_batch):
-            group = subsets[start:start + models_per_batch]
-            began = time.perf_counter()
-            params = trainer.train(
-                pool_inputs,
-                [rows for _, rows in group],
-                [(recipe.data_order_seed + repeat, subset_id) for subset_id, _ in group],
-            )
-            losses = task_losses(trainer.example_losses(params, task_inputs), task_of_row, tasks)
-            per_subset = (time.perf_counter() - began) / len(group)
-            outcomes += [SubsetOutcome(subset_id, repeat, losses[j], per_subset)
-                         for j, (subset_id, _) in enumerate(group)]
-    return outcomes
+    groups = [(repeat, list(subsets[start:start + models_per_batch]))
+              for repeat in range(repeats) for start in range(0, len(subsets), models_per_batch)]
+    workers = min(workers or available_cores(), len(groups))
+    if workers <= 1 or pool_inputs.device.type != "cpu" or not _picklable(workload):
+        trainer = StackedTrainer(workload, recipe, compile=compile)
+        return [o for group in groups for o in _train_group(trainer, pool_inputs, task_inputs, task_of_row, tasks,
+                                                             *group)]
+    inputs = (workload, recipe, compile, pool_inputs, task_inputs, task_of_row, list(tasks),
+              max(1, available_cores() // workers))
+    with worker_pool(workers, _adopt, inputs, preload=__name__) as executor:
+        return [o for outcomes in executor.map(_train_adopted_group, groups) for o in outcomes]
+
+
+def _picklable(workload: Workload) -> bool:
+    """Whether the workload can travel to a worker process (one holding a loaded model may not)."""
+    try:
+        pickle.dumps(workload)
+    except Exception:  # noqa: BLE001 — any failure means: train in this process
+        return False
+    return True
+
+
+def _train_group(trainer: StackedTrainer, pool_inputs: torch.Tensor, task_inputs: torch.Tensor,
+                 task_of_row: np.ndarray, tasks: Sequence[str], repeat: int,
+                 group: list[tuple[int, np.ndarray]]) -> list[SubsetOutcome]:
+    """Trains one group of subsets as one stack; returns their outcomes in group order."""
+    began = time.perf_counter()
+    params = trainer.train(pool_inputs, [rows for _, rows in group],
+                           [(trainer.recipe.data_order_seed + repeat, subset_id) for subset_id, _ in group])
+    losses = task_losses(trainer.example_losses(params, task_inputs), task_of_row, tasks)
+    per_subset = (time.perf_counter() - began) / len(group)
+    return [SubsetOutcome(subset_id, repeat, losses[j], per_subset) for j, (subset_id, _) in enumerate(group)]
+
+
+_ADOPTED: dict = {}
+
+
+def _adopt(workload, recipe, compile, pool_inputs, task_inputs, task_of_row, tasks, threads) -> None:
+    """Worker initialiser: its share of the cores as torch threads, one trainer for its life."""
+    torch.set_num_threads(threads)
+    _ADOPTED.update(trainer=StackedTrainer(workload, recipe, compile=compile), pool_inputs=pool_inputs,
+                    task_inputs=task_inputs, task_of_row=task_of_row, tasks=tasks)
+
+
+def _train_adopted_group(group: tuple[int, list]) -> list[SubsetOutcome]:
+    a = _ADOPTED
+    return _train_group(a["trainer"], a["pool_inputs"], a["task_inputs"], a["task_of_row"], a["tasks"], *group)
+
+
+class _CompiledOrEager:
+    """A function through `torch.compile`, or as it is where compiling fails (no C++ compiler,
+    an unsupported op): compiling changes speed, never whether a retraining runs."""
+
+    def __init__(self, function):
+        self.eager, self.compiled = function, torch.compile(function)
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as error:  # noqa: BLE001 — any compile failure falls back to eager
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly")
+                self.compiled = None
+        return self.eager(*args)

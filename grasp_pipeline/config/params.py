@@ -85,7 +85,14 @@ class RetrainParams:
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0)
     repeats: int = doc("Retrainings per subset with other data-order seeds (≥2 gives a noise ceiling; "
                        "doubles the retraining cost).", 1)
-    models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16)
+    models_per_batch: int = doc("Subsets trained together in one vectorised loop (stacked models: on CPU a "
+                                "few, whose step stays in cache; on a GPU 16–64).", 4)
+    workers: int = doc("CPU processes that train groups of subsets side by side, one thread each (0 = one "
+                       "per core; 1 = in the stage's process); the outcomes do not depend on it. GPUs train "
+                       "in the stage's process.", 0)
+    compile: bool = doc("Run each retraining step through torch.compile (fused kernels: several times faster "
+                        "on CPU after a compile of seconds to a minute per process and batch shape, cached on "
+                        "disk); falls back to eager where compiling fails.", False)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
         subsets.append((subset_id, np.array([position[m] for m in members])))
     recipe = Recipe.from_params(params)
     outcomes = retrain_subsets(workload, recipe, pool_inputs, subsets, task_inputs, task_index, names,
-                               repeats=params.repeats, models_per_batch=params.models_per_batch)
+                               repeats=params.repeats, models_per_batch=params.models_per_batch,
+                               workers=params.workers, compile=params.compile)
     batch_of = dict(plan.select("subset_id", "batch").iter_rows())
     members_of = dict(plan.select("subset_id", "members").iter_rows())
     recipe_json = json.dumps({**recipe.to_dict(), **workload.config()}, sort_keys=True)

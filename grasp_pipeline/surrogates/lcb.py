@@ -9,10 +9,7 @@ receives the fit rows explicitly.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -22,6 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from ..config.params import SurrogateParams
 from ..evaluation.metrics import nan_mean, spearman_columns
+from ..processes import available_cores, worker_pool
 from .base import Surrogate
 from .baselines import Datamodel, GradDot, SizeOnly, Trak
 from .data import SubsetData
@@ -83,8 +81,7 @@ class CandidateWorkers:
     The fits are many small dense solves: BLAS runs single-threaded (its threads cost more
     than they gain at this size, most of all on a busy machine) and the candidates spread
     over processes instead. Every candidate is scored on its own from the same inputs, so
-    the scores do not depend on the number of workers or on which worker ran what. Workers
-    are forked (where the platform can), so the data reach them without a copy.
+    the scores do not depend on the number of workers or on which worker ran what.
     """
 
     def __init__(self, data: SubsetData, workers: int = 1):
@@ -92,13 +89,11 @@ class CandidateWorkers:
             raise ValueError(f"surrogate.workers must be ≥ 0 (0 = one per CPU core), got {workers}")
         self.data = data
         self.workers = workers or available_cores()
-        self.executor: ProcessPoolExecutor | None = None
+        self.executor = None
 
     def __enter__(self) -> "CandidateWorkers":
         if self.workers > 1:
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method),
-                                                initializer=_adopt, initargs=(self.data,))
+            self.executor = worker_pool(self.workers, _adopt, (self.data,), preload=__name__)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -115,11 +110,6 @@ class CandidateWorkers:
             with threadpool_limits(1, user_api="blas"):
                 return [cross_validate(c, data, data.fit_rows, folds) for c in candidates]
         return list(self.executor.map(_cross_validate_adopted, candidates, repeat(data.fit_rows), repeat(folds)))
-
-
-def available_cores() -> int:
-    """Returns the CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 _ADOPTED: dict = {}
