@@ -10,8 +10,10 @@ training M subsets together gives the same result as training them one after ano
 from __future__ import annotations
 
 import math
+import pickle
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,6 +21,7 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 
 from . import progress
+from .processes import available_cores, worker_pool
 from .workloads.base import Params, Workload
 
 OPTIMIZERS = ("adam", "sgd")
@@ -84,7 +87,9 @@ def batch_schedule(n_members: int, steps: int, batch_size: int, seed: Sequence[i
 class StackedTrainer:
     """Trains and evaluates a stack of M models of one workload (functional, vmapped)."""
 
-    def __init__(self, workload: Workload, recipe: Recipe):
+    def __init__(self, workload: Workload, recipe: Recipe, compile: bool = False):
+        """`compile`: run the stacked gradient through `torch.compile` (fused kernels; the
+        first call of each batch shape compiles, which pays off over many steps on CPU)."""
         if recipe.optimizer not in OPTIMIZERS:
             raise ValueError(f"recipe.optimizer must be 'adam' or 'sgd', got {recipe.optimizer!r}")
         self.workload = workload
@@ -102,6 +107,8 @@ class StackedTrainer:
         )
         # grad_and_value: the same backward as grad, plus each model's batch loss for on_step
         self._stacked_grad = vmap(grad_and_value(self._batch_loss))
+        if compile:
+            self._stacked_grad = _CompiledOrEager(self._stacked_grad)
         self._stacked_losses = vmap(self._example_losses, in_dims=(0, None))
 
     def stack(self, m: int, params: Params | None = None) -> Params:
@@ -215,32 +222,133 @@ def train_reporting(trainer: StackedTrainer, pool_inputs: torch.Tensor, member_r
         return trainer.train(pool_inputs, member_rows, orders, on_step=lambda step, _: steps.advance())
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """One retraining: pool rows, data-order seed pair, and the initialisation seed (None = the recipe's)."""
+
+    rows: np.ndarray
+    order: tuple[int, int]
+    init_seed: int | None = None
+
+
+def train_jobs(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor, jobs: Sequence[TrainJob],
+               eval_inputs: torch.Tensor, task_of_row: np.ndarray, tasks: Sequence[str], *,
+               models_per_batch: int = 4, workers: int = 1, compile: bool = False,
+               label: str = "retraining", unit: str = "model") -> tuple[np.ndarray, np.ndarray]:
+    """Trains every job and scores it on `eval_inputs`; returns ((J, T) task losses, (J,) seconds).
+
+    Jobs with the same initialisation train in groups of `models_per_batch` as one stack; a
+    job's `seconds` is its group's wall time over the group's size. On CPU, `workers` > 1
+    processes (0 = one per core) train groups side by side, one thread each: on a few cores
+    one model's step does not fill them, and threads contend where processes do not. Every
+    group is trained on its own from the same inputs, so the losses do not depend on
+    `workers` (nor, within float tolerance, on `models_per_batch`).
+    """
+    by_init: dict[int, list[int]] = {}
+    for j, job in enumerate(jobs):
+        by_init.setdefault(recipe.init_seed if job.init_seed is None else job.init_seed, []).append(j)
+    groups = [(init, [(j, jobs[j]) for j in members[lo:lo + models_per_batch]])
+              for init, members in by_init.items() for lo in range(0, len(members), models_per_batch)]
+    losses, seconds = np.zeros((len(jobs), len(tasks))), np.zeros(len(jobs))
+    workers = min(workers or available_cores(), len(groups))
+    in_process = workers <= 1 or pool_inputs.device.type != "cpu" or not _picklable(workload)
+
+    def keep(indices, group_losses, group_seconds) -> None:
+        losses[indices], seconds[indices] = group_losses, group_seconds
+        done.advance(len(indices))
+
+    # progress: per group as it finishes (whichever process trained it); per step only in-process
+    with progress.task(label, total=len(jobs), unit=unit) as done:
+        if in_process:
+            trainers = _Trainers(workload, recipe, compile)
+            for group in groups:
+                keep(*_train_group(trainers, pool_inputs, eval_inputs, task_of_row, tasks, *group))
+        else:
+            inputs = (workload, recipe, compile, pool_inputs, eval_inputs, task_of_row, list(tasks),
+                      max(1, available_cores() // workers))
+            with worker_pool(workers, _adopt, inputs, preload=__name__) as executor:
+                for trained in executor.map(_train_adopted_group, groups):
+                    keep(*trained)
+    return losses, seconds
+
+
 def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor,
                     subsets: Sequence[tuple[int, np.ndarray]], task_inputs: torch.Tensor,
                     task_of_row: np.ndarray, tasks: Sequence[str], *, repeats: int = 1,
-                    models_per_batch: int = 16) -> list[SubsetOutcome]:
+                    models_per_batch: int = 16, workers: int = 1, compile: bool = False) -> list[SubsetOutcome]:
     """Trains the recipe on every (subset_id, pool rows) for each repeat; returns task losses.
 
     Repeat r uses data-order seed (recipe.data_order_seed + r, subset_id); `seconds` is the
-    wall time of the batch the subset trained in, divided by the batch's size.
+    wall time of the group the subset trained in, divided by the group's size (`train_jobs`).
     """
-    trainer = StackedTrainer(workload, recipe)
-    outcomes: list[SubsetOutcome] = []
-    with progress.task("retraining", total=len(subsets) * repeats, unit="subset") as subsets_done:
-        for repeat in range(repeats):
-            for start in range(0, len(subsets), models_per_batch):
-                group = subsets[start:start + models_per_batch]
-                began = time.perf_counter()
-                with progress.task(f"{len(group)} models", total=recipe.steps, unit="step") as steps:
-                    params = trainer.train(
-                        pool_inputs,
-                        [rows for _, rows in group],
-                        [(recipe.data_order_seed + repeat, subset_id) for subset_id, _ in group],
-                        on_step=lambda step, _: steps.advance(),
-                    )
-                losses = task_losses(trainer.example_losses(params, task_inputs), task_of_row, tasks)
-                per_subset = (time.perf_counter() - began) / len(group)
-                outcomes += [SubsetOutcome(subset_id, repeat, losses[j], per_subset)
-                             for j, (subset_id, _) in enumerate(group)]
-                subsets_done.advance(len(group))
-    return outcomes
+    keys = [(repeat, subset_id) for repeat in range(repeats) for subset_id, _ in subsets]
+    jobs = [TrainJob(rows, (recipe.data_order_seed + repeat, subset_id))
+            for repeat in range(repeats) for subset_id, rows in subsets]
+    losses, seconds = train_jobs(workload, recipe, pool_inputs, jobs, task_inputs, task_of_row, tasks,
+                                 models_per_batch=models_per_batch, workers=workers, compile=compile,
+                                 unit="subset")
+    return [SubsetOutcome(subset_id, repeat, losses[j], float(seconds[j])) for j, (repeat, subset_id) in enumerate(keys)]
+
+
+def _picklable(workload: Workload) -> bool:
+    """Whether the workload can travel to a worker process (one holding a loaded model may not)."""
+    try:
+        pickle.dumps(workload)
+    except Exception:  # noqa: BLE001 — any failure means: train in this process
+        return False
+    return True
+
+
+class _Trainers:
+    """One StackedTrainer per initialisation seed, made on first use."""
+
+    def __init__(self, workload: Workload, recipe: Recipe, compile: bool):
+        self.workload, self.recipe, self.compile, self.made = workload, recipe, compile, {}
+
+    def __getitem__(self, init_seed: int) -> StackedTrainer:
+        if init_seed not in self.made:
+            recipe = replace(self.recipe, init_seed=init_seed)
+            self.made[init_seed] = StackedTrainer(self.workload, recipe, compile=self.compile)
+        return self.made[init_seed]
+
+
+def _train_group(trainers: _Trainers, pool_inputs: torch.Tensor, eval_inputs: torch.Tensor, task_of_row: np.ndarray,
+                 tasks: Sequence[str], init_seed: int, group: list[tuple[int, TrainJob]]):
+    """Trains one group of jobs as one stack; returns (job indices, (M, T) task losses, seconds per job)."""
+    began = time.perf_counter()
+    trainer = trainers[init_seed]
+    params = train_reporting(trainer, pool_inputs, [job.rows for _, job in group], [job.order for _, job in group])
+    losses = task_losses(trainer.example_losses(params, eval_inputs), task_of_row, tasks)
+    return [j for j, _ in group], losses, (time.perf_counter() - began) / len(group)
+
+
+_ADOPTED: dict = {}
+
+
+def _adopt(workload, recipe, compile, pool_inputs, eval_inputs, task_of_row, tasks, threads) -> None:
+    """Worker initialiser: its share of the cores as torch threads, its trainers for its life."""
+    torch.set_num_threads(threads)
+    _ADOPTED.update(trainers=_Trainers(workload, recipe, compile), pool_inputs=pool_inputs,
+                    eval_inputs=eval_inputs, task_of_row=task_of_row, tasks=tasks)
+
+
+def _train_adopted_group(group: tuple[int, list]):
+    a = _ADOPTED
+    return _train_group(a["trainers"], a["pool_inputs"], a["eval_inputs"], a["task_of_row"], a["tasks"], *group)
+
+
+class _CompiledOrEager:
+    """A function through `torch.compile`, or as it is where compiling fails (no C++ compiler,
+    an unsupported op): compiling changes speed, never whether a retraining runs."""
+
+    def __init__(self, function):
+        self.eager, self.compiled = function, torch.compile(function)
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as error:  # noqa: BLE001 — any compile failure falls back to eager
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly")
+                self.compiled = None
+        return self.eager(*args)

@@ -23,15 +23,19 @@ TINY = {
     "plan": {"uniform_fraction": 0.2, "uniform_fit": 8, "uniform_holdout": 4, "dirichlet_fit": 8,
              "dirichlet_holdout": 4, "dirichlet_min_fraction": 0.05, "dirichlet_max_fraction": 0.4,
              "stratified_fit": 4, "stratified_holdout": 4, "subsets_per_batch": 8},
-    "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8, "repeats": 2},
+    # workers 1 everywhere: the tiny stages train in their own process (a worker pool's start costs more
+    # than these models; tests/test_retrain_cost.py covers the worker processes)
+    "retrain": {"steps": 4, "batch_size": 8, "models_per_batch": 8, "repeats": 2, "workers": 1},
     "surrogate": {"cv_folds": 3, "grasp_size_terms": ["log"], "grasp_normalisations": ["none", "mean"],
                   "grasp_geometries": ["identity", "diagonal"], "datamodel_ridges": [1.0, 10.0],
-                  "grasp_ridges": [0.1], "fidelity_fit_budgets": [8]},
+                  "grasp_ridges": [0.1], "fidelity_fit_budgets": [8], "workers": 1},
     "selection": {"budget_fraction": 0.2, "random_seeds": [0, 1]},
     "mixture": {"budget_fraction": 0.2},
     "loop": {"budget_fraction": 0.2, "random_seeds": [900, 901], "bootstrap": 3, "trust_radii": [1e-3, 1e-1],
-             "mixture_steps": [0.0, 0.5]},
-    "validation": {"repeats": 1},
+             "mixture_steps": [0.0, 0.5], "workers": 1},
+    "validation": {"repeats": 1, "workers": 1},
+    "test": {"workers": 1},
+    "target": {"workers": 1},
 }
 
 

@@ -67,8 +67,12 @@ def test_every_stage_reports_its_shards_batches_candidates_and_rounds(stage_even
     store, params, events = stage_events
     (sketching,) = _finished(events, "sketching")
     assert sketching.done == sketching.total == store.read("corpus_shards")["shard"].n_unique()
-    retraining = _finished(events, "retraining")[0]
-    assert retraining.done == store.read("subset_plan").height * params.retrain.repeats
+    # fit subsets train `repeats` times, holdout subsets `holdout_repeats` times (one task each)
+    plan = store.read("subset_plan")
+    holdout = plan.filter(plan["role"] == "holdout").height
+    repeats = params.retrain.repeats
+    assert sorted(e.done for e in _finished(events, "retraining")) == sorted(
+        [(plan.height - holdout) * repeats, holdout * max(repeats, params.retrain.holdout_repeats)])
     trained_steps = [e for e in events if e.path == ("retraining",) and e.unit == "step" and e.finished]
     assert trained_steps and all(e.done == params.retrain.steps for e in trained_steps)
     scored = [e for e in events if e.path == ("retraining",) and e.task == "evaluating" and e.finished]

@@ -106,7 +106,14 @@ class RetrainParams:
     repeats: int = doc("Retrainings per subset with other data-order seeds (utilities are averaged).", 1, minimum=1)
     holdout_repeats: int = doc("Retrainings per holdout subset (at least `repeats`): ≥ 2 measures each sampler's "
                                "noise ceiling and averages the targets fidelity is scored on.", 2, minimum=1)
-    models_per_batch: int = doc("Subsets trained together in one vectorised loop.", 16, minimum=1)
+    models_per_batch: int = doc("Subsets trained together in one vectorised loop (stacked models: on CPU a "
+                                "few, whose step stays in cache; on a GPU 16–64).", 4, minimum=1)
+    workers: int = doc("CPU processes that train groups of subsets side by side, one thread each (0 = one "
+                       "per core; 1 = in the stage's process); the outcomes do not depend on it. GPUs train "
+                       "in the stage's process.", 0, minimum=0)
+    compile: bool = doc("Run each retraining step through torch.compile (fused kernels: several times faster "
+                        "on CPU after a compile of seconds to a minute per process and batch shape, cached on "
+                        "disk); falls back to eager where compiling fails.", False)
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,8 @@ class SurrogateParams:
     fidelity_fit_budgets: tuple[int, ...] = doc("Fit-subset counts at which fidelity is reported too (the "
                                                 "whole protocol is repeated on a stratified subset).",
                                                 (16, 32, 64, 128), minimum=2)
+    workers: int = doc("Processes the candidates' cross-validation is spread over (0 = one per CPU core, "
+                       "1 = in the stage's own process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -195,7 +204,9 @@ class MixtureParams:
 
 @dataclass(frozen=True)
 class ValidationParams:
-    models_per_batch: int = doc("Selections retrained together in one vectorised loop.", 16, minimum=1)
+    models_per_batch: int = doc("Selections retrained together in one vectorised loop.", 4, minimum=1)
+    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
+                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
     repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2, minimum=1)
     mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0, minimum=0)
 
@@ -230,7 +241,9 @@ class LoopParams:
                     "surrogate's predicted gain over bootstrap refits).", "realised",
                     choices=("realised", "predicted"))
     seed: int = doc("Seed of the mixture samples and the bootstrap.", 0, minimum=0)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 4, minimum=1)
+    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
+                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -254,7 +267,9 @@ class TestParams:
     bootstrap: int = doc("Bootstrap resamples of the gain intervals.", 2000, minimum=10)
     bootstrap_seed: int = doc("Seed of the bootstrap.", 0, minimum=0)
     level: float = doc("Confidence level of the intervals.", 0.95, above=0, below=1)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 4, minimum=1)
+    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
+                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -277,7 +292,9 @@ class TargetParams:
     data_order_seeds: tuple[int, ...] = doc("Data-order seeds (fresh).", (4001, 4002), minimum=0, nonempty=True)
     bootstrap: int = doc("Bootstrap resamples of the intervals.", 1000, minimum=10)
     seed: int = doc("Seed of the spread mixtures, the samples and the bootstrap.", 0, minimum=0)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 16, minimum=1)
+    models_per_batch: int = doc("Models trained together in one vectorised loop.", 4, minimum=1)
+    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
+                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)

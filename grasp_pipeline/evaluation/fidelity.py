@@ -11,7 +11,7 @@ import polars as pl
 from .. import progress
 from ..config.params import SurrogateParams
 from ..surrogates.data import SubsetData
-from ..surrogates.lcb import fit_surrogates
+from ..surrogates.lcb import CandidateWorkers, fit_surrogates
 from .metrics import nan_mean, noise_ceiling, pearson, spearman
 
 
@@ -34,18 +34,23 @@ def with_fit_budget(data: SubsetData, budget: int, seed: int) -> SubsetData:
 
 
 def fidelity_by_fit_budget(data: SubsetData, params: SurrogateParams, budgets,
-                           methods: tuple[str, ...] = ("grasp", "grad_dot", "datamodel", "size")) -> list[dict]:
+                           methods: tuple[str, ...] = ("grasp", "grad_dot", "datamodel", "size"),
+                           workers: CandidateWorkers | None = None) -> list[dict]:
     """Returns holdout fidelity per (budget, method) when only `budget` fit subsets are used.
 
     Budgets at or above the number of fit subsets are skipped (that is the main fit); each
-    budget repeats the whole protocol (LCB choice and fit) on its own fit rows.
+    budget repeats the whole protocol (LCB choice and fit) on its own fit rows, its
+    cross-validation spread over `workers` (on `data`'s subsets; default: `params.workers`).
     """
+    if workers is None:
+        with CandidateWorkers(data, params.workers) as own:
+            return fidelity_by_fit_budget(data, params, budgets, methods, own)
     rows = []
     kept = sorted(b for b in budgets if params.cv_folds * 2 <= b < len(data.fit_rows))
     with progress.task("fidelity by fit budget", total=len(kept), unit="budget") as done:
         for budget in kept:
             restricted = with_fit_budget(data, budget, params.seed)
-            for method, fitted in fit_surrogates(restricted, params, methods).items():
+            for method, fitted in fit_surrogates(restricted, params, methods, workers).items():
                 report = holdout_fidelity(restricted, fitted.predicted)
                 rows.append({"fit_subsets": budget, "method": method, "holdout_spearman": report["mean_spearman"],
                              **{f"holdout_spearman.{s}": v for s, v in report["per_sampler"].items()}})

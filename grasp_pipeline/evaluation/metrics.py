@@ -14,6 +14,19 @@ def spearman(predicted: np.ndarray, actual: np.ndarray) -> float:
     return float(stats.spearmanr(predicted, actual).statistic)
 
 
+def spearman_columns(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Returns Spearman's ρ of every column pair (m, T) × (m, T) → (T,): `spearman` column by
+    column (NaN where a side is constant or m < 3), from one ranking of each side."""
+    predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
+    rho = np.full(predicted.shape[1], np.nan)
+    defined = (np.ptp(predicted, axis=0) > 0) & (np.ptp(actual, axis=0) > 0) if len(actual) >= 3 else rho > 0
+    if defined.any():
+        ranks = [stats.rankdata(side[:, defined], axis=0) for side in (predicted, actual)]
+        centred = [r - r.mean(0) for r in ranks]
+        rho[defined] = (centred[0] * centred[1]).sum(0) / np.sqrt((centred[0] ** 2).sum(0) * (centred[1] ** 2).sum(0))
+    return rho
+
+
 def pearson(predicted: np.ndarray, actual: np.ndarray) -> float:
     """Returns Pearson's r, or NaN when either side is constant or has < 3 points."""
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)

@@ -20,8 +20,7 @@ from ..config.params import LoopParams
 from ..loop import (Candidate, LoopState, adapt, bootstrap_refits, calibration_slope, lower_bounds,
                     predicted_mean_utility, propose, realised_lower_bound, refit, with_active)
 from ..mixture import domain_stats
-from .. import progress
-from ..retrain import StackedTrainer, task_losses, train_reporting
+from ..retrain import TrainJob, train_jobs
 from ..selection import random_selection
 from ..storage import DeltaStore
 from ..workloads.base import Workload
@@ -52,11 +51,12 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
                                                               how="right")["content_sha1"].to_numpy())
     earlier, reused, refused = _earlier_outcomes(store, sketches, tasks, key)
     data = with_active(data, *earlier)
-    trainer = StackedTrainer(workload, recipe)
-    train = lambda subsets, orders: _train(trainer, pool_inputs, dev_inputs, task_index, tasks, subsets,  # noqa
-                                           orders, params.models_per_batch)
+    train = lambda subsets, orders: _train(workload, recipe, pool_inputs, dev_inputs, task_index, tasks,  # noqa
+                                           subsets, orders, params)
     references = [random_selection(len(z), budget, seed).rows for seed in params.random_seeds]
-    ref_utility = np.stack([train([rows] * len(params.order_seeds), params.order_seeds) for rows in references])
+    seeds = list(params.order_seeds)
+    ref_utility = train([rows for rows in references for _ in seeds], seeds * len(references)).reshape(
+        len(references), len(seeds), len(tasks))
     ref_mean = ref_utility.mean((0, 1))  # (T,) over references and seeds
     last_block = data.sketch_blocks - 1 if data.sketch_blocks > 1 else -1
     blocks = list(params.selection_blocks) or sorted({config.get("sketch_block", -1), last_block})
@@ -91,18 +91,14 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     return result
 
 
-def _train(trainer: StackedTrainer, pool_inputs, dev_inputs, task_index: np.ndarray, tasks: list[str],
-           subsets: list[np.ndarray], orders, models_per_batch: int) -> np.ndarray:
+def _train(workload: Workload, recipe, pool_inputs, dev_inputs, task_index: np.ndarray, tasks: list[str],
+           subsets: list[np.ndarray], orders, params: LoopParams) -> np.ndarray:
     """(len(subsets), T) dev utility of the recipe trained on each subset with data-order seed orders[i]."""
-    out = []
-    with progress.task("retraining candidates", total=len(subsets), unit="model") as done:
-        for lo in range(0, len(subsets), models_per_batch):
-            chunk = slice(lo, lo + models_per_batch)
-            trained = train_reporting(trainer, pool_inputs, subsets[chunk],
-                                      [(o, LOOP_ORDER_KEY) for o in orders[chunk]])
-            out.append(-task_losses(trainer.example_losses(trained, dev_inputs), task_index, tasks))
-            done.advance(len(subsets[chunk]))
-    return np.concatenate(out)
+    jobs = [TrainJob(rows, (int(o), LOOP_ORDER_KEY)) for rows, o in zip(subsets, orders)]
+    losses, _ = train_jobs(workload, recipe, pool_inputs, jobs, dev_inputs, task_index, tasks,
+                           models_per_batch=params.models_per_batch, workers=params.workers,
+                           label="retraining candidates")
+    return -losses
 
 
 def _evaluate(candidates: list[Candidate], fitted: list[dict], data, stats, budget: int, base: float,

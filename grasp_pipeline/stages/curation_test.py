@@ -12,7 +12,6 @@ table it writes: its figures are the ones a user acts on.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -22,8 +21,7 @@ from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
                                    unit_histograms)
 from ..mixture import sample_mixture
-from .. import progress
-from ..retrain import Recipe, StackedTrainer, task_losses, train_reporting
+from ..retrain import Recipe, TrainJob, train_jobs
 from ..selection import random_selection
 from ..storage import DeltaStore
 from ..workloads.base import Workload
@@ -50,7 +48,7 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
              for key, *_, rows in selections + references for pair in pairs]
             + [((key, j), rows, pairs[j % len(pairs)], (pairs[j % len(pairs)][1], MIXTURE_ORDER_KEY + j))
                for key, samples in mixtures.items() for j, rows in enumerate(samples)])
-    losses = train_and_score(workload, recipe, pool, test, task_index, tasks, jobs, params.models_per_batch)
+    losses = train_and_score(workload, recipe, pool, test, task_index, tasks, jobs, params)
     floors = _floors(workload, pool, test, task_index, tasks, jobs)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
     result = StageResult()
@@ -129,23 +127,15 @@ def _mixture_samples(store: DeltaStore, pool: pl.DataFrame, params: TestParams) 
 
 
 def train_and_score(workload: Workload, recipe: Recipe, pool: pl.DataFrame, test: pl.DataFrame,
-                     task_index: np.ndarray, tasks: list[str], jobs: list[tuple],
-                     models_per_batch: int) -> dict:
-    """{(job key, seed pair): (T,) test loss}: each job trained at its initialisation and data order."""
+                    task_index: np.ndarray, tasks: list[str], jobs: list[tuple], params) -> dict:
+    """{(job key, seed pair): (T,) test loss}: each job trained at its initialisation and data order
+    (`params.models_per_batch` models per stack, over `params.workers` processes)."""
     pool_inputs, test_inputs = workload.encode(pool["text"].to_list()), workload.encode(test["text"].to_list())
-    losses = {}
-    with progress.task("retraining on test", total=len(jobs), unit="model") as done:
-        for init in sorted({pair[0] for _, _, pair, _ in jobs}):
-            trainer = StackedTrainer(workload, replace(recipe, init_seed=init))
-            mine = [job for job in jobs if job[2][0] == init]
-            for lo in range(0, len(mine), models_per_batch):
-                chunk = mine[lo:lo + models_per_batch]
-                trained = train_reporting(trainer, pool_inputs, [rows for _, rows, _, _ in chunk],
-                                          [order for *_, order in chunk])
-                scored = task_losses(trainer.example_losses(trained, test_inputs), task_index, tasks)
-                losses.update({(key, pair): scored[j] for j, (key, _, pair, _) in enumerate(chunk)})
-                done.advance(len(chunk))
-    return losses
+    losses, _ = train_jobs(workload, recipe, pool_inputs, [TrainJob(rows, order, init_seed=pair[0])
+                                                            for _, rows, pair, order in jobs],
+                           test_inputs, task_index, tasks, models_per_batch=params.models_per_batch,
+                           workers=params.workers, label="retraining on test")
+    return {(key, pair): losses[j] for j, (key, _, pair, _) in enumerate(jobs)}
 
 
 def _floors(workload: Workload, pool: pl.DataFrame, test: pl.DataFrame, task_index: np.ndarray,

@@ -55,7 +55,8 @@ def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParam
                             ([s for s in subsets if s[0] in holdout], max(params.repeats, params.holdout_repeats))):
         if chosen:
             outcomes += retrain_subsets(workload, recipe, pool_inputs, chosen, task_inputs, task_index, names,
-                                        repeats=repeats, models_per_batch=params.models_per_batch)
+                                        repeats=repeats, models_per_batch=params.models_per_batch,
+                                        workers=params.workers, compile=params.compile)
     outcomes.sort(key=lambda o: (o.repeat, o.subset_id))
     batch_of = dict(plan.select("subset_id", "batch").iter_rows())
     members_of = dict(plan.select("subset_id", "members").iter_rows())

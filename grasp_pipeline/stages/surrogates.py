@@ -12,7 +12,7 @@ from ..config.params import SurrogateParams
 from ..evaluation.fidelity import fidelity_by_fit_budget, fidelity_report_frame, holdout_fidelity, noise_ceilings
 from ..storage import DeltaStore
 from ..surrogates.data import SubsetData
-from ..surrogates.lcb import fit_surrogates
+from ..surrogates.lcb import CandidateWorkers, fit_surrogates
 from .base import StageResult, digest, stage
 from .figures import fidelity_budget_figure, predicted_vs_actual_figure
 from .tables import load_subset_data
@@ -23,10 +23,13 @@ def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_
     """Chooses and fits every surrogate method; writes `surrogates`, `surrogate_candidates`,
     `surrogate_predictions` and `fidelity_report`."""
     data, sketches, plan = load_subset_data(store)
-    fitted = fit_surrogates(data, params)
+    with CandidateWorkers(data, params.workers) as workers:  # one set of processes serves every protocol run
+        fitted = fit_surrogates(data, params, workers=workers)
+        by_budget = fidelity_by_fit_budget(data, params, params.fidelity_fit_budgets, workers=workers)
     costs = artifact_seconds(store, data, fitted)
-    by_budget = fidelity_by_fit_budget(data, params, params.fidelity_fit_budgets)
-    surrogate_id = "sg-" + digest(asdict(params), sketches["sketch_config"][0],
+    # `workers` changes where the fits run, not what they give: it stays out of the id
+    settings = {k: v for k, v in asdict(params).items() if k != "workers"}
+    surrogate_id = "sg-" + digest(settings, sketches["sketch_config"][0],
                                    data.utility.tobytes(), plan["members"].to_list())
     fidelity = {method: holdout_fidelity(data, fm.predicted) for method, fm in fitted.items()}
     surrogates, candidates, predictions = _surrogate_frames(surrogate_id, data, fitted, fidelity, costs,

@@ -47,7 +47,7 @@ def run_target_check(store: DeltaStore, proxy: Workload, target: Workload, param
             + [((key, s), rows, (params.init_seed, s), (s, ORDER_KEY)) for key, rows in selections.items() for s in seeds])
     utility = {}
     for level, workload, level_recipe in (("proxy", proxy, proxy_recipe), ("target", target, target_recipe)):
-        scored = train_and_score(workload, level_recipe, pool, test, task_index, tasks, jobs, params.models_per_batch)
+        scored = train_and_score(workload, level_recipe, pool, test, task_index, tasks, jobs, params)
         utility[level] = {key: -loss for (key, _), loss in scored.items()}
     frame, metrics = _report(mixtures, selections, utility, seeds, tasks, params)
     result = StageResult()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import polars as pl
 
-from .. import progress
 from ..config.params import ValidationParams
 from ..evaluation.comparison import selection_comparison
 from ..mixture import sample_mixture
-from ..retrain import StackedTrainer, task_losses
+from ..retrain import TrainJob, train_jobs
 from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
@@ -55,19 +53,12 @@ def validate_selections(store: DeltaStore, workload: Workload, params: Validatio
             drawn = sample_mixture(domains, rows_["weight"].to_numpy(), rows_["domain"].to_list(), budget,
                                    params.mixture_seed)
             groups.append((mixture_id, f"mixture-{method}", budget, drawn))
-    trainer = StackedTrainer(workload, recipe)
-    losses = np.zeros((len(groups), len(names)))
-    with progress.task("retraining selections", total=len(groups) * params.repeats, unit="selection") as done:
-        for repeat in range(params.repeats):
-            for lo in range(0, len(groups), params.models_per_batch):
-                chunk = groups[lo:lo + params.models_per_batch]
-                with progress.task(f"{len(chunk)} models", total=recipe.steps, unit="step") as steps:
-                    trained = trainer.train(pool_inputs, [g[3] for g in chunk],
-                                            [(recipe.data_order_seed + repeat, 10_000_000)] * len(chunk),
-                                            on_step=lambda step, _: steps.advance())
-                losses[lo:lo + len(chunk)] += task_losses(trainer.example_losses(trained, task_inputs),
-                                                          task_index, names) / params.repeats
-                done.advance(len(chunk))
+    jobs = [TrainJob(g[3], (recipe.data_order_seed + repeat, 10_000_000))
+            for repeat in range(params.repeats) for g in groups]
+    per_job, _ = train_jobs(workload, recipe, pool_inputs, jobs, task_inputs, task_index, names,
+                            models_per_batch=params.models_per_batch, workers=params.workers,
+                            label="retraining selections", unit="selection")
+    losses = per_job.reshape(params.repeats, len(groups), len(names)).mean(axis=0)
     rows = [{"selection_id": sid, "method": method, "task": task, "loss": float(losses[j, t]),
              "utility": -float(losses[j, t]), "budget": budget, "repeats": params.repeats}
             for j, (sid, method, budget, _) in enumerate(groups) for t, task in enumerate(names)]

@@ -93,20 +93,33 @@ class Datamodel(Surrogate):
     method: str = field(default="datamodel", init=False)
 
     def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
+        return self.fit_folds(data, [rows], tasks=[task])[0][0]
+
+    def fit_folds(self, data: SubsetData, row_sets: list[np.ndarray], tasks: list[int] | None = None) -> list[list[dict]]:
+        """Returns each row set's params for every task (or `tasks`): one solve per row set serves all tasks."""
+        tasks = list(range(len(data.tasks))) if tasks is None else tasks
+        fitted = []
+        for rows in row_sets:
+            x_mean, xc, gram = self._centred(data, rows)
+            y = data.utility[np.ix_(rows, tasks)]
+            y_mean = y.mean(0)
+            # dual form: m_fit ≪ n_pool, so solve the (m × m) system
+            alpha = np.linalg.solve(gram + self.ridge * np.eye(len(rows)), y - y_mean)
+            weights = xc.T @ alpha
+            fitted.append([{"intercept": float(y_mean[j] - x_mean @ weights[:, j]), "weights": weights[:, j].tolist(),
+                            **self.config()} for j in range(len(tasks))])
+        return fitted
+
+    @staticmethod
+    def _centred(data: SubsetData, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (mean mask, centred masks, their Gram matrix) of `rows`, cached: they serve every task and ridge."""
         key = ("datamodel", rows.tobytes())
-        if key not in data.cache:  # the centred masks and their Gram matrix serve every task and ridge
+        if key not in data.cache:
             x = data.membership[rows].toarray()
             x_mean = x.mean(0)
             xc = x - x_mean
             data.cache[key] = (x_mean, xc, xc @ xc.T)
-        x_mean, xc, gram = data.cache[key]
-        y = data.utility[rows, task]
-        y_mean = y.mean()
-        yc = y - y_mean
-        # dual form: m_fit ≪ n_pool, so solve the (m × m) system
-        alpha = np.linalg.solve(gram + self.ridge * np.eye(len(rows)), yc)
-        weights = xc.T @ alpha
-        return {"intercept": float(y_mean - x_mean @ weights), "weights": weights.tolist(), **self.config()}
+        return data.cache[key]
 
     def predict(self, data: SubsetData, params: dict, task: int) -> np.ndarray:
         return params["intercept"] + data.membership @ np.asarray(params["weights"])

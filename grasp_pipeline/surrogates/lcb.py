@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
+from itertools import repeat
 
 import numpy as np
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from .. import progress
 from ..config.params import SurrogateParams
-from ..evaluation.metrics import nan_mean, spearman
+from ..evaluation.metrics import nan_mean, spearman_columns
+from ..processes import available_cores, worker_pool
 from .base import Surrogate
 from .baselines import Datamodel, GradDot, SizeOnly, Trak
 from .data import SubsetData
@@ -56,15 +60,78 @@ def fold_score(data: SubsetData, predicted: np.ndarray, rows: np.ndarray) -> flo
     scores = []
     for sampler in sorted(set(data.samplers[rows])):
         mine = rows[data.samplers[rows] == sampler]
-        scores += [spearman(predicted[mine, t], data.utility[mine, t]) for t in range(len(data.tasks))]
+        scores += spearman_columns(predicted[mine], data.utility[mine]).tolist()
     return nan_mean(scores)
 
 
 def fit_all_tasks(surrogate: Surrogate, data: SubsetData, rows: np.ndarray) -> tuple[list[dict], np.ndarray]:
     """Fits every task on `rows`; returns (params per task, predictions (m, T))."""
-    params = [surrogate.fit(data, rows, t) for t in range(len(data.tasks))]
-    predicted = np.column_stack([surrogate.predict(data, p, t) for t, p in enumerate(params)])
-    return params, predicted
+    params = surrogate.fit_folds(data, [rows])[0]
+    return params, surrogate.predict_tasks(data, params)
+
+
+def cross_validate(candidate: Surrogate, data: SubsetData, fit_rows: np.ndarray, folds: list[np.ndarray]) -> list[float]:
+    """Returns the candidate's `fold_score` on each held-out fold, fitted on the other `fit_rows`."""
+    fitted = candidate.fit_folds(data, [np.setdiff1d(fit_rows, held_out) for held_out in folds])
+    return [fold_score(data, candidate.predict_tasks(data, params), held_out)
+            for params, held_out in zip(fitted, folds)]
+
+
+class CandidateWorkers:
+    """Cross-validates candidates on one SubsetData in `workers` processes, or in this one.
+
+    The fits are many small dense solves: BLAS runs single-threaded (its threads cost more
+    than they gain at this size, most of all on a busy machine) and the candidates spread
+    over processes instead. Every candidate is scored on its own from the same inputs, so
+    the scores do not depend on the number of workers or on which worker ran what.
+    """
+
+    def __init__(self, data: SubsetData, workers: int = 1):
+        if workers < 0:
+            raise ValueError(f"surrogate.workers must be ≥ 0 (0 = one per CPU core), got {workers}")
+        self.data = data
+        self.workers = workers or available_cores()
+        self.executor = None
+
+    def __enter__(self) -> "CandidateWorkers":
+        if self.workers > 1:
+            self.executor = worker_pool(self.workers, _adopt, (self.data,), preload=__name__)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+            self.executor = None
+
+    def cross_validate(self, candidates: list[Surrogate], data: SubsetData, folds: list[np.ndarray],
+                       on_scored: Callable[[], object] = lambda: None) -> list[list[float]]:
+        """Returns every candidate's per-fold scores on `data`'s fit rows, in candidate order;
+        `on_scored()` is called (in this process) as each candidate's scores arrive."""
+        if data.subset_ids is not self.data.subset_ids and not np.array_equal(data.subset_ids, self.data.subset_ids):
+            raise ValueError("these workers serve other subsets than the data being cross-validated")
+        scores = []
+        if self.executor is None or len(candidates) < 2:
+            with threadpool_limits(1, user_api="blas"):
+                for candidate in candidates:
+                    scores.append(cross_validate(candidate, data, data.fit_rows, folds))
+                    on_scored()
+            return scores
+        for scored in self.executor.map(_cross_validate_adopted, candidates, repeat(data.fit_rows), repeat(folds)):
+            scores.append(scored)
+            on_scored()
+        return scores
+
+
+_ADOPTED: dict = {}
+
+
+def _adopt(data: SubsetData) -> None:
+    """Worker initialiser: keeps the data and limits BLAS to one thread for the worker's life."""
+    _ADOPTED["data"], _ADOPTED["limits"] = data, threadpool_limits(1, user_api="blas")
+
+
+def _cross_validate_adopted(candidate: Surrogate, fit_rows: np.ndarray, folds: list[np.ndarray]) -> list[float]:
+    return cross_validate(candidate, _ADOPTED["data"], fit_rows, folds)
 
 
 @dataclass
@@ -89,21 +156,17 @@ def lcb(fold_scores: np.ndarray, n_candidates: int, delta: float) -> tuple[float
     return mean, sd, mean - z * sd / np.sqrt(len(scores))
 
 
-def choose_by_lcb(candidates: list[Surrogate], data: SubsetData, params: SurrogateParams) -> list[CandidateScore]:
+def choose_by_lcb(candidates: list[Surrogate], data: SubsetData, params: SurrogateParams,
+                  workers: CandidateWorkers | None = None) -> list[CandidateScore]:
     """Cross-validates every candidate on the fit rows only; marks the highest-LCB one chosen."""
     folds = stratified_folds(data.samplers, data.fit_rows, params.cv_folds, params.seed)
-    results = []
     method = candidates[0].method if candidates else "?"
     with progress.task(f"{method} candidates", total=len(candidates), unit="candidate") as done:
-        for index, candidate in enumerate(candidates):
-            scores = []
-            for held_out in folds:
-                train = np.setdiff1d(data.fit_rows, held_out)
-                _, predicted = fit_all_tasks(candidate, data, train)
-                scores.append(fold_score(data, predicted, held_out))
-            mean, sd, bound = lcb(np.asarray(scores), len(candidates), params.delta)
-            results.append(CandidateScore(candidate.method, index, candidate.config(), scores, mean, sd, bound))
-            done.advance()
+        fold_scores = (workers or CandidateWorkers(data)).cross_validate(candidates, data, folds, done.advance)
+    results = []
+    for index, (candidate, scores) in enumerate(zip(candidates, fold_scores)):
+        mean, sd, bound = lcb(np.asarray(scores), len(candidates), params.delta)
+        results.append(CandidateScore(candidate.method, index, candidate.config(), scores, mean, sd, bound))
     best = max(range(len(results)), key=lambda i: (results[i].cv_lcb, -i))
     results[best].chosen = True
     return results
@@ -124,18 +187,27 @@ class FittedMethod:
 
 
 def fit_surrogates(data: SubsetData, params: SurrogateParams,
-                   methods: tuple[str, ...] = ("grasp", "grad_dot", "trak", "datamodel", "size")) -> dict[str, FittedMethod]:
-    """Chooses each method's configuration by LCB, refits it on all fit rows, predicts all rows."""
+                   methods: tuple[str, ...] = ("grasp", "grad_dot", "trak", "datamodel", "size"),
+                   workers: CandidateWorkers | None = None) -> dict[str, FittedMethod]:
+    """Chooses each method's configuration by LCB, refits it on all fit rows, predicts all rows.
+
+    `workers` (on the same subsets) spreads the cross-validation; without them it runs in
+    `params.workers` processes started for this call.
+    """
     if len(data.fit_rows) < params.cv_folds * 2:
         raise ValueError(f"{len(data.fit_rows)} fit subsets cannot support {params.cv_folds}-fold "
                          "cross-validation; plan at least 2 per fold")
+    if workers is None:
+        with CandidateWorkers(data, params.workers) as own:
+            return fit_surrogates(data, params, methods, own)
     sets = candidate_sets(params, data.sketch_blocks)
     fitted = {}
     for method in methods:
         began = time.perf_counter()
-        scores = choose_by_lcb(sets[method], data, params)
+        scores = choose_by_lcb(sets[method], data, params, workers)
         chosen = sets[method][next(c.candidate for c in scores if c.chosen)]
-        task_params, predicted = fit_all_tasks(chosen, data, data.fit_rows)
+        with threadpool_limits(1, user_api="blas"):
+            task_params, predicted = fit_all_tasks(chosen, data, data.fit_rows)
         fitted[method] = FittedMethod(method, chosen, task_params, predicted, scores,
                                       seconds=time.perf_counter() - began)
     return fitted
