@@ -107,9 +107,12 @@ def test_grasp_lineage_reproduce_still_matches_after_maintenance(maintained, cap
         "curated_selection"  # the version a selection is "in" is the stage's, never a maintenance commit
 
 
-def test_a_selection_made_after_maintenance_traces_through_the_maintenance_commits(maintained, capsys):
+def test_a_selection_made_after_maintenance_traces_through_the_maintenance_commits(maintained, capsys, monkeypatch,
+                                                                                   tmp_path):
     from assets.cli import main
 
+    # its own instance: `grasp select` reports the copy's new version, which the shared run's catalog must not hear
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     store, recorded, _, _ = maintained
     assert main(["select", "--root", store.root, "--budget-fraction", "0.3"]) == 0
     capsys.readouterr()

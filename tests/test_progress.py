@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import polars as pl
 import pytest
 
 from assets.console import ConsoleProgress
@@ -76,7 +77,8 @@ def test_every_stage_reports_its_shards_batches_candidates_and_rounds(stage_even
     trained_steps = [e for e in events if e.path == ("retraining",) and e.unit == "step" and e.finished]
     assert trained_steps and all(e.done == params.retrain.steps for e in trained_steps)
     scored = [e for e in events if e.path == ("retraining",) and e.task == "evaluating" and e.finished]
-    assert len(scored) == len(trained_steps) and all(e.done == store.read("task_sets").height for e in scored)
+    dev_examples = store.read("task_sets").filter(pl.col("split") == "dev").height  # retraining scores dev only
+    assert len(scored) == len(trained_steps) and all(e.done == dev_examples for e in scored)
     for method in ("grasp", "grad_dot", "trak", "datamodel", "size"):
         assert _finished(events, f"{method} candidates"), method
     (rounds,) = _finished(events, "protection")
