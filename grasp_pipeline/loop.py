@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .mixture import MixtureObjective, natural_mixture, optimise_mixture
-from .selection import composition_first_selection, mixture_counts
+from .selection import composition_first_selection, label_balanced_cells, mixture_counts
 from .surrogates import Grasp, SubsetData, grasp_subset_utility
 
 
@@ -40,6 +40,7 @@ class Candidate:
     realised_per_task: np.ndarray | None = None
     lcb: float = float("nan")  # of the predicted gain, over bootstrap refits
     realised_lcb: float = float("nan")  # of the realised gain, over resampled seeds/samples and references
+    best_by_round: list = field(default_factory=list)  # rounds r where stopping after r would pick this one
     units: np.ndarray | None = None  # (U, T) dev utility of each seed (selections) or sample (mixtures)
     chosen: bool = False
     gains: np.ndarray | None = None  # the greedy's step gains (selections)
@@ -106,9 +107,11 @@ def predicted_mean_utility(params: list[dict], data: SubsetData, subsets: list[n
 
 
 def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, budget: int, caps: np.ndarray,
-            round_: int, samples: int, seed: int, content: np.ndarray | None) -> list[Candidate]:
+            round_: int, samples: int, seed: int, content: np.ndarray | None,
+            labels: np.ndarray | None = None) -> list[Candidate]:
     """This round's mixtures (natural → optimum at each step) and selections (composition first, at the
-    counts of the best mixture measured so far) under the current trust radii."""
+    counts of the best mixture measured so far) under the current trust radii; with `labels` (a
+    classification pool) the selections balance them too (`label_balanced_cells`)."""
     from .mixture import sample_mixture
 
     weights = np.full(len(state.data.tasks), 1 / len(state.data.tasks))  # the reported objective: mean utility
@@ -125,6 +128,9 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
     counts_from, pi = (best.candidate_id, best.weights) if best is not None else ("natural", natural)
     available = {d: int(c) for d, c in zip(stats.domains, stats.counts)}
     counts = mixture_counts(pi, stats.domains, budget, available)
+    groups = domains
+    if labels is not None:
+        groups, counts = label_balanced_cells(counts, domains, labels)
     z = state.data.pool_sketch
     for block in state.selection_blocks:
         # the block the LCB chose predicts composition best; a later checkpoint's gradients see
@@ -133,7 +139,7 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
         block_params = params if block == state.config.get("sketch_block") else \
             refit(state.data, {**state.config, "sketch_block": block}, state.data.fit_rows)
         for radius in state.trust:
-            chosen = composition_first_selection(z, state.data.task_sketch, block_params, weights, domains, counts,
+            chosen = composition_first_selection(z, state.data.task_sketch, block_params, weights, groups, counts,
                                                  trust_region=radius, content=content)
             out.append(Candidate(f"r{round_}-selection-b{block}-{radius:g}", "selection", round_,
                                  {"trust_region": radius, "counts_from": counts_from, "sketch_block": block},

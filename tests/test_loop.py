@@ -36,6 +36,19 @@ def test_every_retrained_candidate_is_an_active_fit_subset_with_an_outcome_per_t
     assert rounds.filter(pl.col("chosen"))["kind"].sort().to_list() == ["mixture", "selection"]
 
 
+def test_the_pick_after_each_round_is_the_best_bound_among_the_rounds_so_far(looped):
+    store, params = looped
+    rounds = store.read("curation_rounds")
+    bound = "realised_lcb" if params.loop.pick == "realised" else "lcb"
+    for kind in ("mixture", "selection"):
+        mine = rounds.filter(pl.col("kind") == kind)
+        for r in range(params.loop.rounds):
+            (pick,) = mine.filter(pl.col("pick_after_rounds").list.contains(r)).iter_rows(named=True)
+            assert pick["round"] <= r and pick[bound] == mine.filter(pl.col("round") <= r)[bound].max()
+        last = mine.filter(pl.col("pick_after_rounds").list.contains(params.loop.rounds - 1))
+        assert last["chosen"].to_list() == [True]  # after the last round: the loop's pick
+
+
 def test_a_second_run_reuses_every_compatible_earlier_outcome(looped, tmp_path):
     store, params = looped
     earlier = store.read("active_outcomes")["subset_id"].n_unique()

@@ -128,8 +128,9 @@ def test_new_corpus_files_request_prepare_on_the_folder(defs, monkeypatch, tmp_p
 
 
 DOWNSTREAM_OF_PREPARE = ["task_sketches", "surrogates", "surrogate_candidates", "surrogate_predictions",
-                         "fidelity_report", "curated_selections", "mixture_weights", "selection_validation",
-                         "trainer_export"]
+                         "fidelity_report", "curation_rounds", "active_outcomes", "curated_selections",
+                         "mixture_weights", "selection_validation", "curation_test", "curation_test_dirt",
+                         "target_check", "target_check_summary", "trainer_export"]
 
 
 def test_after_a_prepare_run_automation_requests_every_shard_and_batch_then_everything_downstream(defs, tmp_path):

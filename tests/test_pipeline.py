@@ -48,8 +48,8 @@ def test_every_table_has_the_contract_columns_and_types(pipeline_run):
 def test_method_names_follow_the_design(pipeline_run):
     store = DeltaStore(str(pipeline_run[0]))
     assert set(store.read("surrogates")["method"]) == {"grasp", "grad_dot", "trak", "datamodel", "size"}
-    assert set(store.read("curated_selections")["method"]) == {"grasp", "grasp_global", "grad_dot", "datamodel",
-                                                              "random-0", "random-1", "full"}
+    assert set(store.read("curated_selections")["method"]) == {"grasp", "grasp_round0", "grasp_global", "grad_dot",
+                                                              "datamodel", "random-0", "random-1", "full"}
     assert set(store.read("mixture_weights")["method"]) == {"natural", "uniform", "grasp", "grasp_optimum", "regmix",
                                                             "loglinear"}
 

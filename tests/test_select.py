@@ -664,3 +664,25 @@ def test_lazy_and_batched_quota_greedies_equal_the_exact_one():
     batched = residual_greedy(z, v, d, 1.0, 80, domains=domains, max_per_domain=counts, method="batched",
                               batch_passes=80)
     assert np.array_equal(exact.rows, batched.rows)  # one step per window: the exact greedy
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_label_balanced_cells_keep_the_domain_counts_and_balance_the_labels(seed):
+    from collections import Counter
+
+    from grasp_pipeline.selection import label_balanced_cells
+
+    rng = np.random.default_rng(seed)
+    domains = rng.choice(["a", "b", "c"], size=300)
+    labels = rng.integers(0, 10, size=300).astype(str)
+    counts = {"a": int(rng.integers(5, 20)), "b": int(rng.integers(5, 20)), "c": int(rng.integers(5, 20))}
+    cells, quota = label_balanced_cells(counts, domains, labels)
+    by_domain, by_label = Counter(), Counter()
+    for cell, n in quota.items():
+        domain, label = cell.split("\x1f")
+        by_domain[domain] += n
+        by_label[label] += n
+        assert n <= int((cells == cell).sum())  # never more than the cell holds
+    assert dict(by_domain) == counts
+    totals = [by_label.get(str(label), 0) for label in range(10)]
+    assert max(totals) - min(totals) <= 1  # plenty of rows per cell here: the totals differ by at most one

@@ -180,7 +180,7 @@ def test_a_run_launched_through_graphql_with_non_default_config_succeeds_and_wri
     lineage = store.read("lineage").filter(pl.col("table") == "corpus_shards")
     assert json.loads(lineage["params"][0])["seed"] == 7 and lineage["dagster_run_id"][0] == run_id
     assert store.read("subset_plan").height == sum(getattr(params.plan, f) for f in (
-        "uniform_fit", "uniform_holdout", "dirichlet_fit", "dirichlet_holdout"))
+        "uniform_fit", "uniform_holdout", "dirichlet_fit", "dirichlet_holdout", "stratified_fit", "stratified_holdout"))
 
     with dg.DagsterInstance.from_config(str(server.home)) as instance:
         run = instance.get_run_by_id(run_id)

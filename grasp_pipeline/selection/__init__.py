@@ -28,12 +28,12 @@ or streamed), `constraints`, `terms` (per-row costs and reaches, the tie band), 
 
 from .base import METHODS, Selection
 from .baselines import random_selection, top_k
-from .composition import composition_first_selection, mixture_counts, stratified_trust_terms
+from .composition import composition_first_selection, label_balanced_cells, mixture_counts, stratified_trust_terms
 from .constraints import label_quota
 from .greedy import residual_greedy, residual_greedy_streaming
 from .objective import grasp_objective, predicted_utilities, scaled_task_weights, task_weight_vector
 from .protection import grasp_selection, protected_grasp_selection, trust_region_terms
 
-__all__ = ["METHODS", "Selection", "composition_first_selection", "mixture_counts", "stratified_trust_terms", "grasp_objective", "grasp_selection", "label_quota", "predicted_utilities",
+__all__ = ["METHODS", "Selection", "composition_first_selection", "label_balanced_cells", "mixture_counts", "stratified_trust_terms", "grasp_objective", "grasp_selection", "label_quota", "predicted_utilities",
            "protected_grasp_selection", "random_selection", "residual_greedy", "residual_greedy_streaming",
            "scaled_task_weights", "task_weight_vector", "top_k", "trust_region_terms"]

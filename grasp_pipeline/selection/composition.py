@@ -45,6 +45,32 @@ def mixture_counts(weights: np.ndarray, names: list, budget: int, available: dic
     return {name: int(c) for name, c in zip(names, counts)}
 
 
+def label_balanced_cells(counts: dict, domains: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Splits every domain's count over its labels so that the label totals differ by at most one
+    (as far as each (domain, label) cell's rows allow); returns (the cell of every row, {cell: count}).
+
+    Classification pools balance labels in every score-based selection (`selection.balance_labels`);
+    with cells as the quota groups a composition-first selection keeps its mixture's domain counts
+    and that balance at once.
+    """
+    cells = np.array([f"{d}\x1f{label}" for d, label in zip(domains, labels)])
+    names, rows_in = np.unique(cells, return_counts=True)
+    available = dict(zip(names.tolist(), rows_in.tolist()))
+    label_names = sorted({str(label) for label in labels})
+    totals = dict.fromkeys(label_names, 0)
+    taken: dict = {}
+    for domain in sorted(counts):
+        for _ in range(int(counts[domain])):
+            open_ = [label for label in label_names
+                     if available.get(f"{domain}\x1f{label}", 0) > taken.get(f"{domain}\x1f{label}", 0)]
+            if not open_:
+                break
+            label = min(open_, key=lambda name: totals[name])  # the least-filled label (first on ties)
+            cell = f"{domain}\x1f{label}"
+            taken[cell], totals[label] = taken.get(cell, 0) + 1, totals[label] + 1
+    return cells, taken
+
+
 def stratified_trust_terms(pool_sketch: np.ndarray, domains: np.ndarray, counts: dict, scale: float,
                            used: np.ndarray, strength: float,
                            excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -66,19 +66,25 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
 
 
 def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[str, Selection]:
-    """{"grasp": the closed loop's chosen selection} (composition first, validated on dev), or {}
-    without a loop run at this budget: the loop's rows are its measured pick, so a re-curation at
-    another budget (`grasp select --budget-fraction`) has only grasp_global until the loop reruns."""
+    """{"grasp": the closed loop's chosen selection (composition first, validated on dev),
+    "grasp_round0": what the loop would have picked after its first round (the test then says
+    whether the later rounds helped)}, or {} without a loop run at this budget: the loop's rows
+    are its measured pick, so a re-curation at another budget (`grasp select --budget-fraction`)
+    has only grasp_global until the loop reruns."""
     if not store.exists("curation_rounds"):
         return {}
-    chosen = store.read("curation_rounds").filter(pl.col("chosen") & (pl.col("kind") == "selection"))
+    selections = store.read("curation_rounds").filter(pl.col("kind") == "selection")
+    chosen = selections.filter(pl.col("chosen"))
     if chosen.height != 1:
         raise ValueError(f"curation_rounds marks {chosen.height} chosen selections, not one; rematerialise curation_loop")
     if int(chosen["budget"][0]) != budget:
         return {}
     position = {eid: i for i, eid in enumerate(example_ids.tolist())}
-    rows = np.array([position[e] for e in chosen["members"][0].to_list()], np.int64)
-    return {"grasp": Selection(rows, np.asarray(chosen["gains"][0].to_list(), float))}
+    picks = {"grasp": chosen}
+    if "pick_after_rounds" in selections.columns:  # tables written before it was recorded have only the pick
+        picks["grasp_round0"] = selections.filter(pl.col("pick_after_rounds").list.contains(0))
+    return {method: Selection(np.array([position[e] for e in row["members"][0].to_list()], np.int64),
+                              np.asarray(row["gains"][0].to_list(), float)) for method, row in picks.items()}
 
 
 def check_budget_fits(params: SelectionParams, budget: int, content: np.ndarray, excluded: np.ndarray) -> None:

@@ -49,6 +49,9 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     caps = np.minimum(1.0, stats.counts / budget)
     content = (pool.select("example_id", "content_sha1").join(sketches.select("example_id"), on="example_id",
                                                               how="right")["content_sha1"].to_numpy())
+    # classification pools: the selection candidates balance labels, as every score-based selection does
+    labels = (pool.select("example_id", "label").join(sketches.select("example_id"), on="example_id", how="right")
+              ["label"].to_numpy() if "label" in pool.columns else None)
     earlier, reused, refused = _earlier_outcomes(store, sketches, tasks, key)
     data = with_active(data, *earlier)
     train = lambda subsets, orders: _train(workload, recipe, pool_inputs, dev_inputs, task_index, tasks,  # noqa
@@ -65,7 +68,7 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
         fitted = refit(state.data, config, state.data.fit_rows)
         base = predicted_mean_utility(fitted, state.data, references).mean()
         candidates = propose(state, fitted, stats, domains, budget, caps, round_, params.mixture_samples,
-                             params.seed, content)
+                             params.seed, content, labels)
         new_subsets, new_utility = _evaluate(candidates, fitted, state.data, stats, budget, base, ref_mean, train,
                                              params.order_seeds)
         ids = np.array([_active_id(rows, recipe_json) for rows in new_subsets], np.int64)
@@ -81,9 +84,11 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
         cand.lcb = float(bound)
         cand.realised_lcb = realised_lower_bound(cand.units, ref_utility, params.lcb_z, 200, params.seed)
     bound = (lambda c: c.lcb) if params.pick == "predicted" else (lambda c: c.realised_lcb)  # noqa: E731
+    best = lambda mine: max(mine, key=lambda c: (bound(c), -state.candidates.index(c)))  # noqa: E731
     for kind in ("mixture", "selection"):
-        mine = [c for c in state.candidates if c.kind == kind]
-        max(mine, key=lambda c: (bound(c), -state.candidates.index(c))).chosen = True
+        best([c for c in state.candidates if c.kind == kind]).chosen = True
+        for round_ in sorted({c.round for c in state.candidates}):  # what stopping after that round would pick
+            best([c for c in state.candidates if c.kind == kind and c.round <= round_]).best_by_round.append(round_)
     result = StageResult()
     result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
     result.write(store, "active_outcomes", _active_frame(store, state, earlier[2], sketches, tasks, key))
@@ -192,12 +197,14 @@ def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names
                      "round": cand.round, "setting": json.dumps(cand.setting, sort_keys=True),
                      "predicted_gain": cand.predicted_gain, "realised_gain": cand.realised_gain,
                      "realised_per_task": json.dumps(dict(zip(state.data.tasks, cand.realised_per_task.tolist()))),
-                     "lcb": cand.lcb, "realised_lcb": cand.realised_lcb, "chosen": cand.chosen, "budget": budget,
+                     "lcb": cand.lcb, "realised_lcb": cand.realised_lcb, "chosen": cand.chosen,
+                     "pick_after_rounds": cand.best_by_round, "budget": budget,
                      "weights": json.dumps(dict(zip(domain_names, np.round(cand.weights, 12).tolist()))),
                      "members": ids[cand.subsets[0]].tolist() if cand.kind == "selection" else [],
                      "gains": cand.gains.tolist() if cand.gains is not None else []})
     return pl.DataFrame(rows, schema_overrides={"members": pl.List(pl.Int64), "gains": pl.List(pl.Float64),
-                                                "budget": pl.Int64, "round": pl.Int64})
+                                                "budget": pl.Int64, "round": pl.Int64,
+                                                "pick_after_rounds": pl.List(pl.Int64)})
 
 
 def _loop_metrics(state: LoopState, reused: int, refused: int) -> dict:
