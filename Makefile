@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-demo: install          ## the main job end to end on the embedded corpus (≤ 10 min on 2 cores)
+demo: install          ## the main job end to end on the embedded corpus (≈ 5 min on 2 cores)
 	$(VENV)/bin/grasp run --profile demo
 
 smoke: install         ## the same graph, smaller (≤ 3 min)

@@ -203,16 +203,24 @@ class MixtureParams:
 
 
 @dataclass(frozen=True)
-class ValidationParams:
-    models_per_batch: int = doc("Selections retrained together in one vectorised loop.", 4, minimum=1)
+class TrainingParams:
+    """How a stage that trains models trains them (`retrain.train_jobs`): stacks of
+    `models_per_batch`, spread over `workers` processes. The stages after retraining share it."""
+
+    models_per_batch: int = doc("Models trained together in one vectorised loop (on CPU a few, whose step stays "
+                                "in cache; on a GPU 16–64).", 4, minimum=1)
     workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
                        "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
+
+
+@dataclass(frozen=True)
+class ValidationParams(TrainingParams):
     repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2, minimum=1)
     mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
-class LoopParams:
+class LoopParams(TrainingParams):
     """The closed loop (grasp_pipeline/loop.py): candidates retrained on dev, added to the fit set as
     sampler `active`, refit; the pick has the best lower confidence bound over bootstrap refits."""
 
@@ -241,13 +249,10 @@ class LoopParams:
                     "surrogate's predicted gain over bootstrap refits).", "realised",
                     choices=("realised", "predicted"))
     seed: int = doc("Seed of the mixture samples and the bootstrap.", 0, minimum=0)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 4, minimum=1)
-    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
-                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
-class TestParams:
+class TestParams(TrainingParams):
     """The held-out curation test: fresh seeds, test examples only (DESIGN §6). Its seeds must
     be ones no other stage uses; it is the last node of the graph and nothing reads its table."""
 
@@ -267,13 +272,10 @@ class TestParams:
     bootstrap: int = doc("Bootstrap resamples of the gain intervals.", 2000, minimum=10)
     bootstrap_seed: int = doc("Seed of the bootstrap.", 0, minimum=0)
     level: float = doc("Confidence level of the intervals.", 0.95, above=0, below=1)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 4, minimum=1)
-    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
-                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)
-class TargetParams:
+class TargetParams(TrainingParams):
     """The target check: the proxy's picks retrained with a target recipe (bigger model and/or more
     steps) on fresh seeds and scored on `test`."""
 
@@ -292,9 +294,6 @@ class TargetParams:
     data_order_seeds: tuple[int, ...] = doc("Data-order seeds (fresh).", (4001, 4002), minimum=0, nonempty=True)
     bootstrap: int = doc("Bootstrap resamples of the intervals.", 1000, minimum=10)
     seed: int = doc("Seed of the spread mixtures, the samples and the bootstrap.", 0, minimum=0)
-    models_per_batch: int = doc("Models trained together in one vectorised loop.", 4, minimum=1)
-    workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
-                       "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,8 @@ def split_pool_and_tasks(
     dirt and dirt_source are the examples' optional labels (null when `examples` has
     none), carried through and never read here.
     """
-    _check_split_settings(task_examples_per_domain, pool_examples_per_domain, shard_size, seed)
-    if not 0 < test_fraction < 1 or split_block < 1:
-        raise CorpusError(f"corpus.test_fraction must be in (0, 1) and corpus.split_block >= 1, got "
-                          f"{test_fraction} and {split_block}.")
+    _check_split_settings(task_examples_per_domain, pool_examples_per_domain, shard_size, seed, test_fraction,
+                          split_block)
     require_columns(examples, tuple(c for c in SHARD_COLUMNS if c != "shard" and c not in DIRT_COLUMNS), "examples")
     examples = with_dirt_columns(examples)
     if examples.height == 0:
@@ -82,7 +80,10 @@ def split_pool_and_tasks(
 
 
 def _check_split_settings(task_examples_per_domain: int, pool_examples_per_domain: int | None, shard_size: int,
-                          seed: int) -> None:
+                          seed: int, test_fraction: float, split_block: int) -> None:
+    if not 0 < test_fraction < 1 or split_block < 1:
+        raise CorpusError(f"corpus.test_fraction must be in (0, 1) and corpus.split_block >= 1, got "
+                          f"{test_fraction} and {split_block}.")
     if task_examples_per_domain < 1:
         raise CorpusError(f"task_examples_per_domain must be >= 1, got {task_examples_per_domain}.")
     if pool_examples_per_domain is not None and pool_examples_per_domain < 1:

@@ -78,7 +78,19 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
                                   "steps": list(state.steps)})
         adapt(state, slope)
         state.candidates += candidates
-    refits = bootstrap_refits(state.data, config, params.bootstrap, params.seed)
+    _pick(state, params, stats, budget, references, ref_utility)
+    result = StageResult()
+    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
+    result.write(store, "active_outcomes", _active_frame(store, state, earlier[2], sketches, tasks, key))
+    result.metrics = _loop_metrics(state, reused, refused)
+    return result
+
+
+def _pick(state: LoopState, params: LoopParams, stats, budget: int, references: list[np.ndarray],
+          ref_utility: np.ndarray) -> None:
+    """Fills every candidate's lower bounds and marks the pick of each kind (`chosen`) and what
+    stopping after each round would have picked (`best_by_round`)."""
+    refits = bootstrap_refits(state.data, state.config, params.bootstrap, params.seed)
     for cand, bound in zip(state.candidates, lower_bounds(state.candidates, refits, state.data, stats, budget,
                                                           references, params.lcb_z)):
         cand.lcb = float(bound)
@@ -87,13 +99,8 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     best = lambda mine: max(mine, key=lambda c: (bound(c), -state.candidates.index(c)))  # noqa: E731
     for kind in ("mixture", "selection"):
         best([c for c in state.candidates if c.kind == kind]).chosen = True
-        for round_ in sorted({c.round for c in state.candidates}):  # what stopping after that round would pick
+        for round_ in sorted({c.round for c in state.candidates}):
             best([c for c in state.candidates if c.kind == kind and c.round <= round_]).best_by_round.append(round_)
-    result = StageResult()
-    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
-    result.write(store, "active_outcomes", _active_frame(store, state, earlier[2], sketches, tasks, key))
-    result.metrics = _loop_metrics(state, reused, refused)
-    return result
 
 
 def _train(workload: Workload, recipe, pool_inputs, dev_inputs, task_index: np.ndarray, tasks: list[str],
