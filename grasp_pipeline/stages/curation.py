@@ -13,7 +13,7 @@ from ..storage import DeltaStore
 from ..surrogates.baselines import GradDot
 from .base import StageResult, stage
 from .figures import shares_figure
-from .tables import method_params, pool_sketches, read_pool
+from .tables import method_params, pool_sketches, read_pool, sketch_matrix
 
 
 @stage
@@ -24,8 +24,8 @@ def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult
     labelled = params.balance_labels and "label" in pool.columns
     pool = pool.select("example_id", "domain", "content_sha1", *(["label"] if labelled else []))
     sketches = sketches.join(pool, on=["example_id", "domain"], how="left")
-    z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
-    q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
+    z = sketch_matrix(sketches["sketch"])
+    q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
     weights = scaled_task_weights(grasp_params, tasks, task_weight_vector(tasks, dict(params.task_weights)),
                                   params.task_scale)

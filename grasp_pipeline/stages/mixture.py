@@ -17,7 +17,7 @@ from ..selection import task_weight_vector
 from ..storage import DeltaStore
 from .base import StageResult, stage
 from .figures import shares_figure
-from .tables import method_params, pool_sketches, subset_utilities
+from .tables import method_params, pool_sketches, sketch_matrix, subset_utilities
 
 
 @stage
@@ -29,8 +29,8 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     there, `mixture_max_curvature`, in utility units).
     """
     sketches = pool_sketches(store)
-    z = np.asarray(sketches["sketch"].to_list(), dtype=np.float64)
-    q = np.asarray(store.read("task_sketches").sort("task")["sketch"].to_list(), dtype=np.float64)
+    z = sketch_matrix(sketches["sketch"])
+    q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
     weights = task_weight_vector(tasks, dict(params.task_weights))
     stats = domain_stats(z, sketches["domain"].to_numpy())

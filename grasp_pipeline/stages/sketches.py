@@ -16,7 +16,7 @@ from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import (check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks,
-                     select_partitions)
+                     select_partitions, sketch_matrix)
 
 
 def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:
@@ -50,7 +50,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
         result.write(store, "gradient_sketches", frame)
     else:
         result.write_partitions(store, "gradient_sketches", frame)
-    sketches = np.asarray(frame["sketch"].to_list(), dtype=np.float32)
+    sketches = sketch_matrix(frame["sketch"], np.float32)
     result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k, "dim": sketcher.dim,
                       "projection": params.projection, "finite": bool(np.isfinite(sketches).all()),
                       "mean_grad_norm": float(frame["grad_norm"].mean()), "mean_loss": float(frame["loss"].mean()),

@@ -19,6 +19,15 @@ from ..surrogates.data import SubsetData
 from ..workloads.base import Workload, state_fingerprint
 
 
+def sketch_matrix(column: pl.Series, dtype=np.float64) -> np.ndarray:
+    """(n, k) array of a list column of equal-length vectors (sketches), through Arrow: no
+    Python lists in between (at 10⁶ × 256 those were most of a stage). Ragged rows are an error."""
+    if column.len() == 0:
+        return np.zeros((0, 0), dtype)
+    width = int(column.list.len().max())
+    return column.list.to_array(width).to_numpy().astype(dtype, copy=False)
+
+
 def read_pool(store: DeltaStore) -> pl.DataFrame:
     """Returns the pool sorted by example_id: its row order indexes every pool matrix."""
     return store.read("corpus_shards").sort("example_id")
@@ -165,8 +174,8 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
         subset_ids=plan["subset_id"].to_numpy(), roles=plan["role"].to_numpy(),
         samplers=plan["sampler"].to_numpy(), sizes=plan["size"].to_numpy(), membership=membership,
         utility=plan.select(tasks).to_numpy().astype(np.float64),
-        pool_sketch=np.asarray(sketches["sketch"].to_list(), dtype=np.float32),
-        task_sketch=np.asarray(task_frame["sketch"].to_list(), dtype=np.float64), tasks=tasks,
+        pool_sketch=sketch_matrix(sketches["sketch"], np.float32),
+        task_sketch=sketch_matrix(task_frame["sketch"]), tasks=tasks,
         sketch_blocks=len(json.loads(sketches["sketch_config"][0]).get("checkpoint_steps", [0])))
     return data, sketches, plan
 
