@@ -152,6 +152,18 @@ def our_fidelity(store: DeltaStore) -> dict:
             "table": report.sort("method", "fit_subsets", "sampler").drop("surrogate_id").to_dicts()}
 
 
+def fit_subsets_saved(by_budget: dict, method: str = "grasp", reference: str = "datamodel") -> float | None:
+    """`reference`'s fit subsets at its largest budget over the fewest at which `method` matches
+    that fidelity (its holdout Spearman at least as high); None where it never does."""
+    theirs, ours = by_budget.get(reference, {}), by_budget.get(method, {})
+    if not theirs or not ours:
+        return None
+    most = max(theirs)
+    target = theirs[most]
+    matched = [b for b, value in sorted(ours.items()) if value is not None and value >= target]
+    return most / matched[0] if matched else None
+
+
 # ---------------------------------------------------------------- 3. peers: export, run, score
 
 def train_checkpoints(workload, params, pool_inputs: torch.Tensor, steps_wanted: list[int]) -> tuple[dict, float]:
@@ -521,6 +533,8 @@ def main() -> int:
         "artifact_seconds_parts": parts,
         "repeat_reliability": repeat_reliability,
         "targets": targets(ours, peers),
+        # datamodel's fit subsets at its largest budget / the fewest at which grasp matches it (issue #17)
+        "ratios": {"fit_subsets_saved": fit_subsets_saved(ours["by_fit_subsets"])},
         "ours": {"holdout_pearson": ours["holdout_pearson"], "by_fit_subsets": ours["by_fit_subsets"],
                  "fidelity_report": ours["table"]},
         "skipped": {name: r["skipped"] for name, r in peers.items() if "skipped" in r},
