@@ -12,11 +12,10 @@ table it writes: its figures are the ones a user acts on.
 
 from __future__ import annotations
 
-
 import numpy as np
 import polars as pl
 
-from ..config.params import TestParams
+from ..config.params import TestParams, TrainingParams
 from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
                                    unit_histograms)
@@ -127,7 +126,7 @@ def _mixture_samples(store: DeltaStore, pool: pl.DataFrame, params: TestParams) 
 
 
 def train_and_score(workload: Workload, recipe: Recipe, pool: pl.DataFrame, test: pl.DataFrame,
-                    task_index: np.ndarray, tasks: list[str], jobs: list[tuple], params) -> dict:
+                    task_index: np.ndarray, tasks: list[str], jobs: list[tuple], params: TrainingParams) -> dict:
     """{(job key, seed pair): (T,) test loss}: each job trained at its initialisation and data order
     (`params.models_per_batch` models per stack, over `params.workers` processes)."""
     pool_inputs, test_inputs = workload.encode(pool["text"].to_list()), workload.encode(test["text"].to_list())
