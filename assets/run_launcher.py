@@ -13,18 +13,16 @@ failed. One machine only: the daemon must see the run workers' processes.
 
 from __future__ import annotations
 
-import os
 import re
-import time
-from pathlib import Path
 
 import dagster as dg
 # The health-check result types have no public export; a launcher that implements the
 # (public) check_run_worker_health hook has to name them.
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
+from grasp_pipeline.processes import process_exists, process_started_at
+
 _PID = re.compile(r"Started process for run \(pid: (\d+)\)")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class MonitoredRunLauncher(dg.DefaultRunLauncher):
@@ -55,21 +53,7 @@ class MonitoredRunLauncher(dg.DefaultRunLauncher):
 
 def process_alive_since(pid: int, reported_at: float, slack_seconds: float = 5.0) -> bool:
     """Whether a process with `pid` exists and was started before `reported_at` (+ slack)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        return True
-    started = _process_start(pid)
+    started = process_started_at(pid)
     return started is None or started <= reported_at + slack_seconds
-
-
-def _process_start(pid: int) -> float | None:
-    """A process's start time (seconds since the epoch) from /proc, None where /proc is unavailable."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return time.time() - uptime + ticks / _CLOCK_TICKS

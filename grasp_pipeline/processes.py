@@ -1,4 +1,5 @@
-"""Worker processes for the CPU-bound stages (surrogate cross-validation, retraining).
+"""Worker processes for the CPU-bound stages (surrogate cross-validation, retraining), and
+whether another process is still alive (run-worker health checks, MLflow run ownership).
 
 Workers start from multiprocessing's fork server: a fresh interpreter that has imported only
 the module the work needs, forked once per worker. Forking the stage's own process instead
@@ -11,8 +12,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Callable
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def available_cores() -> int:
@@ -30,3 +35,35 @@ def worker_pool(workers: int, initializer: Callable, initargs: tuple, preload: s
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with `pid` exists (one we may not signal counts: it is someone's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_start_ticks(pid: int) -> str:
+    """A process's start time in clock ticks after boot, from /proc ("" where /proc is unavailable).
+
+    A pid can be reused once its process exits; (pid, start ticks) names one process.
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_started_at(pid: int) -> float | None:
+    """A process's start time in seconds since the epoch, None where /proc is unavailable."""
+    ticks = process_start_ticks(pid)
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - uptime + int(ticks) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+from .processes import process_exists, process_start_ticks
 from .secrets import redact, split_credentials
 
 EXPERIMENT = "grasp-pipeline"
@@ -268,14 +269,7 @@ class Tracker:
 def process_owner(pid: int | None = None) -> str:
     """host:pid:start time of a process (start time from /proc, so a reused pid is a different owner)."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+    return f"{socket.gethostname()}:{pid}:{process_start_ticks(pid)}"
 
 
 def _owner_alive(owner: str, run_id: str) -> bool:
@@ -285,13 +279,7 @@ def _owner_alive(owner: str, run_id: str) -> bool:
     pid = int(parts[1])
     if pid == os.getpid():
         return run_id in _OPEN_RUNS
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _start_time(pid) == parts[2]
+    return process_exists(pid) and process_start_ticks(pid) == parts[2]
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
