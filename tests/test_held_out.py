@@ -219,3 +219,22 @@ def test_a_target_recipe_equal_to_the_proxy_agrees_perfectly_and_another_does_no
     wide = store.read("target_check").pivot(on="level", index=["candidate", "kind"], values="utility")
     assert not (wide["proxy"] == wide["target"]).any()
     assert wide.filter(pl.col("kind") == "mixture").height >= 6
+
+
+def test_the_target_checks_grasp_mixture_is_paired_with_natural_sample_by_sample(tmp_path):
+    from dataclasses import replace
+
+    params = tiny_params()
+    store = build_tables_until(tmp_path, "curation_test", params)
+    weights = store.read("mixture_weights")
+    natural = dict(weights.filter(pl.col("method") == "natural").select("domain", "weight").iter_rows())
+    # a grasp mixture equal to natural must show no gain at all: same samples, same seeds
+    store.write("mixture_weights", weights.with_columns(
+        pl.when(pl.col("method") == "grasp").then(pl.col("domain").replace_strict(natural))
+        .otherwise(pl.col("weight")).alias("weight")))
+    check = replace(params.target, samples=1, gain_samples=3)
+    stages.run_target_check(store, params.workload.build(), params.target_workload().build(), check)
+    summary = {row["figure"]: row for row in store.read("target_check_summary").iter_rows(named=True)}
+    gain = summary["mixture_grasp_minus_natural_at_target"]
+    assert (gain["value"], gain["ci_low"], gain["ci_high"]) == (0.0, 0.0, 0.0)
+    assert summary["mixture_candidates"]["value"] == weights["method"].n_unique() + check.spread_mixtures

@@ -288,6 +288,8 @@ class TargetParams(TrainingParams):
                                "mixture), so the rank agreement covers more than near-natural mixes.", 2, minimum=0)
     spread_concentration: float = doc("Their Dirichlet concentration (1 = uniform over the simplex).", 1.0, above=0)
     samples: int = doc("Samples retrained per mixture candidate at each level.", 2, minimum=1)
+    gain_samples: int = doc("Samples retrained of the `grasp` and `natural` mixtures at each level (at least "
+                            "`samples`): their paired gain's interval resamples these pairs.", 8, minimum=1)
     random_seeds: tuple[int, ...] = doc("Random reference selections at the selection budget.",
                                         (1100, 1101, 1102), minimum=0, nonempty=True)
     init_seed: int = doc("Initialisation seed of both levels' retrainings (fresh).", 3001, minimum=0)

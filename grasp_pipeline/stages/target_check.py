@@ -28,6 +28,7 @@ from .curation_test import train_and_score
 from .tables import outcome_recipe, read_pool, read_tasks
 
 ORDER_KEY = 50_000_000
+GAIN_PAIR = ("grasp", "natural")  # the mixtures whose paired gain at target scale is reported
 
 
 @stage
@@ -86,8 +87,10 @@ def _mixtures(store: DeltaStore, pool: pl.DataFrame, params: TargetParams) -> tu
     mixes = [(m, rows["weight"].to_numpy()) for (m,), rows in weights.group_by("method", maintain_order=True)]
     mixes += [(f"spread-{i}", pi) for i, pi in enumerate(spreads)]
     for name, pi in mixes:
-        out[name] = (pi, [sample_mixture(domains, pi, names, budget, params.seed + 100 * i + j)
-                          for i in [len(out)] for j in range(params.samples)])
+        # common random numbers: sample j of every candidate draws from one seed and trains with one
+        # seed pair, so equal weights give equal samples and the grasp-vs-natural gain is paired
+        count = max(params.samples, params.gain_samples) if name in GAIN_PAIR else params.samples
+        out[name] = (pi, [sample_mixture(domains, pi, names, budget, params.seed + j) for j in range(count)])
     return out, budget
 
 
@@ -119,8 +122,8 @@ def _report(mixtures: dict, selections: dict, utility: dict, seeds: list, tasks:
     metrics = {"spearman_proxy_target": rho, "spearman_ci_low": float(low), "spearman_ci_high": float(high),
                "mixture_candidates": len(names)}
     boot_args = {"bootstrap": params.bootstrap, "seed": params.seed}
-    if "grasp" in mixtures and "natural" in mixtures:
-        samples = {n: np.stack([utility["target"][(n, j)] for j in range(len(mixtures[n][1]))]) for n in ("grasp", "natural")}
+    if all(name in mixtures for name in GAIN_PAIR):
+        samples = {n: np.stack([utility["target"][(n, j)] for j in range(len(mixtures[n][1]))]) for n in GAIN_PAIR}
         out = paired_gains(samples["grasp"], samples["natural"], **boot_args)
         metrics.update({"target.mixture_grasp_minus_natural": out["mean_gain"],
                         "target.mixture_grasp_ci_low": out["mean_ci"][0], "target.mixture_grasp_ci_high": out["mean_ci"][1]})
