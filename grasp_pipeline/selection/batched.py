@@ -110,40 +110,40 @@ def run_window(short: Shortlist, levels, terms, cons, s: np.ndarray, steps: int,
     tol = terms.tol(terms.direction(s))  # the window's tie band: picks here are approximate anyway
     domain = cons.domain[short.idx] if cons.domain is not None else None
     content = cons.content[short.idx] if cons.content is not None else None
-    s_start, picks, bests = s.copy(), [], []
+    s_start, picks = s.copy(), []
     for _ in range(steps):
         best = g.max()
         if best == -np.inf:
             break  # the window ran dry
-        pick = int(np.argmax(g >= best - tol))  # lowest row within the tie band
+        pick = int((g >= best - tol).argmax())  # lowest row within the tie band
         row = int(short.idx[pick])
         rows.append(row)
         gains.append(float(g[pick]))
         picks.append(pick)
-        bests.append(best)
         cons.take(row)
         s += z[pick]
         g -= gram[pick]  # every window gain after adding z_p: g_i −= 2N²⟨z_i, D z_p⟩
         close_taken(g, pick, cons, domain, content)
-    stats["certified_steps"] += certified(levels, terms, s_start, z[picks], np.asarray(bests), tol)
+    stats["certified_steps"] += certified(levels, terms, s_start, z[picks], np.asarray(gains[len(gains) - len(picks):]),
+                                          tol)
     return len(picks)
 
 
-def certified(levels, terms, s_start: np.ndarray, z_picked: np.ndarray, bests: np.ndarray, tol: float) -> int:
-    """Returns how many of a window's picks beat every left-out bound of `levels` when taken.
+def certified(levels, terms, s_start: np.ndarray, z_picked: np.ndarray, picked: np.ndarray, tol: float) -> int:
+    """Returns how many of a window's picks (gains `picked`) beat every left-out bound of `levels` when taken.
 
     Every row left out of level j has gain ≤ out_gain_j + out_reach_j·‖s − s_ref_j‖_|D|
     (`lazy` module doc); a pick whose gain beats that by 3 tie bands is the exact greedy's
     pick given the history. Computed for the whole window at once, off the per-step path.
     """
-    if not len(bests):
+    if not len(picked):
         return 0
     before = s_start + np.concatenate([np.zeros((1, len(s_start))), np.cumsum(z_picked[:-1], axis=0)])
-    bound = np.full(len(bests), -np.inf)
+    bound = np.full(len(picked), -np.inf)
     for lv in levels:
         moved = np.sqrt(np.square(before - lv.s_ref) @ terms.dabs)
         bound = np.maximum(bound, lv.out_gain + lv.out_reach * moved)
-    return int(np.count_nonzero(bound < bests - 3 * tol))
+    return int(np.count_nonzero(bound < picked - 3 * tol))
 
 
 def window_gram(z: np.ndarray, wscale: np.ndarray) -> np.ndarray:
