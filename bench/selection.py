@@ -25,9 +25,11 @@ medians over those pairs (the grid's own cells are pair 0): `time_growth_1e5_to_
 `cpu_time_growth_1e5_to_1e6` (CPU seconds of the one thread), `seconds_1e6` and
 `cpu_seconds_1e6`.
 
-A method is skipped at a size where its predicted time exceeds ~60 s (exact: quadratic in n
-at B = n/10, ×2 for leaving the cache — measured 61 CPU-s at 10⁵; lazy: from its own smaller
+A method is skipped at a size where its predicted CPU time exceeds ~60 s (exact: quadratic in
+n at B = n/10, ×2 for leaving the cache — measured 61 CPU-s at 10⁵; lazy: from its own smaller
 run, quadratic when it fell back to exact steps); the cell then says so with its prediction.
+CPU seconds, not wall: on a loaded machine wall time runs several times the CPU time, and a
+wall-clock guard would skip the cells the ratios need.
 """
 
 from __future__ import annotations
@@ -132,18 +134,18 @@ def run_cell(regime: str, n: int, method: str, timeout: float) -> dict:
 
 
 def predicted_seconds(method: str, n: int, done: dict) -> float | None:
-    """Predicts a cell's time from the same method's previous size; None if nothing to go on."""
-    smaller = [c for (m, size), c in done.items() if m == method and size < n and "seconds" in c]
+    """Predicts a cell's CPU seconds from the same method's previous size; None if nothing to go on."""
+    smaller = [c for (m, size), c in done.items() if m == method and size < n and "cpu_seconds" in c]
     if not smaller:
         return None
     prev = max(smaller, key=lambda c: c["n"])
     growth = n / prev["n"]
     if method == "exact":  # B·n·k with B = n/10; ×2 as the 10⁴ pool fits in cache and larger ones do not
-        return 2 * prev["seconds"] * growth ** 2
+        return 2 * prev["cpu_seconds"] * growth ** 2
     if method == "lazy":
         exact_share = prev["stats"].get("exact_steps", 0) / max(prev["rows_selected"], 1)
-        return prev["seconds"] * growth * (1 + exact_share * (growth - 1))
-    return prev["seconds"] * growth
+        return prev["cpu_seconds"] * growth * (1 + exact_share * (growth - 1))
+    return prev["cpu_seconds"] * growth
 
 
 def ratios_for(cells: list[dict], regime: str) -> dict:
@@ -213,7 +215,7 @@ def main() -> int:
                 guess = predicted_seconds(method, n, done)
                 if guess is not None and guess > SKIP_ABOVE_S:
                     result = {"regime": regime, "n": n, "method": method,
-                              "skipped": f"predicted {guess:.0f} s > {SKIP_ABOVE_S:.0f} s"}
+                              "skipped": f"predicted {guess:.0f} CPU-s > {SKIP_ABOVE_S:.0f} s"}
                 else:
                     result = run_cell(regime, n, method, timeout=300)
                 done[(method, n)] = result
