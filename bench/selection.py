@@ -1,6 +1,6 @@
 """Residual-greedy selection at scale: exact vs lazy vs batched, seconds, peak memory, objective.
 
-    python bench/selection.py [--quick]
+    python bench/selection.py [--quick] [--pairs P] [--methods exact,lazy,batched]
 
 Prints one JSON object on stdout (progress on stderr). Synthetic float32 sketches, k = 128,
 budget B = n/10, normalisation N = 1/B. Each (regime, n, method) cell runs in its own
@@ -18,9 +18,18 @@ centres plus noise. The penalty D = λ·c·I, where c puts the unconstrained opt
   by more than the gaps between them, which is the worst case for lazy's bounds.
 The headline `ratios` use the moderate regime; `ratios_strong` repeats them for the other.
 
-A method is skipped at a size where its predicted time exceeds ~60 s (exact: quadratic in n
-at B = n/10, ×2 for leaving the cache — measured 61 CPU-s at 10⁵; lazy: from its own smaller
+Side by side. Timings on a shared machine drift with its load, so the headline growth is
+not read off one 10⁵ and one 10⁶ run minutes apart: after the grid, the headline method
+runs P more times at 10⁵ and at 10⁶, alternately (`side_by_side`), and `ratios` holds the
+medians over those pairs (the grid's own cells are pair 0): `time_growth_1e5_to_1e6` (wall),
+`cpu_time_growth_1e5_to_1e6` (CPU seconds of the one thread), `seconds_1e6` and
+`cpu_seconds_1e6`.
+
+A method is skipped at a size where its predicted CPU time exceeds ~60 s (exact: quadratic in
+n at B = n/10, ×2 for leaving the cache — measured 61 CPU-s at 10⁵; lazy: from its own smaller
 run, quadratic when it fell back to exact steps); the cell then says so with its prediction.
+CPU seconds, not wall: on a loaded machine wall time runs several times the CPU time, and a
+wall-clock guard would skip the cells the ratios need.
 """
 
 from __future__ import annotations
@@ -125,18 +134,18 @@ def run_cell(regime: str, n: int, method: str, timeout: float) -> dict:
 
 
 def predicted_seconds(method: str, n: int, done: dict) -> float | None:
-    """Predicts a cell's time from the same method's previous size; None if nothing to go on."""
-    smaller = [c for (m, size), c in done.items() if m == method and size < n and "seconds" in c]
+    """Predicts a cell's CPU seconds from the same method's previous size; None if nothing to go on."""
+    smaller = [c for (m, size), c in done.items() if m == method and size < n and "cpu_seconds" in c]
     if not smaller:
         return None
     prev = max(smaller, key=lambda c: c["n"])
     growth = n / prev["n"]
     if method == "exact":  # B·n·k with B = n/10; ×2 as the 10⁴ pool fits in cache and larger ones do not
-        return 2 * prev["seconds"] * growth ** 2
+        return 2 * prev["cpu_seconds"] * growth ** 2
     if method == "lazy":
         exact_share = prev["stats"].get("exact_steps", 0) / max(prev["rows_selected"], 1)
-        return prev["seconds"] * growth * (1 + exact_share * (growth - 1))
-    return prev["seconds"] * growth
+        return prev["cpu_seconds"] * growth * (1 + exact_share * (growth - 1))
+    return prev["cpu_seconds"] * growth
 
 
 def ratios_for(cells: list[dict], regime: str) -> dict:
@@ -154,12 +163,42 @@ def ratios_for(cells: list[dict], regime: str) -> dict:
     best = min(candidates, key=lambda c: c["seconds"])
     mid = at.get((best["method"], 100_000))
     return {"seconds_1e6": best["seconds"], "peak_memory_over_sketch_bytes_1e6": best["peak_memory_over_sketch"],
-            "time_growth_1e5_to_1e6": best["seconds"] / mid["seconds"] if mid else None}, best["method"]
+            "time_growth_1e5_to_1e6": best["seconds"] / mid["seconds"] if mid else None,
+            "cpu_seconds_1e6": best["cpu_seconds"],
+            "cpu_time_growth_1e5_to_1e6": best["cpu_seconds"] / mid["cpu_seconds"] if mid else None}, best["method"]
+
+
+def side_by_side(cells: list[dict], regime: str, method: str, pairs: int) -> tuple[list[dict], dict]:
+    """Runs `method` at 10⁵ and 10⁶ alternately `pairs` times; returns the pairs and their median ratios.
+
+    The grid's own 10⁵ and 10⁶ cells count as the first pair. Medians, because one pair
+    that met a burst of load elsewhere on the machine should not set the headline.
+    """
+    at = {(c["method"], c["n"]): c for c in cells if c["regime"] == regime and "seconds" in c}
+    rounds = [(at.get((method, 100_000), {}), at.get((method, 1_000_000), {}))]
+    for _ in range(pairs):
+        rounds.append(tuple(run_cell(regime, n, method, timeout=300) for n in (100_000, 1_000_000)))
+        print(json.dumps({"pair": len(rounds) - 1, "seconds": [c.get("seconds") for c in rounds[-1]]}),
+              file=sys.stderr, flush=True)
+    rounds = [(a, b) for a, b in rounds if "seconds" in a and "seconds" in b]
+    summary = [{"seconds_1e5": a["seconds"], "seconds_1e6": b["seconds"], "cpu_seconds_1e5": a["cpu_seconds"],
+                "cpu_seconds_1e6": b["cpu_seconds"], "peak_memory_over_sketch_1e6": b["peak_memory_over_sketch"]}
+               for a, b in rounds]
+    median = {key: float(np.median([r[key] for r in summary])) for key in summary[0]}
+    ratios = {"seconds_1e6": median["seconds_1e6"],
+              "peak_memory_over_sketch_bytes_1e6": max(r["peak_memory_over_sketch_1e6"] for r in summary),
+              "time_growth_1e5_to_1e6": float(np.median([r["seconds_1e6"] / r["seconds_1e5"] for r in summary])),
+              "cpu_seconds_1e6": median["cpu_seconds_1e6"],
+              "cpu_time_growth_1e5_to_1e6": float(np.median([r["cpu_seconds_1e6"] / r["cpu_seconds_1e5"]
+                                                             for r in summary]))}
+    return summary, ratios
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes 10⁴ and 10⁵ only")
+    parser.add_argument("--pairs", type=int, default=2, help="extra alternating 10⁵/10⁶ runs of the headline method")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
@@ -167,15 +206,16 @@ def main() -> int:
         return 0
     started, load_start = time.time(), os.getloadavg()
     sizes = SIZES[:2] if args.quick else SIZES
+    methods = [m for m in METHODS if m in args.methods.split(",")]
     cells = []
     for regime in REGIMES:
         done: dict = {}
         for n in sizes:
-            for method in METHODS:
+            for method in methods:
                 guess = predicted_seconds(method, n, done)
                 if guess is not None and guess > SKIP_ABOVE_S:
                     result = {"regime": regime, "n": n, "method": method,
-                              "skipped": f"predicted {guess:.0f} s > {SKIP_ABOVE_S:.0f} s"}
+                              "skipped": f"predicted {guess:.0f} CPU-s > {SKIP_ABOVE_S:.0f} s"}
                 else:
                     result = run_cell(regime, n, method, timeout=300)
                 done[(method, n)] = result
@@ -187,13 +227,16 @@ def main() -> int:
             ref = done.get(("exact", n)) if "seconds" in done.get(("exact", n), {}) else done.get(("lazy", n))
             if not ref or "seconds" not in ref:
                 continue
-            for method in METHODS:
+            for method in methods:
                 c = done.get((method, n), {})
                 if "objective" in c:
                     c["objective_over_" + ref["method"]] = c["objective"] / ref["objective"]
                     c["same_rows_as_" + ref["method"]] = c["rows_sha1"] == ref["rows_sha1"]
     ratios, which = ratios_for(cells, "moderate")
     ratios_strong, which_strong = ratios_for(cells, "strong")
+    pairs = []
+    if which and not args.quick:
+        pairs, ratios = side_by_side(cells, "moderate", which, args.pairs)
     for c in cells:
         c.pop("rows_sha1", None)
     print(json.dumps({
@@ -204,7 +247,7 @@ def main() -> int:
         "ratios_variant": {"regime": "moderate", "method": which,
                            "near_exact": "objective within 0.1% of exact's at n = 10⁴"},
         "ratios_strong": {**ratios_strong, "method": which_strong},
-        "cells": cells}, indent=1))
+        "side_by_side": pairs, "cells": cells}, indent=1))
     return 0
 
 

@@ -11,9 +11,10 @@ Three ways to run the greedy (`method=`), each described in its module:
 - "lazy" (`lazy`, the default): the same selection as "exact", row for row, over nested
   shortlists certified by Cauchy–Schwarz bounds; usually a fraction of the cost, never
   much more than "exact".
-- "batched" (`batched`): windows of exact steps on a shortlist drawn once per pass;
-  approximate (≥ 99.85% of the exact objective measured), with a cost that does not depend
-  on the penalty.
+- "batched" (`batched`): per pass over the pool a shortlist, taken in short windows of
+  exact steps; approximate (≥ 99.86% of the exact objective on the tests' anti-aligned
+  problems, ≥ 99.90% on clustered ones), with a cost that does not depend on the penalty
+  and work per pick about constant in n at a fixed budget fraction.
 Why "lazy" is the default, and what a run holds in memory: `greedy`. How gains are computed
 in floating point and why near-ties go to the lowest row (so that exact, lazy and streaming
 agree row for row): `terms`. Streaming a pool that does not fit in memory: `pools` and

@@ -3,16 +3,18 @@
 Default: "lazy", because it is the exact greedy — the same rows in the same order as
 "exact", which tests and reproducible curation rely on — and it is never much slower than
 "exact" while 3× (10⁴ rows) to ~300× (10⁶ rows, predicted) faster under a moderate
-penalty (bench/select.py). "batched" is the fastest method whose selections
-match the exact ones on small problems (identical when B ≤ passes, within 0.15% of the
-objective otherwise), and the one to use for 10⁶-row pools under strong penalties, where
-exact certification cannot keep up (bench/select.py: lazy ≈ exact there).
+penalty (bench/selection.py). "batched" is the fastest method: approximate (identical
+when B ≤ passes; tests bound its loss at 0.5% of the exact objective on anti-aligned
+problems and 0.2% on clustered ones, measured ≤ 0.14% and ≤ 0.10%), with work per pick about
+constant in n at a fixed budget fraction, so it is the one to use for 10⁶-row pools under
+strong penalties, where exact certification cannot keep up (bench/selection.py: lazy ≈
+exact there).
 
 Memory: nothing n×n is formed. Extra memory is the shortlists' rows (≤ n/8, plus their
 draw's transient copies; typically ≪ the sketch), 4 MB block temporaries, a batched
-window's Gram matrix (≤ 4096² floats) and a few length-n vectors (cost, reach, and a 0/−inf
-penalty that encodes the constraints). bench/select.py: peak ≈ 1.25× the sketch at 10⁶,
-the sketch included. Matvecs run on one BLAS thread (see `single_threaded_blas`).
+window's Gram matrix ((2⌈√(B/64)⌉)² floats) and a few length-n vectors (cost, reach, a
+0/−inf penalty that encodes the constraints; batched: one pass's gains). bench/selection.py:
+peak ≈ 1.25× the sketch at 10⁶ for lazy, 1.12× for batched, the sketch included. Matvecs run on one BLAS thread (see `single_threaded_blas`).
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def residual_greedy(pool_sketch: np.ndarray, v: np.ndarray, d: np.ndarray, scale
 
     Optional constraints: at most `max_per_domain` per domain, one example per content hash,
     never the `excluded` rows. `method`: "lazy" (default; the exact greedy's selection),
-    "exact", or "batched" (approximate; `batch_passes` windows, shortlists of `batch_width`×
-    the window). Returns a Selection of pool rows in pick order with each step's marginal
+    "exact", or "batched" (approximate; `batch_passes` passes, shortlists of `batch_width`×
+    the picks a pass serves). Returns a Selection of pool rows in pick order with each step's marginal
     gain, and `stats`; fewer than `budget` rows only if the constraints run out.
     """
     pool = MemoryPool(pool_sketch)

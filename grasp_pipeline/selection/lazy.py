@@ -16,7 +16,7 @@ O(M·k), not O(n·k); when the bound catches up, the shortlist is redrawn. Short
 and a level whose windows last under two steps doubles. When the bounds cannot keep up at
 all (strong penalties: one pick moves the others' gains by more than the gaps between them),
 lazy notices from the rows it evaluates and takes exact steps for a while, so it is never
-much slower than "exact" (nor faster, in that regime: bench/select.py "strong").
+much slower than "exact" (nor faster, in that regime: bench/selection.py "strong").
 
 `LazyGreedy` holds one run's state; `lazy_greedy` is its entry point.
 """
@@ -37,7 +37,7 @@ def lazy_sizes(n: int) -> list[int]:
     """Initial shortlist sizes, outermost first: min(65536, n/16), then /8 down to ≥ 512.
 
     A redraw costs O(parent·k) and a step O(innermost·k); sizes a factor 8 apart balance the
-    two when windows last a fair fraction of a shortlist (bench/select.py tried /4 and /16).
+    two when windows last a fair fraction of a shortlist (bench/selection.py tried /4 and /16).
     `LazyGreedy.grow` then grows any level whose windows turn out too short.
     """
     sizes, size = [], min(65536, max(n // 16, 4096))
