@@ -48,10 +48,10 @@ def checkpoint_location(store) -> ObjectLocation:
 
 
 def shard_names(state: dict[str, torch.Tensor], shard_bytes: int) -> Iterator[list[str]]:
-    """Yields the tensor names of each shard, in sorted name order, each shard at most
+    """Yields the tensor names of each shard, in the state dict's order, each shard at most
     `shard_bytes` bytes of tensor data (or one tensor, when that alone is larger)."""
     shard, size = [], 0
-    for name in sorted(state):
+    for name in state:
         nbytes = state[name].numel() * state[name].element_size()
         if shard and size + nbytes > shard_bytes:
             yield shard
@@ -98,21 +98,23 @@ def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def write_state(location: ObjectLocation, folder: str, state: dict[str, torch.Tensor], step: int,
                 shard_bytes: int) -> list[dict]:
     """Writes `state` as shard files under `folder` (relative to `location`); returns one entry per
-    file: {"step": step, "file": its path relative to `location`, "sha256", "bytes": its size}."""
+    file: {"step": step, "file": its path relative to `location`, "sha256", "bytes": its size,
+    "tensors": the names it holds, in the state dict's order}."""
     entries = []
     for i, names in enumerate(shard_names(state, shard_bytes)):
         data, suffix = serialise(_own_storage({n: state[n] for n in names}))
         digest = hashlib.sha256(data).hexdigest()
         file = f"{folder}/shard-{i:05d}-{digest[:16]}{suffix}"
         location.put(file, data)
-        entries.append({"step": step, "file": file, "sha256": digest, "bytes": len(data)})
+        entries.append({"step": step, "file": file, "sha256": digest, "bytes": len(data), "tensors": names})
         del data  # before the next shard is serialised: one shard in memory at a time
     return entries
 
 
 def read_state(location: ObjectLocation, entries: list[dict], device: torch.device | str = "cpu"
                ) -> dict[str, torch.Tensor]:
-    """Returns the state dict the file `entries` (as write_state returns) hold, on `device`.
+    """Returns the state dict the file `entries` (as write_state returns) hold, on `device`, in the
+    order it was written (a workload flattens parameters in dict order: the order is part of the model).
 
     Raises CheckpointFileError naming the file when one is missing or its size or sha256
     differs from the entry's (a truncated, corrupted or replaced file).
@@ -129,6 +131,7 @@ def read_state(location: ObjectLocation, entries: list[dict], device: torch.devi
             raise CheckpointFileError(f"checkpoint file {where} does not match its table row: {len(data)} bytes, "
                                       f"sha256 {digest}; the row records {entry['bytes']} bytes, sha256 "
                                       f"{entry['sha256']}; restore it from a backup or rematerialise reference_model")
-        state.update({n: t.to(device) for n, t in deserialise(data, entry["file"]).items()})
+        tensors = deserialise(data, entry["file"])  # safetensors returns them in no fixed order
+        state.update({n: tensors[n].to(device) for n in entry["tensors"]})
         del data
     return state

@@ -35,8 +35,9 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from .commits import LINEAGE_KEY, WRITE_ID_KEY, current_context, frame_facts
 
 # One file of a stored state dict (grasp_pipeline/checkpoint_files.py): the step it was taken at, its
-# path relative to the storage root, its sha256 (hex) and size in bytes.
-FILE_ENTRY = pl.Struct({"step": pl.Int64, "file": pl.Utf8, "sha256": pl.Utf8, "bytes": pl.Int64})
+# path relative to the storage root, its sha256 (hex), size in bytes and the tensors it holds (in order).
+FILE_ENTRY = pl.Struct({"step": pl.Int64, "file": pl.Utf8, "sha256": pl.Utf8, "bytes": pl.Int64,
+                        "tensors": pl.List(pl.Utf8)})
 
 # The table contract (DESIGN §5): required columns and their types; more columns are allowed.
 CONTRACT: dict[str, dict[str, pl.DataType]] = {

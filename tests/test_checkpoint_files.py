@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 from grasp_pipeline import stages
 from grasp_pipeline.checkpoint_files import CheckpointFileError, checkpoint_location, read_state, write_state
+from grasp_pipeline.objectstore import ObjectLocation
 from grasp_pipeline.stages.tables import checkpoint_fingerprint
 from grasp_pipeline.storage import DeltaStore
 
@@ -120,17 +122,24 @@ def test_the_loaded_checkpoints_are_the_ones_the_model_version_hashes(reference_
     assert checkpoint_fingerprint(dict(checkpoints)) == version
 
 
-# ----------------------------------------------------------------------------- object-store roots
+# ----------------------------------------------------------------------------- local and object-store roots
 
 
-def test_shard_files_round_trip_on_an_object_store_root(s3_root):
-    location = checkpoint_location(DeltaStore(s3_root))
-    state = {f"w{i}": torch.randn(64, 32, generator=torch.Generator().manual_seed(i)) for i in range(5)}
+@pytest.fixture(params=["local", "s3"])
+def any_root(request, tmp_path) -> str:
+    """A storage root on the local disk, or in a fresh bucket of the S3-compatible server."""
+    return str(tmp_path / "root") if request.param == "local" else request.getfixturevalue("s3_root")
+
+
+def test_shard_files_round_trip_in_order(any_root):
+    location = checkpoint_location(DeltaStore(any_root))
+    names = ["w3", "w0", "w4", "w1", "w2"]  # not sorted: the order is part of the model (workloads flatten by it)
+    state = {n: torch.randn(64, 32, generator=torch.Generator().manual_seed(i)) for i, n in enumerate(names)}
     entries = write_state(location, "checkpoints/v/step-000003", state, 3, shard_bytes=3 * 64 * 32 * 4)
-    assert len(entries) == 2
+    assert [e["tensors"] for e in entries] == [names[:3], names[3:]]
     assert sorted(name for name, _ in location.list("checkpoints")) == sorted(e["file"] for e in entries)
     loaded = read_state(location, entries)
-    assert sorted(loaded) == sorted(state) and all(torch.equal(loaded[n], state[n]) for n in state)
+    assert list(loaded) == names and all(torch.equal(loaded[n], state[n]) for n in names)
 
 
 def test_the_reference_stage_stores_and_loads_its_checkpoints_on_an_object_store_root(s3_root):
@@ -141,3 +150,22 @@ def test_the_reference_stage_stores_and_loads_its_checkpoints_on_an_object_store
     row = store.read("reference_models").row(0, named=True)
     listed = sorted(name for name, _ in checkpoint_location(store).list("checkpoints"))
     assert listed == sorted(e["file"] for e in row["state"] + row["checkpoints"])
+
+
+def test_a_file_being_written_on_a_local_root_is_never_visible_under_its_name_in_part(tmp_path):
+    """ObjectLocation.put stages the bytes under another name and renames them into place: a
+    watcher polling the final name while 64 MiB are written only ever sees the whole file."""
+    location, data = ObjectLocation(str(tmp_path)), bytes(64 << 20)
+    path, seen, done = tmp_path / "shards" / "one.bin", set(), threading.Event()
+
+    def watch():
+        while not done.is_set():
+            if path.exists():
+                seen.add(path.stat().st_size)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    location.put("shards/one.bin", data)
+    done.set()
+    watcher.join()
+    assert path.stat().st_size == len(data) and seen <= {len(data)}
