@@ -1,11 +1,11 @@
 """Plain objects on the storage root or a corpus location: put(-if-absent), get, list, delete, stream.
 
 Delta tables go through deltalake; the few plain objects the pipeline keeps next to them
-(the root's writer lease, the reference model's checkpoint files) and corpus files on object storage go through `obstore`, the
-Python binding of the same Rust `object_store` crate delta-rs uses, with the same storage
-options (`storage.storage_options_from_env`). Put-if-absent is `PutMode::Create`: an
-exclusive create on local disks, `If-None-Match: *` on S3 (AWS, MinIO, moto), generation
-preconditions on GCS and Azure.
+(the root's writer lease, the reference model's checkpoint files) and corpus files on object
+storage go through `obstore`, the Python binding of the same Rust `object_store` crate
+delta-rs uses, with the same storage options (`storage.storage_options_from_env`).
+Put-if-absent is `PutMode::Create`: an exclusive create on local disks, `If-None-Match: *` on
+S3 (AWS, MinIO, moto), generation preconditions on GCS and Azure.
 """
 
 from __future__ import annotations
