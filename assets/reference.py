@@ -10,7 +10,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("reference_model", reads=["corpus_shards"], code_version="2", group_name="sketches",
+@stage_asset("reference_model", reads=["corpus_shards"], code_version="3", group_name="sketches",
              kinds={"torch", "deltalake"}, pool="torch")
 def reference_model(context: dg.AssetExecutionContext, config: ReferenceConfig, storage: GraspStorage,
                     workload: WorkloadResource):

@@ -1,11 +1,11 @@
-"""Plain objects on the storage root or a corpus location: put-if-absent, get, list, delete, stream.
+"""Plain objects on the storage root or a corpus location: put(-if-absent), get, list, delete, stream.
 
 Delta tables go through deltalake; the few plain objects the pipeline keeps next to them
-(the root's writer lease) and corpus files on object storage go through `obstore`, the
-Python binding of the same Rust `object_store` crate delta-rs uses, with the same storage
-options (`storage.storage_options_from_env`). Put-if-absent is `PutMode::Create`: an
-exclusive create on local disks, `If-None-Match: *` on S3 (AWS, MinIO, moto), generation
-preconditions on GCS and Azure.
+(the root's writer lease, the reference model's checkpoint files) and corpus files on object
+storage go through `obstore`, the Python binding of the same Rust `object_store` crate
+delta-rs uses, with the same storage options (`storage.storage_options_from_env`).
+Put-if-absent is `PutMode::Create`: an exclusive create on local disks, `If-None-Match: *` on
+S3 (AWS, MinIO, moto), generation preconditions on GCS and Azure.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class ObjectLocation:
             return True
         except AlreadyExistsError:
             return False
+
+    def put(self, name: str, data) -> None:
+        """Writes (or replaces) `name` with `data` (bytes or a buffer) in one put: on S3 a single PUT, on
+        a local disk a staged file renamed into place, so no reader ever sees part of it."""
+        obstore.put(self.store, self.key(name), data, use_multipart=False)
 
     def get(self, name: str) -> bytes | None:
         """Returns the object's bytes, or None if there is none."""

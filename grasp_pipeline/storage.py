@@ -34,13 +34,19 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from .commits import LINEAGE_KEY, WRITE_ID_KEY, current_context, frame_facts
 
+# One file of a stored state dict (grasp_pipeline/checkpoint_files.py): the step it was taken at, its
+# path relative to the storage root, its sha256 (hex), size in bytes and the tensors it holds (in order).
+FILE_ENTRY = pl.Struct({"step": pl.Int64, "file": pl.Utf8, "sha256": pl.Utf8, "bytes": pl.Int64,
+                        "tensors": pl.List(pl.Utf8)})
+
 # The table contract (DESIGN §5): required columns and their types; more columns are allowed.
 CONTRACT: dict[str, dict[str, pl.DataType]] = {
     "corpus_shards": {"example_id": pl.Int64, "shard": pl.Utf8, "domain": pl.Utf8, "text": pl.Utf8,
                       "n_bytes": pl.Int64, "source": pl.Utf8, "content_sha1": pl.Utf8},
     "task_sets": {"task": pl.Utf8, "example_id": pl.Int64, "domain": pl.Utf8, "text": pl.Utf8, "split": pl.Utf8},
     "reference_models": {"model_version": pl.Utf8, "path": pl.Utf8, "workload": pl.Utf8,
-                         "parameters": pl.Int64, "warmup_loss": pl.Float64},
+                         "parameters": pl.Int64, "warmup_loss": pl.Float64, "state": pl.List(FILE_ENTRY),
+                         "checkpoints": pl.List(FILE_ENTRY)},
     "gradient_sketches": {"example_id": pl.Int64, "shard": pl.Utf8, "sketch": pl.List(pl.Float32),
                           "grad_norm": pl.Float64, "loss": pl.Float64, "sketch_config": pl.Utf8,
                           "model_version": pl.Utf8},

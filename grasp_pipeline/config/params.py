@@ -51,6 +51,11 @@ class ReferenceParams:
     adam_beta2: float = doc("Warm-up Adam β₂ (second-moment decay).", 0.999, minimum=0, below=1)
     adam_eps: float = doc("Warm-up Adam ε (added to the root of the second moment).", 1e-8, above=0)
     seed: int = doc("Seed of initialisation, warm-up sample and data order.", 0, minimum=0)
+    checkpoint_shard_mb: int = doc(
+        "Largest checkpoint file, in MiB: θ₀ and each checkpoint are stored under <root>/checkpoints/ as "
+        "files of at most this much tensor data (a larger tensor gets a file of its own), so writing and "
+        "loading hold about one file in memory, never the whole model as bytes. Each file is one put "
+        "(S3 caps a single PUT at 5 GiB).", 512, minimum=1, maximum=4096)
 
 
 @dataclass(frozen=True)

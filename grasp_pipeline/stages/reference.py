@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import numpy as np
 import polars as pl
-import torch
 
 from .. import progress
+from ..checkpoint_files import FOLDER, checkpoint_location, write_state
 from ..config.params import ReferenceParams
 from ..retrain import Recipe, StackedTrainer, unstack
-from ..storage import DeltaStore
+from ..storage import FILE_ENTRY, DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import checkpoint_fingerprint, read_pool
@@ -22,7 +21,8 @@ from .tables import checkpoint_fingerprint, read_pool
 @stage
 def train_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
     """Warms the proxy up on a seeded pool sample, keeping the parameters at `sketch_steps`;
-    writes `reference_models` (one row: the checkpoints and the final θ)."""
+    writes θ and the checkpoints as files beside the tables (grasp_pipeline/checkpoint_files.py),
+    then `reference_models` (one row: their files, sha256 and sizes, and the model's facts)."""
     steps = sorted(set(params.sketch_steps))
     if not steps or steps[0] < 0 or steps[-1] > params.steps or len(steps) != len(params.sketch_steps):
         raise ValueError(f"reference.sketch_steps {list(params.sketch_steps)} must be distinct steps in "
@@ -43,12 +43,13 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
     seconds = time.perf_counter() - began
     warmup_loss = float(trainer.example_losses({n: p[None] for n, p in theta.items()}, inputs[rows]).mean())
     version = checkpoint_fingerprint(checkpoints)
+    state_files, checkpoint_files = write_files(checkpoint_location(store), version, theta, checkpoints, params)
     frame = pl.DataFrame({
         "model_version": [version], "workload": [json.dumps(workload.config(), sort_keys=True)],
         "parameters": [sum(p.numel() for p in theta.values())], "warmup_loss": [warmup_loss],
-        "recipe": [json.dumps(recipe.to_dict())], "state": [state_bytes(theta)],
-        "sketch_steps": [steps], "checkpoints": [state_bytes(checkpoints)], "seconds": [seconds],
-    }, schema_overrides={"parameters": pl.Int64, "state": pl.Binary, "checkpoints": pl.Binary,
+        "recipe": [json.dumps(recipe.to_dict())], "state": [state_files],
+        "sketch_steps": [steps], "checkpoints": [checkpoint_files], "seconds": [seconds],
+    }, schema_overrides={"parameters": pl.Int64, "state": pl.List(FILE_ENTRY), "checkpoints": pl.List(FILE_ENTRY),
                          "sketch_steps": pl.List(pl.Int64)})
     result = StageResult()
     result.write(store, "reference_models", frame.with_columns(path=pl.lit(store.uri("reference_models"))))
@@ -57,12 +58,15 @@ def train_reference_model(store: DeltaStore, workload: Workload, params: Referen
     return result
 
 
-def state_bytes(state: dict) -> bytes:
-    """`torch.save` bytes of a parameter dict, or of nested dicts of them ({step: parameters}),
-    every tensor detached and on the CPU (so the bytes load on any device)."""
-    def on_cpu(value):
-        return {k: on_cpu(v) for k, v in value.items()} if isinstance(value, dict) else value.detach().cpu()
-
-    buffer = io.BytesIO()
-    torch.save(on_cpu(state), buffer)
-    return buffer.getvalue()
+def write_files(location, version: str, theta: dict, checkpoints: dict[int, dict],
+                params: ReferenceParams) -> tuple[list[dict], list[dict]]:
+    """Writes θ and every checkpoint as files under checkpoints/<version>/ (`final`, `step-<n>`);
+    returns (θ's file entries, every checkpoint's file entries in step order)."""
+    shard_bytes = params.checkpoint_shard_mb << 20
+    folder = f"{FOLDER}/{version}"
+    # the checkpoints' hash is the version; θ's files carry their own hash in their names (two runs
+    # can share the checkpoints and still end at different θ, e.g. sketch_steps (0,) and other steps)
+    state_files = write_state(location, f"{folder}/final", theta, params.steps, shard_bytes)
+    checkpoint_files = [entry for step, state in sorted(checkpoints.items())
+                        for entry in write_state(location, f"{folder}/step-{step:06d}", state, step, shard_bytes)]
+    return state_files, checkpoint_files

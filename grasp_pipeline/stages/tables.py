@@ -4,7 +4,6 @@ model, partition filters and the fingerprints that tie rows to what produced the
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import numpy as np
@@ -12,6 +11,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from ..checkpoint_files import checkpoint_location, read_state
 from ..corpus.split import SPLITS
 from ..retrain import Recipe
 from ..storage import DeltaStore
@@ -206,21 +206,35 @@ def reference_row(store: DeltaStore, workload: Workload) -> dict:
     return row
 
 
+def reference_files(row: dict, column: str) -> list[dict]:
+    """The file entries of one reference_models row's `state` or `checkpoints` column; ValueError when
+    the row predates checkpoint files (the parameters in one binary cell, or no checkpoints at all)."""
+    entries = row.get(column)
+    if entries is None or isinstance(entries, bytes):
+        raise ValueError(f"reference_models (version {row['model_version']}) holds no `{column}` files (it was "
+                         "written before checkpoints were stored as files beside the tables); rematerialise "
+                         "reference_model")
+    return entries
+
+
 def load_reference_model(store: DeltaStore, workload: Workload) -> tuple[str, dict[str, torch.Tensor]]:
-    """Returns (model_version, the final warm-up parameters on the workload's device)."""
+    """Returns (model_version, the final warm-up parameters on the workload's device); CheckpointFileError
+    naming the file when one is missing or differs from its recorded sha256."""
     row = reference_row(store, workload)
-    state = torch.load(io.BytesIO(row["state"]), map_location=workload.device, weights_only=True)
-    return row["model_version"], state
+    return row["model_version"], read_state(checkpoint_location(store), reference_files(row, "state"),
+                                            workload.device)
 
 
 def load_reference_checkpoints(store: DeltaStore, workload: Workload) -> tuple[str, list[tuple[int, dict]]]:
-    """Returns (model_version, [(step, parameters)]): the checkpoints every gradient is sketched at."""
+    """Returns (model_version, [(step, parameters)] in step order): the checkpoints every gradient is
+    sketched at, on the workload's device (CheckpointFileError as load_reference_model)."""
     row = reference_row(store, workload)
-    if row.get("checkpoints") is None:
-        raise ValueError(f"reference_models (version {row['model_version']}) predates checkpoint sketching "
-                         "(no `checkpoints` column); rematerialise reference_model")
-    states = torch.load(io.BytesIO(row["checkpoints"]), map_location=workload.device, weights_only=True)
-    return row["model_version"], sorted(states.items())
+    by_step: dict[int, list[dict]] = {}
+    for entry in reference_files(row, "checkpoints"):
+        by_step.setdefault(entry["step"], []).append(entry)
+    location = checkpoint_location(store)
+    return row["model_version"], [(step, read_state(location, files, workload.device))
+                                  for step, files in sorted(by_step.items())]
 
 
 def outcome_recipe(outcomes: pl.DataFrame) -> Recipe:
