@@ -119,12 +119,10 @@ def synthesise_corpus(path: Path, n: int, seed: int = 0) -> dict:
     return {"documents": len(rows["id"]), "copies_per_domain": copies, "bytes": path.stat().st_size}
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
+def _memory(field: str) -> int:
+    """This process's VmRSS or VmHWM (peak resident set since the last reset), in bytes."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status[field].split()[0]) * 1024
 
 
 def run_stage_here(name: str, root: str, overrides: dict) -> dict:
@@ -139,13 +137,13 @@ def run_stage_here(name: str, root: str, overrides: dict) -> dict:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the peak from here on is the stage's
         f.write("5")
-    before = _status_bytes("VmRSS")
+    before = _memory("VmRSS")
     began, cpu_began = time.perf_counter(), time.process_time()
     run()
     seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"seconds": seconds, "cpu_seconds": cpu_seconds + children.ru_utime + children.ru_stime,
-            "rss_before_bytes": before, "stage_memory_bytes": _status_bytes("VmHWM") - before,
+            "rss_before_bytes": before, "stage_memory_bytes": _memory("VmHWM") - before,
             "worker_peak_rss_bytes": children.ru_maxrss * 1024}
 
 
