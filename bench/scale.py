@@ -270,10 +270,15 @@ def main() -> int:
                         "steps and checkpoints; no sketch-only size")
     parser.add_argument("--sizes", help="comma-separated pipeline pool sizes (overrides the defaults)")
     parser.add_argument("--sketch-only-sizes", help="comma-separated sketch-and-selection-only pool sizes")
+    parser.add_argument("--summarise", metavar="JSON", help="recompute the summary of a saved run's output")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(run_stage_here(*json.loads(args.stage))))
+        return 0
+    if args.summarise:
+        saved = json.loads(Path(args.summarise).read_text())
+        print(json.dumps({**saved, **summarise(saved["pipeline"], saved["sketch_only"])}, indent=1, default=float))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else SIZES)
     extra = ([int(s) for s in args.sketch_only_sizes.split(",") if s] if args.sketch_only_sizes is not None
