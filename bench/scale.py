@@ -5,7 +5,7 @@
 Prints one JSON object on stdout (progress on stderr). The pipeline's stages (corpus_shards
 through mixture_weights; the closed loop, validation and the tests after it retrain at fixed
 counts like subset_outcomes and are left out) run at pool sizes 10⁴ and 10⁵, and sketching and
-selection alone at 10⁶ (hours on 2 cores: sketching costs ~10 ms of CPU per example and
+selection alone at 10⁶ (hours on 2 cores: sketching costs ~7 ms of CPU per example and
 checkpoint). `--quick` runs the pipeline at 10³ and 10⁴, no sketch-only size, with fewer fixed
 subsets, steps, candidates and checkpoints (QUICK_FIXED). Settings: the `smoke` profile with the
 demo's k = 256, one process per stage (workers = 1), shards of 4,096, and fixed subset counts
