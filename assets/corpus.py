@@ -22,7 +22,7 @@ def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, stora
     params = to_params(config)
     results = run_stage(context, storage, params_dict(params),
                         lambda run: build_corpus(storage.store(), params, workload.example_bytes, workload.build()))
-    shards = storage.store().read("corpus_shards")["shard"].unique().sort().to_list()
+    shards = storage.store().partition_values("corpus_shards", "shard")
     sync_dynamic_partitions(context.instance, corpus_shard_partitions, shards)
     context.log.info(f"registered {len(shards)} corpus shards as partitions of gradient_sketches")
     return results

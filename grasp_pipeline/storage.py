@@ -354,14 +354,39 @@ class DeltaStore:
                 found[key] = json.loads(values[0]) if key == LINEAGE_KEY else values[0]
         return found
 
-    def read(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
-        """Returns the table (at `version`, default latest; only `columns`, default all) as a polars frame."""
+    def read(self, table: str, version: int | None = None, columns: list[str] | None = None,
+             where: dict[str, list[str]] | None = None) -> pl.DataFrame:
+        """Returns the table (at `version`, default latest; only `columns`, default all) as a polars frame.
+
+        `where` ({partition column: values}) keeps the rows of those partitions only, and reads only
+        their files: the filter is pushed down to the partition values in the Delta log (a polars
+        `scan_delta` filter), so a shard step does not open, let alone sort, the other shards.
+        """
         if not self.exists(table):
             raise self._missing(table)
         try:
-            return pl.read_delta(self.uri(table), version=version, columns=columns, storage_options=self._options())
+            if where is None:
+                return pl.read_delta(self.uri(table), version=version, columns=columns,
+                                     storage_options=self._options())
+            not_partitions = sorted(set(where) - set(PARTITION_COLUMNS.get(table, [])))
+            if not_partitions:
+                raise ValueError(f"table {table!r} is not partitioned by {not_partitions} (its partition columns: "
+                                 f"{PARTITION_COLUMNS.get(table, [])}); filter after reading instead")
+            scan = pl.scan_delta(self.uri(table), version=version, storage_options=self._options())
+            scan = scan.filter(pl.all_horizontal([pl.col(c).is_in(list(v)) for c, v in where.items()]))
+            return (scan.select(columns) if columns else scan).collect()
         except DeltaError as error:
             raise self._log_error(table, error) from None
+
+    def partition_values(self, table: str, column: str, version: int | None = None) -> list[str]:
+        """Returns the sorted distinct values of a partition column, read from the Delta log alone."""
+        if not self.exists(table):
+            raise self._missing(table)
+        try:
+            found = DeltaTable(self.uri(table), version=version, storage_options=self._options()).partitions()
+        except DeltaError as error:
+            raise self._log_error(table, error) from None
+        return sorted({p[column] for p in found})
 
 
 class PinnedReads:
@@ -380,15 +405,22 @@ class PinnedReads:
         self.versions: dict[str, int] = {}
         self.writer = current_context(asset)
 
-    def read(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
-        if version is None:
-            if table not in self.versions:
-                current = self.store.version(table)
-                if current is None:
-                    raise self.store._missing(table)
-                self.versions[table] = current
-            version = self.versions[table]
-        return self.store.read(table, version=version, columns=columns)
+    def _pinned(self, table: str) -> int:
+        """The version this stage reads `table` at (the current one at its first read)."""
+        if table not in self.versions:
+            current = self.store.version(table)
+            if current is None:
+                raise self.store._missing(table)
+            self.versions[table] = current
+        return self.versions[table]
+
+    def read(self, table: str, version: int | None = None, columns: list[str] | None = None,
+             where: dict[str, list[str]] | None = None) -> pl.DataFrame:
+        return self.store.read(table, version=self._pinned(table) if version is None else version,
+                               columns=columns, where=where)
+
+    def partition_values(self, table: str, column: str, version: int | None = None) -> list[str]:
+        return self.store.partition_values(table, column, self._pinned(table) if version is None else version)
 
     def lineage(self, table: str, frame: pl.DataFrame) -> dict:
         """The lineage a commit of `frame` to `table` records."""

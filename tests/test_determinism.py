@@ -114,6 +114,27 @@ def test_rerunning_one_sketch_shard_replaces_only_that_shard(two_runs):
     assert replaced and all(f"shard={shards[0]}" in uri for uri in replaced)  # the other shards' files stay
 
 
+def test_a_shard_step_reads_only_its_corpus_shard_and_sketches_it_as_the_full_run_did(two_runs, tmp_path):
+    from deltalake import DeltaTable
+    from pathlib import Path
+
+    source = two_runs[0]
+    store = DeltaStore(str(tmp_path))
+    for table in ("corpus_shards", "task_sets", "reference_models"):
+        store.write(table, source.read(table))
+    shards = store.partition_values("corpus_shards", "shard")
+    assert len(shards) >= 2
+    for uri in DeltaTable(store.uri("corpus_shards")).file_uris(file_pruning_predicate=[("shard", "!=", shards[0])]):
+        Path(uri).unlink()  # every other shard's data is gone: a step that reads them fails
+    params = tiny_params()
+    stages.compute_gradient_sketches(store, params.workload.build(), params.sketch, shards=[shards[0]])
+    expected = without_timings(source.read("gradient_sketches")).filter(pl.col("shard") == shards[0])
+    assert_frame_equal(without_timings(store.read("gradient_sketches")).sort("example_id"),
+                       expected.sort("example_id"))
+    with pytest.raises(ValueError, match="shard key\\(s\\) \\['nope'\\] are not in corpus_shards"):
+        stages.compute_gradient_sketches(store, params.workload.build(), params.sketch, shards=["nope"])
+
+
 def test_shards_sketched_in_different_spaces_are_refused_until_all_are_resketched(two_runs):
     from dataclasses import replace
 

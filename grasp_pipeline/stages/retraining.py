@@ -19,7 +19,7 @@ from .tables import encoded_pool_and_tasks, members_digest, select_partitions
 
 @stage
 def plan_subsets(store: DeltaStore, params: PlanParams) -> StageResult:
-    plan = sample_subset_plan(store.read("corpus_shards").select("example_id", "domain"), params)
+    plan = sample_subset_plan(store.read("corpus_shards", columns=["example_id", "domain"]), params)
     result = StageResult()
     result.write(store, "subset_plan", plan)
     counts = plan.group_by("sampler", "role").len().sort("sampler", "role")

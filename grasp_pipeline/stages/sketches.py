@@ -16,7 +16,7 @@ from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import (check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks,
-                     select_partitions, sketch_matrix)
+                     sketch_matrix)
 
 
 def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:
@@ -37,7 +37,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     """
     version, checkpoints = load_reference_checkpoints(store, workload)
     sketcher = make_sketcher(workload, checkpoints, params)
-    pool = select_partitions(read_pool(store), "shard", shards, "corpus_shards")
+    pool = read_pool(store, shards)
     parts = []
     with progress.task("sketching", total=pool["shard"].n_unique(), unit="shard") as shards_done:
         for _, shard_rows in pool.group_by("shard", maintain_order=True):

@@ -28,9 +28,16 @@ def sketch_matrix(column: pl.Series, dtype=np.float64) -> np.ndarray:
     return column.list.to_array(width).to_numpy().astype(dtype, copy=False)
 
 
-def read_pool(store: DeltaStore) -> pl.DataFrame:
-    """Returns the pool sorted by example_id: its row order indexes every pool matrix."""
-    return store.read("corpus_shards").sort("example_id")
+def read_pool(store: DeltaStore, shards: list[str] | None = None) -> pl.DataFrame:
+    """Returns the pool sorted by example_id: its row order indexes every pool matrix.
+
+    With `shards` (shard keys) only those partitions, read from their own files alone (a
+    pushed-down partition filter); an unknown key is an error naming it.
+    """
+    if shards is None:
+        return store.read("corpus_shards").sort("example_id")
+    check_partition_keys(shards, store.partition_values("corpus_shards", "shard"), "shard", "corpus_shards")
+    return store.read("corpus_shards", where={"shard": shards}).sort("example_id")
 
 
 def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], np.ndarray]:
@@ -95,11 +102,16 @@ def select_partitions(frame: pl.DataFrame, column: str, keys: list[str] | None, 
     """The rows of partitions `keys` (all rows for None); unknown keys are an error naming them."""
     if keys is None:
         return frame
-    unknown = sorted(set(keys) - set(frame[column].to_list()))
-    if unknown:
-        raise ValueError(f"{column} key(s) {unknown} are not in {table} (it has: "
-                         f"{sorted(frame[column].unique().to_list())}); rematerialise {table}")
+    check_partition_keys(keys, frame[column].unique().to_list(), column, table)
     return frame.filter(pl.col(column).is_in(keys))
+
+
+def check_partition_keys(keys: list[str], known: list[str], column: str, table: str) -> None:
+    """Raises ValueError naming the `keys` that are not among `table`'s `known` values of `column`."""
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise ValueError(f"{column} key(s) {unknown} are not in {table} (it has: {sorted(known)}); "
+                         f"rematerialise {table}")
 
 
 def pool_sketches(store: DeltaStore) -> pl.DataFrame:
