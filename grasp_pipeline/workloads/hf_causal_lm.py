@@ -6,8 +6,10 @@ is built randomly initialised from a configuration (`hf_model_config`: a config.
 inline JSON with a `model_type`, seeded by the recipe's init seed). The tokenizer is a local
 `tokenizers` file (tokenizer.json) or a local tokenizer directory. Nothing is downloaded.
 
-Documents are cut into `example_bytes` pieces like every text workload, then tokenized and
-truncated/padded to `max_tokens`. `encode` marks padding with -1; the model sees id 0 there
+Each document is tokenized once and cut into windows of `max_tokens` tokens (`example_cuts`,
+token_windows.py; `example_bytes` plays no part): an example's text is the document's span
+of its window, which re-tokenizes to exactly the window's tokens, and only a document's
+last window is shorter. `encode` pads/truncates to `max_tokens` and marks padding with -1; the model sees id 0 there
 and the loss ignores it. No attention mask is passed: padding is on the right and attention
 is causal, so no real token attends to padding, and mask-building code (data-dependent in
 some transformers versions) stays out of the vmapped forward. The per-example loss is the
@@ -37,6 +39,8 @@ from torch import nn
 
 from ..fields import doc
 from .base import IGNORE, masked_token_cross_entropy, seeded_build
+from .parameter_subsets import chosen_parameters
+from .token_windows import window_byte_cuts
 
 PADDING = -1  # encode's padding marker (never a token id)
 _DROPOUT_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout",
@@ -52,7 +56,20 @@ class HFCausalLMParams:
                                "initialised model.", "")
     hf_tokenizer_path: str = doc("hf_causal_lm: a tokenizer.json file or a local tokenizer directory "
                                  "(empty = hf_model_path).", "")
-    max_tokens: int = doc("hf_causal_lm: tokens per example (padded/truncated to this).", 64, minimum=1)
+    max_tokens: int = doc("hf_causal_lm: tokens per example: each document is tokenized once and cut into "
+                          "windows of this many tokens (its last window shorter; encode pads/truncates to it).",
+                          64, minimum=1)
+    hf_sketch_modules: tuple[str, ...] = doc(
+        "hf_causal_lm: parameters whose per-example gradients are sketched, as shell-style (fnmatch, "
+        "case-sensitive) patterns over parameter names, e.g. [\"transformer.h.5.*\", \"lm_head.*\"] (a tied "
+        "weight answers to each of its names); the others are held fixed. Combined (union) with "
+        "hf_sketch_last_blocks; both empty = every parameter.", ())
+    hf_sketch_last_blocks: int = doc("hf_causal_lm: also sketch every parameter of the last n transformer "
+                                     "blocks (the model's longest ModuleList, e.g. transformer.h); 0 = none by "
+                                     "this rule.", 0, minimum=0)
+
+
+SKETCH_FIELDS = ("hf_sketch_modules", "hf_sketch_last_blocks")  # choose what is sketched, not the model
 
 
 class HFCausalLMWorkload:
@@ -75,7 +92,7 @@ class HFCausalLMWorkload:
         self.params = params
         self.device = torch.device(device)
         self.transformers_config = self._load_config()
-        self._tokenize = self._load_tokenizer()
+        self._tokenize, self._spans = self._load_tokenizer()
         self._fingerprint: str | None = None
         positions = getattr(self.transformers_config, "max_position_embeddings", None)
         if positions is not None and params.max_tokens > positions:
@@ -112,7 +129,8 @@ class HFCausalLMWorkload:
         return path
 
     def _load_tokenizer(self):
-        """Returns texts -> lists of token ids (no special tokens added)."""
+        """Returns (texts -> lists of token ids, text -> (token ids, character spans)); no special
+        tokens are added."""
         path = self._tokenizer_source()
         if path.is_file():
             from tokenizers import Tokenizer
@@ -122,6 +140,10 @@ class HFCausalLMWorkload:
 
             def tokenize(texts):
                 return [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+            def spans(text):
+                encoding = tokenizer.encode(text, add_special_tokens=False)
+                return encoding.ids, encoding.offsets
         else:
             from transformers import AutoTokenizer
 
@@ -130,11 +152,18 @@ class HFCausalLMWorkload:
 
             def tokenize(texts):
                 return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+            def spans(text):
+                if not tokenizer.is_fast:
+                    raise ValueError(f"token windows need a fast tokenizer (its offsets); {path} has a slow one — "
+                                     "point workload.hf_tokenizer_path at its tokenizer.json")
+                out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                return out["input_ids"], out["offset_mapping"]
         model_vocab = getattr(self.transformers_config, "vocab_size", None)
         if model_vocab is not None and vocab > model_vocab:
             raise ValueError(f"the tokenizer at {path} has {vocab} tokens but the model only {model_vocab}; "
                              "use the model's own tokenizer")
-        return tokenize
+        return tokenize, spans
 
     # -- the Workload interface -----------------------------------------------------------
 
@@ -147,6 +176,11 @@ class HFCausalLMWorkload:
             if ids:
                 out[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         return out.to(self.device)
+
+    def example_cuts(self, text: str) -> list[int]:
+        """Byte offsets [start, end of window 1, …, end of the last window] of a document's token
+        windows (the corpus stage cuts examples there instead of into byte pieces)."""
+        return window_byte_cuts(text, self._spans, lambda t: self._tokenize([t])[0], self.params.max_tokens)
 
     @property
     def unit_vocabulary(self) -> int:
@@ -178,10 +212,24 @@ class HFCausalLMWorkload:
 
     def config(self) -> dict:
         """Hyper-parameters plus a content hash of the model and tokenizer files, so a changed
-        checkpoint at the same path is a different workload (stale reference model)."""
+        checkpoint at the same path is a different workload (stale reference model). The
+        sketch settings are left out: they change the sketches (`sketch_settings`, recorded
+        in sketch_config), not the reference model or retraining."""
         if self._fingerprint is None:
             self._fingerprint = self._files_fingerprint()
-        return {"workload": self.name, **asdict(self.params), "files_sha1": self._fingerprint}
+        settings = {k: v for k, v in asdict(self.params).items() if k not in SKETCH_FIELDS}
+        return {"workload": self.name, **settings, "files_sha1": self._fingerprint}
+
+    def sketch_settings(self) -> dict:
+        """The settings that choose which parameters are sketched (recorded in sketch_config)."""
+        return {"hf_sketch_modules": list(self.params.hf_sketch_modules),
+                "hf_sketch_last_blocks": self.params.hf_sketch_last_blocks}
+
+    def sketch_parameters(self, model: nn.Module) -> list[str] | None:
+        """The names of the parameters to sketch (`named_parameters()` order), or None for all."""
+        return chosen_parameters(model, self.params.hf_sketch_modules, self.params.hf_sketch_last_blocks,
+                                 patterns_field="workload.hf_sketch_modules",
+                                 blocks_field="workload.hf_sketch_last_blocks")
 
     def _files_fingerprint(self) -> str:
         files = [self._tokenizer_source()]
