@@ -180,7 +180,7 @@ class HFCausalLMWorkload:
     def example_cuts(self, text: str) -> list[int]:
         """Byte offsets [start, end of window 1, …, end of the last window] of a document's token
         windows (the corpus stage cuts examples there instead of into byte pieces)."""
-        return window_byte_cuts(text, self._spans, lambda t: self._tokenize([t])[0], self.params.max_tokens)
+        return window_byte_cuts(text, self._spans, self._tokenize, self.params.max_tokens)
 
     @property
     def unit_vocabulary(self) -> int:
@@ -249,12 +249,24 @@ class HFCausalLMWorkload:
 
 # ---------------------------------------------------------------- a tiny local model
 
+# `--make-tiny DIR --proxy`: a GPT-2-style proxy past the ~15M parameters under which mixture
+# rankings transfer poorly (≈ 23M with the 8k vocabulary), with the run settings it needs on
+# CPU: only the last two blocks sketched (Kronecker, small chunks: a flat per-example
+# gradient of 23M floats is 92 MB) and fine-tuning learning rates instead of the byte models'.
+PROXY = {"vocab_size": 8192, "n_layer": 6, "n_embd": 512, "n_head": 8, "n_positions": 64}
+PROXY_SETTINGS = {"workload": {"hf_sketch_last_blocks": 2},
+                  "sketch": {"projection": "kronecker", "chunk_size": 16},
+                  "reference": {"lr": 1e-3, "batch_size": 16},
+                  "retrain": {"lr": 1e-3, "batch_size": 8},
+                  "target": {"workload": "{}"}}
+
+
 def make_tiny(directory: str | Path, *, vocab_size: int = 512, n_layer: int = 2, n_embd: int = 64,
               n_head: int = 2, n_positions: int = 64, seed: int = 0, training_texts: Sequence[str] | None = None,
-              ) -> Path:
+              settings: dict[str, dict] | None = None) -> Path:
     """Writes a randomly initialised GPT-2 (save_pretrained), a byte-level BPE tokenizer.json
     trained on `training_texts` (default: the embedded corpus) and grasp.toml (the [workload]
-    settings that use them) into `directory`; returns it."""
+    settings that use them, plus the sections of `settings`) into `directory`; returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -278,10 +290,20 @@ def make_tiny(directory: str | Path, *, vocab_size: int = 512, n_layer: int = 2,
     model = seeded_build(seed, lambda: GPT2LMHeadModel(config))
     model.save_pretrained(directory)
     absolute = directory.resolve()
-    (directory / "grasp.toml").write_text(  # the run settings that use this model: grasp run --config
-        f'[workload]\nname = "hf_causal_lm"\nhf_model_path = {json.dumps(str(absolute))}\n'
-        f'hf_tokenizer_path = {json.dumps(str(absolute / "tokenizer.json"))}\nmax_tokens = {n_positions}\n')
+    sections = {"workload": {"name": "hf_causal_lm", "hf_model_path": str(absolute),
+                             "hf_tokenizer_path": str(absolute / "tokenizer.json"), "max_tokens": n_positions}}
+    for name, values in (settings or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    # the run settings that use this model: grasp run --config
+    (directory / "grasp.toml").write_text("\n".join(_toml_section(n, v) for n, v in sections.items()))
     return directory
+
+
+def _toml_section(name: str, values: dict) -> str:
+    """A TOML table of scalar values (strings quoted JSON-style, which TOML reads alike)."""
+    def value(v):
+        return str(v).lower() if isinstance(v, bool) else json.dumps(v)
+    return f"[{name}]\n" + "".join(f"{key} = {value(v)}\n" for key, v in values.items())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,14 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m grasp_pipeline.workloads.hf_causal_lm",
         description="Write a tiny random GPT-2 and tokenizer for the hf_causal_lm workload.")
     parser.add_argument("--make-tiny", metavar="DIR", required=True, help="output directory")
+    parser.add_argument("--proxy", action="store_true",
+                        help=f"a ≥ 15M-parameter GPT-2-style proxy instead ({PROXY}; the size flags are ignored) "
+                             "and the run settings it needs on CPU")
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-embd", type=int, default=64)
     parser.add_argument("--n-head", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64, help="positions of the model")
     args = parser.parse_args(argv)
-    directory = make_tiny(args.make_tiny, vocab_size=args.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd,
-                          n_head=args.n_head, n_positions=args.max_tokens).resolve()
+    sizes = dict(PROXY) if args.proxy else {"vocab_size": args.vocab_size, "n_layer": args.n_layer,
+                                             "n_embd": args.n_embd, "n_head": args.n_head,
+                                             "n_positions": args.max_tokens}
+    directory = make_tiny(args.make_tiny, **sizes, settings=PROXY_SETTINGS if args.proxy else None).resolve()
     print(f"wrote a model, tokenizer.json and grasp.toml to {directory}\n"
           f"run the pipeline on it with: grasp run --config {directory / 'grasp.toml'} --profile smoke")
     return 0

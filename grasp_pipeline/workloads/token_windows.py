@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 Spans = Callable[[str], tuple[Sequence[int], Sequence[tuple[int, int]]]]  # text -> (ids, char spans)
-Tokenize = Callable[[str], Sequence[int]]
+Tokenize = Callable[[list[str]], Sequence[Sequence[int]]]  # texts -> their token ids
 
 BACKOFF = 8  # at most this many shorter cuts are tried before a window is taken as it is
 
@@ -27,16 +27,32 @@ def window_bounds(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, in
                   max_tokens: int) -> list[tuple[int, int]]:
     """[(first token, end token)] of the windows of a document tokenized as `ids` (character
     `offsets`): max_tokens tokens each (fewer where a cut backs off), the last one the rest;
-    a rest shorter than max_tokens // 2 tokens is dropped (as byte pieces drop short tails)."""
+    a rest shorter than max_tokens // 2 tokens is dropped (as byte pieces drop short tails).
+
+    The plain windows of the rest of the document are checked in one batch; from the first
+    that does not re-tokenize to its own tokens, that cut backs off and the rest is redone.
+    """
     ids, n = list(ids), len(ids)
+    least = max(1, max_tokens // 2)
     bounds, start = [], 0
-    while n - start >= max(1, max_tokens // 2):
-        end = min(start + max_tokens, n)
-        if end < n:
-            end = _stable_cut(text, ids, offsets, tokenize, start, end, max_tokens)
-        bounds.append((start, end))
-        start = end
+    while n - start >= least:
+        plain = [(a, min(a + max_tokens, n)) for a in range(start, n - least + 1, max_tokens)]
+        texts = [text[offsets[a][0]:_char_end(offsets, b)] for a, b in plain]
+        for (a, b), got in zip(plain, tokenize(texts)):
+            if list(got) != ids[a:b] or b < n and offsets[b - 1][1] != offsets[b][0]:
+                b = _stable_cut(text, ids, offsets, tokenize, a, b, max_tokens) if b < n else b
+                bounds.append((a, b))
+                start = b
+                break
+            bounds.append((a, b))
+        else:
+            break
     return bounds
+
+
+def _char_end(offsets: Sequence[tuple[int, int]], end: int) -> int:
+    """The character where a window ending before token `end` ends (the next token's start)."""
+    return offsets[end][0] if end < len(offsets) else offsets[-1][1]
 
 
 def _stable_cut(text: str, ids: list[int], offsets, tokenize: Tokenize, start: int, end: int,
@@ -46,7 +62,7 @@ def _stable_cut(text: str, ids: list[int], offsets, tokenize: Tokenize, start: i
     for cut in range(end, max(start + max_tokens // 2, end - BACKOFF, start + 1) - 1, -1):
         if offsets[cut - 1][1] != offsets[cut][0]:  # e.g. both tokens inside one character
             continue
-        if list(tokenize(text[offsets[start][0]:offsets[cut][0]])) == ids[start:cut]:
+        if list(tokenize([text[offsets[start][0]:offsets[cut][0]]])[0]) == ids[start:cut]:
             return cut
     return end
 
@@ -63,5 +79,5 @@ def window_byte_cuts(text: str, spans: Spans, tokenize: Tokenize, max_tokens: in
         to_byte = np.arange(len(text) + 1)
     else:
         to_byte = np.append(np.flatnonzero((np.frombuffer(data, np.uint8) & 0xC0) != 0x80), len(data))
-    chars = [offsets[bounds[0][0]][0]] + [offsets[e][0] if e < len(offsets) else offsets[-1][1] for _, e in bounds]
+    chars = [offsets[bounds[0][0]][0]] + [_char_end(offsets, e) for _, e in bounds]
     return [int(to_byte[c]) for c in chars]
