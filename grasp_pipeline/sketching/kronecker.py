@@ -1,15 +1,20 @@
 """The Kronecker (LoGra-style) projection: its layer layout, the projector and the per-layer sketch math.
 
-For every `nn.Linear` the sketch of the layer's weight (and bias) gradient is
+For every `nn.Linear` (and GPT-2's `Conv1D`, the same map with its weight stored
+transposed) the sketch of the layer's weight (and bias) gradient is
 Σ_t (P_out δ_t)(P_in [a_t; 1])ᵀ over positions t, from the layer's input activations a_t and
 output gradients δ_t (`layer_sketch`; the hooks that capture them on one batched forward are
 `gradients.KroneckerGradients`), so the per-example full gradient is never materialised.
-`nn.Embedding` is treated the same way with one-hot inputs (P_in a_t is a column of P_in).
-`nn.LayerNorm` weights/biases (tiny) enter exactly (Σ_t δ_t ⊙ x̂_t, Σ_t δ_t). The
-concatenated per-layer blocks (Σ_l k_in·k_out + LayerNorm sizes values, "stage 1") are then
-mapped to exactly k dimensions by a second, seeded SJLT, so any k works and the pool and task
-sketches share one space. Any other module that owns parameters, and parameters shared
-between modules, are refused with an error that names them (`kronecker_layout`; use `sjlt`).
+`nn.Embedding` is treated the same way with one-hot inputs (P_in a_t is a column of P_in);
+an embedding whose weight a bias-free `nn.Linear` also uses (tied input/output embeddings)
+gets the sum of both uses' blocks and the exact norm of the summed gradient
+(`tied_embedding_sketch`). `nn.LayerNorm` weights/biases (tiny) enter exactly (Σ_t δ_t ⊙ x̂_t,
+Σ_t δ_t). The concatenated per-layer blocks (Σ_l k_in·k_out + LayerNorm sizes values,
+"stage 1") are then mapped to exactly k dimensions by a second, seeded SJLT, so any k works
+and the pool and task sketches share one space. Any other module that owns parameters, and
+other sharing of parameters between modules, are refused with an error that names them
+(`kronecker_layout`; use `sjlt`). Only the modules owning the sketched parameters (a chosen
+subset, or all) enter the layout.
 P_in/P_out are N(0, 1/k_side); a side whose width is ≤ `factor_dim` is kept exact (identity),
 so small layers are not compressed at all.
 
