@@ -21,6 +21,7 @@ Spans = Callable[[str], tuple[Sequence[int], Sequence[tuple[int, int]]]]  # text
 Tokenize = Callable[[list[str]], Sequence[Sequence[int]]]  # texts -> their token ids
 
 BACKOFF = 8  # at most this many shorter cuts are tried before a window is taken as it is
+LOOKAHEAD = 512  # plain windows checked per batch (after a back-off the rest shifts, so checks are redone)
 
 
 def window_bounds(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], tokenize: Tokenize,
@@ -29,14 +30,15 @@ def window_bounds(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, in
     `offsets`): max_tokens tokens each (fewer where a cut backs off), the last one the rest;
     a rest shorter than max_tokens // 2 tokens is dropped (as byte pieces drop short tails).
 
-    The plain windows of the rest of the document are checked in one batch; from the first
-    that does not re-tokenize to its own tokens, that cut backs off and the rest is redone.
+    Plain windows are checked LOOKAHEAD at a time in one batch; at the first that does not
+    re-tokenize to its own tokens that cut backs off, and checking resumes from it.
     """
     ids, n = list(ids), len(ids)
     least = max(1, max_tokens // 2)
     bounds, start = [], 0
     while n - start >= least:
-        plain = [(a, min(a + max_tokens, n)) for a in range(start, n - least + 1, max_tokens)]
+        plain = [(a, min(a + max_tokens, n))
+                 for a in range(start, min(n - least + 1, start + LOOKAHEAD * max_tokens), max_tokens)]
         texts = [text[offsets[a][0]:_char_end(offsets, b)] for a, b in plain]
         for (a, b), got in zip(plain, tokenize(texts)):
             if list(got) != ids[a:b] or b < n and offsets[b - 1][1] != offsets[b][0]:
@@ -46,7 +48,7 @@ def window_bounds(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, in
                 break
             bounds.append((a, b))
         else:
-            break
+            start = plain[-1][1]
     return bounds
 
 
