@@ -21,7 +21,7 @@ Spans = Callable[[str], tuple[Sequence[int], Sequence[tuple[int, int]]]]  # text
 Tokenize = Callable[[list[str]], Sequence[Sequence[int]]]  # texts -> their token ids
 
 BACKOFF = 8  # at most this many shorter cuts are tried before a window is taken as it is
-LOOKAHEAD = 512  # plain windows checked per batch (after a back-off the rest shifts, so checks are redone)
+LOOKAHEAD = 64  # plain windows checked per batch (after a back-off the rest shifts, so checks are redone)
 
 
 def window_bounds(text: str, ids: Sequence[int], offsets: Sequence[tuple[int, int]], tokenize: Tokenize,
