@@ -170,3 +170,28 @@ def test_grasp_run_smoke_on_a_local_gpt2(tiny_dir, tmp_path):
     for method in ("grasp", "random-0", "full"):
         assert set(validation.filter(pl.col("method") == method)["task"]) == tasks, method
     assert validation["utility"].is_finite().all()
+
+
+DOCUMENTS = ["The quick brown fox jumps over the lazy dog. " * 9 + "def add(a, b):\n    return a + b\n" * 4,
+             "It was the best of times, it was the worst of times, " * 6 + "for i in range(10): pass"]
+
+
+def test_documents_are_cut_into_token_windows_that_encode_to_their_own_tokens(workload):
+    import polars as pl
+
+    from grasp_pipeline.corpus import cut_examples
+
+    documents = pl.DataFrame({"doc_id": ["a", "b"], "domain": ["d", "d"], "source": ["s", "s"], "text": DOCUMENTS})
+    examples = cut_examples(documents, 128, cutter=workload.example_cuts)
+    max_tokens = workload.params.max_tokens
+    for doc_id, document in zip(["a", "b"], DOCUMENTS):
+        tokens = workload._tokenize([document])[0]
+        windows = examples.filter(pl.col("doc_id") == doc_id).sort("offset")["text"].to_list()
+        window_tokens = [workload._tokenize([w])[0] for w in windows]
+        assert len(windows) >= 3 and all(len(w) == max_tokens for w in window_tokens[:-1])
+        joined = [t for w in window_tokens for t in w]
+        assert joined == tokens[:len(joined)] and len(tokens) - len(joined) < max_tokens // 2
+        assert "".join(windows) == document.encode()[:len("".join(windows).encode())].decode()
+        encoded = workload.encode(windows)
+        for row, ids in zip(encoded, window_tokens):  # the model sees exactly the window's tokens
+            assert row[row >= 0].tolist() == ids

@@ -343,12 +343,19 @@ def test_kronecker_refuses_modules_it_cannot_factor():
         kronecker_layout(Scaled())
     message = str(refused.value)
     assert "conv.weight (Conv1d)" in message and "scale (Scaled)" in message and "linear" not in message
-    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
-    tied[1].weight = tied[0].weight
-    with pytest.raises(ValueError, match="shared with"):
-        kronecker_layout(tied)
+    shared = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    shared[1].weight = shared[0].weight  # two Linears, one weight: no factorisation of the summed gradient
+    with pytest.raises(ValueError, match=r"0\.weight \(shared by \['0', '1'\]\)"):
+        kronecker_layout(shared)
     with pytest.raises(ValueError, match="needs the model's layer layout"):
         make_projector("kronecker", 10, 4, 0)
+
+
+def test_kronecker_accepts_an_embedding_tied_to_a_bias_free_output_layer():
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight
+    assert [(s.module, s.kind, s.params, s.tied) for s in kronecker_layout(tied)] == [("0", "embedding", ("0.weight",),
+                                                                                      "1")]
 
 
 def test_kronecker_keeps_small_sides_exact_and_records_its_layout(workload, reference):

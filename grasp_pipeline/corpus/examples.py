@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -34,8 +35,8 @@ def example_id(domain: str, doc_id: str, chunk_index: int) -> int:
     return int.from_bytes(digest[:8], "big") & _ID_MASK
 
 
-def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
-                 whole_documents: bool = False) -> pl.DataFrame:
+def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *, whole_documents: bool = False,
+                 cutter: Callable[[str], list[int]] | None = None) -> pl.DataFrame:
     """Cut each document's UTF-8 bytes into consecutive examples of at most `example_bytes`.
 
     Returns one row per example, in document order then offset order, with
@@ -50,6 +51,10 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
     With `whole_documents` (records such as images, whose workload parses each row), every
     document is one example, whatever its length (chunk index 0, offset 0); only
     whitespace-only documents are dropped.
+
+    With `cutter` (a workload's `example_cuts`, e.g. token windows) the cut points are its:
+    text -> byte offsets [start of piece 0, end of piece 0 = start of piece 1, …]; it drops
+    short tails itself (only whitespace-only pieces are dropped here).
     """
     if example_bytes < 4:
         raise CorpusError(f"example_bytes={example_bytes} is too small: a UTF-8 character can take "
@@ -66,8 +71,13 @@ def cut_examples(documents: pl.DataFrame, example_bytes: int = 128, *,
     texts = documents["text"].to_arrow()  # each document's UTF-8 bytes are read in place, never as a str
     for row, (domain, doc_id) in enumerate(documents.select("domain", "doc_id").iter_rows()):
         data = texts[row].as_buffer() if texts[row].is_valid else pa.py_buffer(b"")
-        cuts = [0, len(data)] if whole_documents and len(data) else _chunk_cuts(memoryview(data), example_bytes)
-        pieces.add(row, domain, doc_id, data, cuts, 0 if whole_documents else min_bytes)
+        if cutter is not None:
+            cuts, least = (cutter(str(memoryview(data), "utf-8")) if len(data) else []), 0
+        elif whole_documents:
+            cuts, least = ([0, len(data)] if len(data) else []), 0
+        else:
+            cuts, least = _chunk_cuts(memoryview(data), example_bytes), min_bytes
+        pieces.add(row, domain, doc_id, data, cuts, least)
     return pieces.frame(with_dirt_columns(documents))
 
 

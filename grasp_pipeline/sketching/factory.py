@@ -59,10 +59,11 @@ def projector_for(kind: str, model: nn.Module, param_shapes: dict[str, tuple[int
     """The projector of `model`'s gradients (parameters `param_shapes`, in flat order).
 
     A function of the shapes, the kind, k, the seed and the options only, so one projector
-    serves every checkpoint of a model.
+    serves every checkpoint of a model. The Kronecker layout covers the modules owning the
+    parameters in `param_shapes` (a chosen subset of the model's, or all).
     """
     p = sum(math.prod(shape) for shape in param_shapes.values())
     if kind != "kronecker":  # only the factored projection looks at the model's layers
         return make_projector(kind, p, k, seed, nonzeros=nonzeros)
-    return make_projector(kind, p, k, seed, nonzeros=nonzeros, layout=kronecker_layout(model, factor_dim),
+    return make_projector(kind, p, k, seed, nonzeros=nonzeros, layout=kronecker_layout(model, factor_dim, list(param_shapes)),
                           param_shapes=param_shapes, factor_dim=factor_dim)

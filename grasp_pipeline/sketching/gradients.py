@@ -32,7 +32,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from ..workloads.base import Params, Workload
-from .kronecker import KroneckerProjector, layer_sketch
+from .kronecker import KroneckerProjector, layer_sketch, tied_embedding_sketch
 from .projectors import FLAT, FLAT_BUFFERED, FLAT_TRANSPOSED, LAYER_IO, Projector
 
 Slices = Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (sketch, grad_norm, loss) per slice
@@ -50,19 +50,28 @@ class Bound(torch.nn.Module):
 
 
 class PerExampleGradients:
-    """A workload's model at fixed parameters, and its per-example losses and gradients by vmap(grad)."""
+    """A workload's model at fixed parameters, and its per-example losses and gradients by vmap(grad).
 
-    def __init__(self, workload: Workload, model: torch.nn.Module, params: Params):
+    Gradients are taken with respect to `params` only; `frozen` (the parameters not
+    sketched) enter the forward as constants, so they cost no gradient memory or time.
+    """
+
+    def __init__(self, workload: Workload, model: torch.nn.Module, params: Params, frozen: Params | None = None):
         self.workload, self.model, self.params = workload, model, params
+        self.frozen = dict(frozen or {})
         self.names = list(params)
 
         def example_loss(params: Params, example: torch.Tensor) -> torch.Tensor:
-            return workload.example_losses(Bound(model, params), example.unsqueeze(0))[0]
+            return workload.example_losses(self.bound(params), example.unsqueeze(0))[0]
 
         def loss_and_grad(params: Params, example: torch.Tensor):
             return example_loss(params, example), grad(example_loss)(params, example)
 
         self._per_example = vmap(loss_and_grad, in_dims=(None, 0))
+
+    def bound(self, params: Params) -> Bound:
+        """The model called with `params` and the frozen parameters."""
+        return Bound(self.model, {**self.frozen, **params})
 
     def __call__(self, chunk: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(n,) losses and {parameter name: (n, *shape) gradients} of a chunk."""
@@ -185,7 +194,7 @@ class KroneckerGradients(GradientStrategy):
         super().__init__(projector, source, chunk_size, buffer_bytes)
         self._modules = dict(source.model.named_modules())
         self._grad_params = {n: t.clone().requires_grad_(True) for n, t in source.params.items()}
-        self._shared: set[int] | None = None  # probed on the first real chunk (any modality)
+        self._shared: set[tuple[int, str]] | None = None  # probed on the first real chunk (any modality)
 
     def sketches(self, inputs: torch.Tensor) -> Slices:
         for lo in range(0, inputs.shape[0], self.chunk_size):
@@ -200,34 +209,36 @@ class KroneckerGradients(GradientStrategy):
         return (total / inputs.shape[0]).numpy(), loss_sum / inputs.shape[0]
 
     def _losses(self, chunk: torch.Tensor, params: Params) -> torch.Tensor:
-        return self.source.workload.example_losses(Bound(self.source.model, params), chunk)
+        return self.source.workload.example_losses(self.source.bound(params), chunk)
 
-    def _hooked_losses(self, chunk: torch.Tensor, params: Params, shared: set[int],
+    def _hooked_losses(self, chunk: torch.Tensor, params: Params, shared: set[tuple[int, str]],
                        records: list | None = None) -> torch.Tensor:
-        """Per-example losses of a forward that records (layer, input, output) per layer call.
+        """Per-example losses of a forward that records (layer, use, input, output) per layer call.
 
-        Layers in `shared` run once for the whole batch (e.g. position embeddings of
+        A layer's use is "own", or "tied" for the output layer that shares an embedding's
+        weight. Uses in `shared` run once for the whole batch (e.g. position embeddings of
         `arange(L)`): their output is expanded to the batch so each example gets its own δ.
         """
         n = chunk.shape[0]
         handles = []
         for index, spec in enumerate(self.projector.layout):
-            def hook(module, args, output, index=index):
-                x = args[0]
-                if index in shared:
-                    x, output = x.expand(n, *x.shape), output.expand(n, *output.shape)
-                if records is not None:
-                    records.append((index, x, output))
-                return output
-            handles.append(self._modules[spec.module].register_forward_hook(hook))
+            for use, module_name in [("own", spec.module)] + ([("tied", spec.tied)] if spec.tied else []):
+                def hook(module, args, output, key=(index, use)):
+                    x = args[0]
+                    if key in shared:
+                        x, output = _per_example(x, n), _per_example(output, n)
+                    if records is not None:
+                        records.append((*key, x, output))
+                    return output
+                handles.append(self._modules[module_name].register_forward_hook(hook))
         try:
             return self._losses(chunk, params)
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _probe_shared_modules(self, examples: torch.Tensor) -> set[int]:
-        """Indices of layers whose input does not carry the batch dimension.
+    def _probe_shared_modules(self, examples: torch.Tensor) -> set[tuple[int, str]]:
+        """(layer index, use) of the layer calls whose input does not carry the batch dimension.
 
         Found by running two tiny batches (1 and 2 of the workload's own encoded examples)
         and seeing which layer inputs change their leading size; the expansion is then
@@ -241,13 +252,13 @@ class KroneckerGradients(GradientStrategy):
             for batch in (probe[:1], probe):
                 records: list = []
                 self._hooked_losses(batch, params, set(), records)
-                leading.append({index: x.shape[0] if x.dim() else 0 for index, x, _ in records})
+                leading.append({(index, use): x.shape[0] if x.dim() else 0 for index, use, x, _ in records})
             shared = {index for index in leading[1] if leading[0].get(index) == leading[1][index]}
             if shared:
                 plain = self._losses(probe, params)
                 expanded = self._hooked_losses(probe, params, shared)
                 if expanded.shape != plain.shape or not torch.allclose(expanded, plain, rtol=1e-5, atol=1e-6):
-                    names = [self.projector.layout[i].module for i in sorted(shared)]
+                    names = [self.projector.layout[i].module for i, _ in sorted(shared)]
                     raise ValueError(f"modules {names} run once for the whole batch and cannot be expanded per "
                                      "example; use projection 'sjlt'")
         return shared
@@ -257,30 +268,46 @@ class KroneckerGradients(GradientStrategy):
         projector = self.projector
         if self._shared is None:
             self._shared = self._probe_shared_modules(chunk)
-        records: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        records: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []
         with torch.enable_grad():
             losses = self._hooked_losses(chunk, self._grad_params, self._shared, records)
             # examples do not interact, so one backward of the sum gives each example's δ
-            deltas = torch.autograd.grad(losses.sum(), [r[2] for r in records], allow_unused=True)
+            deltas = torch.autograd.grad(losses.sum(), [r[3] for r in records], allow_unused=True)
         p_in, p_out = projector.factors(chunk.device)
         offsets = np.cumsum([0] + [spec.width for spec in projector.layout])
         stage1 = torch.zeros(chunk.shape[0], projector.width, device=chunk.device)
         norm_sq = torch.zeros(chunk.shape[0], device=chunk.device)
-        calls: dict[int, list] = {}  # layers called more than once: norms would need the summed G
-        for (index, x, output), delta in zip(records, deltas):
-            if delta is None:
-                continue
+        calls: dict[int, dict[str, list]] = {}  # a layer called twice: its norm would need the summed G
+        for (index, use, x, _), delta in zip(records, deltas):
+            if delta is not None:
+                calls.setdefault(index, {}).setdefault(use, []).append((x.detach(), delta.detach()))
+        for index, uses in calls.items():
             spec = projector.layout[index]
-            block, sq = layer_sketch(spec, self._modules[spec.module], x.detach(), delta.detach(),
-                                     p_in[index], p_out[index])
+            if any(len(c) > 1 for c in uses.values()):
+                raise NotImplementedError(f"module {spec.module} is called more than once per forward; the "
+                                          "kronecker projection needs single-use modules (use sjlt)")
+            module = self._modules[spec.module]
+            if "tied" in uses and "own" in uses:
+                block, sq = tied_embedding_sketch(spec, module, *uses["own"][0], *uses["tied"][0],
+                                                  p_in[index], p_out[index])
+            elif "tied" in uses:  # only the output use reached the loss: a bias-free Linear, transposed
+                hidden, head_delta = uses["tied"][0]
+                block, sq = tied_embedding_sketch(spec, module, hidden.new_zeros(hidden.shape[:-1], dtype=torch.long),
+                                                  hidden.new_zeros(hidden.shape), hidden, head_delta,
+                                                  p_in[index], p_out[index])
+            else:
+                block, sq = layer_sketch(spec, module, *uses["own"][0], p_in[index], p_out[index])
             stage1[:, offsets[index]:offsets[index + 1]] += block
-            calls.setdefault(index, []).append(sq)
-        for index, parts in calls.items():
-            if len(parts) > 1:
-                raise NotImplementedError(f"module {projector.layout[index].module} is called more than once per "
-                                          "forward; the kronecker projection needs single-use modules (use sjlt)")
-            norm_sq += parts[0]
+            norm_sq += sq
         return stage1, norm_sq, losses.detach()
+
+
+def _per_example(tensor: torch.Tensor, n: int) -> torch.Tensor:
+    """A batch-wide tensor as n per-example views: a leading size-1 batch axis (GPT-2's
+    position ids (1, T)) is expanded, otherwise one is prepended (`arange(L)`)."""
+    if tensor.dim() > 1 and tensor.shape[0] == 1:
+        return tensor.expand(n, *tensor.shape[1:])
+    return tensor.expand(n, *tensor.shape)
 
 
 STRATEGIES: dict[str, type[GradientStrategy]] = {FLAT: FlatGradients, FLAT_BUFFERED: BufferedFlatGradients,

@@ -13,6 +13,7 @@ float32 arrays: a Delta `list[float32]` column of rounded values compresses to t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Sequence
@@ -44,6 +45,19 @@ def round_to_storage(sketch: torch.Tensor, storage_dtype: str) -> torch.Tensor:
     return sketch.float().to(STORAGE_DTYPES[storage_dtype]).float()
 
 
+def sketched_parameters(workload: Workload, model: torch.nn.Module, params: Params) -> list[str]:
+    """The names of the parameters whose gradients are sketched: the workload's choice
+    (`sketch_parameters(model)`, optional; None = all) or every name in `params`."""
+    choose = getattr(workload, "sketch_parameters", None)
+    chosen = choose(model) if choose is not None else None
+    if chosen is None:
+        return list(params)
+    missing = [n for n in chosen if n not in params]
+    if missing:
+        raise ValueError(f"the workload chose parameters {missing} that the checkpoint does not have")
+    return list(chosen)
+
+
 def _check_projector(projector: Projector, kind: str, k: int, seed: int, p: int) -> None:
     """A handed-in projector must be the one the arguments describe (its config is recorded)."""
     want, have = (kind, k, seed, p), (projector.kind, projector.k, projector.seed, projector.p)
@@ -69,11 +83,14 @@ class GradientSketcher:
         round_to_storage(torch.zeros(1), storage_dtype)  # validates the name
         self.workload = workload
         self.model = workload.build_model(0)
-        self.params = {n: p.detach().to(workload.device) for n, p in params.items()}
+        every = {n: p.detach().to(workload.device) for n, p in params.items()}
+        chosen = sketched_parameters(workload, self.model, every)
+        self.params = {n: every[n] for n in chosen}
+        self.frozen = {n: t for n, t in every.items() if n not in self.params}
         self.names = list(self.params)
         self.storage_dtype = storage_dtype
         self._chunk_size, self._dense_buffer_bytes = chunk_size, dense_buffer_bytes
-        self._source = PerExampleGradients(workload, self.model, self.params)
+        self._source = PerExampleGradients(workload, self.model, self.params, self.frozen)
         shapes = {n: tuple(t.shape) for n, t in self.params.items()}
         if projector is None:
             projector = projector_for(projector_kind, self.model, shapes, k, seed, nonzeros=nonzeros,
@@ -122,12 +139,25 @@ class GradientSketcher:
         """Rebuilds the sketcher whose `config()` is `config` (same projection, same space)."""
         config = json.loads(config) if isinstance(config, str) else config
         options = {key: config[key] for key in ("nonzeros", "factor_dim", "storage_dtype") if key in config}
-        return cls(workload, params, config["projection"], config["k"], config["seed"], chunk_size,
-                   **{**options, **overrides})
+        sketcher = cls(workload, params, config["projection"], config["k"], config["seed"], chunk_size,
+                       **{**options, **overrides})
+        rebuilt = json.loads(sketcher.config(config.get("model_version", "")))
+        key = "sketched_parameters_sha1"
+        if rebuilt.get(key) != config.get(key):
+            raise ValueError(f"the sketches were taken over parameters {config.get(key, 'all')}, the workload "
+                             f"now chooses {rebuilt.get(key, 'all')} (its sketch settings changed?); "
+                             "rematerialise gradient_sketches")
+        return sketcher
 
     def config(self, model_version: str) -> str:
-        """Returns the JSON sketch_config recorded with every sketch row."""
-        return json.dumps({**self.projector.config(), **self.workload.config(),
+        """Returns the JSON sketch_config recorded with every sketch row (with the chosen
+        parameters when only some are sketched, so sketches of other subsets are not mixed)."""
+        subset = {}
+        if self.frozen:
+            settings = getattr(self.workload, "sketch_settings", dict)()
+            subset = {**settings, "sketched_parameters": len(self.names),
+                      "sketched_parameters_sha1": hashlib.sha1("\n".join(self.names).encode()).hexdigest()[:16]}
+        return json.dumps({**self.projector.config(), **self.workload.config(), **subset,
                            "storage_dtype": self.storage_dtype, "model_version": model_version},
                           sort_keys=True)
 

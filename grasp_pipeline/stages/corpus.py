@@ -18,8 +18,8 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`.
 
     The workload may bring its own corpus (`default_corpus`, used when `corpus_path` is
-    empty), keep documents whole (`whole_documents`: one row = one example, e.g. an image)
-    and label examples (`example_labels`: a `label` column in the pool).
+    empty), keep documents whole (`whole_documents`: one row = one example, e.g. an image),
+    cut them its own way (`example_cuts(text)`: byte cut points, e.g. token windows) and label examples (`example_labels`: a `label` column in the pool).
     """
     default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")
@@ -27,7 +27,8 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
                                                   corpus_lib.IngestLimits.from_params(params))
     phases.advance()
     examples = corpus_lib.cut_examples(documents, example_bytes,
-                                       whole_documents=bool(getattr(workload, "whole_documents", False)))
+                                       whole_documents=bool(getattr(workload, "whole_documents", False)),
+                                       cutter=getattr(workload, "example_cuts", None))
     phases.advance()
     pool, tasks = corpus_lib.split_pool_and_tasks(
         examples, task_examples_per_domain=params.task_examples_per_domain,

@@ -35,6 +35,10 @@ class Workload(Protocol):
     pool gets a `label` column and selections are balanced across labels). With
     `predicted_units(texts) -> list[int arrays]` and `unit_vocabulary` (the units the loss
     predicts: bytes, labels, tokens) the curation test scores a composition-only floor.
+    `example_cuts(text) -> list[int]` (byte cut points) replaces the byte pieces with the
+    workload's own examples (hf_causal_lm: token windows). `sketch_parameters(model) ->
+    list[str] | None` names the parameters whose gradients are sketched (None = all; the
+    rest are held fixed), and `sketch_settings() -> dict` the settings recorded with them.
 
     Models must be vmap-friendly (per-example gradients and batched retraining use
     torch.func): no in-place updates of parameters, no data-dependent Python control flow,

@@ -6,8 +6,10 @@ is built randomly initialised from a configuration (`hf_model_config`: a config.
 inline JSON with a `model_type`, seeded by the recipe's init seed). The tokenizer is a local
 `tokenizers` file (tokenizer.json) or a local tokenizer directory. Nothing is downloaded.
 
-Documents are cut into `example_bytes` pieces like every text workload, then tokenized and
-truncated/padded to `max_tokens`. `encode` marks padding with -1; the model sees id 0 there
+Each document is tokenized once and cut into windows of `max_tokens` tokens (`example_cuts`,
+token_windows.py; `example_bytes` plays no part): an example's text is the document's span
+of its window, which re-tokenizes to exactly the window's tokens, and only a document's
+last window is shorter. `encode` pads/truncates to `max_tokens` and marks padding with -1; the model sees id 0 there
 and the loss ignores it. No attention mask is passed: padding is on the right and attention
 is causal, so no real token attends to padding, and mask-building code (data-dependent in
 some transformers versions) stays out of the vmapped forward. The per-example loss is the
@@ -37,6 +39,8 @@ from torch import nn
 
 from ..fields import doc
 from .base import IGNORE, masked_token_cross_entropy, seeded_build
+from .parameter_subsets import chosen_parameters
+from .token_windows import window_byte_cuts
 
 PADDING = -1  # encode's padding marker (never a token id)
 _DROPOUT_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout",
@@ -52,7 +56,20 @@ class HFCausalLMParams:
                                "initialised model.", "")
     hf_tokenizer_path: str = doc("hf_causal_lm: a tokenizer.json file or a local tokenizer directory "
                                  "(empty = hf_model_path).", "")
-    max_tokens: int = doc("hf_causal_lm: tokens per example (padded/truncated to this).", 64, minimum=1)
+    max_tokens: int = doc("hf_causal_lm: tokens per example: each document is tokenized once and cut into "
+                          "windows of this many tokens (its last window shorter; encode pads/truncates to it).",
+                          64, minimum=1)
+    hf_sketch_modules: tuple[str, ...] = doc(
+        "hf_causal_lm: parameters whose per-example gradients are sketched, as shell-style (fnmatch, "
+        "case-sensitive) patterns over parameter names, e.g. [\"transformer.h.5.*\", \"lm_head.*\"] (a tied "
+        "weight answers to each of its names); the others are held fixed. Combined (union) with "
+        "hf_sketch_last_blocks; both empty = every parameter.", ())
+    hf_sketch_last_blocks: int = doc("hf_causal_lm: also sketch every parameter of the last n transformer "
+                                     "blocks (the model's longest ModuleList, e.g. transformer.h); 0 = none by "
+                                     "this rule.", 0, minimum=0)
+
+
+SKETCH_FIELDS = ("hf_sketch_modules", "hf_sketch_last_blocks")  # choose what is sketched, not the model
 
 
 class HFCausalLMWorkload:
@@ -75,7 +92,7 @@ class HFCausalLMWorkload:
         self.params = params
         self.device = torch.device(device)
         self.transformers_config = self._load_config()
-        self._tokenize = self._load_tokenizer()
+        self._tokenize, self._spans = self._load_tokenizer()
         self._fingerprint: str | None = None
         positions = getattr(self.transformers_config, "max_position_embeddings", None)
         if positions is not None and params.max_tokens > positions:
@@ -112,7 +129,8 @@ class HFCausalLMWorkload:
         return path
 
     def _load_tokenizer(self):
-        """Returns texts -> lists of token ids (no special tokens added)."""
+        """Returns (texts -> lists of token ids, text -> (token ids, character spans)); no special
+        tokens are added."""
         path = self._tokenizer_source()
         if path.is_file():
             from tokenizers import Tokenizer
@@ -122,6 +140,10 @@ class HFCausalLMWorkload:
 
             def tokenize(texts):
                 return [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+            def spans(text):
+                encoding = tokenizer.encode(text, add_special_tokens=False)
+                return encoding.ids, encoding.offsets
         else:
             from transformers import AutoTokenizer
 
@@ -130,11 +152,18 @@ class HFCausalLMWorkload:
 
             def tokenize(texts):
                 return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+            def spans(text):
+                if not tokenizer.is_fast:
+                    raise ValueError(f"token windows need a fast tokenizer (its offsets); {path} has a slow one — "
+                                     "point workload.hf_tokenizer_path at its tokenizer.json")
+                out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                return out["input_ids"], out["offset_mapping"]
         model_vocab = getattr(self.transformers_config, "vocab_size", None)
         if model_vocab is not None and vocab > model_vocab:
             raise ValueError(f"the tokenizer at {path} has {vocab} tokens but the model only {model_vocab}; "
                              "use the model's own tokenizer")
-        return tokenize
+        return tokenize, spans
 
     # -- the Workload interface -----------------------------------------------------------
 
@@ -147,6 +176,11 @@ class HFCausalLMWorkload:
             if ids:
                 out[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
         return out.to(self.device)
+
+    def example_cuts(self, text: str) -> list[int]:
+        """Byte offsets [start, end of window 1, …, end of the last window] of a document's token
+        windows (the corpus stage cuts examples there instead of into byte pieces)."""
+        return window_byte_cuts(text, self._spans, self._tokenize, self.params.max_tokens)
 
     @property
     def unit_vocabulary(self) -> int:
@@ -178,10 +212,24 @@ class HFCausalLMWorkload:
 
     def config(self) -> dict:
         """Hyper-parameters plus a content hash of the model and tokenizer files, so a changed
-        checkpoint at the same path is a different workload (stale reference model)."""
+        checkpoint at the same path is a different workload (stale reference model). The
+        sketch settings are left out: they change the sketches (`sketch_settings`, recorded
+        in sketch_config), not the reference model or retraining."""
         if self._fingerprint is None:
             self._fingerprint = self._files_fingerprint()
-        return {"workload": self.name, **asdict(self.params), "files_sha1": self._fingerprint}
+        settings = {k: v for k, v in asdict(self.params).items() if k not in SKETCH_FIELDS}
+        return {"workload": self.name, **settings, "files_sha1": self._fingerprint}
+
+    def sketch_settings(self) -> dict:
+        """The settings that choose which parameters are sketched (recorded in sketch_config)."""
+        return {"hf_sketch_modules": list(self.params.hf_sketch_modules),
+                "hf_sketch_last_blocks": self.params.hf_sketch_last_blocks}
+
+    def sketch_parameters(self, model: nn.Module) -> list[str] | None:
+        """The names of the parameters to sketch (`named_parameters()` order), or None for all."""
+        return chosen_parameters(model, self.params.hf_sketch_modules, self.params.hf_sketch_last_blocks,
+                                 patterns_field="workload.hf_sketch_modules",
+                                 blocks_field="workload.hf_sketch_last_blocks")
 
     def _files_fingerprint(self) -> str:
         files = [self._tokenizer_source()]
@@ -201,12 +249,24 @@ class HFCausalLMWorkload:
 
 # ---------------------------------------------------------------- a tiny local model
 
+# `--make-tiny DIR --proxy`: a GPT-2-style proxy past the ~15M parameters under which mixture
+# rankings transfer poorly (≈ 23M with the 8k vocabulary), with the run settings it needs on
+# CPU: only the last two blocks sketched (Kronecker, small chunks: a flat per-example
+# gradient of 23M floats is 92 MB) and fine-tuning learning rates instead of the byte models'.
+PROXY = {"vocab_size": 8192, "n_layer": 6, "n_embd": 512, "n_head": 8, "n_positions": 64}
+PROXY_SETTINGS = {"workload": {"hf_sketch_last_blocks": 2},
+                  "sketch": {"projection": "kronecker", "chunk_size": 16},
+                  "reference": {"lr": 1e-3, "batch_size": 16},
+                  "retrain": {"lr": 1e-3, "batch_size": 8},
+                  "target": {"workload": "{}"}}
+
+
 def make_tiny(directory: str | Path, *, vocab_size: int = 512, n_layer: int = 2, n_embd: int = 64,
               n_head: int = 2, n_positions: int = 64, seed: int = 0, training_texts: Sequence[str] | None = None,
-              ) -> Path:
+              settings: dict[str, dict] | None = None) -> Path:
     """Writes a randomly initialised GPT-2 (save_pretrained), a byte-level BPE tokenizer.json
     trained on `training_texts` (default: the embedded corpus) and grasp.toml (the [workload]
-    settings that use them) into `directory`; returns it."""
+    settings that use them, plus the sections of `settings`) into `directory`; returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -230,10 +290,20 @@ def make_tiny(directory: str | Path, *, vocab_size: int = 512, n_layer: int = 2,
     model = seeded_build(seed, lambda: GPT2LMHeadModel(config))
     model.save_pretrained(directory)
     absolute = directory.resolve()
-    (directory / "grasp.toml").write_text(  # the run settings that use this model: grasp run --config
-        f'[workload]\nname = "hf_causal_lm"\nhf_model_path = {json.dumps(str(absolute))}\n'
-        f'hf_tokenizer_path = {json.dumps(str(absolute / "tokenizer.json"))}\nmax_tokens = {n_positions}\n')
+    sections = {"workload": {"name": "hf_causal_lm", "hf_model_path": str(absolute),
+                             "hf_tokenizer_path": str(absolute / "tokenizer.json"), "max_tokens": n_positions}}
+    for name, values in (settings or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    # the run settings that use this model: grasp run --config
+    (directory / "grasp.toml").write_text("\n".join(_toml_section(n, v) for n, v in sections.items()))
     return directory
+
+
+def _toml_section(name: str, values: dict) -> str:
+    """A TOML table of scalar values (strings quoted JSON-style, which TOML reads alike)."""
+    def value(v):
+        return str(v).lower() if isinstance(v, bool) else json.dumps(v)
+    return f"[{name}]\n" + "".join(f"{key} = {value(v)}\n" for key, v in values.items())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,14 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m grasp_pipeline.workloads.hf_causal_lm",
         description="Write a tiny random GPT-2 and tokenizer for the hf_causal_lm workload.")
     parser.add_argument("--make-tiny", metavar="DIR", required=True, help="output directory")
+    parser.add_argument("--proxy", action="store_true",
+                        help=f"a ≥ 15M-parameter GPT-2-style proxy instead ({PROXY}; the size flags are ignored) "
+                             "and the run settings it needs on CPU")
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--n-embd", type=int, default=64)
     parser.add_argument("--n-head", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64, help="positions of the model")
     args = parser.parse_args(argv)
-    directory = make_tiny(args.make_tiny, vocab_size=args.vocab_size, n_layer=args.n_layer, n_embd=args.n_embd,
-                          n_head=args.n_head, n_positions=args.max_tokens).resolve()
+    sizes = dict(PROXY) if args.proxy else {"vocab_size": args.vocab_size, "n_layer": args.n_layer,
+                                             "n_embd": args.n_embd, "n_head": args.n_head,
+                                             "n_positions": args.max_tokens}
+    directory = make_tiny(args.make_tiny, **sizes, settings=PROXY_SETTINGS if args.proxy else None).resolve()
     print(f"wrote a model, tokenizer.json and grasp.toml to {directory}\n"
           f"run the pipeline on it with: grasp run --config {directory / 'grasp.toml'} --profile smoke")
     return 0
