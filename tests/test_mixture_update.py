@@ -88,6 +88,24 @@ def test_unchanged_domains_keep_exactly_their_stored_statistics(stored):
         assert np.array_equal(got.stats.variances[mine], want.variances[d])
 
 
+def test_a_task_the_fit_never_saw_gets_the_fitted_tasks_mean_params(stored):
+    import json
+
+    folder, store, params = stored
+    added = write_user_corpus(folder / "added4.jsonl", OLD_DOMAINS + ("hymns",),
+                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
+                        MixtureUpdateParams(new_task_prior="mean"))
+    fitted = [json.loads(p) for p in store.read("surrogates").filter(pl.col("method") == "grasp")["params"]]
+    prior = got.grasp_params[got.tasks.index("hymns")]
+    assert got.prior_tasks == ["hymns"]
+    assert prior["b"] == pytest.approx(np.mean([p["b"] for p in fitted]))
+    assert prior["penalty"] == pytest.approx(np.mean([p["penalty"] for p in fitted], axis=0).tolist())
+    assert got.grasp_params[got.tasks.index("news")] == next(
+        json.loads(r["params"]) for r in store.read("surrogates").iter_rows(named=True)
+        if r["method"] == "grasp" and r["task"] == "news")
+
+
 def test_an_unchanged_corpus_reproduces_the_stored_grasp_optimum(stored):
     folder, store, params = stored
     _, table = update(store, params, folder / "old.jsonl")
