@@ -32,6 +32,7 @@ STAGE_TABLES: dict[str, list[str]] = {
     "curation_loop": ["curation_rounds", "active_outcomes"],
     "curated_selection": ["curated_selections"],
     "mixture_weights": ["mixture_weights"],
+    "mixture_update": ["mixture_updates"],
     "selection_validation": ["selection_validation"],
     "curation_test": ["curation_test", "curation_test_dirt"],
     "target_check": ["target_check", "target_check_summary"],
@@ -59,6 +60,9 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
                           "global residual greedy `grasp_global`, grad_dot/datamodel top-k, random and full.",
     "mixture_weights": "`natural`, `uniform`, the loop's `grasp` pick, `grasp_optimum`, `regmix` and `loglinear` "
                        "domain mixtures with their predicted utility.",
+    "mixture_updates": "The `grasp_update` mixture re-optimised for a changed domain set from the stored surrogate: "
+                       "only new and revised domains sketched, nothing retrained (new, revised and removed domains, "
+                       "examples sketched, seconds).",
     "selection_validation": "Per-task utility of the recipe retrained on each selection and on a sample of each "
                             "mixture (dev examples).",
     "curation_test": "The held-out proof: every selection and mixture retrained on fresh seeds and scored on the "
@@ -96,14 +100,15 @@ def asset_keys(stages: list[str]) -> list[dg.AssetKey]:
 
 
 def stage_asset(stage: str, *, reads: list[str], code_version: str, group_name: str, kinds: set[str],
-                **multi_asset_kwargs):
+                automate: bool = True, **multi_asset_kwargs):
     """Decorates a stage function as a multi-asset named `stage` with one asset per table it writes.
 
     `reads` are the tables the stage reads (each asset's deps). Every asset with inputs is
-    automated with `AutomationCondition.eager()`. Other keywords go to `dg.multi_asset`
+    automated with `AutomationCondition.eager()` unless `automate` is False (a stage run on
+    demand, whose input is not a table). Other keywords go to `dg.multi_asset`
     (pool, partitions_def, backfill_policy, ...).
     """
-    automation = dg.AutomationCondition.eager() if reads else None
+    automation = dg.AutomationCondition.eager() if reads and automate else None
 
     def decorate(fn):
         specs = [dg.AssetSpec(table, deps=reads, description=TABLE_DESCRIPTIONS.get(table) or fn.__doc__,

@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field, create_model
 
 from grasp_pipeline.config import (CorpusParams, ExportParams, LoopParams, MaintenanceParams, MixtureParams,
-                                   PipelineParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
+                                   MixtureUpdateParams, PipelineParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
                                    SketchParams, SurrogateParams, TargetParams, TestParams, ValidationParams)
 from grasp_pipeline.config.validation import validate_section
 
@@ -72,6 +72,7 @@ RetrainConfig = config_from_params(RetrainParams, "RetrainConfig", defaults=_def
 SurrogateConfig = config_from_params(SurrogateParams, "SurrogateConfig", defaults=_defaults.surrogate)
 SelectionConfig = config_from_params(SelectionParams, "SelectionConfig", defaults=_defaults.selection)
 MixtureConfig = config_from_params(MixtureParams, "MixtureConfig", defaults=_defaults.mixture)
+MixtureUpdateConfig = config_from_params(MixtureUpdateParams, "MixtureUpdateConfig", defaults=_defaults.mixture_update)
 ValidationConfig = config_from_params(ValidationParams, "ValidationConfig", defaults=_defaults.validation)
 TestConfig = config_from_params(TestParams, "TestConfig", defaults=_defaults.test)
 LoopConfig = config_from_params(LoopParams, "LoopConfig", defaults=_defaults.loop)

@@ -10,8 +10,8 @@ config breaks materialising a subset of the job's assets.) Every Delta table is 
 
 import dagster as dg
 
-from . import (checks, corpus, curation, curation_loop, curation_test, export, mixture, reference, retraining,
-               sketches, surrogates, target_check, validation)
+from . import (checks, corpus, curation, curation_loop, curation_test, export, mixture, mixture_update, reference,
+               retraining, sketches, surrogates, target_check, validation)
 from .catalog import LINEAGE_SPEC
 from .jobs import jobs
 from .maintenance import maintenance_job
@@ -19,8 +19,8 @@ from .resources import GraspStorage, WorkloadResource
 from .schedules import build_schedules
 from .sensors import build_sensors
 
-STAGE_MODULES = [corpus, reference, sketches, retraining, surrogates, curation_loop, curation, mixture, validation,
-                 curation_test, target_check, export]
+STAGE_MODULES = [corpus, reference, sketches, retraining, surrogates, curation_loop, curation, mixture,
+                 mixture_update, validation, curation_test, target_check, export]
 
 
 def build_definitions(executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:

@@ -28,6 +28,8 @@ JOB_ASSETS: dict[str, list[str]] = {
     "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights",
                              "selection_validation", "curation_test", "target_check", "trainer_export"],
     "grasp_reoptimise_mixture": ["mixture_weights"],
+    # a changed domain set: sketch only new and revised domains, re-optimise, retrain nothing
+    "grasp_update_mixture": ["mixture_update"],
     # no retraining: the outcomes do not depend on θ₀
     "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches",
                                              "grasp_surrogate"],
@@ -46,6 +48,8 @@ _DESCRIPTIONS = {
     "grasp_fit_and_curate": "Task sketches, surrogates, the closed loop, curated selection and its validation, "
                             "mixture, the held-out curation test, the target check and the trainer export.",
     "grasp_reoptimise_mixture": "Re-optimise the domain mixture from the current surrogate.",
+    "grasp_update_mixture": "The mixture for the deployment's changed corpus (new or revised domains) from the stored "
+                            "surrogate and sketches: sketches only what changed, retrains nothing.",
     "grasp_refresh_sketches_and_surrogate": (
         "Reference model, gradient and task sketches, surrogates (after a sketch or model setting changed; the "
         "retraining outcomes do not depend on them). Launch it over all corpus_shards partitions (one run). "
@@ -54,12 +58,12 @@ _DESCRIPTIONS = {
                     "selection's byte-range manifest (Parquet) for trainers.",
 }
 _TRAINS_MODELS = {"grasp_prepare", "grasp_sketch", "grasp_retrain", "grasp_fit_and_curate",
-                  "grasp_refresh_sketches_and_surrogate"}
+                  "grasp_refresh_sketches_and_surrogate", "grasp_update_mixture"}
 
 jobs = {name: dg.define_asset_job(name, selection=dg.AssetSelection.assets(*asset_keys(stages)),
                                   description=_DESCRIPTIONS[name], tags=TORCH_TAG if name in _TRAINS_MODELS else None)
         for name, stages in JOB_ASSETS.items()}
-prepare_job, sketch_job, retrain_job, fit_and_curate_job, mixture_job, refresh_job, export_job = jobs.values()
+prepare_job, mixture_job = jobs["grasp_prepare"], jobs["grasp_reoptimise_mixture"]
 
 
 def job_range_tags(instance: dg.DagsterInstance, job: str) -> dict[str, str]:

@@ -1,9 +1,10 @@
-"""`grasp export` and `grasp maintain`: work on the tables without a Dagster run.
+"""`grasp export`, `grasp maintain` and `grasp mixture-update`: work on the tables without a Dagster run.
 
-Both take the `[export]` / `[maintenance]` section of a `--config` file, flags override it,
-progress goes to stderr, and what they did is reported to the Dagster instance
-(assets/instance.py), so the UI's catalog shows the export and each table's maintenance.
-`grasp maintain` commits to the tables, so it holds the root's writer lease (exclusive);
+Each takes its section of a `--config` file (`[export]`, `[maintenance]`, `[mixture_update]`
+with the run's `[corpus]` and `[mixture]`), flags override it, progress goes to stderr, and
+what they did is reported to the Dagster instance (assets/instance.py), so the UI's catalog
+shows the export, each table's maintenance and the update. `grasp maintain` and `grasp
+mixture-update` commit to the tables, so they hold the root's writer lease (exclusive);
 `grasp export` only reads them (Delta snapshots) and writes files.
 """
 
@@ -43,6 +44,18 @@ def add_table_commands(commands, wait_help: str) -> None:
     maintain.add_argument("--dry-run", action="store_true", help="report what would be deleted, change nothing")
     maintain.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=wait_help)
     maintain.set_defaults(handler=command_maintain)
+    update = commands.add_parser(
+        "mixture-update", help="re-optimise the mixture for a changed domain set, without retraining",
+        description="Reads, cuts and splits the new corpus with the run's corpus settings, sketches only the "
+                    "domains that are new or whose content changed (with the stored reference model and "
+                    "projection), keeps the stored sketch statistics of the others, and re-optimises the GRASP "
+                    "mixture from the stored surrogate; writes the mixture_updates table. Nothing is retrained.")
+    update.add_argument("--corpus", required=True, help="the new corpus: Parquet/JSONL file, directory or glob")
+    update.add_argument("--root", help="storage root of the existing run (default: GRASP_ROOT or .grasp/storage)")
+    update.add_argument("--profile", default="demo", choices=["smoke", "demo"], help="the run's profile")
+    update.add_argument("--config", help="the run's JSON or TOML overrides ([corpus], [mixture], [mixture_update])")
+    update.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=wait_help)
+    update.set_defaults(handler=command_mixture_update)
 
 
 def _section(args, name: str, flags: dict):
@@ -105,4 +118,44 @@ def command_maintain(args) -> int:
     reported = report_to_instance(lambda instance: report_observations(
         instance, [observation(r, "grasp maintain") for r in reports]))
     print(f"maintained {len(reports)} tables under {store.root}; {reported}")
+    return 0
+
+
+def command_mixture_update(args) -> int:
+    from pathlib import Path
+
+    import polars as pl
+
+    from grasp_pipeline import progress
+    from grasp_pipeline.commits import recording
+    from grasp_pipeline.config import load_params, with_overrides
+    from grasp_pipeline.lease import RootLease
+    from grasp_pipeline.lineage import index_lineage
+    from grasp_pipeline.stages import update_mixture
+    from grasp_pipeline.storage import DeltaStore
+
+    from .console import ConsoleProgress
+    from .instance import report_writes
+
+    corpus = str(Path(args.corpus).resolve()) if "*" not in args.corpus else args.corpus
+    params = with_overrides(load_params(args.profile, args.config), {"corpus": {"corpus_path": corpus}})
+    store = DeltaStore(storage_root(args.root))
+    lease = RootLease(store.root, owner=f"grasp-mixture-update:{uuid.uuid4().hex[:12]}",
+                      purpose="grasp mixture-update")
+    recorded = {**dataclasses.asdict(params.mixture_update), "corpus_path": corpus}
+    with lease.held(wait=args.wait), recording("mixture_update (grasp mixture-update)", params=recorded), \
+            progress.reporting(ConsoleProgress()):
+        result = update_mixture(store, params.workload.build(), params.corpus, params.workload.example_bytes,
+                                params.mixture, params.mixture_update)
+        index_lineage(store, result.writes)
+    reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
+                                                                  "grasp mixture-update"))
+    frame = store.read("mixture_updates", version=result.writes[0].version)
+    with pl.Config(tbl_rows=40, tbl_cols=20, float_precision=3, tbl_hide_dataframe_shape=True, fmt_str_lengths=60):
+        print(frame.select("mixture_id", "domain", "weight", "predicted_utility", "budget"))
+    first = frame.row(0, named=True)
+    print(f"new domains {first['new_domains']}, revised {first['revised_domains']}, removed "
+          f"{first['removed_domains']}; sketched {first['sketched_examples']} pool and "
+          f"{first['sketched_task_examples']} task examples in {first['seconds']:.1f} s, retrained nothing; wrote "
+          f"mixture_updates version {result.writes[0].version}; {reported}")
     return 0

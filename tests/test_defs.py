@@ -14,7 +14,8 @@ from assets.definitions import defs
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
-    for job in ("grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture"):
+    for job in ("grasp_prepare", "grasp_retrain", "grasp_fit_and_curate", "grasp_reoptimise_mixture",
+                "grasp_update_mixture"):
         assert defs.resolve_job_def(job).name == job
 
 
@@ -27,7 +28,7 @@ def test_every_asset_declares_a_code_version_and_a_description():
 @pytest.mark.parametrize("config_cls", [launchpad.CorpusConfig, launchpad.ReferenceConfig, launchpad.SketchConfig,
                                         launchpad.PlanConfig, launchpad.RetrainConfig, launchpad.SurrogateConfig,
                                         launchpad.SelectionConfig, launchpad.MixtureConfig,
-                                        launchpad.ValidationConfig, launchpad.ExportConfig,
+                                        launchpad.MixtureUpdateConfig, launchpad.ValidationConfig, launchpad.ExportConfig,
                                         launchpad.MaintenanceConfig])
 def test_launchpad_config_defaults_equal_library_defaults(config_cls):
     params_cls = config_cls.params_cls
@@ -101,7 +102,8 @@ def test_every_launchpad_field_has_a_description():
 
     configs = [launchpad.CorpusConfig, launchpad.ReferenceConfig, launchpad.SketchConfig, launchpad.PlanConfig,
                launchpad.RetrainConfig, launchpad.SurrogateConfig, launchpad.SelectionConfig,
-               launchpad.MixtureConfig, launchpad.ValidationConfig, launchpad.ExportConfig,
+               launchpad.MixtureConfig, launchpad.MixtureUpdateConfig, launchpad.ValidationConfig,
+               launchpad.ExportConfig,
                launchpad.MaintenanceConfig, WorkloadResource, GraspStorage]
     missing = [f"{cls.__name__}.{name}" for cls in configs for name, field in cls.model_fields.items()
                if not field.description]

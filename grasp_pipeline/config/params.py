@@ -208,6 +208,20 @@ class MixtureParams:
 
 
 @dataclass(frozen=True)
+class MixtureUpdateParams:
+    """`mixture_update` / `grasp mixture-update`: re-optimise the mixture after the domain set changed,
+    sketching only new and revised domains, with no retraining (grasp_pipeline/stages/mixture_update.py).
+    The new corpus is `corpus.corpus_path`, read with the other corpus settings of the stored run; the
+    budget, caps and task weights are the `mixture` section's."""
+
+    new_task_prior: str = doc("Surrogate params of a task the fit never saw (a new domain's): the cross-task "
+                              "`mean` or `median` of the fitted tasks' alignment weight b, penalty, intercept "
+                              "and size coefficient.", "mean", choices=("mean", "median"))
+    chunk_size: int = doc("Examples per vmap chunk while sketching the new domains (bounds memory; the "
+                          "projection is the one gradient_sketches recorded).", 64, minimum=1)
+
+
+@dataclass(frozen=True)
 class TrainingParams:
     """How a stage that trains models trains them (`retrain.train_jobs`): stacks of
     `models_per_batch`, spread over `workers` processes. The stages after retraining share it."""
@@ -334,6 +348,6 @@ class MaintenanceParams:
 
 
 STAGE_PARAMS = (CorpusParams, ReferenceParams, SketchParams, PlanParams, RetrainParams, SurrogateParams,
-                SelectionParams, MixtureParams, LoopParams, ValidationParams, TestParams, TargetParams, ExportParams,
-                MaintenanceParams)
+                SelectionParams, MixtureParams, MixtureUpdateParams, LoopParams, ValidationParams, TestParams,
+                TargetParams, ExportParams, MaintenanceParams)
 

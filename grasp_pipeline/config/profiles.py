@@ -12,9 +12,9 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .params import (CorpusParams, ExportParams, LoopParams, MaintenanceParams, MixtureParams, PlanParams,
-                     ReferenceParams, RetrainParams, SelectionParams, SketchParams, SurrogateParams, TargetParams,
-                     TestParams, ValidationParams)
+from .params import (CorpusParams, ExportParams, LoopParams, MaintenanceParams, MixtureParams, MixtureUpdateParams,
+                     PlanParams, ReferenceParams, RetrainParams, SelectionParams, SketchParams, SurrogateParams,
+                     TargetParams, TestParams, ValidationParams)
 from .validation import validate
 from .workload import WorkloadParams
 
@@ -32,6 +32,7 @@ class PipelineParams:
     surrogate: SurrogateParams = field(default_factory=SurrogateParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
     mixture: MixtureParams = field(default_factory=MixtureParams)
+    mixture_update: MixtureUpdateParams = field(default_factory=MixtureUpdateParams)
     loop: LoopParams = field(default_factory=LoopParams)
     validation: ValidationParams = field(default_factory=ValidationParams)
     test: TestParams = field(default_factory=TestParams)

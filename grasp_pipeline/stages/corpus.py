@@ -21,6 +21,28 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     empty), keep documents whole (`whole_documents`: one row = one example, e.g. an image),
     cut them its own way (`example_cuts(text)`: byte cut points, e.g. token windows) and label examples (`example_labels`: a `label` column in the pool).
     """
+    pool, tasks, report, cut = split_corpus(params, example_bytes, workload)
+    build_id = pool["build_id"][0]
+    result = StageResult()
+    result.write(store, "corpus_shards", pool)
+    result.write(store, "task_sets", tasks)
+    result.metrics = {
+        "documents": report.documents, "replaced_bytes": report.replaced_bytes,
+        "examples_cut": cut, "pool_examples": pool.height, "task_examples": tasks.height,
+        "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
+        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
+    }
+    result.artifacts["ingest_report.json"] = {
+        "files": list(report.files), "documents_per_domain": report.domains,
+        "pool_per_domain": dict(pool.group_by("domain").len().sort("domain").iter_rows()),
+    }
+    return result
+
+
+def split_corpus(params: CorpusParams, example_bytes: int,
+                 workload: Workload | None = None) -> tuple[pl.DataFrame, pl.DataFrame, object, int]:
+    """Returns (pool, task sets, ingest report, examples cut) of `params.corpus_path` as `build_corpus`
+    writes them (build_id column included), without writing anything."""
     default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")
     documents, report = corpus_lib.load_documents(params.corpus_path or default,
@@ -43,18 +65,5 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
     # from different builds (two builds interleaved on one root), naming both
     build_id = "cb-" + digest(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
                               tasks["example_id"].sort().to_list(), tasks["task"].to_list())
-    pool, tasks = pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id))
-    result = StageResult()
-    result.write(store, "corpus_shards", pool)
-    result.write(store, "task_sets", tasks)
-    result.metrics = {
-        "documents": report.documents, "replaced_bytes": report.replaced_bytes,
-        "examples_cut": examples.height, "pool_examples": pool.height, "task_examples": tasks.height,
-        "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
-        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
-    }
-    result.artifacts["ingest_report.json"] = {
-        "files": list(report.files), "documents_per_domain": report.domains,
-        "pool_per_domain": dict(pool.group_by("domain").len().sort("domain").iter_rows()),
-    }
-    return result
+    return (pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id)), report,
+            examples.height)

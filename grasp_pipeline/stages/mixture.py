@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
 from ..config.params import MixtureParams
 from ..config.validation import SettingError
-from ..mixture import MixtureObjective, domain_stats, natural_mixture, optimise_mixture, uniform_mixture
+from ..mixture import DomainStats, MixtureObjective, domain_stats, natural_mixture, optimise_mixture, uniform_mixture
 from ..mixture.regression import (MixtureData, fit_loglinear, fit_regmix, propose_loglinear, propose_regmix,
                                   subset_shares)
 from ..selection import task_weight_vector
@@ -32,15 +33,8 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     z = sketch_matrix(sketches["sketch"])
     q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
-    weights = task_weight_vector(tasks, dict(params.task_weights))
     stats = domain_stats(z, sketches["domain"].to_numpy())
-    budget = max(1, int(round(params.budget_fraction * len(z))))
-    if params.max_repeats * len(z) < budget:  # the capped simplex is empty: no mixture reaches the budget
-        raise SettingError(f"mixture.max_repeats = {params.max_repeats!r}: with mixture.budget_fraction = "
-                           f"{params.budget_fraction!r} ({budget} of {len(z)} pool examples) it must be at least "
-                           f"{budget / len(z):.4g}")
-    objective = MixtureObjective(stats, q, grasp_params, weights, budget)
-    caps = np.minimum(1.0, params.max_repeats * stats.counts / budget)
+    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, tasks, params)
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
                 "grasp_optimum": optimise_mixture(objective, caps)}
     own = {"grasp_optimum": objective(mixtures["grasp_optimum"])}
@@ -65,6 +59,29 @@ def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
     result.figures["mixture_weights.png"] = shares_figure(
         pl.DataFrame(rows), "method", "weight", "domain weight")
     return result
+
+
+class MixtureProblem(NamedTuple):
+    objective: MixtureObjective
+    weights: np.ndarray  # (T,) normalised task weights
+    caps: np.ndarray  # (D,) the most of the budget each domain may supply
+    budget: int  # examples in a mixture sample
+
+
+def mixture_problem(stats: DomainStats, task_sketch: np.ndarray, grasp_params: list[dict], tasks: list[str],
+                    params: MixtureParams) -> MixtureProblem:
+    """Returns the GRASP mixture objective over `stats`' domains with its task weights, domain caps
+    and budget (`mixture.budget_fraction` of the pool, each domain capped at `mixture.max_repeats`
+    × its examples); SettingError when no mixture under the caps reaches the budget."""
+    weights = task_weight_vector(tasks, dict(params.task_weights))
+    pool_size = int(stats.counts.sum())
+    budget = max(1, int(round(params.budget_fraction * pool_size)))
+    if params.max_repeats * pool_size < budget:  # the capped simplex is empty: no mixture reaches the budget
+        raise SettingError(f"mixture.max_repeats = {params.max_repeats!r}: with mixture.budget_fraction = "
+                           f"{params.budget_fraction!r} ({budget} of {pool_size} pool examples) it must be at least "
+                           f"{budget / pool_size:.4g}")
+    objective = MixtureObjective(stats, task_sketch, grasp_params, weights, budget)
+    return MixtureProblem(objective, weights, np.minimum(1.0, params.max_repeats * stats.counts / budget), budget)
 
 
 def _loop_pick(store: DeltaStore, domains: list[str], budget: int) -> tuple[np.ndarray, float] | None:

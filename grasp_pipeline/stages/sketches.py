@@ -41,7 +41,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     parts = []
     with progress.task("sketching", total=pool["shard"].n_unique(), unit="shard") as shards_done:
         for _, shard_rows in pool.group_by("shard", maintain_order=True):
-            parts.append(_shard_sketches(sketcher, workload, shard_rows))
+            parts.append(shard_sketches(sketcher, workload, shard_rows))
             shards_done.advance()
     frame = pl.concat(parts).sort("example_id").with_columns(
         sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
@@ -59,7 +59,7 @@ def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: Ske
     return result
 
 
-def _shard_sketches(sketcher: CheckpointSketcher, workload: Workload, shard_rows: pl.DataFrame) -> pl.DataFrame:
+def shard_sketches(sketcher: CheckpointSketcher, workload: Workload, shard_rows: pl.DataFrame) -> pl.DataFrame:
     """The gradient_sketches rows of one shard (without the sketch_config and model_version columns)."""
     began = time.perf_counter()
     out = sketcher.sketch_examples(workload.encode(shard_rows["text"].to_list()))
@@ -81,14 +81,35 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
     The projection (kind, k, seed) is read from `gradient_sketches`' sketch_config, so task
     and pool sketches always live in the same space.
     """
+    version, sketcher = stored_sketcher(store, workload, chunk_size)
+    frame, names, index = read_tasks(store, "dev")
+    check_one_build(read_pool(store), frame)
+    rows = task_sketch_rows(sketcher, workload, frame, names, index)
+    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
+                                     "seconds": pl.Float64})
+    out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    result = StageResult()
+    result.write(store, "task_sketches", out)
+    result.metrics = {"tasks": len(names), **{f"loss.{r['task']}": r["loss"] for r in rows}}
+    return result
+
+
+def stored_sketcher(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> tuple[str, CheckpointSketcher]:
+    """Returns (model_version, the sketcher gradient_sketches recorded: its projection kind, k, seed
+    and checkpoints), so new sketches live in the stored ones' space; ValueError when the sketches
+    were taken at another reference model than the stored one."""
     version, checkpoints = load_reference_checkpoints(store, workload)
     pool_config = json.loads(pool_sketches(store)["sketch_config"][0])
     if pool_config["model_version"] != version:
         raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
                          f"reference model is now {version}; rematerialise gradient_sketches first")
-    sketcher = CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
-    frame, names, index = read_tasks(store, "dev")
-    check_one_build(read_pool(store), frame)
+    return version, CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
+
+
+def task_sketch_rows(sketcher: CheckpointSketcher, workload: Workload, frame: pl.DataFrame, names: list[str],
+                     index: np.ndarray) -> list[dict]:
+    """[{task, sketch (list of float32), loss, seconds}] of the mean-loss gradient of each task in
+    `names`, from its rows of `frame` (`index`: the task of each row)."""
     inputs = workload.encode(frame["text"].to_list())
     rows = []
     with progress.task("sketching tasks", total=len(names), unit="task") as tasks_done:
@@ -98,10 +119,4 @@ def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int
             rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss,
                          "seconds": time.perf_counter() - began})
             tasks_done.advance()
-    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
-                                     "seconds": pl.Float64})
-    out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
-    result = StageResult()
-    result.write(store, "task_sketches", out)
-    result.metrics = {"tasks": len(names), **{f"loss.{r['task']}": r["loss"] for r in rows}}
-    return result
+    return rows

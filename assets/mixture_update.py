@@ -1,0 +1,32 @@
+"""Mixture-update stage: the mixture re-optimised for a changed domain set from the stored surrogate,
+sketching only new and revised domains and retraining nothing (`grasp mixture-update` runs the
+same stage without a Dagster run).
+
+The new corpus is the deployment's `corpus.corpus_path` (GRASP_PROFILE and GRASP_CONFIG,
+assets/env.py), read with the deployment's other corpus and mixture settings: launch the
+`grasp_update_mixture` job when new corpus files land, instead of recomputing the graph. It is
+not automated: its input is the corpus files, not a table.
+"""
+
+import dagster as dg
+
+from grasp_pipeline.stages import update_mixture
+
+from . import env
+from .catalog import stage_asset
+from .config import MixtureUpdateConfig, to_params
+from .materialize import params_dict, run_stage
+from .resources import GraspStorage, WorkloadResource
+
+
+@stage_asset("mixture_update", reads=["surrogates", "gradient_sketches", "task_sketches", "reference_models",
+                                      "corpus_shards", "task_sets"],
+             automate=False, pool="torch", code_version="1", group_name="mixture", kinds={"torch", "deltalake"})
+def mixture_update(context: dg.AssetExecutionContext, config: MixtureUpdateConfig, storage: GraspStorage,
+                   workload: WorkloadResource):
+    """The `grasp_update` mixture for the deployment's current corpus: stored sketch statistics for
+    unchanged domains, fresh sketches for new and revised ones, the stored surrogate, no retraining."""
+    params, run = to_params(config), env.pipeline_params()
+    return run_stage(context, storage, {**params_dict(params), "corpus_path": run.corpus.corpus_path},
+                     lambda _: update_mixture(storage.store(), workload.build(), run.corpus, workload.example_bytes,
+                                              run.mixture, params))

@@ -1,0 +1,196 @@
+"""Mixture-update stage: re-optimise the GRASP mixture after the domain set changed, with no retraining.
+
+GRASP's surrogate parameters are per task, and the mixture objective needs only per-domain
+sketch statistics (counts, means, variances; grasp_pipeline/mixture/objective.py). So when new
+corpus files add or revise domains, the stored reference checkpoints and the projection that
+gradient_sketches recorded sketch just those domains' pool examples and their tasks' dev
+examples; unchanged domains keep their stored statistics, removed domains are dropped, and the
+mixture is re-optimised as `mixture_weights` optimises it (`mixture_problem`, `optimise_mixture`).
+Nothing is retrained and the root's other tables are left as they are: the update is one new
+table, `mixture_updates`.
+
+Which domains changed: the new corpus is read, cut and split with the stored run's corpus
+settings. Each domain is split on its own (seeded by (seed, domain), split.py) and example ids
+depend only on the document, so an unchanged domain gets exactly its stored pool and task set
+back. A domain is new when corpus_shards has no rows of it, revised when the content_sha1 values
+of its pool or of its dev task examples differ from the stored ones.
+
+A task the surrogate never fitted (a new domain's) gets a prior: the cross-task mean (or median,
+`mixture_update.new_task_prior`) of the fitted tasks' alignment weight b, penalty, intercept and
+size coefficient. Why: it uses the fit only (no test rows, no retraining); every task was fitted
+on the same recipe and sketch space, so the scale of b and of the penalty is a property of the
+recipe more than of one task, and the mean is the estimate that assumes nothing about which task
+the new one resembles; the intercept and size term only shift the predicted utility at a fixed
+budget and never move the argmax. A revised domain keeps its task's fitted params (the same
+task; only its sketch q_t is recomputed).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ..config.params import CorpusParams, MixtureParams, MixtureUpdateParams
+from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture
+from ..storage import DeltaStore
+from ..workloads.base import Workload
+from .base import StageResult, digest, stage
+from .corpus import split_corpus
+from .mixture import mixture_problem
+from .sketches import shard_sketches, stored_sketcher, task_sketch_rows
+from .tables import method_params, pool_sketches, read_pool, read_tasks, sketch_matrix
+
+# the tables an update reads, with the stage that writes each
+REQUIRED_TABLES = {"corpus_shards": "corpus_shards", "task_sets": "corpus_shards",
+                   "reference_models": "reference_model", "gradient_sketches": "gradient_sketches",
+                   "task_sketches": "task_sketches", "surrogates": "grasp_surrogate"}
+PRIOR_KEYS = ("b", "penalty", "intercept", "size_coef")  # the per-task numbers of a grasp fit
+
+
+@dataclass
+class DomainUpdate:
+    """What the mixture objective needs over the new corpus's domains and tasks, and how it was got."""
+
+    stats: DomainStats  # per-domain counts, means, variances of the new pool's sketches
+    tasks: list[str]  # sorted
+    task_sketch: np.ndarray  # (T, k) q_t of each task
+    grasp_params: list[dict]  # per task: the fitted params, or the prior for tasks the fit never saw
+    surrogate_id: str
+    model_version: str
+    new_domains: list[str]
+    revised_domains: list[str]
+    removed_domains: list[str]
+    prior_tasks: list[str]
+    sketched_examples: int  # pool examples sketched (those of new and revised domains)
+    sketched_task_examples: int  # dev task examples sketched
+    corpus_sha1: str  # content hash of the new pool
+
+
+@stage
+def update_mixture(store: DeltaStore, workload: Workload, corpus: CorpusParams, example_bytes: int,
+                   mixture: MixtureParams, params: MixtureUpdateParams) -> StageResult:
+    """Re-optimises the GRASP mixture over the domains of `corpus.corpus_path` from the stored
+    surrogate, sketching only new and revised domains; writes `mixture_updates` (method grasp_update)."""
+    began = time.perf_counter()
+    update = domain_update(store, workload, corpus, example_bytes, params)
+    objective, _, caps, budget = mixture_problem(update.stats, update.task_sketch, update.grasp_params,
+                                                 update.tasks, mixture)
+    pi = optimise_mixture(objective, caps)
+    seconds = time.perf_counter() - began
+    mixture_id = f"{update.surrogate_id}-grasp_update-{update.corpus_sha1[:8]}"
+    base = {"mixture_id": mixture_id, "method": "grasp_update", "predicted_utility": objective(pi),
+            "natural_predicted_utility": objective(natural_mixture(update.stats)), "budget": budget,
+            "new_domains": update.new_domains, "revised_domains": update.revised_domains,
+            "removed_domains": update.removed_domains, "prior_tasks": update.prior_tasks,
+            "sketched_examples": update.sketched_examples, "sketched_task_examples": update.sketched_task_examples,
+            "seconds": seconds, "corpus_content_sha1": update.corpus_sha1, "surrogate_id": update.surrogate_id,
+            "model_version": update.model_version}
+    rows = [{**base, "domain": domain, "weight": float(pi[d])} for d, domain in enumerate(update.stats.domains)]
+    result = StageResult()
+    result.write(store, "mixture_updates", pl.DataFrame(rows, schema=UPDATE_SCHEMA))
+    result.metrics = {"sketched_examples": update.sketched_examples, "seconds": seconds,
+                      "sketched_task_examples": update.sketched_task_examples, "retrained_models": 0,
+                      "new_domains": len(update.new_domains), "revised_domains": len(update.revised_domains),
+                      "removed_domains": len(update.removed_domains), "predicted_utility.grasp_update": objective(pi),
+                      **{f"weight.grasp_update.{d}": float(w) for d, w in zip(update.stats.domains, pi)}}
+    return result
+
+
+UPDATE_SCHEMA = {"mixture_id": pl.Utf8, "method": pl.Utf8, "domain": pl.Utf8, "weight": pl.Float64,
+                 "predicted_utility": pl.Float64, "natural_predicted_utility": pl.Float64, "budget": pl.Int64,
+                 "new_domains": pl.List(pl.Utf8), "revised_domains": pl.List(pl.Utf8),
+                 "removed_domains": pl.List(pl.Utf8), "prior_tasks": pl.List(pl.Utf8), "sketched_examples": pl.Int64,
+                 "sketched_task_examples": pl.Int64, "seconds": pl.Float64, "corpus_content_sha1": pl.Utf8,
+                 "surrogate_id": pl.Utf8, "model_version": pl.Utf8}
+
+
+def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, example_bytes: int,
+                  params: MixtureUpdateParams) -> DomainUpdate:
+    """Returns the new corpus's domain statistics, task sketches and task params: stored ones for
+    unchanged domains, freshly sketched ones (stored checkpoints and projection) for new and revised
+    ones; ValueError naming what is missing when the root has no fitted surrogate or sketches."""
+    check_root(store)
+    surrogate_id, fitted_tasks, fitted = method_params(store, "grasp")
+    version, sketcher = stored_sketcher(store, workload, params.chunk_size)
+    stored_tasks = store.read("task_sketches").sort("task")
+    if set(stored_tasks["model_version"].to_list()) != {version}:
+        raise ValueError(f"task_sketches were computed at model(s) {sorted(set(stored_tasks['model_version']))}, "
+                         f"the reference model is {version}; rematerialise task_sketches")
+    pool, tasks_frame, _, _ = split_corpus(corpus, example_bytes, workload)
+    pool, dev = pool.sort("example_id"), tasks_frame.filter(pl.col("split") == "dev").sort("task", "example_id")
+    new, revised, removed = changed_domains(read_pool(store), read_tasks(store, "dev")[0], pool, dev)
+    fresh = new + revised
+    kept = pool_sketches(store).filter(pl.col("domain").is_in(pool["domain"].unique().implode())
+                                       & ~pl.col("domain").is_in(fresh))
+    sketched = pool.filter(pl.col("domain").is_in(fresh))
+    parts = [kept] + ([shard_sketches(sketcher, workload, sketched)] if sketched.height else [])
+    stats = merged_stats(parts)
+    fresh_dev = dev.filter(pl.col("task").is_in(fresh))
+    names = sorted(fresh_dev["task"].unique().to_list())
+    fresh_q = pl.DataFrame(task_sketch_rows(sketcher, workload, fresh_dev, names,
+                                            np.searchsorted(np.asarray(names), fresh_dev["task"].to_numpy())),
+                           schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
+                                   "seconds": pl.Float64})
+    tasks = sorted(dev["task"].unique().to_list())
+    q = pl.concat([stored_tasks.filter(pl.col("task").is_in(tasks) & ~pl.col("task").is_in(fresh))
+                   .select("task", "sketch"), fresh_q.select("task", "sketch")]).sort("task")
+    if q["task"].to_list() != tasks:
+        raise ValueError(f"task_sketches lacks task(s) {sorted(set(tasks) - set(q['task']))} of unchanged domains; "
+                         "rematerialise task_sketches")
+    by_task = dict(zip(fitted_tasks, fitted))
+    prior = task_prior(fitted, params.new_task_prior)
+    return DomainUpdate(stats, tasks, sketch_matrix(q["sketch"]), [by_task.get(t, prior) for t in tasks],
+                        surrogate_id, version, new, revised, removed, [t for t in tasks if t not in by_task],
+                        sketched.height, fresh_dev.height, digest(sorted(pool["content_sha1"].to_list())))
+
+
+def check_root(store: DeltaStore) -> None:
+    """Raises ValueError naming the missing tables (and the stages that write them) when the root
+    lacks what an update reads: a fitted surrogate, sketches, the reference model, the corpus."""
+    missing = [table for table in REQUIRED_TABLES if not store.exists(table)]
+    if missing:
+        stages = sorted({REQUIRED_TABLES[t] for t in missing})
+        raise ValueError(f"mixture_update needs a root the pipeline ran on up to the surrogate; {store.root} has no "
+                         f"{', '.join(missing)} table; materialise {', '.join(stages)} first (e.g. `grasp run`)")
+
+
+def changed_domains(stored_pool: pl.DataFrame, stored_dev: pl.DataFrame, pool: pl.DataFrame,
+                    dev: pl.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """Returns (new, revised, removed) domains, each sorted: revised = in both, with other pool or
+    dev-task content (the content_sha1 values, counted with multiplicity)."""
+    def content(frame: pl.DataFrame, column: str) -> dict[str, list[str]]:
+        return dict(frame.group_by(column).agg(pl.col("content_sha1").sort()).iter_rows())
+
+    old_pool, new_pool = content(stored_pool, "domain"), content(pool, "domain")
+    old_dev, new_dev = content(stored_dev, "task"), content(dev, "task")
+    both = set(old_pool) & set(new_pool)
+    revised = [d for d in sorted(both) if old_pool[d] != new_pool[d] or old_dev.get(d) != new_dev.get(d)]
+    return sorted(set(new_pool) - set(old_pool)), revised, sorted(set(old_pool) - set(new_pool))
+
+
+def merged_stats(parts: list[pl.DataFrame]) -> DomainStats:
+    """Returns the DomainStats of gradient_sketches-like frames (each sorted by example_id, no domain
+    in two frames), domains sorted: each domain's numbers are exactly those of its own frame."""
+    found = [domain_stats(sketch_matrix(p["sketch"]), p["domain"].to_numpy()) for p in parts if p.height]
+    by_domain = {d: (s.counts[i], s.means[i], s.variances[i]) for s in found for i, d in enumerate(s.domains)}
+    names = sorted(by_domain)
+    return DomainStats(names, np.array([by_domain[d][0] for d in names]),
+                       np.stack([by_domain[d][1] for d in names]), np.stack([by_domain[d][2] for d in names]))
+
+
+def task_prior(fitted: list[dict], how: str) -> dict:
+    """Returns grasp params for a task the fit never saw: the fitted tasks' shared settings
+    (normalisation, size term, sketch range, …) with the cross-task `how` ("mean" or "median") of
+    each per-task number (b, penalty elementwise, intercept, size coefficient)."""
+    reduce = {"mean": np.mean, "median": np.median}.get(how)
+    if reduce is None:
+        raise ValueError(f"mixture_update.new_task_prior must be 'mean' or 'median', not {how!r}")
+    per_task = PRIOR_KEYS + tuple(k for k in ("fit_utility_std",) if k in fitted[0])  # (selection's task scale)
+    prior = {k: v for k, v in fitted[0].items() if k not in per_task}
+    for key in per_task:
+        values = np.asarray([p[key] for p in fitted], dtype=np.float64)
+        prior[key] = reduce(values, axis=0).tolist()
+    return prior

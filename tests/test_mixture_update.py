@@ -1,0 +1,157 @@
+"""mixture_update: a changed domain set re-optimises the mixture from stored sketches, sketching only
+new and revised domains, with no retraining."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from grasp_pipeline import stages
+from grasp_pipeline.config import MixtureUpdateParams
+from grasp_pipeline.mixture import domain_stats
+from grasp_pipeline.stages.mixture_update import domain_update
+from grasp_pipeline.stages.tables import pool_sketches, sketch_matrix
+from grasp_pipeline.storage import DeltaStore
+from tests.conftest import tiny_params, write_user_corpus
+
+OLD_DOMAINS = ("news", "code", "poetry")
+OLD_SOURCES = ("english_literature", "python_source", "german_literature")
+# stages up to the mixture, without the closed loop and curation (the update needs only the surrogate)
+UNTIL_MIXTURE = ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
+                 "subset_outcomes", "grasp_surrogate", "mixture_weights")
+
+
+def run_stages(store: DeltaStore, params, names) -> None:
+    for name, run in stages.stage_plan(store, params, params.workload.build()):
+        if name in names:
+            run()
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """(folder, store, params) of a root built up to the mixture on a three-domain corpus."""
+    folder = tmp_path_factory.mktemp("mixture_update")
+    corpus = write_user_corpus(folder / "old.jsonl", OLD_DOMAINS, source_domains=OLD_SOURCES)
+    params = tiny_params(corpus={"corpus_path": str(corpus)})
+    store = DeltaStore(str(folder / "root"))
+    run_stages(store, params, UNTIL_MIXTURE)
+    return folder, store, params
+
+
+def corpus_params(params, path):
+    return replace(params.corpus, corpus_path=str(path))
+
+
+def update(store, params, path):
+    workload = params.workload.build()
+    result = stages.update_mixture(store, workload, corpus_params(params, path), params.workload.example_bytes,
+                                   params.mixture, params.mixture_update)
+    return result, store.read("mixture_updates", version=result.writes[0].version)
+
+
+def built_pool(folder, params, path) -> pl.DataFrame:
+    """corpus_shards as build_corpus writes them for `path` (a root of its own)."""
+    store = DeltaStore(str(folder / f"corpus-of-{path.stem}"))
+    stages.build_corpus(store, corpus_params(params, path), params.workload.example_bytes)
+    return store.read("corpus_shards")
+
+
+def test_only_the_new_domains_examples_are_sketched(stored):
+    folder, store, params = stored
+    added = write_user_corpus(folder / "added.jsonl", OLD_DOMAINS + ("hymns",),
+                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    result, table = update(store, params, added)
+    hymns = built_pool(folder, params, added).filter(pl.col("domain") == "hymns").height
+    assert hymns > 0
+    assert table["sketched_examples"].unique().to_list() == [hymns]
+    assert table["new_domains"][0].to_list() == ["hymns"] and table["revised_domains"][0].to_list() == []
+    assert sorted(table["domain"].to_list()) == sorted(OLD_DOMAINS + ("hymns",))
+    assert table["weight"].sum() == pytest.approx(1.0)
+    assert result.metrics["retrained_models"] == 0
+
+
+def test_unchanged_domains_keep_exactly_their_stored_statistics(stored):
+    folder, store, params = stored
+    added = write_user_corpus(folder / "added2.jsonl", OLD_DOMAINS + ("hymns",),
+                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
+                        MixtureUpdateParams())
+    sketches = pool_sketches(store)
+    want = domain_stats(sketch_matrix(sketches["sketch"]), sketches["domain"].to_numpy())
+    for d, domain in enumerate(want.domains):
+        mine = got.stats.domains.index(domain)
+        assert got.stats.counts[mine] == want.counts[d]
+        assert np.array_equal(got.stats.means[mine], want.means[d])
+        assert np.array_equal(got.stats.variances[mine], want.variances[d])
+
+
+def test_a_task_the_fit_never_saw_gets_the_fitted_tasks_mean_params(stored):
+    import json
+
+    folder, store, params = stored
+    added = write_user_corpus(folder / "added4.jsonl", OLD_DOMAINS + ("hymns",),
+                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
+                        MixtureUpdateParams(new_task_prior="mean"))
+    fitted = [json.loads(p) for p in store.read("surrogates").filter(pl.col("method") == "grasp")["params"]]
+    prior = got.grasp_params[got.tasks.index("hymns")]
+    assert got.prior_tasks == ["hymns"]
+    assert prior["b"] == pytest.approx(np.mean([p["b"] for p in fitted]))
+    assert prior["penalty"] == pytest.approx(np.mean([p["penalty"] for p in fitted], axis=0).tolist())
+    assert got.grasp_params[got.tasks.index("news")] == next(
+        json.loads(r["params"]) for r in store.read("surrogates").iter_rows(named=True)
+        if r["method"] == "grasp" and r["task"] == "news")
+
+
+def test_an_unchanged_corpus_reproduces_the_stored_grasp_optimum(stored):
+    folder, store, params = stored
+    _, table = update(store, params, folder / "old.jsonl")
+    optimum = store.read("mixture_weights").filter(pl.col("method") == "grasp_optimum").sort("domain")
+    table = table.sort("domain")
+    assert table["domain"].to_list() == optimum["domain"].to_list()
+    assert np.array_equal(table["weight"].to_numpy(), optimum["weight"].to_numpy())
+    assert table["predicted_utility"][0] == optimum["predicted_utility"][0]
+    assert table["sketched_examples"][0] == 0 and table["sketched_task_examples"][0] == 0
+
+
+def test_a_revised_domain_is_sketched_again(stored):
+    folder, store, params = stored
+    revised = write_user_corpus(folder / "revised.jsonl", OLD_DOMAINS,
+                                source_domains=("english_literature", "python_source", "french_literature"))
+    _, table = update(store, params, revised)
+    poetry = built_pool(folder, params, revised).filter(pl.col("domain") == "poetry").height
+    assert table["revised_domains"][0].to_list() == ["poetry"] and table["new_domains"][0].to_list() == []
+    assert table["sketched_examples"][0] == poetry
+    assert table["prior_tasks"][0].to_list() == []  # a revised task keeps its fitted params
+
+
+def test_a_removed_domain_is_dropped_from_the_mixture(stored):
+    folder, store, params = stored
+    fewer = write_user_corpus(folder / "fewer.jsonl", OLD_DOMAINS[:2], source_domains=OLD_SOURCES[:2])
+    _, table = update(store, params, fewer)
+    assert sorted(table["domain"].to_list()) == sorted(OLD_DOMAINS[:2])
+    assert table["removed_domains"][0].to_list() == ["poetry"] and table["sketched_examples"][0] == 0
+
+
+def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
+    corpus = write_user_corpus(tmp_path / "old.jsonl", OLD_DOMAINS, source_domains=OLD_SOURCES)
+    params = tiny_params(corpus={"corpus_path": str(corpus)})
+    store = DeltaStore(str(tmp_path / "root"))
+    run_stages(store, params, ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches"))
+    with pytest.raises(ValueError, match="no surrogates table; materialise grasp_surrogate"):
+        update(store, params, corpus)
+
+
+def test_grasp_mixture_update_writes_the_update_from_the_command_line(stored, tiny_config_file, capsys):
+    from assets.cli import main
+
+    folder, store, params = stored
+    added = write_user_corpus(folder / "added3.jsonl", OLD_DOMAINS + ("hymns",),
+                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    assert main(["mixture-update", "--root", str(store.root), "--corpus", str(added),
+                 "--config", str(tiny_config_file)]) == 0
+    assert "hymns" in capsys.readouterr().out
+    assert "hymns" in store.read("mixture_updates")["domain"].to_list()
