@@ -115,13 +115,16 @@ def test_rerunning_one_sketch_shard_replaces_only_that_shard(two_runs):
 
 
 def test_a_shard_step_reads_only_its_corpus_shard_and_sketches_it_as_the_full_run_did(two_runs, tmp_path):
-    from deltalake import DeltaTable
+    import shutil
     from pathlib import Path
+
+    from deltalake import DeltaTable
 
     source = two_runs[0]
     store = DeltaStore(str(tmp_path))
     for table in ("corpus_shards", "task_sets", "reference_models"):
         store.write(table, source.read(table))
+    shutil.copytree(Path(source.root) / "checkpoints", tmp_path / "checkpoints")  # the model's files, beside its row
     shards = store.partition_values("corpus_shards", "shard")
     assert len(shards) >= 2
     for uri in DeltaTable(store.uri("corpus_shards")).file_uris(file_pruning_predicate=[("shard", "!=", shards[0])]):
