@@ -260,13 +260,19 @@ class _RecordedVersions:
     def version(self, table: str) -> int:
         return self._check(table)
 
-    def read(self, table: str, version: int | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+    def read(self, table: str, version: int | None = None, columns: list[str] | None = None,
+             where: dict[str, list[str]] | None = None) -> pl.DataFrame:
         recorded = self._check(table)
         try:
-            return self.store.read(table, version=recorded if version is None else version, columns=columns)
+            return self.store.read(table, version=recorded if version is None else version, columns=columns,
+                                   where=where)
         except Exception as error:
             raise LineageError(f"cannot read {table}@{recorded} through time travel ({error}); was the table "
                                "vacuumed?") from error
+
+    def partition_values(self, table: str, column: str, version: int | None = None) -> list[str]:
+        recorded = self._check(table)
+        return self.store.partition_values(table, column, recorded if version is None else version)
 
     def uri(self, table: str) -> str:
         return self.store.uri(table)
