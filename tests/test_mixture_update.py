@@ -145,9 +145,15 @@ def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
         update(store, params, corpus)
 
 
-def test_grasp_mixture_update_writes_the_update_from_the_command_line(stored, tiny_config_file, capsys):
+def test_grasp_mixture_update_writes_the_update_from_the_command_line(stored, tiny_config_file, capsys,
+                                                                      monkeypatch, tmp_path):
+    import dagster as dg
+
     from assets.cli import main
 
+    # its own instance: the command reports its writes, which the shared run's catalog must not hear
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     folder, store, params = stored
     added = write_user_corpus(folder / "added3.jsonl", OLD_DOMAINS + ("hymns",),
                               source_domains=OLD_SOURCES + ("latin_hymns",))
@@ -155,3 +161,7 @@ def test_grasp_mixture_update_writes_the_update_from_the_command_line(stored, ti
                  "--config", str(tiny_config_file)]) == 0
     assert "hymns" in capsys.readouterr().out
     assert "hymns" in store.read("mixture_updates")["domain"].to_list()
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # reported where DAGSTER_HOME points
+        event = instance.get_latest_materialization_event(dg.AssetKey("mixture_updates"))
+        assert event.asset_materialization.metadata["mixture_updates.delta_version"].value == \
+            store.version("mixture_updates")
