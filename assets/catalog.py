@@ -60,9 +60,9 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
                           "global residual greedy `grasp_global`, grad_dot/datamodel top-k, random and full.",
     "mixture_weights": "`natural`, `uniform`, the loop's `grasp` pick, `grasp_optimum`, `regmix` and `loglinear` "
                        "domain mixtures with their predicted utility.",
-    "mixture_updates": "The `grasp_update` mixture re-optimised for a changed domain set from the stored surrogate: "
-                       "only new and revised domains sketched, nothing retrained (new, revised and removed domains, "
-                       "examples sketched, seconds).",
+    "mixture_updates": "The `grasp_update` mixture for a changed domain set from the stored surrogate: only new "
+                       "and revised domains sketched, nothing refitted, the pick of a few dev-retrained candidates "
+                       "(new, revised and removed domains, examples sketched, candidates' dev gains, seconds).",
     "selection_validation": "Per-task utility of the recipe retrained on each selection and on a sample of each "
                             "mixture (dev examples).",
     "curation_test": "The held-out proof: every selection and mixture retrained on fresh seeds and scored on the "

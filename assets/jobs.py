@@ -49,7 +49,8 @@ _DESCRIPTIONS = {
                             "mixture, the held-out curation test, the target check and the trainer export.",
     "grasp_reoptimise_mixture": "Re-optimise the domain mixture from the current surrogate.",
     "grasp_update_mixture": "The mixture for the deployment's changed corpus (new or revised domains) from the stored "
-                            "surrogate and sketches: sketches only what changed, retrains nothing.",
+                            "surrogate and sketches: sketches only what changed, refits nothing (a few dev retrainings pick "
+                            "between the optimum and safer candidates).",
     "grasp_refresh_sketches_and_surrogate": (
         "Reference model, gradient and task sketches, surrogates (after a sketch or model setting changed; the "
         "retraining outcomes do not depend on them). Launch it over all corpus_shards partitions (one run). "

@@ -1,6 +1,6 @@
 """Mixture-update stage: the mixture re-optimised for a changed domain set from the stored surrogate,
-sketching only new and revised domains and retraining nothing (`grasp mixture-update` runs the
-same stage without a Dagster run).
+sketching only new and revised domains, refitting nothing and picking between candidates by a few
+dev retrainings (`grasp mixture-update` runs the same stage without a Dagster run).
 
 The new corpus is the deployment's `corpus.corpus_path` (GRASP_PROFILE and GRASP_CONFIG,
 assets/env.py), read with the deployment's other corpus and mixture settings: launch the
@@ -20,12 +20,12 @@ from .resources import GraspStorage, WorkloadResource
 
 
 @stage_asset("mixture_update", reads=["surrogates", "gradient_sketches", "task_sketches", "reference_models",
-                                      "corpus_shards", "task_sets"],
-             automate=False, pool="torch", code_version="1", group_name="mixture", kinds={"torch", "deltalake"})
+                                      "corpus_shards", "task_sets", "subset_outcomes", "mixture_weights"],
+             automate=False, pool="torch", code_version="2", group_name="mixture", kinds={"torch", "deltalake"})
 def mixture_update(context: dg.AssetExecutionContext, config: MixtureUpdateConfig, storage: GraspStorage,
                    workload: WorkloadResource):
     """The `grasp_update` mixture for the deployment's current corpus: stored sketch statistics for
-    unchanged domains, fresh sketches for new and revised ones, the stored surrogate, no retraining."""
+    unchanged domains, fresh sketches for new and revised ones, the stored surrogate, a dev check."""
     params, run = to_params(config), env.pipeline_params()
     return run_stage(context, storage, {**params_dict(params), "corpus_path": run.corpus.corpus_path},
                      lambda _: update_mixture(storage.store(), workload.build(), run.corpus, workload.example_bytes,

@@ -49,7 +49,8 @@ def add_table_commands(commands, wait_help: str) -> None:
         description="Reads, cuts and splits the new corpus with the run's corpus settings, sketches only the "
                     "domains that are new or whose content changed (with the stored reference model and "
                     "projection), keeps the stored sketch statistics of the others, and re-optimises the GRASP "
-                    "mixture from the stored surrogate; writes the mixture_updates table. Nothing is retrained.")
+                    "mixture from the stored surrogate, checked against safer candidates by a few dev retrainings "
+                         "([mixture_update] check_samples); writes the mixture_updates table. Nothing is refitted.")
     update.add_argument("--corpus", required=True, help="the new corpus: Parquet/JSONL file, directory or glob")
     update.add_argument("--root", help="storage root of the existing run (default: GRASP_ROOT or .grasp/storage)")
     update.add_argument("--profile", default="demo", choices=["smoke", "demo"], help="the run's profile")
@@ -156,6 +157,8 @@ def command_mixture_update(args) -> int:
     first = frame.row(0, named=True)
     print(f"new domains {first['new_domains']}, revised {first['revised_domains']}, removed "
           f"{first['removed_domains']}; sketched {first['sketched_examples']} pool and "
-          f"{first['sketched_task_examples']} task examples in {first['seconds']:.1f} s, retrained nothing; wrote "
+          f"{first['sketched_task_examples']} task examples and retrained {first['retrained_models']} models "
+          f"in {first['seconds']:.1f} s; picked {first['candidate']} of {first['candidates']} "
+          f"(dev gains over natural {first['candidate_dev_gains']}); wrote "
           f"mixture_updates version {result.writes[0].version}; {reported}")
     return 0

@@ -36,6 +36,7 @@ TINY = {
     "validation": {"repeats": 1, "workers": 1},
     "test": {"workers": 1},
     "target": {"workers": 1},
+    "mixture_update": {"workers": 1},
 }
 
 

@@ -1,5 +1,5 @@
 """mixture_update: a changed domain set re-optimises the mixture from stored sketches, sketching only
-new and revised domains, with no retraining."""
+new and revised domains, with no refit; a few dev retrainings pick between candidates."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import pytest
 
 from grasp_pipeline import stages
 from grasp_pipeline.config import MixtureUpdateParams
-from grasp_pipeline.mixture import domain_stats
-from grasp_pipeline.stages.mixture_update import domain_update
-from grasp_pipeline.stages.tables import pool_sketches, sketch_matrix
+from grasp_pipeline.mixture import domain_stats, natural_mixture, optimise_mixture
+from grasp_pipeline.stages.mixture import mixture_problem
+from grasp_pipeline.stages.mixture_update import (dev_check, domain_update, reused_mixture, stored_mixture,
+                                                  update_candidates)
+from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix
 from grasp_pipeline.storage import DeltaStore
 from tests.conftest import tiny_params, write_user_corpus
 
@@ -35,7 +37,8 @@ def stored(tmp_path_factory):
     """(folder, store, params) of a root built up to the mixture on a three-domain corpus."""
     folder = tmp_path_factory.mktemp("mixture_update")
     corpus = write_user_corpus(folder / "old.jsonl", OLD_DOMAINS, source_domains=OLD_SOURCES)
-    params = tiny_params(corpus={"corpus_path": str(corpus)})
+    # the sketch-only update (no dev check) unless a test asks for the check: the tests below are about sketching
+    params = tiny_params(corpus={"corpus_path": str(corpus)}, mixture_update={"check_samples": 0})
     store = DeltaStore(str(folder / "root"))
     run_stages(store, params, UNTIL_MIXTURE)
     return folder, store, params
@@ -141,8 +144,62 @@ def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
     params = tiny_params(corpus={"corpus_path": str(corpus)})
     store = DeltaStore(str(tmp_path / "root"))
     run_stages(store, params, ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches"))
-    with pytest.raises(ValueError, match="no surrogates table; materialise grasp_surrogate"):
+    with pytest.raises(ValueError, match="no surrogates, subset_outcomes table; materialise grasp_surrogate, "
+                                         "subset_outcomes first"):
         update(store, params, corpus)
+
+
+def _added(folder, name):
+    return write_user_corpus(folder / name, OLD_DOMAINS + ("hymns",), source_domains=OLD_SOURCES + ("latin_hymns",))
+
+
+def test_the_dev_check_retrains_every_candidate_and_writes_the_best_dev_gain(stored):
+    folder, store, params = stored
+    added = _added(folder, "added5.jsonl")
+    checked = replace(params, mixture_update=replace(params.mixture_update, check_samples=2))
+    result, table = update(store, checked, added)
+    first = table.row(0, named=True)
+    names, gains = first["candidates"], first["candidate_dev_gains"]
+    assert names == ["natural", "reuse", "step_0.5", "optimum"] and gains[0] == 0.0
+    assert first["candidate"] == names[int(np.argmax(gains))]
+    assert first["retrained_models"] == 2 * len(names) == result.metrics["retrained_models"]
+    assert first["retrain_seconds"] > 0
+    # the weights written are the picked candidate's, rebuilt from the same stored tables
+    got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
+                        checked.mixture_update)
+    objective, _, caps, _ = mixture_problem(got.stats, got.task_sketch, got.grasp_params, got.tasks, params.mixture)
+    candidates = update_candidates(got, optimise_mixture(objective, caps), stored_mixture(store), checked.mixture_update)
+    assert list(candidates) == names
+    weights = dict(zip(table["domain"], table["weight"]))
+    np.testing.assert_allclose([weights[d] for d in got.stats.domains], candidates[first["candidate"]], rtol=1e-12)
+
+
+def test_the_stored_mixture_carried_over_keeps_its_ratios_and_gives_new_domains_their_natural_share(stored):
+    folder, store, params = stored
+    got = domain_update(store, params.workload.build(), corpus_params(params, _added(folder, "added6.jsonl")),
+                        params.workload.example_bytes, params.mixture_update)
+    stored_pi = stored_mixture(store)
+    natural = natural_mixture(got.stats)
+    carried = dict(zip(got.stats.domains, reused_mixture(got, stored_pi)))
+    assert carried["hymns"] == pytest.approx(natural[got.stats.domains.index("hymns")])
+    assert sum(carried.values()) == pytest.approx(1.0)
+    for a, b in zip(OLD_DOMAINS, OLD_DOMAINS[1:]):
+        if stored_pi[b] > 0:
+            assert carried[a] / carried[b] == pytest.approx(stored_pi[a] / stored_pi[b])
+
+
+def test_the_dev_check_prefers_natural_to_a_mixture_of_one_domain(stored):
+    folder, store, params = stored
+    got = domain_update(store, params.workload.build(), corpus_params(params, folder / "old.jsonl"),
+                        params.workload.example_bytes, params.mixture_update)
+    natural = natural_mixture(got.stats)
+    one = np.eye(len(natural))[got.stats.domains.index("code")]  # all of the budget on python source
+    budget = max(1, int(round(params.mixture.budget_fraction * got.stats.counts.sum())))
+    check = dev_check(params.workload.build(), outcome_recipe(store.read("subset_outcomes")), got,
+                      {"natural": natural, "one_domain": one}, np.ones(len(got.tasks)), budget,
+                      replace(params.mixture_update, check_samples=2))
+    assert check.pick == "natural" and check.gains[0] == 0.0 and check.gains[1] < 0
+    assert check.retrained_models == 4
 
 
 def test_grasp_mixture_update_writes_the_update_from_the_command_line(stored, tiny_config_file, capsys,

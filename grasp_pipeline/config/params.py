@@ -208,20 +208,6 @@ class MixtureParams:
 
 
 @dataclass(frozen=True)
-class MixtureUpdateParams:
-    """`mixture_update` / `grasp mixture-update`: re-optimise the mixture after the domain set changed,
-    sketching only new and revised domains, with no retraining (grasp_pipeline/stages/mixture_update.py).
-    The new corpus is `corpus.corpus_path`, read with the other corpus settings of the stored run; the
-    budget, caps and task weights are the `mixture` section's."""
-
-    new_task_prior: str = doc("Surrogate params of a task the fit never saw (a new domain's): the cross-task "
-                              "`mean` or `median` of the fitted tasks' alignment weight b, penalty, intercept "
-                              "and size coefficient.", "mean", choices=("mean", "median"))
-    chunk_size: int = doc("Examples per vmap chunk while sketching the new domains (bounds memory; the "
-                          "projection is the one gradient_sketches recorded).", 64, minimum=1)
-
-
-@dataclass(frozen=True)
 class TrainingParams:
     """How a stage that trains models trains them (`retrain.train_jobs`): stacks of
     `models_per_batch`, spread over `workers` processes. The stages after retraining share it."""
@@ -230,6 +216,31 @@ class TrainingParams:
                                 "in cache; on a GPU 16–64).", 4, minimum=1)
     workers: int = doc("CPU processes that train groups of models side by side, one thread each (0 = one per "
                        "core; 1 = in the stage's process); the results do not depend on it.", 0, minimum=0)
+
+
+@dataclass(frozen=True)
+class MixtureUpdateParams(TrainingParams):
+    """`mixture_update` / `grasp mixture-update`: re-optimise the mixture after the domain set changed,
+    sketching only new and revised domains and refitting nothing (grasp_pipeline/stages/mixture_update.py);
+    a few dev retrainings pick between the re-optimised mixture, steps toward it from the natural mix
+    and the stored mixture carried over. The new corpus is `corpus.corpus_path`, read with the other
+    corpus settings of the stored run; the budget, caps and task weights are the `mixture` section's."""
+
+    new_task_prior: str = doc("Surrogate params of a task the fit never saw (a new domain's): the cross-task "
+                              "`mean` or `median` of the fitted tasks' alignment weight b, penalty, intercept "
+                              "and size coefficient.", "mean", choices=("mean", "median"))
+    chunk_size: int = doc("Examples per vmap chunk while sketching the new domains (bounds memory; the "
+                          "projection is the one gradient_sketches recorded).", 64, minimum=1)
+    mixture_steps: tuple[float, ...] = doc("Candidates: fractions of the way from the new corpus's natural mix to "
+                                           "the re-optimised mixture (0 = natural, 1 = the optimum).",
+                                           (0.0, 0.5, 1.0), minimum=0, maximum=1, nonempty=True)
+    reuse: bool = doc("Also a candidate: the stored GRASP mixture carried over (unchanged domains keep its ratios "
+                      "at their natural total share; new and revised domains get their natural shares).", True)
+    check_samples: int = doc("Dev retrainings per candidate (mixture samples, paired across candidates); the pick "
+                             "has the best task-weighted mean dev gain over natural, ties to the earlier candidate. "
+                             "0 = retrain nothing: the optimum is the pick.", 4, minimum=0)
+    check_seed: int = doc("Seed of the candidates' mixture samples and data orders (sample j uses seed + j; not "
+                          "the loop's, not the test's).", 600, minimum=0)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Mixture-update stage: re-optimise the GRASP mixture after the domain set changed, with no retraining.
+"""Mixture-update stage: re-optimise the GRASP mixture after the domain set changed, with no refit.
 
 GRASP's surrogate parameters are per task, and the mixture objective needs only per-domain
 sketch statistics (counts, means, variances; grasp_pipeline/mixture/objective.py). So when new
@@ -6,8 +6,17 @@ corpus files add or revise domains, the stored reference checkpoints and the pro
 gradient_sketches recorded sketch just those domains' pool examples and their tasks' dev
 examples; unchanged domains keep their stored statistics, removed domains are dropped, and the
 mixture is re-optimised as `mixture_weights` optimises it (`mixture_problem`, `optimise_mixture`).
-Nothing is retrained and the root's other tables are left as they are: the update is one new
+Nothing is refitted and the root's other tables are left as they are: the update is one new
 table, `mixture_updates`.
+
+The dev check: the optimum rests on a prior for new tasks and on sketches of new domains taken at
+a θ₀ that never saw them, so it can land far from every fit subset's composition (on the demo it
+lost 0.22 nats to natural on test). So a few candidates — natural, steps from natural toward the
+optimum, the optimum, and the stored GRASP mixture carried over (Olmix's reuse) — are each
+retrained `check_samples` times with the stored recipe and scored on the new corpus's dev tasks;
+the pick has the best task-weighted mean dev gain over natural. That costs
+len(candidates) × check_samples models (16 by default: a few percent of a full recomputation's
+retraining) and never reads a test row; check_samples = 0 is the sketch-only update.
 
 Which domains changed: the new corpus is read, cut and split with the stored run's corpus
 settings. Each domain is split on its own (seeded by (seed, domain), split.py) and example ids
@@ -17,7 +26,7 @@ of its pool or of its dev task examples differ from the stored ones.
 
 A task the surrogate never fitted (a new domain's) gets a prior: the cross-task mean (or median,
 `mixture_update.new_task_prior`) of the fitted tasks' alignment weight b, penalty, intercept and
-size coefficient. Why: it uses the fit only (no test rows, no retraining); every task was fitted
+size coefficient. Why: it uses the fit only (no test rows, no refit); every task was fitted
 on the same recipe and sketch space, so the scale of b and of the penalty is a property of the
 recipe more than of one task, and the mean is the estimate that assumes nothing about which task
 the new one resembles; the intercept and size term only shift the predicted utility at a fixed
@@ -34,20 +43,23 @@ import numpy as np
 import polars as pl
 
 from ..config.params import CorpusParams, MixtureParams, MixtureUpdateParams
-from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture
+from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture, sample_mixture
+from ..retrain import TrainJob, train_jobs
 from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, digest, stage
 from .corpus import split_corpus
 from .mixture import mixture_problem
 from .sketches import shard_sketches, stored_sketcher, task_sketch_rows
-from .tables import method_params, pool_sketches, read_pool, read_tasks, sketch_matrix
+from .tables import method_params, outcome_recipe, pool_sketches, read_pool, read_tasks, sketch_matrix
 
 # the tables an update reads, with the stage that writes each
 REQUIRED_TABLES = {"corpus_shards": "corpus_shards", "task_sets": "corpus_shards",
                    "reference_models": "reference_model", "gradient_sketches": "gradient_sketches",
-                   "task_sketches": "task_sketches", "surrogates": "grasp_surrogate"}
+                   "task_sketches": "task_sketches", "surrogates": "grasp_surrogate",
+                   "subset_outcomes": "subset_outcomes"}
 PRIOR_KEYS = ("b", "penalty", "intercept", "size_coef")  # the per-task numbers of a grasp fit
+UPDATE_ORDER_KEY = 50_000_000  # data-order key of the dev check's retrainings (the loop's is 40M, the test's its own)
 
 
 @dataclass
@@ -67,18 +79,35 @@ class DomainUpdate:
     sketched_examples: int  # pool examples sketched (those of new and revised domains)
     sketched_task_examples: int  # dev task examples sketched
     corpus_sha1: str  # content hash of the new pool
+    pool: pl.DataFrame  # the new corpus's pool, sorted by example_id (what the dev check samples from)
+    dev: pl.DataFrame  # its dev task examples, sorted by task and example_id
+
+
+@dataclass
+class DevCheck:
+    """The candidates the dev check retrained and what it picked."""
+
+    pick: str
+    names: list[str]  # candidates in order (natural first)
+    gains: list[float | None]  # task-weighted mean dev gain of each over natural (None: not retrained)
+    retrained_models: int
+    retrain_seconds: float
 
 
 @stage
 def update_mixture(store: DeltaStore, workload: Workload, corpus: CorpusParams, example_bytes: int,
                    mixture: MixtureParams, params: MixtureUpdateParams) -> StageResult:
     """Re-optimises the GRASP mixture over the domains of `corpus.corpus_path` from the stored
-    surrogate, sketching only new and revised domains; writes `mixture_updates` (method grasp_update)."""
+    surrogate, sketching only new and revised domains, and picks between it and safer candidates by
+    a few dev retrainings; writes `mixture_updates` (method grasp_update: the pick)."""
     began = time.perf_counter()
     update = domain_update(store, workload, corpus, example_bytes, params)
-    objective, _, caps, budget = mixture_problem(update.stats, update.task_sketch, update.grasp_params,
-                                                 update.tasks, mixture)
-    pi = optimise_mixture(objective, caps)
+    objective, weights, caps, budget = mixture_problem(update.stats, update.task_sketch, update.grasp_params,
+                                                       update.tasks, mixture)
+    candidates = update_candidates(update, optimise_mixture(objective, caps), stored_mixture(store), params)
+    check = dev_check(workload, outcome_recipe(store.read("subset_outcomes")), update, candidates, weights, budget,
+                      params)
+    pi = candidates[check.pick]
     seconds = time.perf_counter() - began
     mixture_id = f"{update.surrogate_id}-grasp_update-{update.corpus_sha1[:8]}"
     base = {"mixture_id": mixture_id, "method": "grasp_update", "predicted_utility": objective(pi),
@@ -86,24 +115,98 @@ def update_mixture(store: DeltaStore, workload: Workload, corpus: CorpusParams, 
             "new_domains": update.new_domains, "revised_domains": update.revised_domains,
             "removed_domains": update.removed_domains, "prior_tasks": update.prior_tasks,
             "sketched_examples": update.sketched_examples, "sketched_task_examples": update.sketched_task_examples,
+            "candidate": check.pick, "candidates": check.names, "candidate_dev_gains": check.gains,
+            "retrained_models": check.retrained_models, "retrain_seconds": check.retrain_seconds,
             "seconds": seconds, "corpus_content_sha1": update.corpus_sha1, "surrogate_id": update.surrogate_id,
             "model_version": update.model_version}
     rows = [{**base, "domain": domain, "weight": float(pi[d])} for d, domain in enumerate(update.stats.domains)]
     result = StageResult()
     result.write(store, "mixture_updates", pl.DataFrame(rows, schema=UPDATE_SCHEMA))
     result.metrics = {"sketched_examples": update.sketched_examples, "seconds": seconds,
-                      "sketched_task_examples": update.sketched_task_examples, "retrained_models": 0,
+                      "sketched_task_examples": update.sketched_task_examples,
+                      "retrained_models": check.retrained_models, "retrain_seconds": check.retrain_seconds,
                       "new_domains": len(update.new_domains), "revised_domains": len(update.revised_domains),
                       "removed_domains": len(update.removed_domains), "predicted_utility.grasp_update": objective(pi),
+                      **{f"dev_gain.{n}": g for n, g in zip(check.names, check.gains) if g is not None},
                       **{f"weight.grasp_update.{d}": float(w) for d, w in zip(update.stats.domains, pi)}}
     return result
+
+
+def update_candidates(update: DomainUpdate, optimum: np.ndarray, stored: dict[str, float] | None,
+                      params: MixtureUpdateParams) -> dict[str, np.ndarray]:
+    """{name: π over update.stats.domains}, natural first: `step_s` for each mixture step s strictly
+    between 0 and 1, `optimum` (step 1), and `reuse` (the stored mixture carried over) when asked
+    and stored. Why candidates at all: new tasks' params are a prior and new domains were sketched
+    at a θ₀ that never saw them, so the optimum can extrapolate far from any fit subset (on the
+    demo it lost 0.22 nats to natural); the check measures instead of trusting it."""
+    natural = natural_mixture(update.stats)
+    out = {"natural": natural}
+    if params.reuse and stored is not None:
+        out["reuse"] = reused_mixture(update, stored)
+    for step in sorted(set(params.mixture_steps) - {0.0, 1.0}):
+        out[f"step_{step:g}"] = (1 - step) * natural + step * optimum
+    out["optimum"] = optimum
+    return out
+
+
+def stored_mixture(store: DeltaStore) -> dict[str, float] | None:
+    """{domain: weight} of the root's GRASP mixture in mixture_weights (the loop's pick, `grasp`, else
+    `grasp_optimum`), or None when it has none."""
+    if not store.exists("mixture_weights"):
+        return None
+    weights = store.read("mixture_weights")
+    for method in ("grasp", "grasp_optimum"):
+        rows = weights.filter(pl.col("method") == method)
+        if rows.height:
+            return dict(zip(rows["domain"].to_list(), rows["weight"].to_list()))
+    return None
+
+
+def reused_mixture(update: DomainUpdate, stored: dict[str, float]) -> np.ndarray:
+    """The stored mixture carried over to the new domain set (Olmix's reuse): unchanged domains keep
+    its ratios, scaled to their natural total share; new and revised domains take their natural
+    shares (the stored mixture knew nothing of them, or of what they are now)."""
+    natural = natural_mixture(update.stats)
+    fresh = set(update.new_domains) | set(update.revised_domains)
+    kept = np.array([d not in fresh for d in update.stats.domains])
+    old = np.array([stored.get(d, 0.0) if k else 0.0 for d, k in zip(update.stats.domains, kept)])
+    if old.sum() <= 0:  # nothing of the stored mixture survives: natural is what is left of it
+        return natural
+    return np.where(kept, old / old.sum() * natural[kept].sum(), natural)
+
+
+def dev_check(workload: Workload, recipe, update: DomainUpdate, candidates: dict[str, np.ndarray],
+              weights: np.ndarray, budget: int, params: MixtureUpdateParams) -> DevCheck:
+    """Retrains `params.check_samples` samples of every candidate with the stored recipe, scores them
+    on the new corpus's dev tasks and picks the best task-weighted mean gain over natural (sample j
+    of every candidate shares its seed, so the gains are paired); with check_samples 0 the optimum."""
+    names = list(candidates)
+    if params.check_samples == 0:
+        return DevCheck("optimum", names, [None] * len(names), 0, 0.0)
+    pool, dev = update.pool, update.dev
+    domains = pool["domain"].to_numpy()
+    samples = range(params.check_samples)
+    jobs = [TrainJob(sample_mixture(domains, candidates[name], update.stats.domains, budget, params.check_seed + j),
+                     (params.check_seed + j, UPDATE_ORDER_KEY)) for name in names for j in samples]
+    task_index = np.searchsorted(np.asarray(update.tasks), dev["task"].to_numpy())
+    losses, seconds = train_jobs(workload, recipe, workload.encode(pool["text"].to_list()), jobs,
+                                 workload.encode(dev["text"].to_list()), task_index, update.tasks,
+                                 models_per_batch=params.models_per_batch, workers=params.workers,
+                                 label="checking mixture candidates on dev")
+    utility = -losses.reshape(len(names), params.check_samples, len(update.tasks))
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    gains = [float(((utility[i] - utility[0]).mean(axis=0) * w).sum()) for i in range(len(names))]
+    pick = max(range(len(names)), key=lambda i: (gains[i], -i))
+    return DevCheck(names[pick], names, gains, len(jobs), float(np.sum(seconds)))
 
 
 UPDATE_SCHEMA = {"mixture_id": pl.Utf8, "method": pl.Utf8, "domain": pl.Utf8, "weight": pl.Float64,
                  "predicted_utility": pl.Float64, "natural_predicted_utility": pl.Float64, "budget": pl.Int64,
                  "new_domains": pl.List(pl.Utf8), "revised_domains": pl.List(pl.Utf8),
                  "removed_domains": pl.List(pl.Utf8), "prior_tasks": pl.List(pl.Utf8), "sketched_examples": pl.Int64,
-                 "sketched_task_examples": pl.Int64, "seconds": pl.Float64, "corpus_content_sha1": pl.Utf8,
+                 "sketched_task_examples": pl.Int64, "candidate": pl.Utf8, "candidates": pl.List(pl.Utf8),
+                 "candidate_dev_gains": pl.List(pl.Float64), "retrained_models": pl.Int64,
+                 "retrain_seconds": pl.Float64, "seconds": pl.Float64, "corpus_content_sha1": pl.Utf8,
                  "surrogate_id": pl.Utf8, "model_version": pl.Utf8}
 
 
@@ -144,7 +247,7 @@ def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, e
     prior = task_prior(fitted, params.new_task_prior)
     return DomainUpdate(stats, tasks, sketch_matrix(q["sketch"]), [by_task.get(t, prior) for t in tasks],
                         surrogate_id, version, new, revised, removed, [t for t in tasks if t not in by_task],
-                        sketched.height, fresh_dev.height, digest(sorted(pool["content_sha1"].to_list())))
+                        sketched.height, fresh_dev.height, digest(sorted(pool["content_sha1"].to_list())), pool, dev)
 
 
 def check_root(store: DeltaStore) -> None:
