@@ -231,9 +231,9 @@ class MixtureUpdateParams(TrainingParams):
                               "and size coefficient.", "mean", choices=("mean", "median"))
     chunk_size: int = doc("Examples per vmap chunk while sketching the new domains (bounds memory; the "
                           "projection is the one gradient_sketches recorded).", 64, minimum=1)
-    mixture_steps: tuple[float, ...] = doc("Candidates: fractions of the way from the new corpus's natural mix to "
-                                           "the re-optimised mixture (0 = natural, 1 = the optimum).",
-                                           (0.0, 0.5, 1.0), minimum=0, maximum=1, nonempty=True)
+    mixture_steps: tuple[float, ...] = doc("Candidates beside natural and the optimum (both always checked): "
+                                           "fractions of the way from the new corpus's natural mix to the "
+                                           "re-optimised mixture.", (0.5,), minimum=0, maximum=1)
     reuse: bool = doc("Also a candidate: the stored GRASP mixture carried over (unchanged domains keep its ratios "
                       "at their natural total share; new and revised domains get their natural shares).", True)
     check_samples: int = doc("Dev retrainings per candidate (mixture samples, paired across candidates); the pick "
