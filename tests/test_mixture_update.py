@@ -55,6 +55,11 @@ def update(store, params, path):
     return result, store.read("mixture_updates", version=result.writes[0].version)
 
 
+def _added(folder, name):
+    """A corpus of the three old domains plus a new one, `hymns`."""
+    return write_user_corpus(folder / name, OLD_DOMAINS + ("hymns",), source_domains=OLD_SOURCES + ("latin_hymns",))
+
+
 def built_pool(folder, params, path) -> pl.DataFrame:
     """corpus_shards as build_corpus writes them for `path` (a root of its own)."""
     store = DeltaStore(str(folder / f"corpus-of-{path.stem}"))
@@ -64,8 +69,7 @@ def built_pool(folder, params, path) -> pl.DataFrame:
 
 def test_only_the_new_domains_examples_are_sketched(stored):
     folder, store, params = stored
-    added = write_user_corpus(folder / "added.jsonl", OLD_DOMAINS + ("hymns",),
-                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    added = _added(folder, "added.jsonl")
     result, table = update(store, params, added)
     hymns = built_pool(folder, params, added).filter(pl.col("domain") == "hymns").height
     assert hymns > 0
@@ -78,8 +82,7 @@ def test_only_the_new_domains_examples_are_sketched(stored):
 
 def test_unchanged_domains_keep_exactly_their_stored_statistics(stored):
     folder, store, params = stored
-    added = write_user_corpus(folder / "added2.jsonl", OLD_DOMAINS + ("hymns",),
-                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    added = _added(folder, "added2.jsonl")
     got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
                         MixtureUpdateParams())
     sketches = pool_sketches(store)
@@ -95,8 +98,7 @@ def test_a_task_the_fit_never_saw_gets_the_fitted_tasks_mean_params(stored):
     import json
 
     folder, store, params = stored
-    added = write_user_corpus(folder / "added4.jsonl", OLD_DOMAINS + ("hymns",),
-                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    added = _added(folder, "added4.jsonl")
     got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
                         MixtureUpdateParams(new_task_prior="mean"))
     fitted = [json.loads(p) for p in store.read("surrogates").filter(pl.col("method") == "grasp")["params"]]
@@ -147,10 +149,6 @@ def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="no surrogates, subset_outcomes table; materialise grasp_surrogate, "
                                          "subset_outcomes first"):
         update(store, params, corpus)
-
-
-def _added(folder, name):
-    return write_user_corpus(folder / name, OLD_DOMAINS + ("hymns",), source_domains=OLD_SOURCES + ("latin_hymns",))
 
 
 def test_the_dev_check_retrains_every_candidate_and_writes_the_best_dev_gain(stored):
@@ -212,8 +210,7 @@ def test_grasp_mixture_update_writes_the_update_from_the_command_line(stored, ti
     home = tmp_path / "dagster_home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     folder, store, params = stored
-    added = write_user_corpus(folder / "added3.jsonl", OLD_DOMAINS + ("hymns",),
-                              source_domains=OLD_SOURCES + ("latin_hymns",))
+    added = _added(folder, "added3.jsonl")
     assert main(["mixture-update", "--root", str(store.root), "--corpus", str(added),
                  "--config", str(tiny_config_file)]) == 0
     assert "hymns" in capsys.readouterr().out
