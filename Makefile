@@ -7,15 +7,28 @@ GRASP_ROOT ?= $(CURDIR)/.grasp/storage
 UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install demo smoke test ui mlflow-ui dagster-home browser services redis s3-local mlflow-server celery-worker clean
+.PHONY: install lock demo smoke test ui mlflow-ui dagster-home browser services redis s3-local mlflow-server celery-worker clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# requirements.lock pins every dependency of every extra (pip-compile output from pyproject.toml);
+# installing under it (-c) gives a fresh machine today the versions the tests ran last month.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
+
+# torch: the CPU build these machines hold on local disk; the lock keeps the plain version so a
+# GPU machine gets the CUDA build of the same release (see README, "GPU").
+TORCH_VERSION ?= 2.13.0
+LOCK_VENV := .grasp/lock-venv
+lock:                  ## refresh requirements.lock from pyproject.toml (newest versions the registry serves)
+	test -x $(LOCK_VENV)/bin/pip-compile || { python3 -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools==7.7.0; }
+	echo "torch==$(TORCH_VERSION)" > $(LOCK_VENV)/torch.txt
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --upgrade --all-extras --strip-extras \
+	  --unsafe-package grasp-pipeline --no-emit-index-url --no-emit-find-links -c $(LOCK_VENV)/torch.txt -o requirements.lock pyproject.toml
+	sed -i -E 's/^(torch==[^+ ]+)\+[a-z0-9]+/\1/; s#^( +\#   -c )\.grasp/lock-venv/torch.txt#\1TORCH_VERSION in the Makefile#' requirements.lock
 
 demo: install          ## the main job end to end on the embedded corpus (≈ 5 min on 2 cores)
 	$(VENV)/bin/grasp run --profile demo

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -51,19 +52,50 @@ def test_the_image_runs_as_an_unprivileged_user():
         i for i, line in enumerate(lines) if line.startswith("RUN "))  # nothing runs as root after it
 
 
-def test_the_image_pins_its_base_and_every_dependency_to_the_tested_versions():
+def lock_pins() -> dict[str, str]:
+    """requirements.lock as {normalised name: pinned version}; every line there pins one version."""
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            requirement = Requirement(line)
+            (spec,) = requirement.specifier  # exactly one `==`
+            assert spec.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = spec.version
+    return pins
+
+
+def test_the_lock_pins_every_requirement_of_every_extra_to_a_version_pyproject_allows():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    requirements += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    pins = lock_pins()
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name == "grasp-pipeline":  # an extra that includes another
+            continue
+        assert name in pins, f"requirements.lock lacks {name}: run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), \
+            f"requirements.lock pins {name}=={pins[name]}, pyproject.toml asks {requirement}: run `make lock`"
+
+
+def test_the_lock_keeps_torch_at_its_plain_release_so_cpu_and_gpu_builds_both_satisfy_it():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", lock_pins()["torch"])  # no +cpu / +cu local label
+
+
+def test_the_install_the_ci_and_the_image_all_install_under_the_one_lock():
+    makefile = (REPO / "Makefile").read_text()
+    install = makefile[makefile.index("$(VENV)/.installed:"):makefile.index("\ninstall:")]
+    assert "requirements.lock" in install.splitlines()[0]  # a new lock reinstalls
+    assert all("-c requirements.lock" in line for line in install.splitlines() if "pip install" in line)
+    assert "make test" in (REPO / ".ci" / "run").read_text() and "make browser services install" in (
+        REPO / ".ci" / "run").read_text()
+    dockerfile = (DEPLOY / "k8s" / "Dockerfile").read_text()
+    assert "-c requirements.lock" in dockerfile and "COPY pyproject.toml README.md requirements.lock" in dockerfile
+    assert not list(REPO.glob("**/constraints.txt")), "one lock: constraints files are derived from nothing"
+
+
+def test_the_image_pins_its_base_and_installs_the_locked_torch():
     dockerfile = (DEPLOY / "k8s" / "Dockerfile").read_text()
     base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
-    assert '"torch==' in dockerfile and "-c deploy/k8s/constraints.txt" in dockerfile
-    pins = dict(line.split("==") for line in (DEPLOY / "k8s" / "constraints.txt").read_text().splitlines()
-                if line and not line.startswith("#"))
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    needed = {re.split(r"[<>=\[ ]", d)[0] for d in project["dependencies"] + project["optional-dependencies"]["scale"]}
-    assert needed <= set(pins), needed - set(pins)
-    for name, pinned in pins.items():
-        try:
-            installed = version(name)
-        except PackageNotFoundError:  # (the k8s-only integrations are not in the test environment)
-            continue
-        assert installed.split("+")[0] == pinned, f"{name}: image pins {pinned}, the tests ran {installed}"
+    assert f'"torch=={lock_pins()["torch"]}"' in dockerfile
