@@ -7,7 +7,7 @@ GRASP_ROOT ?= $(CURDIR)/.grasp/storage
 UI_PORT ?= 3000
 MLFLOW_PORT ?= 5000
 
-.PHONY: install lock demo smoke test ui mlflow-ui dagster-home browser services redis s3-local mlflow-server celery-worker clean
+.PHONY: install lock lint demo smoke test ui mlflow-ui dagster-home browser services redis s3-local mlflow-server celery-worker clean
 
 # requirements.lock pins every dependency of every extra (pip-compile output from pyproject.toml);
 # installing under it (-c) gives a fresh machine today the versions the tests ran last month.
@@ -35,6 +35,9 @@ demo: install          ## the main job end to end on the embedded corpus (≈ 5 
 
 smoke: install         ## the same graph, smaller (≤ 3 min)
 	$(VENV)/bin/grasp run --profile smoke
+
+lint: install          ## ruff lint (pyproject.toml [tool.ruff]; why no formatter: see there)
+	$(VENV)/bin/ruff check .
 
 test: install          ## the test suite (real Delta tables, MLflow store, Dagster runs, the UI in Chromium)
 	$(PY) -m pytest -q

@@ -259,7 +259,8 @@ def command_recurate(args) -> int:
     stage_fn, table, asset = ((stages.curate_selections, "curated_selections", "curated_selection")
                               if section == "selection" else
                               (stages.optimise_mixtures, "mixture_weights", "mixture_weights"))
-    lease = RootLease(store.root, owner=f"grasp-{args.command}:{uuid.uuid4().hex[:12]}", purpose=f"grasp {args.command}")
+    lease = RootLease(store.root, owner=f"grasp-{args.command}:{uuid.uuid4().hex[:12]}",
+                      purpose=f"grasp {args.command}")
     with lease.held(wait=args.wait), recording(f"{asset} (grasp {args.command})",
                                                 params=dataclasses.asdict(section_params)):
         result = stage_fn(store, section_params)
@@ -332,10 +333,11 @@ def _add_config(commands) -> None:
 def _add_recurate(commands) -> None:
     for name, help_text in (("select", "re-curate selections from the existing surrogate and sketches"),
                             ("mixture", "re-optimise the domain mixture from the existing surrogate")):
+        section = "selection" if name == "select" else "mixture"
         recurate = commands.add_parser(name, help=help_text,
                                        description=f"{help_text}; writes a new table version (no Dagster run).")
         recurate.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
-        recurate.add_argument("--config", help=f"JSON or TOML overrides; the [{'selection' if name == 'select' else 'mixture'}] section applies")
+        recurate.add_argument("--config", help=f"JSON or TOML overrides; the [{section}] section applies")
         recurate.add_argument("--budget-fraction", type=float, help="budget as a fraction of the pool")
         recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
                               help="weight of a task in the objective (repeatable; others weigh 1)")

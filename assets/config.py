@@ -17,9 +17,24 @@ import typing
 import dagster as dg
 from pydantic import Field, create_model
 
-from grasp_pipeline.config import (CorpusParams, ExportParams, LoopParams, MaintenanceParams, MixtureParams,
-                                   MixtureUpdateParams, PipelineParams, PlanParams, ReferenceParams, RetrainParams, SelectionParams,
-                                   SketchParams, SurrogateParams, TargetParams, TestParams, ValidationParams)
+from grasp_pipeline.config import (
+    CorpusParams,
+    ExportParams,
+    LoopParams,
+    MaintenanceParams,
+    MixtureParams,
+    MixtureUpdateParams,
+    PipelineParams,
+    PlanParams,
+    ReferenceParams,
+    RetrainParams,
+    SelectionParams,
+    SketchParams,
+    SurrogateParams,
+    TargetParams,
+    TestParams,
+    ValidationParams,
+)
 from grasp_pipeline.config.validation import validate_section
 
 from . import env

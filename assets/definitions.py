@@ -10,8 +10,22 @@ config breaks materialising a subset of the job's assets.) Every Delta table is 
 
 import dagster as dg
 
-from . import (checks, corpus, curation, curation_loop, curation_test, export, mixture, mixture_update, reference,
-               retraining, sketches, surrogates, target_check, validation)
+from . import (
+    checks,
+    corpus,
+    curation,
+    curation_loop,
+    curation_test,
+    export,
+    mixture,
+    mixture_update,
+    reference,
+    retraining,
+    sketches,
+    surrogates,
+    target_check,
+    validation,
+)
 from .catalog import LINEAGE_SPEC
 from .jobs import jobs
 from .maintenance import maintenance_job

@@ -1,7 +1,8 @@
 """The Dagster instance of the command line, and work done outside a run told to it.
 
 `ensure_dagster_home` gives DAGSTER_HOME (default `.grasp/dagster_home`) the local instance
-settings and creates its storage once, under a file lock. `grasp select` / `grasp mixture` write new table versions and `grasp export` new
+settings and creates its storage once, under a file lock. `grasp select` / `grasp mixture` write new table versions
+and `grasp export` new
 trainer files without a Dagster run; each reports an AssetMaterialization (Delta version,
 rows, URI, lineage, and the data version, so assets downstream turn stale) with
 `DagsterInstance.report_runless_asset_event`, so the UI shows them. `grasp maintain` reports
@@ -67,7 +68,7 @@ def report_to_instance(report) -> str:
             assets = report(instance)
         return f"reported to the Dagster instance at {os.environ['DAGSTER_HOME']}" + (
             f" ({', '.join(assets)})" if assets else "")
-    except Exception as error:  # noqa: BLE001 - the UI's view is secondary to the tables
+    except Exception as error:  # the UI's view is secondary to the tables
         return f"not reported to the Dagster instance ({type(error).__name__}: {error})"
 
 

@@ -25,7 +25,8 @@ JOB_ASSETS: dict[str, list[str]] = {
     "grasp_prepare": ["corpus_shards", "reference_model", "subset_plan"],
     "grasp_sketch": ["gradient_sketches"],
     "grasp_retrain": ["subset_outcomes"],
-    "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights",
+    "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection",
+                             "mixture_weights",
                              "selection_validation", "curation_test", "target_check", "trainer_export"],
     "grasp_reoptimise_mixture": ["mixture_weights"],
     # a changed domain set: sketch only new and revised domains, re-optimise, retrain nothing
@@ -49,8 +50,8 @@ _DESCRIPTIONS = {
                             "mixture, the held-out curation test, the target check and the trainer export.",
     "grasp_reoptimise_mixture": "Re-optimise the domain mixture from the current surrogate.",
     "grasp_update_mixture": "The mixture for the deployment's changed corpus (new or revised domains) from the stored "
-                            "surrogate and sketches: sketches only what changed, refits nothing (a few dev retrainings pick "
-                            "between the optimum and safer candidates).",
+                            "surrogate and sketches: sketches only what changed, refits nothing (a few dev "
+                            "retrainings pick between the optimum and safer candidates).",
     "grasp_refresh_sketches_and_surrogate": (
         "Reference model, gradient and task sketches, surrogates (after a sketch or model setting changed; the "
         "retraining outcomes do not depend on them). Launch it over all corpus_shards partitions (one run). "

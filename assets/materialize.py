@@ -18,7 +18,7 @@ import base64
 import dataclasses
 import io
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import dagster as dg
 

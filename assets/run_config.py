@@ -14,7 +14,8 @@ from .jobs import JOB_ASSETS
 SECTION_OF_ASSET = {"corpus_shards": "corpus", "reference_model": "reference", "gradient_sketches": "sketch",
                     "subset_plan": "plan", "subset_outcomes": "retrain", "grasp_surrogate": "surrogate",
                     "curation_loop": "loop", "curated_selection": "selection", "mixture_weights": "mixture",
-                    "mixture_update": "mixture_update", "selection_validation": "validation", "curation_test": "test", "target_check": "target",
+                    "mixture_update": "mixture_update", "selection_validation": "validation", "curation_test": "test",
+                    "target_check": "target",
                     "trainer_export": "export"}
 # stages that take no workload resource (no model, no byte encoding)
 WITHOUT_WORKLOAD = {"subset_plan", "grasp_surrogate", "curated_selection", "mixture_weights", "trainer_export"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 import dagster as dg
+
 # The health-check result types have no public export; a launcher that implements the
 # (public) check_run_worker_health hook has to name them.
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus

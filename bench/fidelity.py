@@ -145,7 +145,7 @@ def our_fidelity(store: DeltaStore) -> dict:
     ceilings = {s: v for s, v in main.filter(pl.col("sampler") != "all").select("sampler", "noise_ceiling")
                 .unique("sampler").sort("sampler").iter_rows()}
     by_budget: dict = {}
-    for method, sampler, budget, value in report.filter(pl.col("sampler") == "all").select(
+    for method, _sampler, budget, value in report.filter(pl.col("sampler") == "all").select(
             "method", "sampler", "fit_subsets", "holdout_spearman").iter_rows():
         by_budget.setdefault(method, {})[int(budget)] = value
     return {"all_fit_subsets": all_fit, "holdout_spearman": holdout, "holdout_pearson": pearson,

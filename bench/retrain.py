@@ -165,9 +165,8 @@ def eager_train(workload, recipe, inputs, rows, seed) -> dict:
     """One model, the conventional way: module, torch.optim.Adam, backward (same init and data order)."""
     import torch
 
-    from grasp_pipeline.retrain import batch_schedule
-
     from grasp_pipeline import retrain
+    from grasp_pipeline.retrain import batch_schedule
 
     model = workload.build_model(recipe.init_seed)
     optimizer = (torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),

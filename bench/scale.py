@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -257,7 +257,8 @@ def summarise(pipeline: list[dict], sketch_only: list[dict]) -> dict:
                             "other_stages": [p["n"] for p in other_pair or []],
                             "memory_at": largest["n"] if largest else None},
             "stage_growth_10x": {name: growth_per_10x(*pair, (name,)) for name, pair in pairs.items()},
-            "stage_cpu_growth_10x": {name: growth_per_10x(*pair, (name,), "cpu_seconds") for name, pair in pairs.items()},
+            "stage_cpu_growth_10x": {name: growth_per_10x(*pair, (name,), "cpu_seconds") for name,
+                                     pair in pairs.items()},
             "stage_memory_growth_10x": {name: growth_per_10x(*pair, (name,), "stage_memory_bytes")
                                         for name, pair in pairs.items()},
             "stage_memory_over_sketch_and_model": memory, "marginal_memory_over_sketch": marginal,
@@ -299,7 +300,7 @@ def main() -> int:
             else:
                 pipeline.append(measure_size(n, PIPELINE, overrides, root, log))
     print(json.dumps({
-        "bench": "scale", "quick": args.quick, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bench": "scale", "quick": args.quick, "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "sizes": sizes, "sketch_only_sizes": extra,
         "size_note": ("quick: pipeline at 10³ and 10⁴ examples instead of 10⁴ and 10⁵, no 10⁶ sketch-only size, "
                       "and the quick fixed counts; ratios are growth per 10× either way") if args.quick else "",

@@ -43,7 +43,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grasp_pipeline.config import RetrainParams
+from grasp_pipeline.config import RetrainParams  # noqa: E402
 from grasp_pipeline.corpus import cut_examples, load_documents  # noqa: E402
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.sketching import DenseProjector, GradientSketcher  # noqa: E402
@@ -329,7 +329,8 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
             projector = GradientSketcher(workload, theta, "sjlt", k, 0, chunk).projector
             projector.project(flat[:chunk].to(device))
             tensor = torch.from_numpy(rows).to(device)
-            ours[k] = best_time(lambda: [projector.project(tensor[lo:lo + chunk]) for lo in range(0, len(rows), chunk)], 2)
+            ours[k] = best_time(lambda: [projector.project(tensor[lo:lo + chunk]) for lo in range(0, len(rows),
+                                                                                                  chunk)], 2)
         peer_result = run_peers(peers_python, rows, ks, chunk, workdir)
         peer_result["ours_sjlt_projection_examples_per_second"] = {str(k): len(rows) / s for k, s in ours.items()}
         if "error" not in peer_result:
@@ -339,7 +340,8 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
                     cell.update(errors(sketch[:n_sample], sketch[n_sample:], exact))
                     cell["projection_examples_per_second"] = cell.pop("examples_per_second")
                     # their pipeline = our vmapped per-example gradients + their projector
-                    cell["end_to_end_examples_per_second"] = 1 / (1 / vmap_rate + 1 / cell["projection_examples_per_second"])
+                    cell["end_to_end_examples_per_second"] = 1 / (1 / vmap_rate + 1 /
+                    cell["projection_examples_per_second"])
         out["peers"] = peer_result
 
     # ---- memory as the pool grows 10× (each pool size in a fresh process) ----------------------
@@ -354,7 +356,8 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
     small, large = peaks[str(base)], peaks[str(10 * base)]
     out["memory_growth"] = {"kind": DEFAULT_KIND, "k": 256, "chunk_size": memory_chunk, "pools": peaks,
                             "growth_10x_pool": large["peak_rss_mib"] / small["peak_rss_mib"],
-                            "delta_growth_10x_pool": large["peak_rss_delta_mib"] / max(small["peak_rss_delta_mib"], 1.0)}
+                            "delta_growth_10x_pool": large["peak_rss_delta_mib"] / max(small["peak_rss_delta_mib"],
+                                                                                       1.0)}
     return out
 
 
@@ -391,7 +394,8 @@ def main() -> int:
 
 
 def memory_cell_process(key: str, name: str, theta_path: Path, m: int, chunk: int, device: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--memory-cell", json.dumps([name, str(theta_path), m, chunk, device])],
+    done = subprocess.run([sys.executable, __file__, "--memory-cell", json.dumps([name, str(theta_path), m, chunk,
+                                                                                  device])],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"memory cell {key} m={m} failed: {done.stderr.strip()[-500:]}")
@@ -438,7 +442,8 @@ def ratios(report: dict) -> tuple[dict, dict]:
         ours_e2e = 1 / (1 / vmap_rate + 1 / ours_projection)
         best_over_traker = ours_e2e / trak_cell["end_to_end_examples_per_second"]
         best_note = (f"sjlt {ours_e2e:.2f} ex/s (pair error {sjlt['pair_error']:.4f}) over TRAK BasicProjector "
-                     f"{trak_cell['end_to_end_examples_per_second']:.2f} ex/s (pair error {trak_cell['pair_error']:.4f}),"
+                     f"{trak_cell['end_to_end_examples_per_second']:.2f} ex/s "
+                     f"(pair error {trak_cell['pair_error']:.4f}),"
                      f" k={k}, {big['workload']}: both = our vmapped gradients + the projection timed on the same "
                      f"saved gradients; measured in-pipeline sjlt: {sjlt['examples_per_second']:.2f} ex/s")
     elif trak_cell is not None:
@@ -453,11 +458,13 @@ def ratios(report: dict) -> tuple[dict, dict]:
     }
     notes = {
         "vmap_over_loop": f"{default['workload']} gradients; per workload: "
-                          + ", ".join(f"{w['workload']} {w['gradients']['vmap_over_loop']:.1f}x" for w in workloads.values()),
+                          + ", ".join(f"{w['workload']} {w['gradients']['vmap_over_loop']:.1f}x"
+                                      for w in workloads.values()),
         "sjlt_over_dense_k1024": f"end-to-end sketching examples/s on {big['workload']} at k={k} (gradients included)",
         "best_over_traker": best_note,
         "sjlt_error_over_dense_error": f"mean |pair error| on {big['workload']} at k={k}",
-        "peak_memory_growth_10x_pool": "max over workloads of the process peak RSS sketching a 10x pool / a 1x pool (fresh process each)",
+        "peak_memory_growth_10x_pool": ("max over workloads of the process peak RSS sketching a 10x pool / a 1x "
+                                        "pool (fresh process each)"),
         "flops_fraction_of_matmul": f"vmapped per-example gradients on {big['workload']}",
     }
     return values, notes

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -29,8 +29,8 @@ import polars as pl
 
 from . import progress
 from .config.params import ExportParams
-from .storage import DeltaStore
 from .stages.base import StageResult, stage
+from .storage import DeltaStore
 
 MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
 # weights at or below this are round-off of the simplex projection, not a share to draw

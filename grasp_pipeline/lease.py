@@ -27,8 +27,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from .objectstore import ObjectLocation
 from .storage import guarded_commits, storage_options_from_env
@@ -105,7 +105,7 @@ class RootLease:
             time.sleep(random.uniform(0.0, 0.05) * (1 + attempt % 5))
         raise LeaseHeld(f"storage root {self.root}: could not write the writer lease after 50 racing attempts")
 
-    def acquire(self, wait: float = 0.0, poll: float = 1.0, mode: str = "exclusive") -> "RootLease":
+    def acquire(self, wait: float = 0.0, poll: float = 1.0, mode: str = "exclusive") -> RootLease:
         """Takes the lease in `mode`, waiting up to `wait` seconds for the holder to finish; returns
         self, or raises LeaseHeld naming the holder."""
         deadline = time.monotonic() + wait
@@ -164,7 +164,7 @@ class RootLease:
             self._heartbeat = None
 
     @contextmanager
-    def held(self, wait: float = 0.0, mode: str = "exclusive") -> Iterator["RootLease"]:
+    def held(self, wait: float = 0.0, mode: str = "exclusive") -> Iterator[RootLease]:
         """Holds the lease for the block (heartbeat running, every commit checked), then releases it."""
         self.acquire(wait, mode=mode)
         self.start_heartbeat()

@@ -16,10 +16,10 @@ of the enclosing tasks, outermost first), so a consumer can show "retraining ›
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Task:
         self._token = None
         self._closed = False
 
-    def __enter__(self) -> "Task":
+    def __enter__(self) -> Task:
         self._token = _open_tasks.set(self.path + (self.name,))
         self._emit({}, finished=False)
         return self

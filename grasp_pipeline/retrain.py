@@ -13,8 +13,8 @@ import math
 import pickle
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class Recipe:
     data_order_seed: int
 
     @classmethod
-    def from_params(cls, params, **changes) -> "Recipe":
+    def from_params(cls, params, **changes) -> Recipe:
         """The recipe of `params` (RetrainParams, or anything with the same field names), with `changes`."""
         return cls(**{f.name: changes[f.name] if f.name in changes else getattr(params, f.name) for f in fields(cls)})
 
@@ -287,14 +287,15 @@ def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tenso
     losses, seconds = train_jobs(workload, recipe, pool_inputs, jobs, task_inputs, task_of_row, tasks,
                                  models_per_batch=models_per_batch, workers=workers, compile=compile,
                                  unit="subset")
-    return [SubsetOutcome(subset_id, repeat, losses[j], float(seconds[j])) for j, (repeat, subset_id) in enumerate(keys)]
+    return [SubsetOutcome(subset_id, repeat, losses[j], float(seconds[j])) for j, (repeat,
+                                                                                   subset_id) in enumerate(keys)]
 
 
 def _picklable(workload: Workload) -> bool:
     """Whether the workload can travel to a worker process (one holding a loaded model may not)."""
     try:
         pickle.dumps(workload)
-    except Exception:  # noqa: BLE001 — any failure means: train in this process
+    except Exception:  # any failure means: train in this process
         return False
     return True
 
@@ -348,7 +349,7 @@ class _CompiledOrEager:
         if self.compiled is not None:
             try:
                 return self.compiled(*args)
-            except Exception as error:  # noqa: BLE001 — any compile failure falls back to eager
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly")
+            except Exception as error:  # any compile failure falls back to eager
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly", stacklevel=2)
                 self.compiled = None
         return self.eager(*args)

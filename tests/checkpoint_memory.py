@@ -45,8 +45,8 @@ def main(root: str, tensors: int, numel: int, shard_mib: int) -> dict:
     store = DeltaStore(root)
     names = [f"layer{i:02d}.weight" for i in range(tensors)]
     state = {name: tensor(i, numel) for i, name in enumerate(names)}
-    files, write_growth = measured(lambda: write_state(checkpoint_location(store), "checkpoints/synthetic/step-000001",
-                                                       state, 1, shard_mib << 20))
+    files, write_growth = measured(lambda state=state: write_state(
+        checkpoint_location(store), "checkpoints/synthetic/step-000001", state, 1, shard_mib << 20))
     store.write("reference_models", pl.DataFrame({
         "model_version": ["synthetic"], "path": [store.uri("reference_models")], "workload": ["{}"],
         "parameters": [tensors * numel], "warmup_loss": [0.0], "state": [files], "checkpoints": [files]},

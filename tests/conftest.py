@@ -87,8 +87,8 @@ def materialize_prepare(root: Path, params: PipelineParams, instance: dg.Dagster
     """Materialises the stages `selection` (of the grasp_prepare job: every table they write)
     in-process with `params`."""
     from assets.catalog import asset_keys
-    from assets.run_config import run_config_for
     from assets.definitions import defs
+    from assets.run_config import run_config_for
 
     job = defs.resolve_job_def("grasp_prepare").get_subset(asset_selection=set(asset_keys(selection)))
     run_config = run_config_for(params, str(root))
@@ -98,9 +98,9 @@ def materialize_prepare(root: Path, params: PipelineParams, instance: dg.Dagster
 
 def materialize_everything(root: Path, params: PipelineParams, instance: dg.DagsterInstance):
     """The whole graph as `grasp run` materialises it; returns the runs' results."""
-    from assets.run_config import run_config_for
     from assets.definitions import defs
     from assets.jobs import materialize_everything as run_all
+    from assets.run_config import run_config_for
 
     return run_all(defs, instance, run_config_for(params, str(root)))
 

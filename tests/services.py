@@ -54,9 +54,9 @@ def start(command: list[str], port: int, name: str, log: Path, env: dict | None 
                                env={**os.environ, **(env or {})})
     try:
         wait_for_port(port, process, name)
-    except RuntimeError:
+    except RuntimeError as error:
         stop(process)
-        raise RuntimeError(f"{name} failed to start; log: {log}\n{log.read_text(errors='replace')[-2000:]}")
+        raise RuntimeError(f"{name} failed to start; log: {log}\n{log.read_text(errors='replace')[-2000:]}") from error
     return process
 
 

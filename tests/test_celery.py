@@ -59,8 +59,8 @@ def sorted_frame(frame: pl.DataFrame, keys: list[str], columns: list[str]) -> pl
 
 def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_local_run(
         redis_url, s3_root, mlflow_server, tmp_path, monkeypatch):
-    from assets.run_config import job_run_config
     from assets.definitions_celery import celery_run_config, grasp_prepare
+    from assets.run_config import job_run_config
 
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -9,8 +9,7 @@ import polars as pl
 import pytest
 
 from grasp_pipeline.corpus import DEFAULT_CORPUS, CorpusError, cut_examples, load_documents, split_pool_and_tasks
-from grasp_pipeline.corpus.dirt import (DIRT_SHARES, SOURCE_FRACTION, add_dirt, corpus_bytes, read_records,
-                                        strip_dirt)
+from grasp_pipeline.corpus.dirt import DIRT_SHARES, SOURCE_FRACTION, add_dirt, corpus_bytes, read_records, strip_dirt
 from grasp_pipeline.corpus.labels import CLEAN
 
 

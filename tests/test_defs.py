@@ -28,7 +28,8 @@ def test_every_asset_declares_a_code_version_and_a_description():
 @pytest.mark.parametrize("config_cls", [launchpad.CorpusConfig, launchpad.ReferenceConfig, launchpad.SketchConfig,
                                         launchpad.PlanConfig, launchpad.RetrainConfig, launchpad.SurrogateConfig,
                                         launchpad.SelectionConfig, launchpad.MixtureConfig,
-                                        launchpad.MixtureUpdateConfig, launchpad.ValidationConfig, launchpad.ExportConfig,
+                                        launchpad.MixtureUpdateConfig, launchpad.ValidationConfig,
+                                        launchpad.ExportConfig,
                                         launchpad.MaintenanceConfig])
 def test_launchpad_config_defaults_equal_library_defaults(config_cls):
     params_cls = config_cls.params_cls

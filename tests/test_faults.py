@@ -204,7 +204,8 @@ def test_a_diverging_retraining_names_subset_and_task_and_writes_no_partition(st
     version, before = store.version("subset_outcomes"), store.read("subset_outcomes")
     batches = sorted(store.read("subset_plan")["batch"].unique().to_list())
     diverging = replace(params.retrain, lr=float("inf"))  # the first Adam step sends every weight to ±inf → NaN loss
-    with pytest.raises(FloatingPointError, match=r"retraining diverged: subset \d+ task \w+ loss=nan; lower retrain lr"):
+    with pytest.raises(FloatingPointError,
+                       match=r"retraining diverged: subset \d+ task \w+ loss=nan; lower retrain lr"):
         stages.retrain_outcomes(store, params.workload.build(), diverging, batches=[batches[0]])
     assert store.version("subset_outcomes") == version
     assert_frame_equal(store.read("subset_outcomes"), before)
@@ -290,7 +291,8 @@ def test_ingest_property_every_document_round_trips_with_its_domain(tmp_path_fac
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(docs=DOCS, bad_line=st.integers(min_value=0, max_value=11), junk=st.sampled_from(["{", "not json", "[1,", '{"text": 1']))
+@given(docs=DOCS, bad_line=st.integers(min_value=0, max_value=11), junk=st.sampled_from(["{", "not json", "[1,",
+                                                                                         '{"text": 1']))
 def test_ingest_property_a_broken_line_anywhere_is_named_by_its_number(tmp_path_factory, docs, bad_line, junk):
     folder = tmp_path_factory.mktemp("ingest_bad")
     lines = [json.dumps({"domain": d, "text": t}) for d, t in docs]

@@ -10,8 +10,13 @@ import pytest
 
 from grasp_pipeline import stages
 from grasp_pipeline.corpus import cut_examples, load_documents, split_pool_and_tasks
-from grasp_pipeline.evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
-                                                unit_histograms)
+from grasp_pipeline.evaluation.held_out import (
+    composition_floor,
+    paired_gains,
+    selection_gains,
+    sign_test,
+    unit_histograms,
+)
 from grasp_pipeline.plan import natural_counts, sample_subset_plan
 from grasp_pipeline.storage import DeltaStore
 
@@ -62,7 +67,7 @@ def test_nothing_upstream_of_the_curation_test_reads_the_test_examples(tmp_path)
     scrambled.write("task_sets", tasks.with_columns(text=pl.Series(shuffled)))
     params = tiny_params()
     plan = stages.stage_plan(scrambled, params, params.workload.build())
-    for name, run in plan[1:]:
+    for _name, run in plan[1:]:
         run()
     volatile = {"seconds", "artifact_seconds", "recorded_at", "path", "mlflow_run_id"}
     for table in ["gradient_sketches", "task_sketches", "subset_outcomes", "surrogates", "surrogate_predictions",

@@ -15,12 +15,12 @@ import torch
 
 pytest.importorskip("transformers")
 
-from grasp_pipeline.workloads.hf_causal_lm import PADDING, HFCausalLMParams, HFCausalLMWorkload, make_tiny  # noqa: E402
 from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.sketching import GradientSketcher  # noqa: E402
 from grasp_pipeline.storage import DeltaStore  # noqa: E402
 from grasp_pipeline.workloads import make_workload  # noqa: E402
+from grasp_pipeline.workloads.hf_causal_lm import PADDING, HFCausalLMParams, HFCausalLMWorkload, make_tiny  # noqa: E402
 
 from .conftest import TINY  # noqa: E402
 

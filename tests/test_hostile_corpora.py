@@ -154,7 +154,8 @@ def test_a_20_mb_document_is_ingested_in_memory_proportional_to_it(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     measured = json.loads(done.stdout)
     assert measured["examples"] >= size // 128
-    assert measured["increase_bytes"] <= 10 * size, f"{measured['increase_bytes'] / 2**20:.0f} MiB for a 20 MiB document"
+    assert measured["increase_bytes"] <= 10 * size, (
+        f"{measured['increase_bytes'] / 2**20:.0f} MiB for a 20 MiB document")
 
 
 # ------------------------------------------------------------------ corpora on object storage

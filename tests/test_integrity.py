@@ -69,7 +69,8 @@ def test_sketches_of_another_corpus_build_are_refused_naming_the_shards(store, o
     sketches = store.read("gradient_sketches")
     shard = sketches["shard"][0]
     store.write("gradient_sketches", sketches.with_columns(
-        pl.when(pl.col("shard") == shard).then(pl.lit("cb-000000000000")).otherwise(pl.col("build_id")).alias("build_id")))
+        pl.when(pl.col("shard") ==
+        shard).then(pl.lit("cb-000000000000")).otherwise(pl.col("build_id")).alias("build_id")))
     with pytest.raises(ValueError, match=rf"gradient_sketches shards \['{shard}'\] were sketched from corpus build "
                                          r"cb-000000000000, but corpus_shards is build cb-"):
         stages.fit_surrogate_tables(store, tiny_params().surrogate)

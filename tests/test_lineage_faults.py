@@ -94,7 +94,8 @@ def test_mlflow_failing_after_a_commit_keeps_the_lineage_and_the_run_ends_failed
         found = runs_by_status(uri)
         assert "RUNNING" not in found
         (failed,) = found["FAILED"]
-        assert failed.info.run_id == record["mlflow_run_id"] and "ended without finishing" in failed.data.tags[FAILURE_TAG]
+        assert failed.info.run_id == record["mlflow_run_id"]
+        assert "ended without finishing" in failed.data.tags[FAILURE_TAG]
     finally:
         stop(restarted)
 
@@ -137,7 +138,8 @@ def test_a_process_killed_right_after_a_commit_leaves_lineage_and_no_run_running
     found = runs_by_status(uri)
     assert "RUNNING" not in found
     (failed,) = found["FAILED"]
-    assert failed.info.run_id == record["mlflow_run_id"] and failed.data.tags["dagster.run_id"] == record["dagster_run_id"]
+    assert failed.info.run_id == record["mlflow_run_id"]
+    assert failed.data.tags["dagster.run_id"] == record["dagster_run_id"]
 
 
 def test_a_failed_grasp_run_says_which_tables_it_committed_and_that_the_rest_is_unchanged(tmp_path, monkeypatch,

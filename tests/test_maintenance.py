@@ -14,8 +14,16 @@ from deltalake import DeltaTable
 from grasp_pipeline.commits import LINEAGE_KEY
 from grasp_pipeline.config import MaintenanceParams
 from grasp_pipeline.lease import RootLease
-from grasp_pipeline.lineage import (LINEAGE_TABLE, MAINTENANCE_OPERATIONS, find_output, index_lineage, logged_versions,
-                                    provenance, rebuild_lineage_index, reproduce)
+from grasp_pipeline.lineage import (
+    LINEAGE_TABLE,
+    MAINTENANCE_OPERATIONS,
+    find_output,
+    index_lineage,
+    logged_versions,
+    provenance,
+    rebuild_lineage_index,
+    reproduce,
+)
 from grasp_pipeline.maintenance import kept_versions, maintain
 from grasp_pipeline.stages import TableWrite
 from grasp_pipeline.storage import DeltaStore

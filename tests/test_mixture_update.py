@@ -13,8 +13,13 @@ from grasp_pipeline import stages
 from grasp_pipeline.config import MixtureUpdateParams
 from grasp_pipeline.mixture import domain_stats, natural_mixture, optimise_mixture
 from grasp_pipeline.stages.mixture import mixture_problem
-from grasp_pipeline.stages.mixture_update import (dev_check, domain_update, reused_mixture, stored_mixture,
-                                                  update_candidates)
+from grasp_pipeline.stages.mixture_update import (
+    dev_check,
+    domain_update,
+    reused_mixture,
+    stored_mixture,
+    update_candidates,
+)
 from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix
 from grasp_pipeline.storage import DeltaStore
 from tests.conftest import tiny_params, write_user_corpus
@@ -166,7 +171,8 @@ def test_the_dev_check_retrains_every_candidate_and_writes_the_best_dev_gain(sto
     got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
                         checked.mixture_update)
     objective, _, caps, _ = mixture_problem(got.stats, got.task_sketch, got.grasp_params, got.tasks, params.mixture)
-    candidates = update_candidates(got, optimise_mixture(objective, caps), stored_mixture(store), checked.mixture_update)
+    candidates = update_candidates(got, optimise_mixture(objective, caps), stored_mixture(store),
+                                   checked.mixture_update)
     assert list(candidates) == names
     weights = dict(zip(table["domain"], table["weight"]))
     np.testing.assert_allclose([weights[d] for d in got.stats.domains], candidates[first["candidate"]], rtol=1e-12)

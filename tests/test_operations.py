@@ -182,7 +182,8 @@ def _stale_status(defs, instance, asset: str):
 
     resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
     key = dg.AssetKey(asset)
-    return resolver.get_status(key), [cause.key.asset_key.to_user_string() for cause in resolver.get_stale_root_causes(key)]
+    return resolver.get_status(key), [cause.key.asset_key.to_user_string() for cause in
+    resolver.get_stale_root_causes(key)]
 
 
 def test_a_corpus_change_marks_downstream_assets_stale(defs, tmp_path):

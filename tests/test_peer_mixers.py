@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grasp_pipeline.mixture.regression import (MixtureData, capped_simplex_projection, fit_loglinear, fit_regmix,
-                                               loglinear_utility, propose_loglinear, propose_regmix, subset_shares)
+from grasp_pipeline.mixture.regression import (
+    MixtureData,
+    capped_simplex_projection,
+    fit_loglinear,
+    fit_regmix,
+    loglinear_utility,
+    propose_loglinear,
+    propose_regmix,
+    subset_shares,
+)
 
 
 def planted_loglinear(seed: int = 0, m: int = 120, d: int = 4):
@@ -33,7 +41,8 @@ def test_the_loglinear_proposer_finds_the_planted_optimum_and_the_kl_pull_moves_
     natural, caps, weights = np.full(4, 0.25), np.ones(4), np.array([0.5, 0.5])
     pi, predicted = propose_loglinear(params, natural, caps, 200, weights, kl_weight=0.0)
     grid = np.random.default_rng(1).dirichlet(np.ones(4), 20000)
-    true = lambda p: -np.mean([1.5 + np.exp(0.2 - 0.1 * np.log(200) + p @ th) for th in thetas], axis=0)  # noqa
+    def true(p):
+        return -np.mean([1.5 + np.exp(0.2 - 0.1 * np.log(200) + p @ th) for th in thetas], axis=0)
     assert true(pi[None])[0] >= true(grid).max() - 1e-3
     assert predicted == pytest.approx(loglinear_utility(params, pi, 200, weights)[0])
     pulled, _ = propose_loglinear(params, natural, caps, 200, weights, kl_weight=10.0)

@@ -94,10 +94,12 @@ def test_a_run_killed_inside_a_torch_step_frees_its_slot_for_the_next_queued_run
                                                                      dg.DagsterRunStatus.FAILURE),
                  "the queued run finishing", server)
         assert instance.get_run_by_id(follower).status == dg.DagsterRunStatus.SUCCESS, server.log_tail()
-        steps = {e.dagster_event.step_key for e in instance.all_logs(follower, of_type=dg.DagsterEventType.STEP_SUCCESS)}
+        steps = {e.dagster_event.step_key for e in instance.all_logs(follower,
+                                                                     of_type=dg.DagsterEventType.STEP_SUCCESS)}
         assert "reference_model" in steps  # it got the torch slot the killed run held
 
         retries = wait_for(lambda: [r for r in instance.get_runs()
-                                    if r.tags.get("dagster/parent_run_id") == victim], "the crashed run's retry", server)
+                                    if r.tags.get("dagster/parent_run_id") == victim], "the crashed run's retry",
+                                    server)
         assert len(retries) == 1
         assert not [r for r in instance.get_runs() if r.tags.get("dagster/parent_run_id") == bad]

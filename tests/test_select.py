@@ -21,10 +21,10 @@ from grasp_pipeline.selection import (
     protected_grasp_selection,
     random_selection,
     residual_greedy,
-    trust_region_terms,
     residual_greedy_streaming,
     task_weight_vector,
     top_k,
+    trust_region_terms,
 )
 
 
@@ -613,7 +613,8 @@ def test_predicted_utilities_follow_the_grasp_formula():
     for j, r in enumerate(rows):
         mean = z[r].mean(0)
         assert got[j, 0] == pytest.approx(mean[0] - 0.05 * mean @ mean)
-        assert got[j, 1] == pytest.approx(-1.0 + 0.3 * np.log(len(r)) + mean[1] - (0.2 * mean[0] ** 2 + 0.1 * mean[1] ** 2))
+        assert got[j, 1] == pytest.approx(
+            -1.0 + 0.3 * np.log(len(r)) + mean[1] - (0.2 * mean[0] ** 2 + 0.1 * mean[1] ** 2))
 
 
 def test_protection_lifts_a_sacrificed_task_above_random_selections():

@@ -11,7 +11,6 @@ from mlflow.tracking import MlflowClient
 from grasp_pipeline.tracking import Tracker, resolve_tracking_uri
 
 
-
 def test_a_tracker_logs_params_metrics_and_artifacts_to_a_tracking_server(mlflow_server):
     tracker = Tracker(mlflow_server, experiment="grasp-server-test")
     with tracker.run("subset_outcomes", tags={"dagster.run_id": "r-1"}) as run:

@@ -21,8 +21,10 @@ from .conftest import TINY, build_tables_until, tiny_params
 
 # (section, {field: value}, what the message must say); the first five are the audit's cases
 BAD_SETTINGS = [
-    ("selection", {"budget_fraction": -0.1}, r"selection\.budget_fraction = -0\.1: is out of range: valid values are in \(0, 1\]"),
-    ("selection", {"budget_fraction": math.nan}, r"selection\.budget_fraction = nan: must be a finite number in \(0, 1\]"),
+    ("selection", {"budget_fraction": -0.1},
+     r"selection\.budget_fraction = -0\.1: is out of range: valid values are in \(0, 1\]"),
+    ("selection", {"budget_fraction": math.nan},
+     r"selection\.budget_fraction = nan: must be a finite number in \(0, 1\]"),
     ("sketch", {"k": 0}, r"sketch\.k = 0: is out of range: valid values are ≥ 1"),
     ("validation", {"repeats": 0}, r"validation\.repeats = 0: is out of range: valid values are ≥ 1"),
     ("selection", {"budget_fraction": 1.5}, r"selection\.budget_fraction = 1\.5: .*in \(0, 1\]"),
@@ -31,7 +33,8 @@ BAD_SETTINGS = [
     ("retrain", {"repeats": 0}, r"retrain\.repeats = 0: .*≥ 1"),
     ("reference", {"optimizer": "adamw"}, r"reference\.optimizer = 'adamw': .*one of \['adam', 'sgd'\]"),
     ("reference", {"adam_beta1": 1.0}, r"reference\.adam_beta1 = 1\.0: .*in \[0, 1\)"),
-    ("reference", {"sketch_steps": [4, 100]}, r"reference\.sketch_steps = \[4, 100\]: must be distinct steps in 0\.\.8"),
+    ("reference", {"sketch_steps": [4, 100]},
+     r"reference\.sketch_steps = \[4, 100\]: must be distinct steps in 0\.\.8"),
     ("sketch", {"projection": "dense"}, r"sketch\.projection = 'dense': .*one of \['sjlt', 'gaussian'"),
     ("sketch", {"storage_dtype": "int8"}, r"sketch\.storage_dtype = 'int8'"),
     ("plan", {"uniform_fraction": 0.0}, r"plan\.uniform_fraction = 0\.0: .*in \(0, 1\]"),

@@ -16,11 +16,17 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from torch import nn
 
-from grasp_pipeline.sketching import (CheckpointSketcher, DenseProjector, GradientSketcher, KroneckerProjector, SJLTProjector,
-                                   kronecker_layout, make_projector)
+from grasp_pipeline.sketching import (
+    CheckpointSketcher,
+    DenseProjector,
+    GradientSketcher,
+    KroneckerProjector,
+    SJLTProjector,
+    kronecker_layout,
+    make_projector,
+)
 from grasp_pipeline.workloads import PAD, make_workload
 
 KINDS = ["gaussian", "rademacher", "sjlt", "kronecker"]
@@ -251,7 +257,8 @@ def test_checkpoint_sketcher_config_round_trips_and_refuses_other_steps(workload
     config = json.loads(sketcher.config("v1"))
     assert config["checkpoint_steps"] == [0, 4] and config["dim"] == 16 and config["k"] == 8
     rebuilt = CheckpointSketcher.from_config(workload, [(0, params), (4, params)], config)
-    np.testing.assert_array_equal(rebuilt.sketch_examples(inputs[:3]).sketch, sketcher.sketch_examples(inputs[:3]).sketch)
+    np.testing.assert_array_equal(rebuilt.sketch_examples(inputs[:3]).sketch,
+                                  sketcher.sketch_examples(inputs[:3]).sketch)
     with pytest.raises(ValueError, match=r"checkpoint steps \[0, 4\].*now has \[4\]; rematerialise gradient_sketches"):
         CheckpointSketcher.from_config(workload, [(4, params)], config)
 

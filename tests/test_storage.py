@@ -269,7 +269,7 @@ def three_shards(store: DeltaStore) -> pl.DataFrame:
 def test_a_partition_read_opens_only_that_partitions_files(any_store):
     full = three_shards(any_store)
     assert delete_partition_files(any_store, "corpus_shards", "shard", "s2") == 1
-    with pytest.raises(Exception):  # a full read needs the deleted file
+    with pytest.raises(Exception, match="(?i)no such file|not found"):  # a full read needs the deleted file
         any_store.read("corpus_shards")
     one = any_store.read("corpus_shards", where={"shard": ["s1"]})
     assert_frame_equal(sorted_rows(one), sorted_rows(full.filter(pl.col("shard") == "s1")))

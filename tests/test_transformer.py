@@ -15,8 +15,8 @@ import torch
 from grasp_pipeline.config import RetrainParams
 from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
 from grasp_pipeline.sketching import GradientSketcher
-from grasp_pipeline.workloads.byte_transformer import ByteTransformer, ByteTransformerParams, ByteTransformerWorkload
 from grasp_pipeline.workloads import PAD, parameter_count
+from grasp_pipeline.workloads.byte_transformer import ByteTransformer, ByteTransformerParams, ByteTransformerWorkload
 
 ATOL = 1e-5
 TINY = ByteTransformerParams(example_bytes=16, d_model=16, n_layers=1, n_heads=2, mlp_ratio=4)

@@ -67,7 +67,8 @@ class Server:
 
     def stale_status_by_partition(self, asset: str, partitions: list[str]) -> list[str]:
         data = self.graphql("""query ($key: AssetKeyInput!, $partitions: [String!]!) {
-            assetNodeOrError(assetKey: $key) { ... on AssetNode { staleStatusByPartition(partitions: $partitions) } } }""",
+            assetNodeOrError(assetKey: $key) {
+              ... on AssetNode { staleStatusByPartition(partitions: $partitions) } } }""",
                             {"key": {"path": [asset]}, "partitions": partitions})
         return data["assetNodeOrError"]["staleStatusByPartition"]
 

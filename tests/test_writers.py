@@ -209,13 +209,15 @@ def test_of_two_grasp_runs_on_one_root_one_proceeds_and_the_other_stops_naming_i
     assert "is in use by another writer: grasp run --profile demo (pid" in loser and "Nothing was written" in loser
     with dg.DagsterInstance.from_config(str(two_runs["home"])) as instance:
         runs = instance.get_runs()
-    assert sorted(r.job_name for r in runs) == ["grasp_fit_and_curate", "grasp_prepare", "grasp_retrain", "grasp_sketch"]
+    assert sorted(r.job_name for r in runs) == ["grasp_fit_and_curate", "grasp_prepare", "grasp_retrain",
+                                                "grasp_sketch"]
     assert all(r.is_success for r in runs)
 
 
 def test_the_tables_of_the_run_that_proceeded_come_from_one_corpus_build(two_runs):
     store = DeltaStore(str(two_runs["root"]))
-    builds = {table: set(store.read(table)["build_id"]) for table in ("corpus_shards", "task_sets", "gradient_sketches")}
+    builds = {table: set(store.read(table)["build_id"]) for table in ("corpus_shards", "task_sets",
+                                                                      "gradient_sketches")}
     assert len(set.union(*builds.values())) == 1, builds
     assert store.version("corpus_shards") == 0  # one build was ever written
 

@@ -12,9 +12,23 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from .params import (CorpusParams, ExportParams, LoopParams, MaintenanceParams, MixtureParams, MixtureUpdateParams,
-                     PlanParams, ReferenceParams, RetrainParams, SelectionParams, SketchParams, SurrogateParams,
-                     TargetParams, TestParams, ValidationParams)
+from .params import (
+    CorpusParams,
+    ExportParams,
+    LoopParams,
+    MaintenanceParams,
+    MixtureParams,
+    MixtureUpdateParams,
+    PlanParams,
+    ReferenceParams,
+    RetrainParams,
+    SelectionParams,
+    SketchParams,
+    SurrogateParams,
+    TargetParams,
+    TestParams,
+    ValidationParams,
+)
 from .validation import validate
 from .workload import WorkloadParams
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 BOILERPLATE_MIN_BYTES, BOILERPLATE_MAX_BYTES = 100, 128
 
 # Localised "previous | contents | next" words of an e-text site, per literature domain.

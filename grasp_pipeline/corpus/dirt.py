@@ -34,7 +34,6 @@ from .boilerplate import boilerplate_family, render_boilerplate, template_names
 from .examples import cut_examples
 from .labels import CLEAN, DIRT_COLUMNS, DIRT_KINDS
 
-
 # Share of each kind among a domain's examples once the dirt is added (17% in all).
 DIRT_SHARES = {"exact_duplicate": 0.04, "near_duplicate": 0.04, "boilerplate": 0.04, "garbled": 0.02,
                "mislabelled": 0.03}

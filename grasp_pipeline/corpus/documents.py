@@ -13,7 +13,6 @@ from .labels import DIRT_COLUMNS
 from .limits import IngestLimits
 from .readers import read_file
 
-
 DEFAULT_CORPUS: Path = Path(__file__).resolve().parents[1] / "data" / "default_corpus.jsonl.gz"
 
 

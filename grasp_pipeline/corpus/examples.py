@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -12,7 +12,6 @@ import pyarrow as pa
 
 from .errors import CorpusError, require_columns
 from .labels import DIRT_COLUMNS, with_dirt_columns
-
 
 EXAMPLE_SCHEMA = {
     "example_id": pl.Int64, "domain": pl.Utf8, "source": pl.Utf8, "doc_id": pl.Utf8,
@@ -31,7 +30,7 @@ def example_id(domain: str, doc_id: str, chunk_index: int) -> int:
     masked to 63 bits so it fits Int64.  It depends only on the document, so
     ids do not move when other files are added to the input.
     """
-    digest = hashlib.sha1(f"{domain}\0{doc_id}\0{chunk_index}".encode("utf-8")).digest()
+    digest = hashlib.sha1(f"{domain}\0{doc_id}\0{chunk_index}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & _ID_MASK
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .errors import CorpusError
 
-
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import polars as pl
 
-
 DIRT_COLUMNS = ("dirt", "dirt_source")
 CLEAN = "clean"
 DIRT_KINDS = ("exact_duplicate", "near_duplicate", "boilerplate", "garbled", "mislabelled")

@@ -27,7 +27,7 @@ class IngestLimits:
     max_decompression_ratio: float = 200.0  # decompressed / compressed bytes of a .gz file
 
     @classmethod
-    def from_params(cls, params) -> "IngestLimits":
+    def from_params(cls, params) -> IngestLimits:
         """The limits of a CorpusParams."""
         return cls(params.max_record_bytes, params.max_file_bytes, params.max_decompression_ratio)
 

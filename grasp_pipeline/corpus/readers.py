@@ -17,7 +17,6 @@ from .files import CorpusFile
 from .labels import DIRT_COLUMNS
 from .limits import IngestLimits, open_limited, read_lines
 
-
 DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DOMAIN_CHARS_HELP = "letters A-Z a-z, digits 0-9, '_', '.' and '-' (no spaces)"
 _SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")  # one per undecodable byte (surrogateescape)
@@ -239,7 +238,7 @@ def _check_domains_and_text(frame: pl.DataFrame, file: CorpusFile) -> None:
          "field 'domain' is null or empty; every record needs a domain name"),
         (~pl.col("domain").str.contains(f"^{DOMAIN_PATTERN.pattern}$"), "domain", None),
     ]
-    for condition, field, message in checks:
+    for condition, _field, message in checks:
         hit = frame.filter(condition).head(1)
         if hit.height:
             row, unit = hit["_row"][0], hit["_unit"][0]

@@ -10,7 +10,6 @@ import polars as pl
 from .errors import CorpusError, require_columns
 from .labels import DIRT_COLUMNS, with_dirt_columns
 
-
 SHARD_COLUMNS = ["example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1", "doc_id", "offset",
                  *DIRT_COLUMNS]
 TASK_COLUMNS = ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1", *DIRT_COLUMNS]
@@ -120,7 +119,8 @@ def _dev_test_split(task: pl.DataFrame, test_fraction: float, block: int, seed: 
     blocks = -(-task.height // block)
     if blocks < 2:
         raise CorpusError(f"task set {task['domain'][0]!r} has {task.height} examples: too few for a dev and a test "
-                          f"block of corpus.split_block = {block}; raise task_examples_per_domain or lower split_block.")
+                          f"block of corpus.split_block = {block}; raise task_examples_per_domain or "
+                          "lower split_block.")
     n_test = min(blocks - 1, max(1, int(round(test_fraction * blocks))))
     rng = np.random.default_rng([seed, _domain_key(task["domain"][0]), 1])
     test_blocks = set(rng.permutation(blocks)[:n_test].tolist())

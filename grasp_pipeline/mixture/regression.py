@@ -97,7 +97,7 @@ def fit_loglinear(data: MixtureData) -> list[dict]:
         loss = -data.utility[:, t]
         floor = float(loss.min())
 
-        def residual(p):
+        def residual(p, loss=loss):  # bound now: the fit runs inside this iteration
             return p[0] + np.exp(p[1] + p[2] * log_size + data.shares @ p[3:]) - loss
 
         start = np.concatenate([[0.5 * floor, np.log(max(float(loss.mean()) - 0.5 * floor, 1e-3)), 0.0],

@@ -35,6 +35,7 @@ from .greedy import residual_greedy, residual_greedy_streaming
 from .objective import grasp_objective, predicted_utilities, scaled_task_weights, task_weight_vector
 from .protection import grasp_selection, protected_grasp_selection, trust_region_terms
 
-__all__ = ["METHODS", "Selection", "composition_first_selection", "label_balanced_cells", "mixture_counts", "stratified_trust_terms", "grasp_objective", "grasp_selection", "label_quota", "predicted_utilities",
+__all__ = ["METHODS", "Selection", "composition_first_selection", "label_balanced_cells", "mixture_counts",
+           "stratified_trust_terms", "grasp_objective", "grasp_selection", "label_quota", "predicted_utilities",
            "protected_grasp_selection", "random_selection", "residual_greedy", "residual_greedy_streaming",
            "scaled_task_weights", "task_weight_vector", "top_k", "trust_region_terms"]

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 METHODS = ("exact", "lazy", "batched")
 
 

@@ -14,13 +14,14 @@ Memory: nothing n×n is formed. Extra memory is the shortlists' rows (≤ n/8, p
 draw's transient copies; typically ≪ the sketch), 4 MB block temporaries, a batched
 window's Gram matrix ((2⌈√(B/64)⌉)² floats) and a few length-n vectors (cost, reach, a
 0/−inf penalty that encodes the constraints; batched: one pass's gains). bench/selection.py:
-peak ≈ 1.25× the sketch at 10⁶ for lazy, 1.12× for batched, the sketch included. Matvecs run on one BLAS thread (see `single_threaded_blas`).
+peak ≈ 1.25× the sketch at 10⁶ for lazy, 1.12× for batched, the sketch included. Matvecs run on one BLAS thread (see
+`single_threaded_blas`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 

@@ -28,7 +28,6 @@ import numpy as np
 from .pools import MemoryPool
 from .shortlist import Shortlist, draw_shortlist, pool_gains, shortlist_gains
 
-
 CHECK_EVERY = 32  # steps between two looks at whether lazy costs more than exact
 EXACT_BACKOFF = 256  # exact steps taken on the first switch to exact mode (doubles on each switch)
 

@@ -13,10 +13,9 @@ penalty keeps most rows.)
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
-
 
 BLOCK_BYTES = 4 << 20  # sketch bytes per pass block: bounds temporaries (e.g. z² below) to ~4 MB
 

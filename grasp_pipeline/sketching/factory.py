@@ -7,7 +7,7 @@ already imports `projectors`; keeping it here keeps the import graph acyclic.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -65,5 +65,6 @@ def projector_for(kind: str, model: nn.Module, param_shapes: dict[str, tuple[int
     p = sum(math.prod(shape) for shape in param_shapes.values())
     if kind != "kronecker":  # only the factored projection looks at the model's layers
         return make_projector(kind, p, k, seed, nonzeros=nonzeros)
-    return make_projector(kind, p, k, seed, nonzeros=nonzeros, layout=kronecker_layout(model, factor_dim, list(param_shapes)),
+    return make_projector(kind, p, k, seed, nonzeros=nonzeros, layout=kronecker_layout(model, factor_dim,
+                                                                                       list(param_shapes)),
                           param_shapes=param_shapes, factor_dim=factor_dim)

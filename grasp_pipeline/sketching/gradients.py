@@ -25,7 +25,7 @@ sketch of a mean gradient; `PerExampleGradients` is the model at fixed parameter
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -186,7 +186,8 @@ class KroneckerProjector(Projector):
         self.p_in, self.p_out = [], []
         for spec in self.layout:  # factor matrices, seeded by (seed, module name, side)
             self.p_in.append(_factor(seed, spec.module, "in", spec.d_in, spec.k_in) if spec.kind != "exact" else None)
-            self.p_out.append(_factor(seed, spec.module, "out", spec.d_out, spec.k_out) if spec.kind != "exact" else None)
+            self.p_out.append(_factor(seed, spec.module, "out", spec.d_out,
+                                      spec.k_out) if spec.kind != "exact" else None)
         self.width = sum(spec.width for spec in self.layout)
         self.stage2 = SJLTProjector(self.width, k, seed * 7919 + 17, nonzeros)
         self._device_factors: dict[torch.device, tuple[list, list]] = {}
@@ -195,8 +196,8 @@ class KroneckerProjector(Projector):
         """(P_in, P_out) per layer on `device` (None for identity sides and exact layers)."""
         device = torch.device(device)
         if device not in self._device_factors:
-            move = lambda ts: [None if t is None else t.to(device) for t in ts]  # noqa: E731
-            self._device_factors[device] = (move(self.p_in), move(self.p_out))
+            self._device_factors[device] = tuple([None if t is None else t.to(device) for t in ts]
+                                                 for ts in (self.p_in, self.p_out))
         return self._device_factors[device]
 
     def _grad(self, flat: torch.Tensor, name: str) -> torch.Tensor:

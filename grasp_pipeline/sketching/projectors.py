@@ -37,12 +37,11 @@ from __future__ import annotations
 import math
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-
 
 PROJECTIONS = ("gaussian", "rademacher", "sjlt", "kronecker")
 

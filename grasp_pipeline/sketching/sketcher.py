@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ from ..workloads.base import Params, Workload
 from .factory import projector_for
 from .gradients import GradientStrategy, PerExampleGradients, gradient_strategy
 from .projectors import DEFAULT_FACTOR_DIM, DEFAULT_NONZEROS, Projector
-
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -135,7 +134,7 @@ class GradientSketcher:
 
     @classmethod
     def from_config(cls, workload: Workload, params: Params, config: str | dict, chunk_size: int = 64,
-                    **overrides) -> "GradientSketcher":
+                    **overrides) -> GradientSketcher:
         """Rebuilds the sketcher whose `config()` is `config` (same projection, same space)."""
         config = json.loads(config) if isinstance(config, str) else config
         options = {key: config[key] for key in ("nonzeros", "factor_dim", "storage_dtype") if key in config}
@@ -223,7 +222,7 @@ class CheckpointSketcher:
 
     @classmethod
     def build(cls, workload: Workload, checkpoints: Sequence[tuple[int, Params]], projector_kind: str, k: int,
-              seed: int, chunk_size: int = 64, **options) -> "CheckpointSketcher":
+              seed: int, chunk_size: int = 64, **options) -> CheckpointSketcher:
         """`checkpoints` is [(step, parameters)] in training order; `options` as GradientSketcher's."""
         projector = options.pop("projector", None)
         sketchers = []
@@ -235,7 +234,7 @@ class CheckpointSketcher:
 
     @classmethod
     def from_config(cls, workload: Workload, checkpoints: Sequence[tuple[int, Params]], config: str | dict,
-                    chunk_size: int = 64) -> "CheckpointSketcher":
+                    chunk_size: int = 64) -> CheckpointSketcher:
         """Rebuilds the sketcher whose `config()` is `config`; the checkpoint steps must match."""
         config = json.loads(config) if isinstance(config, str) else config
         steps = [step for step, _ in checkpoints]

@@ -19,7 +19,8 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
 
     The workload may bring its own corpus (`default_corpus`, used when `corpus_path` is
     empty), keep documents whole (`whole_documents`: one row = one example, e.g. an image),
-    cut them its own way (`example_cuts(text)`: byte cut points, e.g. token windows) and label examples (`example_labels`: a `label` column in the pool).
+    cut them its own way (`example_cuts(text)`: byte cut points,
+                          e.g. token windows) and label examples (`example_labels`: a `label` column in the pool).
     """
     pool, tasks, report, cut = split_corpus(params, example_bytes, workload)
     build_id = pool["build_id"][0]

@@ -7,8 +7,15 @@ import polars as pl
 
 from ..config.params import SelectionParams
 from ..config.validation import SettingError
-from ..selection import (Selection, label_quota, protected_grasp_selection, random_selection, scaled_task_weights,
-                         task_weight_vector, top_k)
+from ..selection import (
+    Selection,
+    label_quota,
+    protected_grasp_selection,
+    random_selection,
+    scaled_task_weights,
+    task_weight_vector,
+    top_k,
+)
 from ..storage import DeltaStore
 from ..surrogates.baselines import GradDot
 from .base import StageResult, stage
@@ -76,7 +83,8 @@ def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[
     selections = store.read("curation_rounds").filter(pl.col("kind") == "selection")
     chosen = selections.filter(pl.col("chosen"))
     if chosen.height != 1:
-        raise ValueError(f"curation_rounds marks {chosen.height} chosen selections, not one; rematerialise curation_loop")
+        raise ValueError(f"curation_rounds marks {chosen.height} chosen selections, not one; "
+                         "rematerialise curation_loop")
     if int(chosen["budget"][0]) != budget:
         return {}
     position = {eid: i for i, eid in enumerate(example_ids.tolist())}

@@ -17,8 +17,19 @@ import numpy as np
 import polars as pl
 
 from ..config.params import LoopParams
-from ..loop import (Candidate, LoopState, adapt, bootstrap_refits, calibration_slope, lower_bounds,
-                    predicted_mean_utility, propose, realised_lower_bound, refit, with_active)
+from ..loop import (
+    Candidate,
+    LoopState,
+    adapt,
+    bootstrap_refits,
+    calibration_slope,
+    lower_bounds,
+    predicted_mean_utility,
+    propose,
+    realised_lower_bound,
+    refit,
+    with_active,
+)
 from ..mixture import domain_stats
 from ..retrain import TrainJob, train_jobs
 from ..selection import random_selection
@@ -54,8 +65,8 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
               ["label"].to_numpy() if "label" in pool.columns else None)
     earlier, reused, refused = _earlier_outcomes(store, sketches, tasks, key)
     data = with_active(data, *earlier)
-    train = lambda subsets, orders: _train(workload, recipe, pool_inputs, dev_inputs, task_index, tasks,  # noqa
-                                           subsets, orders, params)
+    def train(subsets, orders):
+        return _train(workload, recipe, pool_inputs, dev_inputs, task_index, tasks, subsets, orders, params)
     references = [random_selection(len(z), budget, seed).rows for seed in params.random_seeds]
     seeds = list(params.order_seeds)
     ref_utility = train([rows for rows in references for _ in seeds], seeds * len(references)).reshape(
@@ -95,8 +106,9 @@ def _pick(state: LoopState, params: LoopParams, stats, budget: int, references: 
                                                           references, params.lcb_z)):
         cand.lcb = float(bound)
         cand.realised_lcb = realised_lower_bound(cand.units, ref_utility, params.lcb_z, 200, params.seed)
-    bound = (lambda c: c.lcb) if params.pick == "predicted" else (lambda c: c.realised_lcb)  # noqa: E731
-    best = lambda mine: max(mine, key=lambda c: (bound(c), -state.candidates.index(c)))  # noqa: E731
+    def best(mine):  # the highest bound under the pick rule; a tie goes to the earlier candidate
+        bound = (lambda c: c.lcb) if params.pick == "predicted" else (lambda c: c.realised_lcb)
+        return max(mine, key=lambda c: (bound(c), -state.candidates.index(c)))
     for kind in ("mixture", "selection"):
         best([c for c in state.candidates if c.kind == kind]).chosen = True
         for round_ in sorted({c.round for c in state.candidates}):

@@ -17,8 +17,7 @@ import polars as pl
 
 from ..config.params import TestParams, TrainingParams
 from ..evaluation.dirt import dirt_shares
-from ..evaluation.held_out import (composition_floor, paired_gains, selection_gains, sign_test,
-                                   unit_histograms)
+from ..evaluation.held_out import composition_floor, paired_gains, selection_gains, sign_test, unit_histograms
 from ..mixture import sample_mixture
 from ..retrain import Recipe, TrainJob, train_jobs
 from ..selection import random_selection
@@ -159,7 +158,8 @@ TEST_SCHEMA = {"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "tas
 def _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params) -> pl.DataFrame:
     """The curation_test rows: per (selection or mixture, task) and per method over all tasks ("all")."""
     boot = {"bootstrap": params.bootstrap, "seed": params.bootstrap_seed, "level": params.level}
-    utility = lambda key: -np.stack([losses[(key, pair)] for pair in pairs])  # noqa: E731  (S, T)
+    def utility(key):  # (S, T)
+        return -np.stack([losses[(key, pair)] for pair in pairs])
     randoms = np.stack([utility(key) for key, *_ in references])
     rows = []
     for key, method, budget, _ in selections + references:
@@ -167,8 +167,8 @@ def _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, 
         stats = selection_gains(utility(key), randoms, **boot)
         rows += _rows(key, method, kind, "random", budget, stats, floors.get(key), len(pairs), tasks, randoms)
     natural = next(key for key in mixtures if key[1] == "natural")
-    samples = lambda key: -np.stack([losses[((key, j), pairs[j % len(pairs)])]  # noqa: E731  (J, T)
-                                     for j in range(len(mixtures[key]))])
+    def samples(key):  # (J, T)
+        return -np.stack([losses[((key, j), pairs[j % len(pairs)])] for j in range(len(mixtures[key]))])
     for key in mixtures:
         mixture_id, name, budget = key
         stats = paired_gains(samples(key), samples(natural), **boot)

@@ -8,12 +8,12 @@ from .corpus import build_corpus
 from .curation import curate_selections
 from .curation_loop import run_curation_loop
 from .curation_test import run_curation_test
-from .target_check import run_target_check
 from .mixture import optimise_mixtures
 from .reference import train_reference_model
 from .retraining import plan_subsets, retrain_outcomes
 from .sketches import compute_gradient_sketches, compute_task_sketches
 from .surrogates import fit_surrogate_tables
+from .target_check import run_target_check
 from .validation import validate_selections
 
 

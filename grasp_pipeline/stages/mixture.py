@@ -12,8 +12,14 @@ import polars as pl
 from ..config.params import MixtureParams
 from ..config.validation import SettingError
 from ..mixture import DomainStats, MixtureObjective, domain_stats, natural_mixture, optimise_mixture, uniform_mixture
-from ..mixture.regression import (MixtureData, fit_loglinear, fit_regmix, propose_loglinear, propose_regmix,
-                                  subset_shares)
+from ..mixture.regression import (
+    MixtureData,
+    fit_loglinear,
+    fit_regmix,
+    propose_loglinear,
+    propose_regmix,
+    subset_shares,
+)
 from ..selection import task_weight_vector
 from ..storage import DeltaStore
 from .base import StageResult, stage

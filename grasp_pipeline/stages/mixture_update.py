@@ -135,7 +135,8 @@ def update_mixture(store: DeltaStore, workload: Workload, corpus: CorpusParams, 
 def update_candidates(update: DomainUpdate, optimum: np.ndarray, stored: dict[str, float] | None,
                       params: MixtureUpdateParams) -> dict[str, np.ndarray]:
     """{name: π over update.stats.domains}: `natural`, `reuse` (the stored mixture carried over) when
-    asked and stored, `step_s` for each mixture step s strictly between 0 and 1, and `optimum`. Why candidates at all: new tasks' params are a prior and new domains were sketched
+    asked and stored, `step_s` for each mixture step s strictly between 0 and 1, and `optimum`. Why candidates at all:
+    new tasks' params are a prior and new domains were sketched
     at a θ₀ that never saw them, so the optimum can extrapolate far from any fit subset (on the
     demo it lost 0.22 nats to natural); the check measures instead of trusting it."""
     natural = natural_mixture(update.stats)

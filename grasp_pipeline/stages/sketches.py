@@ -15,8 +15,7 @@ from ..sketching import CheckpointSketcher
 from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import (check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks,
-                     sketch_matrix)
+from .tables import check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks, sketch_matrix
 
 
 def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:

@@ -45,7 +45,8 @@ def run_target_check(store: DeltaStore, proxy: Workload, target: Workload, param
     seeds = list(params.data_order_seeds)
     jobs = ([((key, j), rows, (params.init_seed, seeds[j % len(seeds)]), (seeds[j % len(seeds)], ORDER_KEY + j))
              for key, (_, draws) in mixtures.items() for j, rows in enumerate(draws)]
-            + [((key, s), rows, (params.init_seed, s), (s, ORDER_KEY)) for key, rows in selections.items() for s in seeds])
+            + [((key, s), rows, (params.init_seed, s), (s, ORDER_KEY)) for key,
+               rows in selections.items() for s in seeds])
     utility = {}
     for level, workload, level_recipe in (("proxy", proxy, proxy_recipe), ("target", target, target_recipe)):
         scored = train_and_score(workload, level_recipe, pool, test, task_index, tasks, jobs, params)
@@ -126,7 +127,8 @@ def _report(mixtures: dict, selections: dict, utility: dict, seeds: list, tasks:
         samples = {n: np.stack([utility["target"][(n, j)] for j in range(len(mixtures[n][1]))]) for n in GAIN_PAIR}
         out = paired_gains(samples["grasp"], samples["natural"], **boot_args)
         metrics.update({"target.mixture_grasp_minus_natural": out["mean_gain"],
-                        "target.mixture_grasp_ci_low": out["mean_ci"][0], "target.mixture_grasp_ci_high": out["mean_ci"][1]})
+                        "target.mixture_grasp_ci_low": out["mean_ci"][0],
+                        "target.mixture_grasp_ci_high": out["mean_ci"][1]})
     if "grasp" in selections:
         for level in ("proxy", "target"):
             method = np.stack([utility[level][("grasp", s)] for s in seeds])

@@ -19,7 +19,8 @@ from .tables import encoded_pool_and_tasks, outcome_recipe
 def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> None:
     """ValueError naming both surrogates when the selections and the mixtures validated together were
     made from different surrogate fits (ids are `<surrogate_id>-<method>`)."""
-    surrogate = lambda ids: sorted(ids.str.extract(r"^(sg-[0-9a-f]+)-", 1).drop_nulls().unique().to_list())
+    def surrogate(ids):
+        return sorted(ids.str.extract(r"^(sg-[0-9a-f]+)-", 1).drop_nulls().unique().to_list())
     made_from = {"curated_selections": surrogate(selection_ids), "mixture_weights": surrogate(mixture_ids)}
     if len({s for found in made_from.values() for s in found}) > 1:
         raise ValueError(f"curated_selections and mixture_weights come from different surrogates ({made_from}); "
@@ -27,7 +28,8 @@ def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> No
 
 
 @stage
-def validate_selections(store: DeltaStore, workload: Workload, params: ValidationParams = ValidationParams()) -> StageResult:
+def validate_selections(store: DeltaStore, workload: Workload,
+                        params: ValidationParams = ValidationParams()) -> StageResult:
     """Retrains the outcome recipe on every selection and on a sample of every mixture, at the
     same budget; writes `selection_validation` (utility averaged over `repeats` data orders).
 

@@ -26,8 +26,17 @@ from .base import OnSketchBlock, Surrogate
 from .baselines import Datamodel, GradDot, LinearOnScore, SizeOnly, Trak
 from .data import NORMALISATIONS, SIZE_TERMS, SubsetData, sketch_range
 from .grasp import Grasp, grasp_subset_utility
-from .lcb import (CandidateScore, FittedMethod, candidate_sets, choose_by_lcb, fit_all_tasks, fit_surrogates,
-                  fold_score, lcb, stratified_folds)
+from .lcb import (
+                  CandidateScore,
+                  FittedMethod,
+                  candidate_sets,
+                  choose_by_lcb,
+                  fit_all_tasks,
+                  fit_surrogates,
+                  fold_score,
+                  lcb,
+                  stratified_folds,
+)
 
 __all__ = ["CandidateScore", "Datamodel", "FittedMethod", "GradDot", "Grasp", "LinearOnScore", "NORMALISATIONS",
            "OnSketchBlock", "SIZE_TERMS", "SizeOnly", "SubsetData", "Surrogate", "Trak", "candidate_sets",

@@ -95,7 +95,8 @@ class Datamodel(Surrogate):
     def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:
         return self.fit_folds(data, [rows], tasks=[task])[0][0]
 
-    def fit_folds(self, data: SubsetData, row_sets: list[np.ndarray], tasks: list[int] | None = None) -> list[list[dict]]:
+    def fit_folds(self, data: SubsetData, row_sets: list[np.ndarray],
+                  tasks: list[int] | None = None) -> list[list[dict]]:
         """Returns each row set's params for every task (or `tasks`): one solve per row set serves all tasks."""
         tasks = list(range(len(data.tasks))) if tasks is None else tasks
         fitted = []

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-
 NORMALISATIONS = {"none": lambda s: np.ones_like(s, float), "sqrt": lambda s: 1 / np.sqrt(s),
                   "mean": lambda s: 1 / s}
 

@@ -103,4 +103,5 @@ def grasp_subset_utility(params: dict, sum_z: np.ndarray, sizes: np.ndarray, tas
     size_part = params["size_coef"] * size_term(sizes) if size_term is not None else 0.0
     penalty = np.asarray(params["penalty"], float)
     quadratic = (z_s ** 2).sum(1) * penalty[0] if len(penalty) == 1 else (z_s ** 2) @ penalty
-    return params["intercept"] + size_part + params["b"] * (z_s @ np.asarray(task_sketch, float)[start:stop]) - quadratic
+    return params["intercept"] + size_part + params["b"] * (z_s @ np.asarray(task_sketch,
+                                                                             float)[start:stop]) - quadratic

@@ -10,8 +10,8 @@ receives the fit rows explicitly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from itertools import repeat
 
 import numpy as np
@@ -70,7 +70,8 @@ def fit_all_tasks(surrogate: Surrogate, data: SubsetData, rows: np.ndarray) -> t
     return params, surrogate.predict_tasks(data, params)
 
 
-def cross_validate(candidate: Surrogate, data: SubsetData, fit_rows: np.ndarray, folds: list[np.ndarray]) -> list[float]:
+def cross_validate(candidate: Surrogate, data: SubsetData, fit_rows: np.ndarray,
+                   folds: list[np.ndarray]) -> list[float]:
     """Returns the candidate's `fold_score` on each held-out fold, fitted on the other `fit_rows`."""
     fitted = candidate.fit_folds(data, [np.setdiff1d(fit_rows, held_out) for held_out in folds])
     return [fold_score(data, candidate.predict_tasks(data, params), held_out)
@@ -93,7 +94,7 @@ class CandidateWorkers:
         self.workers = workers or available_cores()
         self.executor = None
 
-    def __enter__(self) -> "CandidateWorkers":
+    def __enter__(self) -> CandidateWorkers:
         if self.workers > 1:
             self.executor = worker_pool(self.workers, _adopt, (self.data,), preload=__name__)
         return self

@@ -43,7 +43,8 @@ def nonneg_with_free_columns(x: np.ndarray, y: np.ndarray, nonneg: np.ndarray) -
         beta[:] = np.linalg.lstsq(x, y, rcond=None)[0]
         return beta
     basis, solve_free = free_column_basis(x[:, free])
-    project = lambda a: a - basis @ (basis.T @ a)  # noqa: E731 — residual after the free columns
+    def project(a):  # the residual after the free columns
+        return a - basis @ (basis.T @ a)
     beta[bounded] = nnls(project(x[:, bounded]), project(y), maxiter=50 * x.shape[1])[0]
     if free.any():
         beta[free] = solve_free(y - x[:, bounded] @ beta[bounded])

@@ -97,7 +97,8 @@ def fit_shared_columns(free: np.ndarray, task_columns: np.ndarray, shared: np.nd
     target_scale = np.where(target_scale == 0, 1.0, target_scale)
     f, a, s, y = free / scales[0], task_columns / scales[1], shared / scales[2], targets / target_scale
     basis, solve_free = free_column_basis(f)
-    project = lambda m: m - basis @ (basis.T @ m)  # noqa: E731 — residual after the free columns
+    def project(m):  # the residual after the free columns
+        return m - basis @ (basis.T @ m)
     a_p, s_p, y_p = project(a), project(s), project(y)
     grams = np.empty((tasks, 1 + s.shape[1], 1 + s.shape[1]))  # [a_t S]ᵀ[a_t S] + ridge, per task
     grams[:, 1:, 1:] = s_p.T @ s_p + ridge * n * np.eye(s.shape[1])

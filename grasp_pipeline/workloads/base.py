@@ -10,7 +10,8 @@ tensors land on `workload.device`.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F

@@ -11,8 +11,8 @@ its names (GPT-2's `lm_head.weight` selects the shared `transformer.wte.weight`)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import Sequence
 
 from torch import nn
 

@@ -13,7 +13,7 @@ cut backs off token by token, so such a window is a few tokens short.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -202,7 +202,8 @@ class VisionWorkload:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grasp_pipeline.workloads.vision", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m grasp_pipeline.workloads.vision",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--write-corpus", metavar="PATH", nargs="?", const=str(DIGITS_CORPUS),
                         help=f"rebuild the digits corpus from scikit-learn (default: {DIGITS_CORPUS})")
     parser.add_argument("--seed", type=int, default=0)
