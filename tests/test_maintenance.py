@@ -22,10 +22,10 @@ from grasp_pipeline.infra.lineage import (
     logged_versions,
     provenance,
     rebuild_lineage_index,
-    reproduce,
 )
 from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.ops.maintenance import kept_versions, maintain
+from grasp_pipeline.ops.reproduce import reproduce
 from grasp_pipeline.stages import TableWrite
 
 
