@@ -1,4 +1,4 @@
-"""Export stage: the answer in the forms trainers take (files, not a table; grasp_pipeline/export.py).
+"""Export stage: the answer in the forms trainers take (files, not a table; grasp_pipeline/ops/export.py).
 
 Per mixture a `{domain: weight}` JSON/YAML with the Hugging Face `interleave_datasets` form
 and a Megatron-style blend string; per selection a Parquet manifest of source, document id,
@@ -7,7 +7,7 @@ byte offset and length. `grasp export` writes the same from the command line.
 
 import dagster as dg
 
-from grasp_pipeline.export import export_for_trainers
+from grasp_pipeline.ops.export import export_for_trainers
 
 from .catalog import stage_asset
 from .config import ExportConfig, to_params

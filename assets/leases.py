@@ -1,4 +1,4 @@
-"""Each Dagster step holds the storage root's writer lease while it runs (grasp_pipeline.lease).
+"""Each Dagster step holds the storage root's writer lease while it runs (grasp_pipeline.infra.lease).
 
 A step of a `grasp run` shares the lease the CLI holds for the whole run (its owner id is the
 run tag `grasp/lease`): it only checks it before each commit. A step of any other run (UI,
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from grasp_pipeline.lease import RootLease
+from grasp_pipeline.infra.lease import RootLease
 
 LEASE_TAG = "grasp/lease"
 DEFAULT_WAIT_SECONDS = 600.0

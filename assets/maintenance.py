@@ -1,6 +1,6 @@
 """`grasp_maintain`: compaction, checkpoints and a lineage-safe vacuum of every table (an op job).
 
-The work is grasp_pipeline/maintenance.py; each maintained table gets an AssetObservation
+The work is grasp_pipeline/ops/maintenance.py; each maintained table gets an AssetObservation
 (versions, files before and after, files vacuumed), so the catalog shows when a table was
 last maintained. Maintenance changes no rows, so it materialises nothing. The step holds the root's writer
 lease exclusively (assets/leases.py) while it commits.
@@ -10,8 +10,8 @@ import dataclasses
 
 import dagster as dg
 
-from grasp_pipeline import progress
-from grasp_pipeline.maintenance import TableReport, maintain
+from grasp_pipeline.infra import progress
+from grasp_pipeline.ops.maintenance import TableReport, maintain
 
 from .config import MaintenanceConfig, to_params
 from .leases import step_lease

@@ -22,12 +22,12 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from grasp_pipeline import progress
-from grasp_pipeline.commits import recording
-from grasp_pipeline.lineage import LINEAGE_TABLE, index_lineage, lineage_summary
-from grasp_pipeline.secrets import redact, redact_values
+from grasp_pipeline.infra import progress
+from grasp_pipeline.infra.commits import recording
+from grasp_pipeline.infra.lineage import LINEAGE_TABLE, index_lineage, lineage_summary
+from grasp_pipeline.infra.secrets import redact, redact_values
+from grasp_pipeline.infra.tracking import TrackedRun, TrackingError
 from grasp_pipeline.stages import StageResult
-from grasp_pipeline.tracking import TrackedRun, TrackingError
 
 from .catalog import tables_of
 from .leases import step_lease

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from grasp_pipeline.progress import ProgressEvent
-from grasp_pipeline.tracking import TrackedRun, TrackingError
+from grasp_pipeline.infra.progress import ProgressEvent
+from grasp_pipeline.infra.tracking import TrackedRun, TrackingError
 
 # tasks at this depth or shallower get start and finish lines (0 = the stage, 1 = its loops)
 OUTLINE_DEPTH = 1

@@ -14,9 +14,9 @@ import dagster as dg
 from pydantic import Field
 
 from grasp_pipeline.config import WorkloadParams
-from grasp_pipeline.secrets import has_credentials, redact
-from grasp_pipeline.storage import DEFAULT_LOG_RETENTION_DAYS, DeltaStore
-from grasp_pipeline.tracking import Tracker, default_tracking_uri, resolve_tracking_uri
+from grasp_pipeline.infra.secrets import has_credentials, redact
+from grasp_pipeline.infra.storage import DEFAULT_LOG_RETENTION_DAYS, DeltaStore
+from grasp_pipeline.infra.tracking import Tracker, default_tracking_uri, resolve_tracking_uri
 from grasp_pipeline.workloads import Workload
 
 from . import env

@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from grasp_pipeline.config import RetrainParams
-from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses, unstack  # noqa: E402
 from grasp_pipeline.sketching import GradientSketcher  # noqa: E402
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer, task_losses, unstack  # noqa: E402
 from grasp_pipeline.workloads import make_workload  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "grasp_pipeline" / "data" / "default_corpus.jsonl.gz"

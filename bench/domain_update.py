@@ -49,10 +49,10 @@ from grasp_pipeline import stages  # noqa: E402
 from grasp_pipeline.config import load_params, with_overrides  # noqa: E402
 from grasp_pipeline.corpus import load_documents  # noqa: E402
 from grasp_pipeline.evaluation.held_out import paired_gains  # noqa: E402
+from grasp_pipeline.infra.storage import DeltaStore  # noqa: E402
 from grasp_pipeline.mixture import sample_mixture  # noqa: E402
 from grasp_pipeline.stages.curation_test import MIXTURE_ORDER_KEY, train_and_score  # noqa: E402
 from grasp_pipeline.stages.tables import outcome_recipe, read_pool, read_tasks  # noqa: E402
-from grasp_pipeline.storage import DeltaStore  # noqa: E402
 
 UNTIL_MIXTURE = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
                  "subset_outcomes", "grasp_surrogate", "mixture_weights"]

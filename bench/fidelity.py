@@ -53,9 +53,9 @@ sys.path.insert(0, str(REPO))
 from grasp_pipeline import stages  # noqa: E402
 from grasp_pipeline.config import load_params, with_overrides  # noqa: E402
 from grasp_pipeline.evaluation.fidelity import holdout_fidelity, noise_ceilings, with_fit_budget  # noqa: E402
-from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
-from grasp_pipeline.storage import DeltaStore  # noqa: E402
+from grasp_pipeline.infra.storage import DeltaStore  # noqa: E402
 from grasp_pipeline.surrogates import LinearOnScore, choose_by_lcb, fit_all_tasks  # noqa: E402
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.workloads import PAD, state_fingerprint  # noqa: E402
 
 PEERS_PYTHON = REPO / "bench" / ".peers-venv" / "bin" / "python"

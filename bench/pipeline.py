@@ -17,7 +17,7 @@ import time
 from grasp_pipeline import stages
 from grasp_pipeline.config import load_params, with_overrides
 from grasp_pipeline.evaluation.summary import fidelity_table, selection_table
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
 
 def main() -> int:

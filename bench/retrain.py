@@ -53,7 +53,7 @@ def cell(workload_key: str, mode: str, m: int, steps: int, batch_size: int, devi
     import torch
 
     from grasp_pipeline.config import RetrainParams
-    from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
+    from grasp_pipeline.training.retrain import Recipe, StackedTrainer, task_losses
     from grasp_pipeline.workloads import make_workload
 
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ def demo_cell(mode: str, subsets: int, threads: int, device: str) -> dict:
     import torch
 
     from grasp_pipeline.config import load_params, with_overrides
-    from grasp_pipeline.retrain import Recipe, retrain_subsets, task_losses
+    from grasp_pipeline.training.retrain import Recipe, retrain_subsets, task_losses
 
     params = with_overrides(load_params("demo"), {"workload": {"device": device}})
     workload = params.workload.build()
@@ -118,7 +118,7 @@ def demo_cell(mode: str, subsets: int, threads: int, device: str) -> dict:
                                    workers=params.retrain.workers, compile=params.retrain.compile)
         losses = np.stack([o.task_loss for o in outcomes])
     else:
-        from grasp_pipeline.retrain import StackedTrainer
+        from grasp_pipeline.training.retrain import StackedTrainer
 
         finals = [eager_train(workload, recipe, inputs, rows, (recipe.data_order_seed, i)) for i, rows in members]
         stacked = {n: torch.stack([f[n] for f in finals]) for n in finals[0]}
@@ -165,8 +165,8 @@ def eager_train(workload, recipe, inputs, rows, seed) -> dict:
     """One model, the conventional way: module, torch.optim.Adam, backward (same init and data order)."""
     import torch
 
-    from grasp_pipeline import retrain
-    from grasp_pipeline.retrain import batch_schedule
+    from grasp_pipeline.training import retrain
+    from grasp_pipeline.training.retrain import batch_schedule
 
     model = workload.build_model(recipe.init_seed)
     optimizer = (torch.optim.Adam(model.parameters(), lr=recipe.lr, betas=(recipe.adam_beta1, recipe.adam_beta2),

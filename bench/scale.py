@@ -129,7 +129,7 @@ def run_stage_here(name: str, root: str, overrides: dict) -> dict:
     """Runs one stage in this process; returns its seconds and memory (bytes)."""
     from grasp_pipeline import stages
     from grasp_pipeline.config import load_params, with_overrides
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     params = with_overrides(load_params("smoke"), overrides)
     workload = params.workload.build()
@@ -163,7 +163,7 @@ def run_stage(name: str, root: str, overrides: dict, log: Path) -> dict:
 
 
 def copy_tables(source: str, target: str, tables: tuple[str, ...]) -> None:
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     src, dst = DeltaStore(source), DeltaStore(target)
     for table in tables:
@@ -172,7 +172,7 @@ def copy_tables(source: str, target: str, tables: tuple[str, ...]) -> None:
 
 def sketch_and_model_bytes(root: str, n: int) -> dict:
     """Bytes of the float32 sketch matrix (from the task sketches' width) and of the float32 model."""
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     store = DeltaStore(root)
     width = int(store.read("task_sketches", columns=["sketch"])["sketch"].list.len()[0])
@@ -182,7 +182,7 @@ def sketch_and_model_bytes(root: str, n: int) -> dict:
 
 def measure_size(n: int, names: tuple[str, ...], overrides: dict, root: str, log: Path) -> dict:
     """Runs `names` at pool size n in `root`; returns per-stage measurements and the denominators."""
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     cells = {}
     for name in names:

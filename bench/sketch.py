@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from grasp_pipeline.config import RetrainParams  # noqa: E402
 from grasp_pipeline.corpus import cut_examples, load_documents  # noqa: E402
-from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.sketching import DenseProjector, GradientSketcher  # noqa: E402
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.workloads import make_workload  # noqa: E402
 
 KINDS = ("gaussian", "rademacher", "sjlt", "kronecker")

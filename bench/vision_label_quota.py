@@ -21,10 +21,10 @@ import polars as pl
 
 
 def main() -> None:
-    from grasp_pipeline.retrain import Recipe, StackedTrainer, task_losses
+    from grasp_pipeline.infra.storage import DeltaStore
     from grasp_pipeline.selection import grasp_selection, label_quota, random_selection, task_weight_vector, top_k
-    from grasp_pipeline.storage import DeltaStore
     from grasp_pipeline.surrogates import GradDot
+    from grasp_pipeline.training.retrain import Recipe, StackedTrainer, task_losses
     from grasp_pipeline.workloads import make_workload
     from grasp_pipeline.workloads.vision import text_to_image
 

@@ -17,8 +17,8 @@ import sys
 import polars as pl
 import torch
 
-from grasp_pipeline.checkpoint_files import checkpoint_location, read_state, write_state
-from grasp_pipeline.storage import FILE_ENTRY, DeltaStore
+from grasp_pipeline.infra.checkpoint_files import checkpoint_location, read_state, write_state
+from grasp_pipeline.infra.storage import FILE_ENTRY, DeltaStore
 
 
 def tensor(i: int, numel: int) -> torch.Tensor:

@@ -71,7 +71,7 @@ def write_user_corpus(path: Path, domains=("news", "code", "poetry"), docs_per_d
 def build_tables_until(root, last: str = "subset_outcomes", params: PipelineParams | None = None):
     """Runs the library stages (no Dagster) in dependency order up to and including `last`."""
     from grasp_pipeline import stages
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     params = params or tiny_params()
     store = DeltaStore(str(root))

@@ -7,7 +7,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from grasp_pipeline.config import RetrainParams
-from grasp_pipeline.retrain import Recipe, StackedTrainer
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer
 from grasp_pipeline.workloads import PAD, make_workload
 
 TEXTS = [f"the quick brown fox {i} jumps over the lazy dog; " * 2 for i in range(24)]

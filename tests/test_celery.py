@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from grasp_pipeline import stages
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import tiny_params
 from .services import binary, stop
@@ -59,7 +59,7 @@ def sorted_frame(frame: pl.DataFrame, keys: list[str], columns: list[str]) -> pl
 
 def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_local_run(
         redis_url, s3_root, mlflow_server, tmp_path, monkeypatch):
-    from assets.definitions_celery import celery_run_config, grasp_prepare
+    from assets.deploy.definitions_celery import celery_run_config, grasp_prepare
     from assets.run_config import job_run_config
 
     home = tmp_path / "dagster_home"
@@ -97,7 +97,7 @@ def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_lo
             def launch(job: str, tags: dict) -> subprocess.Popen:
                 config_file = tmp_path / f"{job}.yaml"
                 config_file.write_text(yaml.safe_dump({**job_run_config(job, params, s3_root), **execution}))
-                return subprocess.Popen([binary("dagster"), "job", "execute", "-m", "assets.definitions_celery",
+                return subprocess.Popen([binary("dagster"), "job", "execute", "-m", "assets.deploy.definitions_celery",
                                          "-j", job, "-c", str(config_file), "--tags", json.dumps(tags)],
                                         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

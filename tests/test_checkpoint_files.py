@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from grasp_pipeline import stages
-from grasp_pipeline.checkpoint_files import CheckpointFileError, checkpoint_location, read_state, write_state
-from grasp_pipeline.objectstore import ObjectLocation
+from grasp_pipeline.infra.checkpoint_files import CheckpointFileError, checkpoint_location, read_state, write_state
+from grasp_pipeline.infra.objectstore import ObjectLocation
+from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.stages.tables import checkpoint_fingerprint
-from grasp_pipeline.storage import DeltaStore
 
 from .conftest import build_tables_until, tiny_params
 

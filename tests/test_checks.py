@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from grasp_pipeline.evaluation.checks import holdout_fidelity_above
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
 
 def write_surrogates(store: DeltaStore, method: str, holdout_spearman: list[float]) -> None:

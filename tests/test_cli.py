@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
-from .conftest import write_user_corpus
+from .conftest import TINY, write_user_corpus
 
 STAGES = ["corpus_shards", "reference_model", "subset_plan", "gradient_sketches", "subset_outcomes", "task_sketches",
           "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights", "selection_validation",
@@ -23,7 +23,6 @@ STAGES = ["corpus_shards", "reference_model", "subset_plan", "gradient_sketches"
 @pytest.fixture(scope="module")
 def grasp_run(tmp_path_factory):
     """`grasp run` in a subprocess on a user corpus, with its own instance and storage root."""
-    from .conftest import TINY
 
     tmp_path = tmp_path_factory.mktemp("grasp_run")
     corpus = write_user_corpus(tmp_path / "user" / "corpus.jsonl")
@@ -63,7 +62,7 @@ def test_grasp_run_shows_every_stage_and_its_loops_on_stderr(grasp_run):
 def test_grasp_run_nests_every_stage_run_under_one_mlflow_parent_run(grasp_run):
     from mlflow.tracking import MlflowClient
 
-    from grasp_pipeline.tracking import default_tracking_uri
+    from grasp_pipeline.infra.tracking import default_tracking_uri
 
     tmp_path, home, _ = grasp_run
     client = MlflowClient(tracking_uri=default_tracking_uri(str(tmp_path / "storage")))

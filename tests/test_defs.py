@@ -41,7 +41,6 @@ def test_workspace_file_loads_the_code_location(tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     repo = Path(__file__).parents[1]
     dagster_cli = Path(sys.executable).with_name("dagster")
@@ -115,8 +114,8 @@ def test_every_launchpad_field_has_a_description():
 
 
 def test_every_delta_table_of_the_contract_and_the_lineage_table_is_an_asset_named_like_it():
-    from grasp_pipeline.lineage import LINEAGE_TABLE
-    from grasp_pipeline.storage import CONTRACT
+    from grasp_pipeline.infra.lineage import LINEAGE_TABLE
+    from grasp_pipeline.infra.storage import CONTRACT
 
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert set(CONTRACT) | {LINEAGE_TABLE} <= keys, sorted(set(CONTRACT) | {LINEAGE_TABLE} - keys)
@@ -135,18 +134,19 @@ def test_the_storage_resource_reads_grasp_root_when_a_run_starts_not_at_import(m
 def test_the_dagster_layer_imports_no_private_dagster_module():
     import ast
 
-    private = []
-    for path in sorted((Path(__file__).parents[1] / "assets").glob("*.py")):
+    private, layer = [], Path(__file__).parents[1] / "assets"
+    for path in sorted(layer.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            private += [f"{path.name}: {n}" for n in names if n.startswith("dagster") and "._" in n]
+            private += [f"{path.relative_to(layer).as_posix()}: {n}" for n in names
+                        if n.startswith("dagster") and "._" in n]
     assert private == [f"{path}: {module}" for path, (module, _) in sorted(NO_PUBLIC_EXPORT.items())]
 
 
 # The one private import the Dagster layer needs: the result types of the (public) run-launcher
-# hook `check_run_worker_health`, which Dagster does not export publicly (assets/run_launcher.py).
-NO_PUBLIC_EXPORT = {"run_launcher.py": ("dagster._core.launcher", ("CheckRunHealthResult", "WorkerStatus"))}
+# hook `check_run_worker_health`, which Dagster does not export publicly (assets/deploy/run_launcher.py).
+NO_PUBLIC_EXPORT = {"deploy/run_launcher.py": ("dagster._core.launcher", ("CheckRunHealthResult", "WorkerStatus"))}
 
 
 def test_each_private_dagster_import_is_of_something_dagster_does_not_export_publicly():

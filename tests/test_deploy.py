@@ -39,7 +39,7 @@ def test_the_helm_values_set_no_password_and_keep_the_bundled_postgres_and_its_d
 def test_the_celery_broker_comes_from_the_environment():
     execution = yaml.safe_load((DEPLOY / "celery.yaml").read_text())["execution"]["config"]
     assert execution == {"broker": {"env": "GRASP_CELERY_BROKER"}, "backend": {"env": "GRASP_CELERY_BROKER"}}
-    from assets.definitions_celery import celery_run_config
+    from assets.deploy.definitions_celery import celery_run_config
 
     assert celery_run_config() == {"execution": {"config": execution}}
 

@@ -8,7 +8,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from grasp_pipeline import stages
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.surrogates import candidate_sets, choose_by_lcb
 
 from .conftest import build_tables_until, tiny_params

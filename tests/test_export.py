@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from grasp_pipeline.config import ExportParams
-from grasp_pipeline.export import export_for_trainers
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
+from grasp_pipeline.ops.export import export_for_trainers
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import build_tables_until, materialize_prepare, tiny_params, write_user_corpus
 

@@ -27,7 +27,7 @@ from polars.testing import assert_frame_equal
 
 from grasp_pipeline import stages
 from grasp_pipeline.corpus import CorpusError, load_documents
-from grasp_pipeline.storage import DeltaStore, PinnedReads, TableLogError
+from grasp_pipeline.infra.storage import DeltaStore, PinnedReads, TableLogError
 
 from .conftest import build_tables_until, tiny_params, write_user_corpus
 from .partition_writers import outcome_rows, write_one_batch
@@ -47,7 +47,7 @@ def any_root(request, tmp_path) -> str:
 
 WRITER = """
 import sys, numpy as np, polars as pl
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 from tests.partition_writers import outcome_rows
 root, batch, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 DeltaStore(root).write_partitions("subset_outcomes", outcome_rows(batch, n))

@@ -17,8 +17,8 @@ from grasp_pipeline.evaluation.held_out import (
     sign_test,
     unit_histograms,
 )
-from grasp_pipeline.plan import natural_counts, sample_subset_plan
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
+from grasp_pipeline.training.plan import natural_counts, sample_subset_plan
 
 from .conftest import build_tables_until, tiny_params
 

@@ -15,10 +15,10 @@ import torch
 
 pytest.importorskip("transformers")
 
-from grasp_pipeline.config import RetrainParams
-from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
+from grasp_pipeline.config import RetrainParams, load_params
+from grasp_pipeline.infra.storage import DeltaStore  # noqa: E402
 from grasp_pipeline.sketching import GradientSketcher  # noqa: E402
-from grasp_pipeline.storage import DeltaStore  # noqa: E402
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
 from grasp_pipeline.workloads import make_workload  # noqa: E402
 from grasp_pipeline.workloads.hf_causal_lm import PADDING, HFCausalLMParams, HFCausalLMWorkload, make_tiny  # noqa: E402
 
@@ -52,7 +52,6 @@ def test_make_tiny_writes_a_gpt2_a_tokenizer_and_run_settings(tiny_dir, workload
     config = AutoConfig.from_pretrained(tiny_dir, local_files_only=True)
     assert (config.model_type, config.n_layer, config.n_embd) == ("gpt2", 2, 32)
     assert (tiny_dir / "tokenizer.json").is_file() and (tiny_dir / "grasp.toml").is_file()
-    from grasp_pipeline.config import load_params
 
     params = load_params("smoke", tiny_dir / "grasp.toml").workload
     assert params.name == "hf_causal_lm" and params.hf_model_path == str(tiny_dir.resolve())
@@ -145,7 +144,6 @@ def test_a_tokenizer_larger_than_the_model_vocabulary_is_refused(tiny_dir):
 
 def test_grasp_run_smoke_on_a_local_gpt2(tiny_dir, tmp_path):
     """What a user runs after --make-tiny: grasp run --config <dir>/grasp.toml --profile smoke (bounded by TINY)."""
-    from grasp_pipeline.config import load_params
 
     settings = load_params("smoke", tiny_dir / "grasp.toml").workload
     config = tmp_path / "tiny_gpt2.json"
@@ -177,8 +175,6 @@ DOCUMENTS = ["The quick brown fox jumps over the lazy dog. " * 9 + "def add(a, b
 
 
 def test_documents_are_cut_into_token_windows_that_encode_to_their_own_tokens(workload):
-    import polars as pl
-
     from grasp_pipeline.corpus import cut_examples
 
     documents = pl.DataFrame({"doc_id": ["a", "b"], "domain": ["d", "d"], "source": ["s", "s"], "text": DOCUMENTS})

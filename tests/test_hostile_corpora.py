@@ -190,7 +190,7 @@ def test_an_object_store_glob_reads_parquet_and_jsonl_like_local_files(s3_corpus
 
 
 def test_the_corpus_stage_reads_an_object_store_corpus_into_object_store_tables(s3_corpus, s3_root):
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     store = DeltaStore(s3_root)
     params = tiny_params(corpus={"corpus_path": f"{s3_corpus}/**/*"})

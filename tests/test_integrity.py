@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from grasp_pipeline import stages
-from grasp_pipeline.commits import LINEAGE_KEY
-from grasp_pipeline.lineage import LINEAGE_TABLE, lineage_of, provenance, rebuild_lineage_index
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.commits import LINEAGE_KEY
+from grasp_pipeline.infra.lineage import LINEAGE_TABLE, lineage_of, provenance, rebuild_lineage_index
+from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import build_tables_until, tiny_params
 

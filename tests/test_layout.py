@@ -1,4 +1,5 @@
-"""The layout holds: no import cycles among project modules, and a library free of Dagster."""
+"""The layout holds: no import cycles among project modules, library dependencies that point down,
+and a library free of Dagster."""
 
 from __future__ import annotations
 
@@ -122,6 +123,50 @@ def test_importing_every_library_module_loads_no_dagster():
     assert done.stdout.strip() == "[]"
 
 
-def test_nothing_imports_the_cli():
-    importers = sorted(module for module, deps in import_graph().items() if "assets.cli" in deps)
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_nothing_outside_the_cli_imports_it():
+    importers = sorted(module for module, deps in import_graph().items() if not within(module, "assets.cli")
+                       and any(within(dep, "assets.cli") for dep in deps))
     assert importers == []
+
+
+def test_only_the_deployment_variants_import_each_other():
+    importers = sorted(module for module, deps in import_graph().items() if not within(module, "assets.deploy")
+                       and any(within(dep, "assets.deploy") for dep in deps))
+    assert importers == []
+
+
+# The library's layers, bottom first: infrastructure and shared statistics, the engines (config,
+# corpus, workloads, sketching, selection, surrogates, mixture, evaluation), the training engines,
+# the stages, the operations on stored tables. A module imports its own layer and those below.
+LAYERS = (("grasp_pipeline.infra", "grasp_pipeline.stats"), (), ("grasp_pipeline.training",),
+          ("grasp_pipeline.stages",), ("grasp_pipeline.ops",))
+ENGINES = 1
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of a library module (None outside the library, or for the package itself)."""
+    if not within(module, "grasp_pipeline") or module == "grasp_pipeline":
+        return None
+    return next((i for i, packages in enumerate(LAYERS) if any(within(module, p) for p in packages)), ENGINES)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'importer -> imported' for every library import of a module in a higher layer."""
+    return sorted(f"{module} -> {dep}" for module, deps in graph.items() for dep in deps
+                  if layer_of(module) is not None and layer_of(dep) is not None and layer_of(dep) > layer_of(module))
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    planted = {"grasp_pipeline.infra.lineage": {"grasp_pipeline.stages", "grasp_pipeline.infra.storage"},
+               "grasp_pipeline.surrogates.lcb": {"grasp_pipeline.stats", "grasp_pipeline.training.retrain"},
+               "grasp_pipeline.ops.export": {"grasp_pipeline.stages.base"}}
+    assert upward_imports(planted) == ["grasp_pipeline.infra.lineage -> grasp_pipeline.stages",
+                                       "grasp_pipeline.surrogates.lcb -> grasp_pipeline.training.retrain"]
+
+
+def test_library_dependencies_point_down():
+    assert upward_imports(import_graph()) == []

@@ -18,9 +18,9 @@ from pathlib import Path
 import dagster as dg
 from mlflow.tracking import MlflowClient
 
-from grasp_pipeline.lineage import LINEAGE_TABLE, lineage_of, provenance
-from grasp_pipeline.storage import DeltaStore
-from grasp_pipeline.tracking import FAILURE_TAG, Tracker, default_tracking_uri
+from grasp_pipeline.infra.lineage import LINEAGE_TABLE, lineage_of, provenance
+from grasp_pipeline.infra.storage import DeltaStore
+from grasp_pipeline.infra.tracking import FAILURE_TAG, Tracker, default_tracking_uri
 
 from .conftest import TINY, tiny_params
 from .services import binary, free_port, start, stop
@@ -103,7 +103,7 @@ def test_mlflow_failing_after_a_commit_keeps_the_lineage_and_the_run_ends_failed
 KILL_AFTER_COMMIT = """
 import os, signal, sys
 import dagster as dg
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 from tests.conftest import materialize_prepare, tiny_params
 
 original = DeltaStore._commit

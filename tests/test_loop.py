@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from grasp_pipeline import stages
-from grasp_pipeline.loop import LoopState, adapt, calibration_slope, realised_lower_bound, with_active
+from grasp_pipeline.training.loop import LoopState, adapt, calibration_slope, realised_lower_bound, with_active
 
 from .conftest import build_tables_until, tiny_params
 

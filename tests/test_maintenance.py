@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable
 
-from grasp_pipeline.commits import LINEAGE_KEY
 from grasp_pipeline.config import MaintenanceParams
-from grasp_pipeline.lease import RootLease
-from grasp_pipeline.lineage import (
+from grasp_pipeline.infra.commits import LINEAGE_KEY
+from grasp_pipeline.infra.lease import RootLease
+from grasp_pipeline.infra.lineage import (
     LINEAGE_TABLE,
     MAINTENANCE_OPERATIONS,
     find_output,
@@ -22,11 +22,11 @@ from grasp_pipeline.lineage import (
     logged_versions,
     provenance,
     rebuild_lineage_index,
-    reproduce,
 )
-from grasp_pipeline.maintenance import kept_versions, maintain
+from grasp_pipeline.infra.storage import DeltaStore
+from grasp_pipeline.ops.maintenance import kept_versions, maintain
+from grasp_pipeline.ops.reproduce import reproduce
 from grasp_pipeline.stages import TableWrite
-from grasp_pipeline.storage import DeltaStore
 
 
 def _copy(pipeline_run, tmp_path) -> DeltaStore:

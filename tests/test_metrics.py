@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from grasp_pipeline.evaluation.fidelity import noise_ceilings
-from grasp_pipeline.evaluation.metrics import noise_ceiling, spearman
+from grasp_pipeline.stats import noise_ceiling, spearman
 
 
 def test_noise_ceiling_of_one_retraining_is_the_root_of_the_repeat_correlation():

@@ -11,6 +11,7 @@ import pytest
 
 from grasp_pipeline import stages
 from grasp_pipeline.config import MixtureUpdateParams
+from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.mixture import domain_stats, natural_mixture, optimise_mixture
 from grasp_pipeline.stages.mixture import mixture_problem
 from grasp_pipeline.stages.mixture_update import (
@@ -21,7 +22,6 @@ from grasp_pipeline.stages.mixture_update import (
     update_candidates,
 )
 from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix
-from grasp_pipeline.storage import DeltaStore
 from tests.conftest import tiny_params, write_user_corpus
 
 OLD_DOMAINS = ("news", "code", "poetry")

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from grasp_pipeline.config import load_params
-from grasp_pipeline.lineage import provenance, reproduce
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.lineage import provenance
+from grasp_pipeline.infra.storage import DeltaStore
+from grasp_pipeline.ops.reproduce import reproduce
 
 from .conftest import materialize_prepare, tiny_params, write_user_corpus
 

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grasp_pipeline.storage import CONTRACT, DeltaStore
-from grasp_pipeline.tracking import default_tracking_uri
+from grasp_pipeline.infra.storage import CONTRACT, DeltaStore
+from grasp_pipeline.infra.tracking import default_tracking_uri
 
 # one asset per Delta table (assets/catalog.py), the lineage table, and the trainer export (files)
 TABLE_ASSETS = ["corpus_shards", "task_sets", "reference_models", "gradient_sketches", "task_sketches", "subset_plan",

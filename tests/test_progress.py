@@ -8,11 +8,11 @@ import io
 import polars as pl
 import pytest
 
-from assets.console import ConsoleProgress
+from assets.cli.console import ConsoleProgress
 from assets.reporting import DagsterLog
-from grasp_pipeline import progress
-from grasp_pipeline.progress import ProgressEvent
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra import progress
+from grasp_pipeline.infra.progress import ProgressEvent
+from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import tiny_params
 

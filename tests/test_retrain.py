@@ -1,4 +1,4 @@
-"""Tests for grasp_pipeline.retrain and grasp_pipeline.workload on a tiny byte MLP (CPU).
+"""Tests for grasp_pipeline.training.retrain and grasp_pipeline.workload on a tiny byte MLP (CPU).
 
 Batched (vmapped) training is compared with training each subset alone and with a plain
 PyTorch loop using torch.optim, which is an implementation independent of the code under
@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from grasp_pipeline.config import RetrainParams
-from grasp_pipeline.retrain import (
+from grasp_pipeline.training.retrain import (
     Recipe,
     StackedTrainer,
     batch_schedule,
+    lr_factor,
     retrain_subsets,
     task_losses,
     unstack,
@@ -91,8 +92,6 @@ def test_snapshots_equal_the_parameters_of_shorter_runs(workload, pool, optimize
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_a_decaying_schedule_equals_torch_optim_with_the_same_lambda_lr(workload, pool, schedule):
-    from grasp_pipeline.retrain import lr_factor
-
     recipe = recipe_of(steps=7, batch_size=4, lr=1e-2, lr_schedule=schedule, init_seed=3)
     rows, seed = MEMBERS[1], (5, 11)
     stacked = StackedTrainer(workload, recipe).train(pool, [rows], [seed])
@@ -111,8 +110,6 @@ def test_a_decaying_schedule_equals_torch_optim_with_the_same_lambda_lr(workload
 
 
 def test_lr_factors_decay_to_near_zero_and_refuse_unknown_schedules():
-    from grasp_pipeline.retrain import lr_factor
-
     assert lr_factor("constant", 9, 10) == 1.0
     assert lr_factor("linear", 0, 10) == 1.0 and lr_factor("linear", 9, 10) == pytest.approx(0.1)
     assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 9, 10) < 0.03

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from grasp_pipeline.config import RetrainParams
-from grasp_pipeline.retrain import Recipe, retrain_subsets
+from grasp_pipeline.training.retrain import Recipe, TrainJob, retrain_subsets, train_jobs
 from grasp_pipeline.workloads import make_workload
 
 ATOL = 1e-5
@@ -60,7 +60,7 @@ def test_compiled_steps_in_forked_workers_match_eager_training(setup):
 
 
 def test_worker_processes_report_each_group_as_it_finishes(setup):
-    from grasp_pipeline import progress
+    from grasp_pipeline.infra import progress
 
     events = []
     with progress.reporting(events.append):
@@ -73,7 +73,6 @@ def test_worker_processes_report_each_group_as_it_finishes(setup):
 def test_jobs_with_their_own_initialisation_train_as_that_recipe_would(setup):
     from dataclasses import replace
 
-    from grasp_pipeline.retrain import TrainJob, train_jobs
 
     workload, recipe, pool, subsets, task_inputs, task_of_row = setup
     jobs = [TrainJob(rows, (7, subset_id), init_seed=11 + j % 2) for j, (subset_id, rows) in enumerate(subsets)]

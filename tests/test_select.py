@@ -17,6 +17,7 @@ from grasp_pipeline.selection import (
     METHODS,
     grasp_objective,
     grasp_selection,
+    label_balanced_cells,
     predicted_utilities,
     protected_grasp_selection,
     random_selection,
@@ -716,8 +717,6 @@ def test_lazy_and_batched_quota_greedies_equal_the_exact_one():
 @pytest.mark.parametrize("seed", range(5))
 def test_label_balanced_cells_keep_the_domain_counts_and_balance_the_labels(seed):
     from collections import Counter
-
-    from grasp_pipeline.selection import label_balanced_cells
 
     rng = np.random.default_rng(seed)
     domains = rng.choice(["a", "b", "c"], size=300)

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grasp_pipeline.tracking import Tracker, resolve_tracking_uri
+from grasp_pipeline.infra.tracking import Tracker, resolve_tracking_uri
 
 
 def test_a_tracker_logs_params_metrics_and_artifacts_to_a_tracking_server(mlflow_server):

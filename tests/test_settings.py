@@ -15,7 +15,7 @@ import pytest
 
 from grasp_pipeline import stages
 from grasp_pipeline.config import SettingError
-from grasp_pipeline.storage import CONTRACT, DeltaStore
+from grasp_pipeline.infra.storage import CONTRACT, DeltaStore
 
 from .conftest import TINY, build_tables_until, tiny_params
 

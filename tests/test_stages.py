@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 
 from grasp_pipeline import stages
 from grasp_pipeline.corpus import load_documents
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import build_tables_until, tiny_params
 

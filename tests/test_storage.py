@@ -1,4 +1,4 @@
-"""Tests for grasp_pipeline.storage: real Delta tables in tmp_path, read back independently.
+"""Tests for grasp_pipeline.infra.storage: real Delta tables in tmp_path, read back independently.
 
 Contents are read back both through the store and with `deltalake.DeltaTable` directly, so
 a test does not only trust the code under test to report what it wrote.
@@ -13,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
-from grasp_pipeline.storage import CONTRACT, ContractError, DeltaStore, check_contract
+from grasp_pipeline.infra.storage import CONTRACT, ContractError, DeltaStore, check_contract
 
 
 def shard_frame(shard: str, ids: list[int], text: str = "x") -> pl.DataFrame:

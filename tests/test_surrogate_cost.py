@@ -10,8 +10,8 @@ import pytest
 from scipy.optimize import nnls
 
 from grasp_pipeline.config import SurrogateParams
-from grasp_pipeline.evaluation.metrics import nan_mean, spearman, spearman_columns
 from grasp_pipeline.stages.tables import load_subset_data
+from grasp_pipeline.stats import nan_mean, spearman, spearman_columns
 from grasp_pipeline.surrogates import candidate_sets, choose_by_lcb, fit_surrogates, stratified_folds
 from grasp_pipeline.surrogates.lcb import CandidateWorkers
 from grasp_pipeline.surrogates.normal_equations import nnls_normal_equations

@@ -9,7 +9,16 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from grasp_pipeline.tracking import BATCH_ENTITIES, BATCH_PARAMS_OR_TAGS, PARENT_RUN_TAG, Tracker, default_tracking_uri
+from grasp_pipeline.infra.tracking import (
+    BATCH_ENTITIES,
+    BATCH_PARAMS_OR_TAGS,
+    PARENT_RUN_TAG,
+    TrackedRun,
+    Tracker,
+    TrackingError,
+    TrackingPolicy,
+    default_tracking_uri,
+)
 
 
 class CountingClient:
@@ -92,7 +101,7 @@ def test_system_metrics_are_sampled_into_the_run_when_asked(tmp_path, monkeypatc
 
 
 def test_each_stage_run_names_its_inputs_and_the_reference_model_logs_its_loss_per_step(pipeline_run):
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     from .conftest import tiny_params
 
@@ -114,7 +123,6 @@ def test_each_stage_run_names_its_inputs_and_the_reference_model_logs_its_loss_p
 @pytest.fixture
 def unreachable_run(monkeypatch):
     """A TrackedRun whose tracking server is gone (nothing listens on its port), one quick attempt per call."""
-    from grasp_pipeline.tracking import TrackedRun, TrackingPolicy
     from tests.services import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -124,8 +132,6 @@ def unreachable_run(monkeypatch):
 
 
 def test_batched_logging_and_inputs_are_bounded_by_the_tracking_policy(unreachable_run):
-    from grasp_pipeline.tracking import TrackingError
-
     with pytest.raises(TrackingError, match="MLflow log_batch failed after 2 attempts"):
         unreachable_run.log_params({"a": 1})
     with pytest.raises(TrackingError, match="MLflow log_batch failed after 2 attempts"):
@@ -136,8 +142,7 @@ def test_batched_logging_and_inputs_are_bounded_by_the_tracking_policy(unreachab
 
 def test_metric_curves_never_stop_a_stage_while_mlflow_is_down_and_the_final_flush_says_so(unreachable_run):
     from assets.reporting import MlflowCurves
-    from grasp_pipeline.progress import ProgressEvent
-    from grasp_pipeline.tracking import TrackingError
+    from grasp_pipeline.infra.progress import ProgressEvent
 
     curves = MlflowCurves(unreachable_run, batch=2)
     for step in range(6):  # three batches' worth: the first fails, the rest wait for the final flush

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from grasp_pipeline.config import RetrainParams
-from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
 from grasp_pipeline.sketching import GradientSketcher
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack
 from grasp_pipeline.workloads import PAD, parameter_count
 from grasp_pipeline.workloads.byte_transformer import ByteTransformer, ByteTransformerParams, ByteTransformerWorkload
 

@@ -26,9 +26,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.storage import DeltaStore
 
-from .conftest import materialize_prepare, tiny_params, write_user_corpus
+from .conftest import materialize_everything, materialize_prepare, tiny_params, write_user_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 # every table is an asset (assets/catalog.py), plus the trainer export
@@ -313,7 +313,6 @@ def test_headless_chromium_shows_the_asset_graph(server, browser):
 def surrogate_materialised(server, tmp_path_factory):
     """The whole tiny graph materialised into the server's instance (own storage root): the
     surrogates asset then has a materialisation whose metadata holds the fidelity figures."""
-    from .conftest import materialize_everything
 
     root = tmp_path_factory.mktemp("ui-full") / "storage"
     with dg.DagsterInstance.from_config(str(server.home)) as instance:

@@ -16,11 +16,11 @@ import torch
 
 from grasp_pipeline.config import RetrainParams, SelectionParams, with_overrides
 from grasp_pipeline.corpus import cut_examples, load_documents
-from grasp_pipeline.retrain import Recipe, StackedTrainer, unstack
+from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.selection import label_quota, top_k
 from grasp_pipeline.sketching import GradientSketcher
 from grasp_pipeline.stages import build_corpus, curate_selections
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack
 from grasp_pipeline.workloads import make_workload
 from grasp_pipeline.workloads.vision import (
     DIGITS_CORPUS,

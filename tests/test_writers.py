@@ -16,8 +16,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from grasp_pipeline.lease import LeaseHeld, RootLease
-from grasp_pipeline.storage import DeltaStore, StorageSettingError, storage_options_from_env
+from grasp_pipeline.infra.lease import LeaseHeld, RootLease
+from grasp_pipeline.infra.storage import DeltaStore, StorageSettingError, storage_options_from_env
 
 from .conftest import TINY, materialize_prepare, tiny_params, write_user_corpus
 from .partition_writers import outcome_rows
@@ -152,7 +152,7 @@ def test_an_inherited_unsafe_rename_setting_is_refused_unless_explicitly_allowed
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
 ])
 def test_credentials_in_uris_are_redacted_wherever_text_is_shown(shown, redacted):
-    from grasp_pipeline.secrets import redact
+    from grasp_pipeline.infra.secrets import redact
 
     assert redact(shown) == redacted
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fields import doc
+from ..infra.fields import doc
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class ValidationParams(TrainingParams):
 
 @dataclass(frozen=True)
 class LoopParams(TrainingParams):
-    """The closed loop (grasp_pipeline/loop.py): candidates retrained on dev, added to the fit set as
+    """The closed loop (grasp_pipeline/training/loop.py): candidates retrained on dev, added to the fit set as
     sampler `active`, refit; the pick has the best lower confidence bound over bootstrap refits."""
 
     rounds: int = doc("Rounds of propose → retrain on dev → refit.", 2, minimum=1)
@@ -330,7 +330,7 @@ class TargetParams(TrainingParams):
 
 @dataclass(frozen=True)
 class ExportParams:
-    """What `trainer_export` / `grasp export` writes for trainers (grasp_pipeline/export.py)."""
+    """What `trainer_export` / `grasp export` writes for trainers (grasp_pipeline/ops/export.py)."""
 
     destination: str = doc("Folder or object-store URI the trainer files go to; empty = `exports` under the "
                            "storage root.", "")
@@ -341,7 +341,7 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class MaintenanceParams:
-    """Table maintenance (`grasp_maintain` / `grasp maintain`, grasp_pipeline/maintenance.py)."""
+    """Table maintenance (`grasp_maintain` / `grasp maintain`, grasp_pipeline/ops/maintenance.py)."""
 
     tables: tuple[str, ...] = doc("Tables to maintain (empty = every Delta table under the storage root).", ())
     compact: bool = doc("Compact small files into larger ones (Delta OPTIMIZE; rows are unchanged).", True)

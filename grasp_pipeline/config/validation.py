@@ -16,7 +16,7 @@ import dataclasses
 import math
 import typing
 
-from ..fields import describe_range, valid_range
+from ..infra.fields import describe_range, valid_range
 
 
 class SettingError(ValueError):

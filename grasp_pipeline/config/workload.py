@@ -15,7 +15,7 @@ from dataclasses import MISSING, asdict, field, fields, make_dataclass
 
 import torch
 
-from ..fields import doc
+from ..infra.fields import doc
 from ..workloads.base import Workload
 from ..workloads.registry import WORKLOADS, make_workload, workload_parameter_names
 

@@ -4,7 +4,7 @@ Hostile trees are refused by name rather than followed: a file name that is not 
 UTF-8, a symbolic link whose target lies outside the corpus root. Each file is read once,
 whatever links lead to it (a `loop -> ..` link does not multiply the corpus). A location
 with a scheme (`s3://bucket/corpus/*.parquet`, also `gs://`, `az://`) is listed through
-`grasp_pipeline.objectstore` with the storage options of the tables (environment only).
+`grasp_pipeline.infra.objectstore` with the storage options of the tables (environment only).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..infra.objectstore import ObjectLocation
+from ..infra.storage import storage_options_from_env
 from .errors import CorpusError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
@@ -45,8 +47,6 @@ class CorpusFile:
         """The file's size in bytes (as stored, before any decompression)."""
         if not self.is_remote:
             return os.path.getsize(self.location)
-        from ..objectstore import ObjectLocation
-
         folder, name = self.location.rsplit("/", 1)
         return ObjectLocation(folder, self.storage_options).size(name)
 
@@ -54,8 +54,6 @@ class CorpusFile:
         """A binary stream of the file's stored bytes."""
         if not self.is_remote:
             return open(self.location, "rb")
-        from ..objectstore import ObjectLocation
-
         folder, name = self.location.rsplit("/", 1)
         return ObjectLocation(folder, self.storage_options).open(name)
 
@@ -154,9 +152,6 @@ def _match(pattern: list[str], parts: list[str]) -> bool:
 
 def _resolve_remote(uri: str) -> list[CorpusFile]:
     """The files an object-store file, folder or glob names, listed once."""
-    from ..objectstore import ObjectLocation
-    from ..storage import storage_options_from_env
-
     scheme, rest = uri.split("://", 1)
     parts = rest.split("/")
     fixed = next((i for i, part in enumerate(parts) if _GLOB_CHARS.search(part)), len(parts))

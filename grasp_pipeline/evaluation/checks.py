@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..storage import DeltaStore
+from ..infra.storage import DeltaStore
 
 
 def sketches_are_finite(store: DeltaStore, table: str) -> tuple[bool, dict]:

@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from .. import progress
 from ..config.params import SurrogateParams
+from ..infra import progress
+from ..stats import nan_mean, noise_ceiling, pearson, spearman
 from ..surrogates.data import SubsetData
 from ..surrogates.lcb import CandidateWorkers, fit_surrogates
-from .metrics import nan_mean, noise_ceiling, pearson, spearman
 
 
 def with_fit_budget(data: SubsetData, budget: int, seed: int) -> SubsetData:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ..storage import DeltaStore
+from ..infra.storage import DeltaStore
 from .fidelity import noise_ceilings
 
 

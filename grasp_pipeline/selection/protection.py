@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import progress
+from ..infra import progress
 from ..surrogates.data import NORMALISATIONS
 from .base import Selection
 from .constraints import allowed_mask

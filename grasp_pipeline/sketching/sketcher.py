@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import progress
+from ..infra import progress
 from ..workloads.base import Params, Workload
 from .factory import projector_for
 from .gradients import GradientStrategy, PerExampleGradients, gradient_strategy

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..commits import fingerprint
-from ..storage import DeltaStore, PinnedReads, table_schema
+from ..infra.commits import fingerprint
+from ..infra.storage import DeltaStore, PinnedReads, table_schema
 
 
 @dataclass

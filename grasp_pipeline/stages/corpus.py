@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from .. import corpus as corpus_lib
-from .. import progress
 from ..config.params import CorpusParams
-from ..storage import DeltaStore
+from ..infra import progress
+from ..infra.storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, digest, stage
 

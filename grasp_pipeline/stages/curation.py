@@ -7,6 +7,7 @@ import polars as pl
 
 from ..config.params import SelectionParams
 from ..config.validation import SettingError
+from ..infra.storage import DeltaStore
 from ..selection import (
     Selection,
     label_quota,
@@ -16,7 +17,6 @@ from ..selection import (
     task_weight_vector,
     top_k,
 )
-from ..storage import DeltaStore
 from ..surrogates.baselines import GradDot
 from .base import StageResult, stage
 from .figures import shares_figure

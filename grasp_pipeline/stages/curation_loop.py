@@ -1,4 +1,4 @@
-"""Curation-loop stage: rounds of propose → retrain on dev → refit, and the LCB pick (grasp_pipeline/loop.py).
+"""Curation-loop stage: rounds of propose → retrain on dev → refit, and the LCB pick (grasp_pipeline/training/loop.py).
 
 Writes `curation_rounds` (every candidate: round, setting, predicted and realised gain over
 random, its lower bound, the pick) and `active_outcomes` (each retrained candidate subset as
@@ -17,7 +17,10 @@ import numpy as np
 import polars as pl
 
 from ..config.params import LoopParams
-from ..loop import (
+from ..infra.storage import DeltaStore
+from ..mixture import MixtureObjective, domain_stats
+from ..selection import random_selection
+from ..training.loop import (
     Candidate,
     LoopState,
     adapt,
@@ -30,10 +33,7 @@ from ..loop import (
     refit,
     with_active,
 )
-from ..mixture import domain_stats
-from ..retrain import TrainJob, train_jobs
-from ..selection import random_selection
-from ..storage import DeltaStore
+from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import encoded_pool_and_tasks, load_subset_data, members_digest, outcome_recipe
@@ -129,8 +129,6 @@ def _evaluate(candidates: list[Candidate], fitted: list[dict], data, stats, budg
               ref_mean: np.ndarray, train, order_seeds) -> tuple[list[np.ndarray], np.ndarray]:
     """Retrains every candidate on dev, fills its predicted and realised gains (mean over tasks, over
     random), and returns the trained subsets with their seed-mean utilities (the new active rows)."""
-    from ..mixture import MixtureObjective
-
     seeds = list(order_seeds)
     jobs = [(c, j, rows, seeds[j % len(seeds)] if cand.kind == "mixture" else seed)
             for c, cand in enumerate(candidates) for j, rows in enumerate(cand.subsets)

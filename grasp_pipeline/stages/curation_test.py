@@ -18,10 +18,10 @@ import polars as pl
 from ..config.params import TestParams, TrainingParams
 from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import composition_floor, paired_gains, selection_gains, sign_test, unit_histograms
+from ..infra.storage import DeltaStore
 from ..mixture import sample_mixture
-from ..retrain import Recipe, TrainJob, train_jobs
 from ..selection import random_selection
-from ..storage import DeltaStore
+from ..training.retrain import Recipe, TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, digest, stage
 from .tables import outcome_recipe, read_pool, read_tasks

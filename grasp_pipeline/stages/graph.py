@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..storage import DeltaStore
+from ..infra.storage import DeltaStore
 from ..workloads.base import Workload
 from .corpus import build_corpus
 from .curation import curate_selections

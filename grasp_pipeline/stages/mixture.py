@@ -11,6 +11,7 @@ import polars as pl
 
 from ..config.params import MixtureParams
 from ..config.validation import SettingError
+from ..infra.storage import DeltaStore
 from ..mixture import DomainStats, MixtureObjective, domain_stats, natural_mixture, optimise_mixture, uniform_mixture
 from ..mixture.regression import (
     MixtureData,
@@ -21,7 +22,6 @@ from ..mixture.regression import (
     subset_shares,
 )
 from ..selection import task_weight_vector
-from ..storage import DeltaStore
 from .base import StageResult, stage
 from .figures import shares_figure
 from .tables import method_params, pool_sketches, sketch_matrix, subset_utilities

@@ -43,9 +43,9 @@ import numpy as np
 import polars as pl
 
 from ..config.params import CorpusParams, MixtureParams, MixtureUpdateParams
+from ..infra.storage import DeltaStore
 from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture, sample_mixture
-from ..retrain import TrainJob, train_jobs
-from ..storage import DeltaStore
+from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, digest, stage
 from .corpus import split_corpus

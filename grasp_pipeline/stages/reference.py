@@ -8,11 +8,11 @@ import time
 import numpy as np
 import polars as pl
 
-from .. import progress
-from ..checkpoint_files import FOLDER, checkpoint_location, write_state
 from ..config.params import ReferenceParams
-from ..retrain import Recipe, StackedTrainer, unstack
-from ..storage import FILE_ENTRY, DeltaStore
+from ..infra import progress
+from ..infra.checkpoint_files import FOLDER, checkpoint_location, write_state
+from ..infra.storage import FILE_ENTRY, DeltaStore
+from ..training.retrain import Recipe, StackedTrainer, unstack
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import checkpoint_fingerprint, read_pool
@@ -21,7 +21,7 @@ from .tables import checkpoint_fingerprint, read_pool
 @stage
 def train_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
     """Warms the proxy up on a seeded pool sample, keeping the parameters at `sketch_steps`;
-    writes θ and the checkpoints as files beside the tables (grasp_pipeline/checkpoint_files.py),
+    writes θ and the checkpoints as files beside the tables (grasp_pipeline/infra/checkpoint_files.py),
     then `reference_models` (one row: their files, sha256 and sizes, and the model's facts)."""
     steps = sorted(set(params.sketch_steps))
     if not steps or steps[0] < 0 or steps[-1] > params.steps or len(steps) != len(params.sketch_steps):

@@ -9,9 +9,9 @@ import polars as pl
 
 from ..config.params import PlanParams, RetrainParams
 from ..evaluation.fidelity import noise_ceilings
-from ..plan import sample_subset_plan
-from ..retrain import Recipe, retrain_subsets
-from ..storage import DeltaStore
+from ..infra.storage import DeltaStore
+from ..training.plan import sample_subset_plan
+from ..training.retrain import Recipe, retrain_subsets
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import encoded_pool_and_tasks, members_digest, select_partitions

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from .. import progress
 from ..config.params import SketchParams
+from ..infra import progress
+from ..infra.storage import DeltaStore
 from ..sketching import CheckpointSketcher
-from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks, sketch_matrix

@@ -10,7 +10,7 @@ import polars as pl
 
 from ..config.params import SurrogateParams
 from ..evaluation.fidelity import fidelity_by_fit_budget, fidelity_report_frame, holdout_fidelity, noise_ceilings
-from ..storage import DeltaStore
+from ..infra.storage import DeltaStore
 from ..surrogates.data import SubsetData
 from ..surrogates.lcb import CandidateWorkers, fit_surrogates
 from .base import StageResult, digest, stage

@@ -11,11 +11,11 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from ..checkpoint_files import checkpoint_location, read_state
 from ..corpus.split import SPLITS
-from ..retrain import Recipe
-from ..storage import DeltaStore
+from ..infra.checkpoint_files import checkpoint_location, read_state
+from ..infra.storage import DeltaStore
 from ..surrogates.data import SubsetData
+from ..training.retrain import Recipe
 from ..workloads.base import Workload, state_fingerprint
 
 

@@ -19,9 +19,9 @@ from scipy import stats as scistats
 
 from ..config.params import TargetParams
 from ..evaluation.held_out import paired_gains, selection_gains
+from ..infra.storage import DeltaStore
 from ..mixture import sample_mixture
 from ..selection import random_selection
-from ..storage import DeltaStore
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .curation_test import train_and_score

@@ -7,9 +7,9 @@ import polars as pl
 
 from ..config.params import ValidationParams
 from ..evaluation.comparison import selection_comparison
+from ..infra.storage import DeltaStore
 from ..mixture import sample_mixture
-from ..retrain import TrainJob, train_jobs
-from ..storage import DeltaStore
+from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .figures import utility_figure

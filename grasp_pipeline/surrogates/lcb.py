@@ -18,10 +18,10 @@ import numpy as np
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from .. import progress
 from ..config.params import SurrogateParams
-from ..evaluation.metrics import nan_mean, spearman_columns
-from ..processes import available_cores, worker_pool
+from ..infra import progress
+from ..infra.processes import available_cores, worker_pool
+from ..stats import nan_mean, spearman_columns
 from .base import Surrogate
 from .baselines import Datamodel, GradDot, SizeOnly, Trak
 from .data import SubsetData

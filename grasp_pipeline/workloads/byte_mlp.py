@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fields import doc
+from ..infra.fields import doc
 from .base import IGNORE, PAD, masked_token_cross_entropy, seeded_build
 
 

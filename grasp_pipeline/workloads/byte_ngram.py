@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fields import doc
+from ..infra.fields import doc
 from .base import PAD
 from .byte_mlp import ByteLMWorkload
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..fields import doc
+from ..infra.fields import doc
 from .base import PAD
 from .byte_mlp import ByteLMWorkload
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fields import doc
+from ..infra.fields import doc
 from .base import IGNORE, masked_token_cross_entropy, seeded_build
 from .parameter_subsets import chosen_parameters
 from .token_windows import window_byte_cuts

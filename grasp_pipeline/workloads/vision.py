@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..fields import doc
+from ..infra.fields import doc
 from .base import seeded_build
 
 DIGITS_CORPUS: Path = Path(__file__).resolve().parents[1] / "data" / "digits_shifts.jsonl.gz"

@@ -2,7 +2,7 @@
 
 Each takes its section of a `--config` file (`[export]`, `[maintenance]`, `[mixture_update]`
 with the run's `[corpus]` and `[mixture]`), flags override it, progress goes to stderr, and
-what they did is reported to the Dagster instance (assets/instance.py), so the UI's catalog
+what they did is reported to the Dagster instance (assets/cli/instance.py), so the UI's catalog
 shows the export, each table's maintenance and the update. `grasp maintain` and `grasp
 mixture-update` commit to the tables, so they hold the root's writer lease (exclusive);
 `grasp export` only reads them (Delta snapshots) and writes files.
@@ -14,8 +14,8 @@ import dataclasses
 import json
 import uuid
 
-from .env import storage_root
-from .instance import report_export, report_observations, report_to_instance
+from ..env import storage_root
+from .instance import report_export, report_observations, report_to_instance, report_writes
 
 
 def add_table_commands(commands, wait_help: str) -> None:
@@ -69,9 +69,9 @@ def _section(args, name: str, flags: dict):
 
 
 def command_export(args) -> int:
-    from grasp_pipeline import progress
-    from grasp_pipeline.export import export_for_trainers
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra import progress
+    from grasp_pipeline.infra.storage import DeltaStore
+    from grasp_pipeline.ops.export import export_for_trainers
 
     from .console import ConsoleProgress
 
@@ -96,13 +96,13 @@ def command_export(args) -> int:
 def command_maintain(args) -> int:
     import polars as pl
 
-    from grasp_pipeline import progress
-    from grasp_pipeline.lease import RootLease
-    from grasp_pipeline.maintenance import format_reports, maintain
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra import progress
+    from grasp_pipeline.infra.lease import RootLease
+    from grasp_pipeline.infra.storage import DeltaStore
+    from grasp_pipeline.ops.maintenance import format_reports, maintain
 
+    from ..maintenance import observation
     from .console import ConsoleProgress
-    from .maintenance import observation
 
     params = _section(args, "maintenance", {"tables": tuple(args.table) if args.table else None, "keep": args.keep,
                                             "retention_hours": args.retention_hours,
@@ -127,16 +127,15 @@ def command_mixture_update(args) -> int:
 
     import polars as pl
 
-    from grasp_pipeline import progress
-    from grasp_pipeline.commits import recording
     from grasp_pipeline.config import load_params, with_overrides
-    from grasp_pipeline.lease import RootLease
-    from grasp_pipeline.lineage import index_lineage
+    from grasp_pipeline.infra import progress
+    from grasp_pipeline.infra.commits import recording
+    from grasp_pipeline.infra.lease import RootLease
+    from grasp_pipeline.infra.lineage import index_lineage
+    from grasp_pipeline.infra.storage import DeltaStore
     from grasp_pipeline.stages import update_mixture
-    from grasp_pipeline.storage import DeltaStore
 
     from .console import ConsoleProgress
-    from .instance import report_writes
 
     corpus = str(Path(args.corpus).resolve()) if "*" not in args.corpus else args.corpus
     params = with_overrides(load_params(args.profile, args.config), {"corpus": {"corpus_path": corpus}})

@@ -1,4 +1,7 @@
-"""Evaluation metrics: rank and linear correlation that treat degenerate inputs explicitly."""
+"""Rank and linear correlation that treat degenerate inputs explicitly, and the noise ceiling.
+
+A bottom module (numpy and scipy only): the surrogates' cross-validation and the evaluation
+both score with it, so neither imports the other."""
 
 from __future__ import annotations
 

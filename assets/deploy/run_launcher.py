@@ -21,7 +21,7 @@ import dagster as dg
 # (public) check_run_worker_health hook has to name them.
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 
-from grasp_pipeline.processes import process_exists, process_started_at
+from grasp_pipeline.infra.processes import process_exists, process_started_at
 
 _PID = re.compile(r"Started process for run \(pid: (\d+)\)")
 

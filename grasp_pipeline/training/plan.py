@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .config.params import PlanParams
+from ..config.params import PlanParams
 
 
 def _uniform_members(rng: np.random.Generator, example_ids: np.ndarray, fraction: float) -> np.ndarray:

@@ -7,7 +7,7 @@ cluster is available in CI); the asset code is the same as in the tested profile
 
 from dagster_k8s import k8s_job_executor
 
-from .definitions import build_definitions
+from ..definitions import build_definitions
 
 # Per-step pods; limits and env come from the run config or the Helm values (deploy/k8s/values.yaml).
 defs = build_definitions(executor=k8s_job_executor.configured(

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, vmap
 
-from . import progress
-from .processes import available_cores, worker_pool
-from .workloads.base import Params, Workload
+from ..infra import progress
+from ..infra.processes import available_cores, worker_pool
+from ..workloads.base import Params, Workload
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "linear", "cosine")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from grasp_pipeline.progress import ProgressEvent
+from grasp_pipeline.infra.progress import ProgressEvent
 
 
 class ConsoleProgress:

@@ -27,10 +27,10 @@ import uuid
 
 import polars as pl
 
-from . import progress
-from .config.params import ExportParams
-from .stages.base import StageResult, stage
-from .storage import DeltaStore
+from ..config.params import ExportParams
+from ..infra import progress
+from ..infra.storage import DeltaStore
+from ..stages.base import StageResult, stage
 
 MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
 # weights at or below this are round-off of the simplex projection, not a share to draw

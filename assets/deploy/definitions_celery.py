@@ -8,7 +8,7 @@ see `celery_run_config`: the URL and its password stay out of stored run config)
 are started with the same block (deploy/celery.yaml):
 
     dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml -n worker1 -- --pool=solo
-    dagster job execute -m assets.definitions_celery -j grasp_prepare -c run_config.yaml
+    dagster job execute -m assets.deploy.definitions_celery -j grasp_prepare -c run_config.yaml
 
 The module-level functions below make each job reconstructable by name in worker processes.
 """
@@ -16,7 +16,7 @@ The module-level functions below make each job reconstructable by name in worker
 import dagster as dg
 from dagster_celery import celery_executor
 
-from .definitions import build_definitions
+from ..definitions import build_definitions
 
 defs = build_definitions(executor=celery_executor)
 

@@ -17,7 +17,7 @@ Per table, in order:
    lineage chains). Versions outside that set stop being readable by time travel.
 
 The versions lineage records are read from the commits themselves (each stage commit's
-`grasp.lineage`, grasp_pipeline/commits.py), and from the `lineage` index for versions whose
+`grasp.lineage`, grasp_pipeline/infra/commits.py), and from the `lineage` index for versions whose
 commit file the log no longer keeps.
 
 Maintenance commits change no rows; each carries its own `grasp.lineage` (asset `maintenance`
@@ -38,12 +38,18 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable
 
-from . import progress
-from .commits import LINEAGE_KEY, current_context
-from .config.params import MaintenanceParams
-from .lineage import LINEAGE_TABLE, MAINTENANCE_OPERATIONS, OUTPUT_ID_COLUMNS, index_lineage, logged_versions
-from .secrets import redact_values
-from .storage import CONTRACT, DEFAULT_DELETED_FILE_RETENTION_DAYS, DeltaStore, check_commit, retention_properties
+from ..config.params import MaintenanceParams
+from ..infra import progress
+from ..infra.commits import LINEAGE_KEY, current_context
+from ..infra.lineage import LINEAGE_TABLE, MAINTENANCE_OPERATIONS, OUTPUT_ID_COLUMNS, index_lineage, logged_versions
+from ..infra.secrets import redact_values
+from ..infra.storage import (
+    CONTRACT,
+    DEFAULT_DELETED_FILE_RETENTION_DAYS,
+    DeltaStore,
+    check_commit,
+    retention_properties,
+)
 
 KEEP_CHOICES = ("lineage", "outputs")
 

@@ -34,7 +34,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from .commits import LINEAGE_KEY, WRITE_ID_KEY, current_context, frame_facts
 
-# One file of a stored state dict (grasp_pipeline/checkpoint_files.py): the step it was taken at, its
+# One file of a stored state dict (grasp_pipeline/infra/checkpoint_files.py): the step it was taken at, its
 # path relative to the storage root, its sha256 (hex), size in bytes and the tensors it holds (in order).
 FILE_ENTRY = pl.Struct({"step": pl.Int64, "file": pl.Utf8, "sha256": pl.Utf8, "bytes": pl.Int64,
                         "tensors": pl.List(pl.Utf8)})
@@ -131,7 +131,7 @@ class StorageSettingError(ValueError):
 # History kept by every table this store creates (Delta table properties): the log long enough for
 # `grasp lineage --reproduce` to time-travel to any recorded version (delta-rs otherwise drops log
 # entries older than 30 days at checkpoints), removed files a week for readers of recent versions.
-# `grasp maintain` applies the same to existing tables (grasp_pipeline/maintenance.py).
+# `grasp maintain` applies the same to existing tables (grasp_pipeline/ops/maintenance.py).
 DEFAULT_LOG_RETENTION_DAYS = 3650
 DEFAULT_DELETED_FILE_RETENTION_DAYS = 7
 

@@ -8,7 +8,11 @@ explains (and `--reproduce` rebuilds) a selection or mixture; `grasp config` pri
 profile's run config for the UI launchpad; `grasp select`, `grasp mixture`, `grasp export`
 and `grasp maintain` work on the tables without a Dagster run and report what they did to
 the instance. Every command that commits to the tables holds the root's writer lease
-(grasp_pipeline/lease.py; `--wait SECONDS` waits for another writer instead of stopping).
+(grasp_pipeline/infra/lease.py; `--wait SECONDS` waits for another writer instead of stopping).
+
+The package is the command line only (nothing else imports it): this module the parser and the run,
+lineage, config and recurate commands; `table_commands` export, maintain and mixture-update;
+`console` the progress display; `instance` the command line's Dagster instance.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import time
 import uuid
 from pathlib import Path
 
-from grasp_pipeline.secrets import redact
+from grasp_pipeline.infra.secrets import redact, split_credentials
 
-from .env import storage_root
-from .instance import ensure_dagster_home, report_to_instance
-from .jobs import JOB_NAMES
-from .run_config import job_run_config, run_config_for
+from ..env import storage_root
+from ..jobs import JOB_NAMES, materialize_everything
+from ..run_config import job_run_config, run_config_for
+from .instance import ensure_dagster_home, report_to_instance, report_writes
 from .table_commands import add_table_commands
 
 
@@ -70,15 +74,14 @@ def command_run(args) -> int:
     root = storage_root(args.root)
     print(f"grasp run: profile={args.profile} workload={params.workload.name} root={redact(root)} "
           f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; loading the code location", flush=True)
-    from grasp_pipeline import progress
-    from grasp_pipeline.lease import RootLease
+    from grasp_pipeline.infra import progress
+    from grasp_pipeline.infra.lease import RootLease
 
+    from ..definitions import defs
+    from ..leases import LEASE_TAG
+    from ..materialize import MLFLOW_PARENT_TAG
+    from ..resources import GraspStorage
     from .console import ConsoleProgress
-    from .definitions import defs
-    from .jobs import materialize_everything
-    from .leases import LEASE_TAG
-    from .materialize import MLFLOW_PARENT_TAG
-    from .resources import GraspStorage
 
     tracking_uri = tracking_uri_without_credentials(args.tracking_uri)
     run_config = run_config_for(params, root, tracking_uri)
@@ -105,7 +108,7 @@ def command_run(args) -> int:
 def _print_outcome(root: str, results, stage_seconds: dict, began: float, mlflow_run: str) -> int:
     """Prints the summary of a finished `grasp run` (0), or its failed steps and what it committed (1)."""
     from grasp_pipeline.evaluation.summary import format_summary
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.storage import DeltaStore
 
     run_ids = ", ".join(r.run_id for r in results)
     failed = [r for r in results if not r.success]
@@ -126,8 +129,6 @@ def _print_outcome(root: str, results, stage_seconds: dict, began: float, mlflow
 def tracking_uri_without_credentials(uri: str | None) -> str:
     """The tracking URI for run config: credentials move to MLFLOW_TRACKING_USERNAME/PASSWORD (the
     environment the runs inherit), so the stored run config never holds them."""
-    from grasp_pipeline.secrets import split_credentials
-
     clean, user, password = split_credentials(uri or "")
     if user:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
@@ -138,7 +139,7 @@ def tracking_uri_without_credentials(uri: str | None) -> str:
 
 def committed_before_failure(store, results) -> str:
     """What the runs of a failed `grasp run` committed (found by their run ids in the commits' lineage)."""
-    from grasp_pipeline.lineage import commits_by_runs
+    from grasp_pipeline.infra.lineage import commits_by_runs
 
     committed = commits_by_runs(store, [r.run_id for r in results])
     if not committed:
@@ -161,8 +162,9 @@ def _stage_seconds(instance, results) -> dict[str, float]:
 def command_lineage(args) -> int:
     import json
 
-    from grasp_pipeline.lineage import find_output, find_outputs, format_provenance, provenance, reproduce
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.lineage import find_output, find_outputs, format_provenance, provenance
+    from grasp_pipeline.infra.storage import DeltaStore
+    from grasp_pipeline.ops.reproduce import reproduce
 
     root = storage_root(args.root)
     if "://" not in root and not Path(root).is_dir():
@@ -206,8 +208,8 @@ def _changed_code_versions(found: dict) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from .catalog import stage_of
-            from .definitions import defs
+            from ..catalog import stage_of
+            from ..definitions import defs
         # lineage records the stage (op); its assets are the tables it writes, one code version
         current = {stage_of(spec.key.to_user_string()): spec.code_version for spec in defs.resolve_all_asset_specs()}
     except Exception:  # lineage must work without loading the code location
@@ -238,13 +240,12 @@ def command_recurate(args) -> int:
     import polars as pl
 
     from grasp_pipeline import stages
-    from grasp_pipeline.commits import recording
     from grasp_pipeline.config import load_params, with_overrides
-    from grasp_pipeline.lease import RootLease
-    from grasp_pipeline.lineage import index_lineage
-    from grasp_pipeline.storage import DeltaStore
+    from grasp_pipeline.infra.commits import recording
+    from grasp_pipeline.infra.lease import RootLease
+    from grasp_pipeline.infra.lineage import index_lineage
+    from grasp_pipeline.infra.storage import DeltaStore
 
-    from .instance import report_writes
 
     section = "selection" if args.command == "select" else "mixture"
     overrides = {}
@@ -358,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from grasp_pipeline.corpus import CorpusError
-    from grasp_pipeline.lease import LeaseHeld
+    from grasp_pipeline.infra.lease import LeaseHeld
 
     try:
         return args.handler(args)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from grasp_pipeline.lineage import LINEAGE_TABLE, lineage_summary
-from grasp_pipeline.secrets import redact, redact_values
-from grasp_pipeline.storage import DeltaStore
+from grasp_pipeline.infra.lineage import LINEAGE_TABLE, lineage_summary
+from grasp_pipeline.infra.secrets import redact, redact_values
+from grasp_pipeline.infra.storage import DeltaStore
 
 # Dagster's tag for an asset event's data version (what staleness compares)
 DATA_VERSION_TAG = "dagster/data_version"

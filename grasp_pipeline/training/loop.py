@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .mixture import MixtureObjective, natural_mixture, optimise_mixture
-from .selection import composition_first_selection, label_balanced_cells, mixture_counts
-from .surrogates import Grasp, SubsetData, grasp_subset_utility
+from ..mixture import MixtureObjective, natural_mixture, optimise_mixture, sample_mixture
+from ..selection import composition_first_selection, label_balanced_cells, mixture_counts
+from ..surrogates import Grasp, SubsetData, grasp_subset_utility
 
 
 @dataclass
@@ -112,8 +112,6 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
     """This round's mixtures (natural → optimum at each step) and selections (composition first, at the
     counts of the best mixture measured so far) under the current trust radii; with `labels` (a
     classification pool) the selections balance them too (`label_balanced_cells`)."""
-    from .mixture import sample_mixture
-
     weights = np.full(len(state.data.tasks), 1 / len(state.data.tasks))  # the reported objective: mean utility
     objective = MixtureObjective(stats, state.data.task_sketch, params, weights, budget)
     natural, optimum = natural_mixture(stats), optimise_mixture(objective, caps)

@@ -21,6 +21,8 @@ from contextvars import ContextVar
 
 import polars as pl
 
+from .secrets import redact_values
+
 LINEAGE_KEY = "grasp.lineage"
 WRITE_ID_KEY = "grasp.write_id"
 
@@ -31,8 +33,6 @@ _context: ContextVar[dict | None] = ContextVar("grasp_lineage_context", default=
 def recording(asset: str, *, dagster_run_id: str = "", mlflow_run_id: str = "", code_version: str = "",
               params: dict | None = None) -> Iterator[dict]:
     """Within the block, every stage commit records this writer in its lineage; yields the context."""
-    from .secrets import redact_values
-
     context = {"asset": asset, "dagster_run_id": dagster_run_id, "mlflow_run_id": mlflow_run_id,
                "code_version": code_version, "params": redact_values(params or {})}
     token = _context.set(context)

@@ -1,0 +1,1 @@
+"""Infrastructure at the bottom: storage, objects, commits, lineage, lease, tracking, secrets, processes, progress."""
