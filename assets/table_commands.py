@@ -132,7 +132,7 @@ def command_mixture_update(args) -> int:
     from grasp_pipeline.config import load_params, with_overrides
     from grasp_pipeline.lease import RootLease
     from grasp_pipeline.lineage import index_lineage
-    from grasp_pipeline.stages import update_mixture
+    from grasp_pipeline.stages import run_mixture_update
     from grasp_pipeline.storage import DeltaStore
 
     from .console import ConsoleProgress
@@ -146,7 +146,7 @@ def command_mixture_update(args) -> int:
     recorded = {**dataclasses.asdict(params.mixture_update), "corpus_path": corpus}
     with lease.held(wait=args.wait), recording("mixture_update (grasp mixture-update)", params=recorded), \
             progress.reporting(ConsoleProgress()):
-        result = update_mixture(store, params.workload.build(), params.corpus, params.workload.example_bytes,
+        result = run_mixture_update(store, params.workload.build(), params.corpus, params.workload.example_bytes,
                                 params.mixture, params.mixture_update)
         index_lineage(store, result.writes)
     reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
