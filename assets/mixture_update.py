@@ -27,4 +27,4 @@ def mixture_update(context: dg.AssetExecutionContext, config: MixtureUpdateConfi
     params, run = to_params(config), env.pipeline_params()
     return run_stage(context, storage, {**params_dict(params), "corpus_path": run.corpus.corpus_path},
                      lambda _: run_mixture_update(storage.store(), workload.build(), run.corpus, workload.example_bytes,
-                                              run.mixture, params))
+                                                  run.mixture, params))

@@ -147,7 +147,7 @@ def command_mixture_update(args) -> int:
     with lease.held(wait=args.wait), recording("mixture_update (grasp mixture-update)", params=recorded), \
             progress.reporting(ConsoleProgress()):
         result = run_mixture_update(store, params.workload.build(), params.corpus, params.workload.example_bytes,
-                                params.mixture, params.mixture_update)
+                                    params.mixture, params.mixture_update)
         index_lineage(store, result.writes)
     reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
                                                                   "grasp mixture-update"))

@@ -173,8 +173,8 @@ def main() -> int:
         seconds_b = run_stages(root_b, params_b, FULL, "B (full recomputation)")
         update_began = time.perf_counter()
         result = stages.run_mixture_update(root_a, params_a.workload.build(), replace(params_a.corpus,
-                                                                                  corpus_path=str(full)),
-                                       params_a.workload.example_bytes, params_a.mixture, params_a.mixture_update)
+                                                                                      corpus_path=str(full)),
+                                           params_a.workload.example_bytes, params_a.mixture, params_a.mixture_update)
         update_seconds = round(time.perf_counter() - update_began, 2)
         log(f"mixture_update on A: {update_seconds} s, {result.metrics['sketched_examples']} examples sketched")
         mixtures, budget = mixtures_to_test(root_b, root_a)

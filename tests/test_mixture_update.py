@@ -56,7 +56,7 @@ def corpus_params(params, path):
 def update(store, params, path):
     workload = params.workload.build()
     result = stages.run_mixture_update(store, workload, corpus_params(params, path), params.workload.example_bytes,
-                                   params.mixture, params.mixture_update)
+                                       params.mixture, params.mixture_update)
     return result, store.read("mixture_updates", version=result.writes[0].version)
 
 

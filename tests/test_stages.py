@@ -91,7 +91,7 @@ def test_validation_refuses_outcomes_retrained_with_different_recipes_naming_the
     batches = sorted(store.read("subset_outcomes")["batch"].unique().to_list())
     assert len(batches) >= 2
     stages.run_subset_outcomes(store, workload, replace(params.retrain, steps=params.retrain.steps + 2),
-                            batches=[batches[0]])
+                               batches=[batches[0]])
     version, before = store.version("selection_validation"), store.read("selection_validation")
     with pytest.raises(ValueError, match="disagree on the retraining recipe") as raised:
         stages.run_selection_validation(store, workload, params.validation)
