@@ -151,8 +151,8 @@ def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
     params = tiny_params(corpus={"corpus_path": str(corpus)})
     store = DeltaStore(str(tmp_path / "root"))
     run_stages(store, params, ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches"))
-    with pytest.raises(ValueError, match="no surrogates, subset_outcomes table; materialise surrogates, "
-                                         "subset_outcomes first"):
+    with pytest.raises(ValueError, match="no surrogates, subset_outcomes table; materialise subset_outcomes, "
+                                         "surrogates first"):
         update(store, params, corpus)
 
 
