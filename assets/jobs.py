@@ -15,25 +15,29 @@ from __future__ import annotations
 
 import dagster as dg
 
+from grasp_pipeline.stages import STAGES
+
 from .catalog import asset_keys
 from .partitions import full_range_tags
 
 TORCH_TAG = {"grasp/torch": "true"}
 
+# the stages before the surrogate fit, each job a step of `grasp run` (PIPELINE) with its own partitions
+_PREPARE, _SKETCH, _RETRAIN = ["corpus_shards", "reference_model", "subset_plan"], ["gradient_sketches"], \
+    ["subset_outcomes"]
 # job -> the stages (ops) it runs; a job's run config carries only theirs, it selects their tables
 JOB_ASSETS: dict[str, list[str]] = {
-    "grasp_prepare": ["corpus_shards", "reference_model", "subset_plan"],
-    "grasp_sketch": ["gradient_sketches"],
-    "grasp_retrain": ["subset_outcomes"],
-    "grasp_fit_and_curate": ["task_sketches", "grasp_surrogate", "curation_loop", "curated_selection",
-                             "mixture_weights",
-                             "selection_validation", "curation_test", "target_check", "trainer_export"],
+    "grasp_prepare": _PREPARE,
+    "grasp_sketch": _SKETCH,
+    "grasp_retrain": _RETRAIN,
+    # every other stage that runs when its inputs change, in dependency order
+    "grasp_fit_and_curate": [s.name for s in STAGES if not s.on_demand and s.name not in _PREPARE + _SKETCH + _RETRAIN],
     "grasp_reoptimise_mixture": ["mixture_weights"],
-    # a changed domain set: sketch only new and revised domains, re-optimise, retrain nothing
-    "grasp_update_mixture": ["mixture_update"],
+    # a changed domain set (the stages run on demand): sketch only new and revised domains, re-optimise,
+    # retrain nothing
+    "grasp_update_mixture": [s.name for s in STAGES if s.on_demand],
     # no retraining: the outcomes do not depend on θ₀
-    "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches",
-                                             "grasp_surrogate"],
+    "grasp_refresh_sketches_and_surrogate": ["reference_model", "gradient_sketches", "task_sketches", "surrogates"],
     "grasp_export": ["trainer_export"],
 }
 JOB_NAMES = list(JOB_ASSETS)

@@ -145,7 +145,7 @@ def _materialize_results(context: dg.AssetExecutionContext, storage: GraspStorag
         write = writes.get(table)
         if write is None and result.writes:
             raise ValueError(f"stage {context.op_def.name} declares table {table!r} (assets/catalog.py) but wrote "
-                             f"{sorted(writes)}; fix STAGE_TABLES or the stage")
+                             f"{sorted(writes)}; fix the stage or its record in grasp_pipeline/stages/registry.py")
         metadata = dict(shared)
         if write is not None:
             metadata.update(_table_metadata(store, write))

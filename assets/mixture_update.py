@@ -10,7 +10,7 @@ not automated: its input is the corpus files, not a table.
 
 import dagster as dg
 
-from grasp_pipeline.stages import update_mixture
+from grasp_pipeline.stages import run_mixture_update
 
 from . import env
 from .catalog import stage_asset
@@ -19,14 +19,12 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("mixture_update", reads=["surrogates", "gradient_sketches", "task_sketches", "reference_models",
-                                      "corpus_shards", "task_sets", "subset_outcomes", "mixture_weights"],
-             automate=False, pool="torch", code_version="2", group_name="mixture", kinds={"torch", "deltalake"})
+@stage_asset("mixture_update", pool="torch", code_version="2", group_name="mixture", kinds={"torch", "deltalake"})
 def mixture_update(context: dg.AssetExecutionContext, config: MixtureUpdateConfig, storage: GraspStorage,
                    workload: WorkloadResource):
     """The `grasp_update` mixture for the deployment's current corpus: stored sketch statistics for
     unchanged domains, fresh sketches for new and revised ones, the stored surrogate, a dev check."""
     params, run = to_params(config), env.pipeline_params()
     return run_stage(context, storage, {**params_dict(params), "corpus_path": run.corpus.corpus_path},
-                     lambda _: update_mixture(storage.store(), workload.build(), run.corpus, workload.example_bytes,
-                                              run.mixture, params))
+                     lambda _: run_mixture_update(storage.store(), workload.build(), run.corpus, workload.example_bytes,
+                                                  run.mixture, params))

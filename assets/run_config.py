@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from grasp_pipeline.stages import STAGES
+
 from .jobs import JOB_ASSETS
 
-# the stage (= op) each parameter section configures
-SECTION_OF_ASSET = {"corpus_shards": "corpus", "reference_model": "reference", "gradient_sketches": "sketch",
-                    "subset_plan": "plan", "subset_outcomes": "retrain", "grasp_surrogate": "surrogate",
-                    "curation_loop": "loop", "curated_selection": "selection", "mixture_weights": "mixture",
-                    "mixture_update": "mixture_update", "selection_validation": "validation", "curation_test": "test",
-                    "target_check": "target",
-                    "trainer_export": "export"}
+# the stage (= op) -> the parameter section that configures it (task_sketches has none)
+SECTION_OF_STAGE = {stage.name: stage.section for stage in STAGES if stage.section}
 # stages that take no workload resource (no model, no byte encoding)
-WITHOUT_WORKLOAD = {"subset_plan", "grasp_surrogate", "curated_selection", "mixture_weights", "trainer_export"}
+WITHOUT_WORKLOAD = {stage.name for stage in STAGES if not stage.workload}
 
 
 def listify(values: dict) -> dict:
@@ -29,8 +26,8 @@ def listify(values: dict) -> dict:
 def run_config_for(params, root: str, tracking_uri: str = "") -> dict:
     """Returns the Dagster run config that materialises the whole graph with `params`."""
     return {
-        "ops": {asset: {"config": listify(dataclasses.asdict(getattr(params, section)))}
-                for asset, section in SECTION_OF_ASSET.items()},
+        "ops": {stage: {"config": listify(dataclasses.asdict(getattr(params, section)))}
+                for stage, section in SECTION_OF_STAGE.items()},
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
         "resources": {
             "storage": {"config": {"root": root, "tracking_uri": tracking_uri}},

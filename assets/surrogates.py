@@ -6,7 +6,7 @@ Writes four tables, each its own asset: `surrogates`, `surrogate_candidates`,
 
 import dagster as dg
 
-from grasp_pipeline.stages import fit_surrogate_tables
+from grasp_pipeline.stages import run_surrogates
 
 from .catalog import stage_asset
 from .config import SurrogateConfig, to_params
@@ -14,10 +14,9 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@stage_asset("grasp_surrogate", reads=["gradient_sketches", "task_sketches", "subset_plan", "subset_outcomes"],
-             code_version="2", group_name="surrogates", kinds={"deltalake", "mlflow"})
-def grasp_surrogate(context: dg.AssetExecutionContext, config: SurrogateConfig, storage: GraspStorage):
+@stage_asset("surrogates", code_version="2", group_name="surrogates", kinds={"deltalake", "mlflow"})
+def surrogates(context: dg.AssetExecutionContext, config: SurrogateConfig, storage: GraspStorage):
     """Fitted surrogates, every candidate's CV score, predictions for every subset, and the fidelity report."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),
-                     lambda run: fit_surrogate_tables(storage.store(), params, mlflow_run_id=run.run_id))
+                     lambda run: run_surrogates(storage.store(), params, mlflow_run_id=run.run_id))

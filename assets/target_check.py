@@ -11,10 +11,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-# after the curation test (`curation_test` among its deps): the target check is the costlier, later question
-@stage_asset("target_check", reads=["curated_selections", "mixture_weights", "subset_outcomes", "corpus_shards",
-                                   "task_sets", "curation_test"],
-             pool="torch", code_version="2", group_name="curation", kinds={"torch", "deltalake"})
+@stage_asset("target_check", pool="torch", code_version="2", group_name="curation", kinds={"torch", "deltalake"})
 def target_check(context: dg.AssetExecutionContext, config: TargetConfig, storage: GraspStorage,
                  workload: WorkloadResource):
     """Proxy-vs-target rank agreement over mixtures (Spearman with an interval), and whether the GRASP

@@ -55,7 +55,7 @@ from grasp_pipeline.stages.curation_test import MIXTURE_ORDER_KEY, train_and_sco
 from grasp_pipeline.stages.tables import outcome_recipe, read_pool, read_tasks  # noqa: E402
 
 UNTIL_MIXTURE = ["corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
-                 "subset_outcomes", "grasp_surrogate", "mixture_weights"]
+                 "subset_outcomes", "surrogates", "mixture_weights"]
 FULL = UNTIL_MIXTURE[:-1] + ["curation_loop", "mixture_weights"]  # + the loop, whose pick is `grasp`
 RETRAINING_STAGES = ("subset_outcomes", "curation_loop")
 SKETCHING_STAGES = ("reference_model", "gradient_sketches", "task_sketches")
@@ -172,9 +172,9 @@ def main() -> int:
         seconds_a = run_stages(root_a, params_a, UNTIL_MIXTURE, "A (old corpus)")
         seconds_b = run_stages(root_b, params_b, FULL, "B (full recomputation)")
         update_began = time.perf_counter()
-        result = stages.update_mixture(root_a, params_a.workload.build(), replace(params_a.corpus,
-                                                                                  corpus_path=str(full)),
-                                       params_a.workload.example_bytes, params_a.mixture, params_a.mixture_update)
+        result = stages.run_mixture_update(root_a, params_a.workload.build(), replace(params_a.corpus,
+                                                                                      corpus_path=str(full)),
+                                           params_a.workload.example_bytes, params_a.mixture, params_a.mixture_update)
         update_seconds = round(time.perf_counter() - update_began, 2)
         log(f"mixture_update on A: {update_seconds} s, {result.metrics['sketched_examples']} examples sketched")
         mixtures, budget = mixtures_to_test(root_b, root_a)

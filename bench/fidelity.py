@@ -7,7 +7,7 @@ Prints ONE JSON object on stdout (progress goes to stderr). Steps:
 1. Runs the project's stages (corpus → reference model → sketches → subset plan →
    retraining → surrogates) into a temporary storage root, timing each stage.
 2. Reads our methods' holdout Spearman (mean over tasks; per sampler), the noise ceiling and
-   the artifact seconds from the `fidelity_report` table that `fit_surrogate_tables` wrote.
+   the artifact seconds from the `fidelity_report` table that `run_surrogates` wrote.
 3. Peers on the SAME model, pool, tasks and holdout subsets: exports the pool and task
    inputs, the workload parameters and checkpoints of the proxy (the reference recipe from
    its initialisation, state dicts at evenly spaced steps; the last one is θ₀) into a temp
@@ -120,7 +120,7 @@ def _work_dir(keep: str | None, prefix: str):
 def run_stages(store: DeltaStore, params, workload) -> dict[str, float]:
     # fidelity needs the graph up to the surrogates; the curation stages after it are not measured here
     plan = stages.stage_plan(store, params, workload)
-    plan = plan[:[name for name, _ in plan].index("grasp_surrogate") + 1]
+    plan = plan[:[name for name, _ in plan].index("surrogates") + 1]
     seconds = {}
     for name, run in plan:
         began = time.perf_counter()
@@ -169,7 +169,7 @@ def fit_subsets_saved(by_budget: dict, method: str = "grasp", reference: str = "
 
 def train_checkpoints(workload, params, pool_inputs: torch.Tensor, steps_wanted: list[int]) -> tuple[dict, float]:
     """Retrains θ₀ with the reference recipe (same rows, seeds and optimiser as
-    `train_reference_model`) and captures the parameters after each wanted number of steps.
+    `run_reference_model`) and captures the parameters after each wanted number of steps.
 
     The project's `StackedTrainer` computes one vmapped gradient per step on the current
     parameters; wrapping that call lets us read the parameters after s steps without

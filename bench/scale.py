@@ -24,7 +24,7 @@ size) are not counted; the absolute peak (the child's ru_maxrss) is reported bes
 
 `ratios` (growth per 10× of the pool, from the two largest sizes each stage ran at):
 - sketch_growth_10x: gradient_sketches seconds;
-- other_stages_growth_10x: subset_plan + subset_outcomes + grasp_surrogate + mixture_weights seconds;
+- other_stages_growth_10x: subset_plan + subset_outcomes + surrogates + mixture_weights seconds;
 - selection_growth_10x: curated_selection seconds;
 - peak_memory_over_sketch_and_model: the largest stage memory at the largest size over the
   bytes of the float32 sketch matrix (n × k × checkpoints) plus the float32 model.
@@ -65,11 +65,11 @@ QUICK_FIXED = {
                   "grasp_ridges": [0.1], "datamodel_ridges": [1.0, 10.0], "fidelity_fit_budgets": [8, 16]},
 }
 PIPELINE = ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
-            "subset_outcomes", "grasp_surrogate", "curated_selection", "mixture_weights")
+            "subset_outcomes", "surrogates", "curated_selection", "mixture_weights")
 # at a sketch-only size the reference model and the surrogate come from the largest pipeline root
 SKETCH_ONLY = ("corpus_shards", "gradient_sketches", "task_sketches", "curated_selection")
 COPIED = ("reference_models", "surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report")
-OTHER_STAGES = ("subset_plan", "subset_outcomes", "grasp_surrogate", "mixture_weights")
+OTHER_STAGES = ("subset_plan", "subset_outcomes", "surrogates", "mixture_weights")
 PLAN_FRACTIONS = {"uniform_fraction": 0.1, "dirichlet_min_fraction": 0.02, "dirichlet_max_fraction": 0.3}
 SHARD_SIZE = 4096
 TASK_EXAMPLES = 32  # per domain (the smoke profile's)

@@ -133,11 +133,11 @@ def test_sketches_and_retraining_on_two_celery_workers_with_s3_tables_equal_a_lo
     threads = torch.get_num_threads()
     try:
         workload = params.workload.build()  # one torch thread, as on the workers
-        stages.build_corpus(local, params.corpus, params.workload.example_bytes)
-        stages.train_reference_model(local, workload, params.reference)
-        stages.compute_gradient_sketches(local, workload, params.sketch)
-        stages.plan_subsets(local, params.plan)
-        stages.retrain_outcomes(local, workload, params.retrain, batches=sorted(batches))
+        stages.run_corpus_shards(local, params.corpus, params.workload.example_bytes)
+        stages.run_reference_model(local, workload, params.reference)
+        stages.run_gradient_sketches(local, workload, params.sketch)
+        stages.run_subset_plan(local, params.plan)
+        stages.run_subset_outcomes(local, workload, params.retrain, batches=sorted(batches))
     finally:
         torch.set_num_threads(threads)
 

@@ -90,7 +90,7 @@ def test_the_reference_row_names_every_checkpoint_file_and_nothing_else_is_writt
 def test_rerunning_the_reference_stage_writes_the_same_files(reference_root):
     store, params = reference_root
     first = store.read("reference_models").row(0, named=True)
-    stages.train_reference_model(store, params.workload.build(), params.reference)
+    stages.run_reference_model(store, params.workload.build(), params.reference)
     second = store.read("reference_models").row(0, named=True)
     assert (second["state"], second["checkpoints"]) == (first["state"], first["checkpoints"])
     assert checkpoint_files(store) == sorted(e["file"] for e in first["state"] + first["checkpoints"])

@@ -16,7 +16,7 @@ from grasp_pipeline.infra.storage import DeltaStore
 from .conftest import TINY, write_user_corpus
 
 STAGES = ["corpus_shards", "reference_model", "subset_plan", "gradient_sketches", "subset_outcomes", "task_sketches",
-          "grasp_surrogate", "curation_loop", "curated_selection", "mixture_weights", "selection_validation",
+          "surrogates", "curation_loop", "curated_selection", "mixture_weights", "selection_validation",
           "curation_test", "target_check", "trainer_export"]
 
 

@@ -110,6 +110,29 @@ def test_every_launchpad_field_has_a_description():
     assert missing == []
 
 
+# ---------------------------------------------------------------- one stage, one name
+
+
+def test_each_stage_is_the_op_of_the_assets_module_named_like_it_configured_as_its_record_says():
+    """The record (grasp_pipeline/stages/registry.py) and the Dagster layer agree: module = op = stage,
+    the op's launchpad config is the record's settings section, and it takes the workload iff the record says."""
+    import inspect
+
+    from assets.definitions import STAGE_MODULES
+    from grasp_pipeline.config import PipelineParams
+    from grasp_pipeline.stages import STAGES
+
+    found = {}
+    for module in STAGE_MODULES:
+        for assets_def in (v for v in vars(module).values() if isinstance(v, dg.AssetsDefinition)):
+            parameters = inspect.signature(assets_def.op.compute_fn.decorated_fn).parameters
+            config = parameters["config"].annotation.params_cls if "config" in parameters else None
+            found[assets_def.op.name] = (module.__name__, config, "workload" in parameters)
+    defaults = PipelineParams()
+    assert found == {stage.name: (f"assets.{stage.name}", stage.section and type(getattr(defaults, stage.section)),
+                                  stage.workload) for stage in STAGES}
+
+
 # ---------------------------------------------------------------- catalog fidelity
 
 

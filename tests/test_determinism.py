@@ -68,7 +68,7 @@ def test_rerunning_a_stage_replaces_rather_than_duplicates(two_runs):
     params = tiny_params()
     before = store.read("subset_plan")
     version = store.version("subset_plan")
-    stages.plan_subsets(store, params.plan)
+    stages.run_subset_plan(store, params.plan)
     assert store.version("subset_plan") == version + 1
     assert_frame_equal(store.read("subset_plan"), before)
 
@@ -78,10 +78,10 @@ def test_changing_the_projection_seed_changes_the_sketches(two_runs, tmp_path):
     workload = tiny_params().workload.build()
     original = without_timings(store.read("gradient_sketches"))
     from dataclasses import replace
-    stages.compute_gradient_sketches(store, workload, replace(tiny_params().sketch, seed=1))
+    stages.run_gradient_sketches(store, workload, replace(tiny_params().sketch, seed=1))
     changed = without_timings(store.read("gradient_sketches"))
     assert not np.allclose(np.asarray(original["sketch"].to_list()), np.asarray(changed["sketch"].to_list()))
-    stages.compute_gradient_sketches(store, workload, tiny_params().sketch)  # restore for other tests
+    stages.run_gradient_sketches(store, workload, tiny_params().sketch)  # restore for other tests
     assert_frame_equal(without_timings(store.read("gradient_sketches")).sort("example_id"),
                        original.sort("example_id"))
 
@@ -93,7 +93,7 @@ def test_rerunning_one_retraining_batch_replaces_only_that_batch(two_runs):
     before = store.read("subset_outcomes").drop("seconds").sort("subset_id", "task", "repeat")
     batches = sorted(before["batch"].unique().to_list())
     assert len(batches) >= 2
-    stages.retrain_outcomes(store, workload, params.retrain, batches=[batches[0]])
+    stages.run_subset_outcomes(store, workload, params.retrain, batches=[batches[0]])
     after = store.read("subset_outcomes").drop("seconds").sort("subset_id", "task", "repeat")
     assert_frame_equal(after, before)  # same seeds: the batch comes back identical, nothing duplicated
 
@@ -108,7 +108,7 @@ def test_rerunning_one_sketch_shard_replaces_only_that_shard(two_runs):
     files_before = set(DeltaTable(store.uri("gradient_sketches")).file_uris())
     shards = sorted(before["shard"].unique().to_list())
     assert len(shards) >= 2
-    stages.compute_gradient_sketches(store, workload, params.sketch, shards=[shards[0]])
+    stages.run_gradient_sketches(store, workload, params.sketch, shards=[shards[0]])
     assert_frame_equal(without_timings(store.read("gradient_sketches")).sort("example_id"), before)
     replaced = files_before - set(DeltaTable(store.uri("gradient_sketches")).file_uris())
     assert replaced and all(f"shard={shards[0]}" in uri for uri in replaced)  # the other shards' files stay
@@ -130,12 +130,12 @@ def test_a_shard_step_reads_only_its_corpus_shard_and_sketches_it_as_the_full_ru
     for uri in DeltaTable(store.uri("corpus_shards")).file_uris(file_pruning_predicate=[("shard", "!=", shards[0])]):
         Path(uri).unlink()  # every other shard's data is gone: a step that reads them fails
     params = tiny_params()
-    stages.compute_gradient_sketches(store, params.workload.build(), params.sketch, shards=[shards[0]])
+    stages.run_gradient_sketches(store, params.workload.build(), params.sketch, shards=[shards[0]])
     expected = without_timings(source.read("gradient_sketches")).filter(pl.col("shard") == shards[0])
     assert_frame_equal(without_timings(store.read("gradient_sketches")).sort("example_id"),
                        expected.sort("example_id"))
     with pytest.raises(ValueError, match="shard key\\(s\\) \\['nope'\\] are not in corpus_shards"):
-        stages.compute_gradient_sketches(store, params.workload.build(), params.sketch, shards=["nope"])
+        stages.run_gradient_sketches(store, params.workload.build(), params.sketch, shards=["nope"])
 
 
 def test_shards_sketched_in_different_spaces_are_refused_until_all_are_resketched(two_runs):
@@ -145,10 +145,10 @@ def test_shards_sketched_in_different_spaces_are_refused_until_all_are_resketche
     params = tiny_params()
     workload = params.workload.build()
     shards = sorted(store.read("gradient_sketches")["shard"].unique().to_list())
-    stages.compute_gradient_sketches(store, workload, replace(params.sketch, seed=5), shards=[shards[-1]])
+    stages.run_gradient_sketches(store, workload, replace(params.sketch, seed=5), shards=[shards[-1]])
     with pytest.raises(ValueError, match="mixes 2 projections.*rematerialise every gradient_sketches partition"):
-        stages.compute_task_sketches(store, workload)
-    stages.compute_gradient_sketches(store, workload, params.sketch, shards=[shards[-1]])  # restore
+        stages.run_task_sketches(store, workload)
+    stages.run_gradient_sketches(store, workload, params.sketch, shards=[shards[-1]])  # restore
     stages.pool_sketches(store)
 
 
@@ -181,4 +181,4 @@ def test_sketching_with_another_workload_than_the_reference_model_is_refused(two
 
     other = WorkloadParams(order=3).build()
     with pytest.raises(ValueError, match="rematerialise reference_model"):
-        stages.compute_gradient_sketches(two_runs[0], other, tiny_params().sketch)
+        stages.run_gradient_sketches(two_runs[0], other, tiny_params().sketch)

@@ -67,7 +67,7 @@ def test_incomplete_outcomes_stop_the_surrogate_with_an_explanation(pipeline_run
     outcomes = store.read("subset_outcomes")
     store.write("subset_outcomes", outcomes.filter(pl.col("subset_id") != 3))
     try:
-        stages.fit_surrogate_tables(store, tiny_params().surrogate)
+        stages.run_surrogates(store, tiny_params().surrogate)
     except ValueError as error:
         assert "subset 3" in str(error) and "subset_outcomes" in str(error)
     else:
@@ -82,7 +82,7 @@ def test_sketch_steps_beyond_the_warm_up_are_refused_before_anything_is_written(
         tiny_params(reference={"steps": 8, "sketch_steps": [4, 12]})  # refused when the settings are read
     bad = replace(tiny_params().reference, steps=8, sketch_steps=(4, 12))  # and by the stage, if built by hand
     with pytest.raises(ValueError, match=r"reference.sketch_steps \[4, 12\] must be distinct steps in 0..8"):
-        stages.train_reference_model(store, tiny_params().workload.build(), bad)
+        stages.run_reference_model(store, tiny_params().workload.build(), bad)
     assert not store.exists("reference_models")
 
 

@@ -206,7 +206,7 @@ def test_a_diverging_retraining_names_subset_and_task_and_writes_no_partition(st
     diverging = replace(params.retrain, lr=float("inf"))  # the first Adam step sends every weight to ±inf → NaN loss
     with pytest.raises(FloatingPointError,
                        match=r"retraining diverged: subset \d+ task \w+ loss=nan; lower retrain lr"):
-        stages.retrain_outcomes(store, params.workload.build(), diverging, batches=[batches[0]])
+        stages.run_subset_outcomes(store, params.workload.build(), diverging, batches=[batches[0]])
     assert store.version("subset_outcomes") == version
     assert_frame_equal(store.read("subset_outcomes"), before)
 
@@ -220,7 +220,7 @@ def test_a_task_whose_utilities_do_not_vary_stops_the_surrogate_naming_the_task(
     store.write("subset_outcomes", flat.with_columns(utility=-pl.col("loss")))
     versions = {t: store.version(t) for t in ("surrogates", "surrogate_predictions")}
     with pytest.raises(ValueError, match=rf"task '{task}': utility is the same .* for all \d+ fit subsets"):
-        stages.fit_surrogate_tables(store, tiny_params().surrogate)
+        stages.run_surrogates(store, tiny_params().surrogate)
     assert {t: store.version(t) for t in versions} == versions  # none written
 
 
@@ -252,7 +252,7 @@ def test_a_bad_corpus_is_named_and_leaves_the_corpus_tables_unchanged(store_copy
     before = {t: (store.version(t), store.read(t)) for t in ("corpus_shards", "task_sets")}
     params = tiny_params(corpus={"corpus_path": str(path)})
     with pytest.raises(CorpusError, match=pattern):
-        stages.build_corpus(store, params.corpus, params.workload.example_bytes)
+        stages.run_corpus_shards(store, params.corpus, params.workload.example_bytes)
     for table, (version, frame) in before.items():
         assert store.version(table) == version
         assert_frame_equal(store.read(table), frame)
@@ -263,7 +263,7 @@ def test_a_domain_too_small_for_its_task_set_leaves_the_corpus_tables_unchanged(
     params = tiny_params(corpus={"corpus_path": str(corpus), "task_examples_per_domain": 500})
     version = store_copy.version("corpus_shards")
     with pytest.raises(CorpusError, match=r"domain '(news|code|poetry)'.*task_examples_per_domain"):
-        stages.build_corpus(store_copy, params.corpus, params.workload.example_bytes)
+        stages.run_corpus_shards(store_copy, params.corpus, params.workload.example_bytes)
     assert store_copy.version("corpus_shards") == version
 
 

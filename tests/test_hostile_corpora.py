@@ -44,7 +44,7 @@ def refused_leaving_tables(store, corpus_path: str, pattern: str, **corpus) -> N
     before = {t: store.version(t) for t in ("corpus_shards", "task_sets")}
     params = tiny_params(corpus={"corpus_path": corpus_path, **corpus})
     with pytest.raises(CorpusError, match=pattern):
-        stages.build_corpus(store, params.corpus, params.workload.example_bytes)
+        stages.run_corpus_shards(store, params.corpus, params.workload.example_bytes)
     assert {t: store.version(t) for t in before} == before
 
 
@@ -194,7 +194,7 @@ def test_the_corpus_stage_reads_an_object_store_corpus_into_object_store_tables(
 
     store = DeltaStore(s3_root)
     params = tiny_params(corpus={"corpus_path": f"{s3_corpus}/**/*"})
-    stages.build_corpus(store, params.corpus, params.workload.example_bytes)
+    stages.run_corpus_shards(store, params.corpus, params.workload.example_bytes)
     assert set(store.read("corpus_shards")["domain"]) == {"news", "code", "poetry"}
 
 

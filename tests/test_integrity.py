@@ -24,7 +24,7 @@ from .conftest import build_tables_until, tiny_params
 def surrogate_root(tmp_path_factory):
     """Every table up to the surrogates for the tiny config, built once by the library stages."""
     root = tmp_path_factory.mktemp("integrity") / "root"
-    build_tables_until(root, "grasp_surrogate")
+    build_tables_until(root, "surrogates")
     return root
 
 
@@ -59,9 +59,9 @@ def test_task_sets_of_another_corpus_build_are_refused_downstream(store, other_b
     params = tiny_params()
     with pytest.raises(ValueError, match=r"corpus_shards is from corpus build\(s\) \['cb-\w+'\] but task_sets from "
                                          r"\['cb-\w+'\]: .*different corpus builds"):
-        stages.compute_task_sketches(store, params.workload.build())
+        stages.run_task_sketches(store, params.workload.build())
     with pytest.raises(ValueError, match=r"different corpus builds"):
-        stages.retrain_outcomes(store, params.workload.build(), params.retrain)
+        stages.run_subset_outcomes(store, params.workload.build(), params.retrain)
     assert versions(store) == before
 
 
@@ -73,7 +73,7 @@ def test_sketches_of_another_corpus_build_are_refused_naming_the_shards(store, o
         shard).then(pl.lit("cb-000000000000")).otherwise(pl.col("build_id")).alias("build_id")))
     with pytest.raises(ValueError, match=rf"gradient_sketches shards \['{shard}'\] were sketched from corpus build "
                                          r"cb-000000000000, but corpus_shards is build cb-"):
-        stages.fit_surrogate_tables(store, tiny_params().surrogate)
+        stages.run_surrogates(store, tiny_params().surrogate)
 
 
 def test_outcome_batches_retrained_with_different_recipes_are_refused_naming_the_batches(store):
@@ -86,7 +86,7 @@ def test_outcome_batches_retrained_with_different_recipes_are_refused_naming_the
     before = versions(store)
     with pytest.raises(ValueError, match=rf"subset_outcomes rows disagree on the retraining recipe .*batches "
                                          rf"\['{batch}'\]"):
-        stages.fit_surrogate_tables(store, tiny_params().surrogate)
+        stages.run_surrogates(store, tiny_params().surrogate)
     assert versions(store) == before
 
 
@@ -95,8 +95,8 @@ def test_surrogate_tables_of_two_fits_are_refused_by_curation_and_the_mixture(st
     store.write("surrogate_predictions", predictions.with_columns(surrogate_id=pl.lit("sg-0123456789ab")))
     before = versions(store)
     params = tiny_params()
-    for run in (lambda: stages.curate_selections(store, params.selection),
-                lambda: stages.optimise_mixtures(store, params.mixture)):
+    for run in (lambda: stages.run_curated_selection(store, params.selection),
+                lambda: stages.run_mixture_weights(store, params.mixture)):
         with pytest.raises(ValueError, match=r"the surrogate tables disagree on the surrogate \(surrogates: "
                                              r"\['sg-\w+'\]; .*surrogate_predictions: \['sg-0123456789ab'\]"):
             run()
@@ -105,13 +105,13 @@ def test_surrogate_tables_of_two_fits_are_refused_by_curation_and_the_mixture(st
 
 def test_selections_and_mixtures_of_different_surrogates_are_not_validated_together(store):
     params = tiny_params()
-    stages.curate_selections(store, params.selection)
-    stages.optimise_mixtures(store, params.mixture)
+    stages.run_curated_selection(store, params.selection)
+    stages.run_mixture_weights(store, params.mixture)
     mixtures = store.read("mixture_weights")
     store.write("mixture_weights", mixtures.with_columns(
         mixture_id=pl.lit("sg-0123456789ab-") + pl.col("method")))
     with pytest.raises(ValueError, match=r"curated_selections and mixture_weights come from different surrogates"):
-        stages.validate_selections(store, params.workload.build(), params.validation)
+        stages.run_selection_validation(store, params.workload.build(), params.validation)
     assert not store.exists("selection_validation")
 
 

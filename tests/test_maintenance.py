@@ -140,7 +140,7 @@ def test_keep_outputs_frees_recorded_versions_no_selection_or_mixture_needs(pipe
     store = _copy(pipeline_run, tmp_path)
     candidates = store.read("surrogate_candidates")
     for _ in range(2):  # two recorded rewrites nothing downstream reads
-        version = store.write("surrogate_candidates", candidates, lineage={"asset": "grasp_surrogate", "reads": {}})
+        version = store.write("surrogate_candidates", candidates, lineage={"asset": "surrogates", "reads": {}})
         index_lineage(store, [TableWrite("surrogate_candidates", version, candidates.height, {})])
     middle = store.version("surrogate_candidates") - 1
     assert middle in kept_versions(store, "lineage")["surrogate_candidates"]

@@ -13,7 +13,6 @@ from grasp_pipeline import stages
 from grasp_pipeline.config import MixtureUpdateParams
 from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.mixture import domain_stats, natural_mixture, optimise_mixture
-from grasp_pipeline.stages.mixture import mixture_problem
 from grasp_pipeline.stages.mixture_update import (
     dev_check,
     domain_update,
@@ -21,6 +20,7 @@ from grasp_pipeline.stages.mixture_update import (
     stored_mixture,
     update_candidates,
 )
+from grasp_pipeline.stages.mixture_weights import mixture_problem
 from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix
 from tests.conftest import tiny_params, write_user_corpus
 
@@ -28,7 +28,7 @@ OLD_DOMAINS = ("news", "code", "poetry")
 OLD_SOURCES = ("english_literature", "python_source", "german_literature")
 # stages up to the mixture, without the closed loop and curation (the update needs only the surrogate)
 UNTIL_MIXTURE = ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches", "subset_plan",
-                 "subset_outcomes", "grasp_surrogate", "mixture_weights")
+                 "subset_outcomes", "surrogates", "mixture_weights")
 
 
 def run_stages(store: DeltaStore, params, names) -> None:
@@ -55,8 +55,8 @@ def corpus_params(params, path):
 
 def update(store, params, path):
     workload = params.workload.build()
-    result = stages.update_mixture(store, workload, corpus_params(params, path), params.workload.example_bytes,
-                                   params.mixture, params.mixture_update)
+    result = stages.run_mixture_update(store, workload, corpus_params(params, path), params.workload.example_bytes,
+                                       params.mixture, params.mixture_update)
     return result, store.read("mixture_updates", version=result.writes[0].version)
 
 
@@ -66,9 +66,9 @@ def _added(folder, name):
 
 
 def built_pool(folder, params, path) -> pl.DataFrame:
-    """corpus_shards as build_corpus writes them for `path` (a root of its own)."""
+    """corpus_shards as run_corpus_shards writes them for `path` (a root of its own)."""
     store = DeltaStore(str(folder / f"corpus-of-{path.stem}"))
-    stages.build_corpus(store, corpus_params(params, path), params.workload.example_bytes)
+    stages.run_corpus_shards(store, corpus_params(params, path), params.workload.example_bytes)
     return store.read("corpus_shards")
 
 
@@ -151,8 +151,8 @@ def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
     params = tiny_params(corpus={"corpus_path": str(corpus)})
     store = DeltaStore(str(tmp_path / "root"))
     run_stages(store, params, ("corpus_shards", "reference_model", "gradient_sketches", "task_sketches"))
-    with pytest.raises(ValueError, match="no surrogates, subset_outcomes table; materialise grasp_surrogate, "
-                                         "subset_outcomes first"):
+    with pytest.raises(ValueError, match="no surrogates, subset_outcomes table; materialise subset_outcomes, "
+                                         "surrogates first"):
         update(store, params, corpus)
 
 

@@ -232,7 +232,7 @@ def test_grasp_lineage_explains_and_reproduces_a_selection(pipeline_run, capsys)
     store = DeltaStore(str(root))
     model_version = store.read("reference_models")["model_version"][0]
     assert f"reference model: {model_version}" in out
-    for asset in ("corpus_shards", "reference_model", "gradient_sketches", "grasp_surrogate", "subset_outcomes"):
+    for asset in ("corpus_shards", "reference_model", "gradient_sketches", "surrogates", "subset_outcomes"):
         assert f"asset={asset}" in out
     surrogate_run = store.read("surrogates")["mlflow_run_id"][0]
     assert surrogate_run in out  # MLflow run ids of the chain

@@ -179,7 +179,7 @@ def test_selection_task_weights_are_scaled_by_each_tasks_fit_utility_spread(pipe
     np.testing.assert_array_equal(scaled_task_weights(grasp_params, tasks, given, "none"), given)
     with pytest.raises(ValueError, match="task_scale"):
         scaled_task_weights(grasp_params, tasks, given, "zscore")
-    with pytest.raises(ValueError, match="rematerialise grasp_surrogate"):
+    with pytest.raises(ValueError, match="rematerialise surrogates"):
         scaled_task_weights([{k: v for k, v in p.items() if k != "fit_utility_std"} for p in grasp_params],
                             tasks, given, "utility_std")
 

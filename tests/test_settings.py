@@ -66,7 +66,7 @@ CASE_IDS = [f"{section}.{next(iter(values))}={next(iter(values.values()))!r}" fo
 def built_root(tmp_path_factory):
     """Every table up to the surrogates (the tiny config), built once."""
     root = tmp_path_factory.mktemp("settings") / "root"
-    build_tables_until(root, "grasp_surrogate")
+    build_tables_until(root, "surrogates")
     return root
 
 
@@ -93,10 +93,8 @@ def test_a_bad_setting_in_a_config_file_stops_grasp_run_naming_it(built_root, tm
     assert table_versions(built_root) == before
 
 
-SECTION_ASSET = {"corpus": "corpus_shards", "reference": "reference_model", "sketch": "gradient_sketches",
-                 "plan": "subset_plan", "retrain": "subset_outcomes", "surrogate": "grasp_surrogate",
-                 "selection": "curated_selection", "mixture": "mixture_weights", "validation": "selection_validation",
-                 "workload": "corpus_shards"}
+# the stage (op) each section configures; a bad workload setting fails the first stage that builds it
+SECTION_ASSET = {**{stage.section: stage.name for stage in stages.STAGES if stage.section}, "workload": "corpus_shards"}
 
 
 @pytest.mark.parametrize("section, values, message", BAD_SETTINGS, ids=CASE_IDS)
@@ -151,7 +149,7 @@ def test_a_selection_budget_above_what_the_pool_can_give_is_refused_not_shortene
     with pytest.raises(SettingError, match=rf"selection.budget_fraction = 1.0: asks for {pool.height} of {pool.height} "
                                            rf"pool examples, but only \d+ can be selected \(3 excluded, \d+ duplicate "
                                            r"contents\); valid values are in \(0, 0\.\d+\]"):
-        stages.curate_selections(store, params)
+        stages.run_curated_selection(store, params)
     assert table_versions(store.root) == before
 
 
@@ -159,5 +157,5 @@ def test_a_mixture_budget_beyond_its_repeat_cap_is_refused(store):
     params = tiny_params(mixture={"budget_fraction": 0.5, "max_repeats": 0.25}).mixture
     with pytest.raises(SettingError, match=r"mixture.max_repeats = 0.25: with mixture.budget_fraction = 0.5 .* it "
                                            r"must be at least 0.5"):
-        stages.optimise_mixtures(store, params)
+        stages.run_mixture_weights(store, params)
     assert not store.exists("mixture_weights")

@@ -65,7 +65,7 @@ def test_without_dedup_the_baselines_take_duplicates(duplicated, tmp_path):
     root, params = duplicated
     shutil.copytree(root, tmp_path / "root")
     store = DeltaStore(str(tmp_path / "root"))
-    stages.curate_selections(store, replace(params.selection, dedup_content=False))
+    stages.run_curated_selection(store, replace(params.selection, dedup_content=False))
     selections = selection_content(store)
     for method in ("grad_dot", "datamodel"):
         rows = selections.filter(pl.col("method") == method)
@@ -75,7 +75,7 @@ def test_without_dedup_the_baselines_take_duplicates(duplicated, tmp_path):
 def test_the_mixture_stage_reports_whether_its_objective_is_concave(duplicated, tmp_path):
     root, params = duplicated
     shutil.copytree(root, tmp_path / "root")
-    result = stages.optimise_mixtures(DeltaStore(str(tmp_path / "root")), params.mixture)
+    result = stages.run_mixture_weights(DeltaStore(str(tmp_path / "root")), params.mixture)
     curvature = result.metrics["mixture_max_curvature"]
     assert np.isfinite(curvature)
     assert result.metrics["mixture_concave"] == (1.0 if curvature <= 0 else 0.0)
@@ -90,13 +90,41 @@ def test_validation_refuses_outcomes_retrained_with_different_recipes_naming_the
     workload = params.workload.build()
     batches = sorted(store.read("subset_outcomes")["batch"].unique().to_list())
     assert len(batches) >= 2
-    stages.retrain_outcomes(store, workload, replace(params.retrain, steps=params.retrain.steps + 2),
-                            batches=[batches[0]])
+    stages.run_subset_outcomes(store, workload, replace(params.retrain, steps=params.retrain.steps + 2),
+                               batches=[batches[0]])
     version, before = store.version("selection_validation"), store.read("selection_validation")
     with pytest.raises(ValueError, match="disagree on the retraining recipe") as raised:
-        stages.validate_selections(store, workload, params.validation)
+        stages.run_selection_validation(store, workload, params.validation)
     message = str(raised.value)
     assert all(b in message for b in batches)
     assert f"steps={params.retrain.steps + 2}" in message and f"steps={params.retrain.steps}" in message
     assert store.version("selection_validation") == version
     assert_frame_equal(store.read("selection_validation"), before)
+
+
+# ---------------------------------------------------------------- the stage record
+
+
+def test_each_stage_runs_as_run_name_from_its_module_named_like_it():
+    for stage in stages.STAGES:
+        if stage.run is None:  # trainer_export writes files: grasp_pipeline.ops.export, not a stages/ module
+            assert stage.name == "trainer_export" and not stage.tables
+            continue
+        assert (stage.run.__module__, stage.run.__name__) == (f"grasp_pipeline.stages.{stage.name}",
+                                                              f"run_{stage.name}")
+        assert getattr(stages, f"run_{stage.name}") is stage.run
+
+
+def test_stages_are_in_dependency_order_and_each_table_has_one_writer():
+    written = []
+    for stage in stages.STAGES:
+        assert set(stage.reads) <= set(written), (stage.name, sorted(set(stage.reads) - set(written)))
+        assert not set(stage.tables) & set(written), stage.name
+        written += stage.tables
+
+
+def test_the_whole_graph_is_every_stage_that_writes_tables_and_runs_when_its_inputs_change(tmp_path):
+    params = tiny_params()
+    plan = stages.stage_plan(DeltaStore(str(tmp_path)), params, params.workload.build())
+    assert [name for name, _ in plan] == [s.name for s in stages.STAGES if s.tables and not s.on_demand]
+    assert {"mixture_update", "trainer_export"}.isdisjoint(name for name, _ in plan)

@@ -108,7 +108,7 @@ def test_each_stage_run_names_its_inputs_and_the_reference_model_logs_its_loss_p
     root, _, _ = pipeline_run
     client = MlflowClient(tracking_uri=default_tracking_uri(str(root)))
     experiment = client.get_experiment_by_name("grasp-pipeline").experiment_id
-    (surrogate_run,) = client.search_runs([experiment], filter_string="tags.`dagster.asset` = 'grasp_surrogate'")
+    (surrogate_run,) = client.search_runs([experiment], filter_string="tags.`dagster.asset` = 'surrogates'")
     reads = {k.removeprefix("read_version."): int(v) for k, v in surrogate_run.data.tags.items()
              if k.startswith("read_version.")}
     assert {i.dataset.name: i.dataset.digest for i in surrogate_run.inputs.dataset_inputs} == {

@@ -19,7 +19,7 @@ from grasp_pipeline.corpus import cut_examples, load_documents
 from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.selection import label_quota, top_k
 from grasp_pipeline.sketching import GradientSketcher
-from grasp_pipeline.stages import build_corpus, curate_selections
+from grasp_pipeline.stages import run_corpus_shards, run_curated_selection
 from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack
 from grasp_pipeline.workloads import make_workload
 from grasp_pipeline.workloads.vision import (
@@ -119,7 +119,8 @@ def test_whole_documents_are_never_cut_or_dropped():
 def test_corpus_stage_uses_the_digits_corpus_with_one_image_per_example(tmp_path):
     params = tiny_params().corpus
     store = DeltaStore(str(tmp_path / "storage"))
-    result = build_corpus(store, params, 32, make_workload("vision"))  # 32 < a row's 73 bytes: rows must stay whole
+    # 32 < a row's 73 bytes: rows must stay whole
+    result = run_corpus_shards(store, params, 32, make_workload("vision"))
     pool, tasks = store.read("corpus_shards"), store.read("task_sets")
     assert sorted(pool["domain"].unique()) == sorted(DOMAINS) and sorted(tasks["task"].unique()) == sorted(DOMAINS)
     assert pool.height == len(DOMAINS) * params.pool_examples_per_domain
@@ -238,7 +239,7 @@ def test_grasp_run_with_workload_vision_selects_and_validates_on_the_digits(tmp_
     for method in ("grasp", "grad_dot", "datamodel"):
         assert per_label.filter(pl.col("method") == method)["len"].max() <= -(-budget // 10), method
     with pytest.raises(ValueError, match="balance_labels"):
-        curate_selections(store, SelectionParams(budget_fraction=0.2, max_per_domain=3))
+        run_curated_selection(store, SelectionParams(budget_fraction=0.2, max_per_domain=3))
 
 
 def test_grasp_config_prints_the_vision_workload_for_the_launchpad(capsys):

@@ -257,9 +257,9 @@ def command_recurate(args) -> int:
     params = with_overrides(params, {section: overrides}) if overrides else params
     section_params = getattr(params, section)
     store = DeltaStore(storage_root(args.root))
-    stage_fn, table, asset = ((stages.curate_selections, "curated_selections", "curated_selection")
+    stage_fn, table, asset = ((stages.run_curated_selection, "curated_selections", "curated_selection")
                               if section == "selection" else
-                              (stages.optimise_mixtures, "mixture_weights", "mixture_weights"))
+                              (stages.run_mixture_weights, "mixture_weights", "mixture_weights"))
     lease = RootLease(store.root, owner=f"grasp-{args.command}:{uuid.uuid4().hex[:12]}",
                       purpose=f"grasp {args.command}")
     with lease.held(wait=args.wait), recording(f"{asset} (grasp {args.command})",

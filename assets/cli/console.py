@@ -1,7 +1,7 @@
 """Progress on the command line: the library's progress events as bars or lines on stderr.
 
 On a terminal every open task is a tqdm bar (the stage on top, its loops below it); a
-finished stage leaves one line ("✓ grasp_surrogate 42.3 s"). Anywhere else (a pipe, a log
+finished stage leaves one line ("✓ surrogates 42.3 s"). Anywhere else (a pipe, a log
 file, CI) a bar would be a stream of carriage returns, so events become plain lines: each
 stage's start and end, the end of each of its loops, and in between at most one line per
 `interval` seconds — enough that no stretch of a run is silent for long.

@@ -133,7 +133,7 @@ def command_mixture_update(args) -> int:
     from grasp_pipeline.infra.lease import RootLease
     from grasp_pipeline.infra.lineage import index_lineage
     from grasp_pipeline.infra.storage import DeltaStore
-    from grasp_pipeline.stages import update_mixture
+    from grasp_pipeline.stages import run_mixture_update
 
     from .console import ConsoleProgress
 
@@ -145,8 +145,8 @@ def command_mixture_update(args) -> int:
     recorded = {**dataclasses.asdict(params.mixture_update), "corpus_path": corpus}
     with lease.held(wait=args.wait), recording("mixture_update (grasp mixture-update)", params=recorded), \
             progress.reporting(ConsoleProgress()):
-        result = update_mixture(store, params.workload.build(), params.corpus, params.workload.example_bytes,
-                                params.mixture, params.mixture_update)
+        result = run_mixture_update(store, params.workload.build(), params.corpus, params.workload.example_bytes,
+                                    params.mixture, params.mixture_update)
         index_lineage(store, result.writes)
     reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
                                                                   "grasp mixture-update"))

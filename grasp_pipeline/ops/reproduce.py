@@ -13,7 +13,7 @@ import polars as pl
 from ..config.params import MixtureParams, SelectionParams
 from ..infra.lineage import OUTPUT_ID_COLUMNS, LineageError, find_output, lineage_of
 from ..infra.storage import DeltaStore, check_contract
-from ..stages import curate_selections, optimise_mixtures
+from ..stages import run_curated_selection, run_mixture_weights
 
 
 class _RecordedVersions:
@@ -69,8 +69,8 @@ class _RecordedVersions:
 
 
 def _stage_for(table: str):
-    return {"curated_selections": (curate_selections, SelectionParams),
-            "mixture_weights": (optimise_mixtures, MixtureParams)}[table]
+    return {"curated_selections": (run_curated_selection, SelectionParams),
+            "mixture_weights": (run_mixture_weights, MixtureParams)}[table]
 
 
 def params_from_record(params_cls, recorded: dict):
@@ -118,7 +118,7 @@ def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tol
               table: str | None = None) -> dict:
     """Rebuilds a selection or mixture from the versions and parameters its lineage recorded.
 
-    Re-runs the library stage (`curate_selections` or `optimise_mixtures`) against a view of
+    Re-runs the library stage (`run_curated_selection` or `run_mixture_weights`) against a view of
     the store that reads every input at the recorded Delta version (time travel) and writes
     nothing, then compares its rows for `output_id` with the stored ones: same examples in the
     same ranks (selections), same domains, weights and predicted utility within `tolerance`

@@ -64,7 +64,7 @@ def scaled_task_weights(grasp_params: list[dict], tasks: list[str], weights: np.
     if task_scale != "utility_std":
         raise ValueError(f"selection.task_scale must be 'utility_std' or 'none', not {task_scale!r}")
     if any("fit_utility_std" not in p for p in grasp_params):
-        raise ValueError("the surrogates table predates fit_utility_std; rematerialise grasp_surrogate, or set "
+        raise ValueError("the surrogates table predates fit_utility_std; rematerialise surrogates, or set "
                          "selection.task_scale = 'none'")
     spread = np.array([p["fit_utility_std"] for p in grasp_params])
     flat = [t for t, s in zip(tasks, spread) if not np.isfinite(s) or s <= 0]

@@ -51,7 +51,8 @@ def stage(fn):
 
     @functools.wraps(fn)
     def run(store: DeltaStore, *args, **kwargs) -> StageResult:
-        pinned = PinnedReads(store, asset=fn.__name__)
+        # a direct call (no Dagster run) records the stage's name as the writer, as a Dagster run would
+        pinned = PinnedReads(store, asset=fn.__name__.removeprefix("run_"))
         result = fn(pinned, *args, **kwargs)
         written = {w.table for w in result.writes}
         result.reads = {t: v for t, v in sorted(pinned.versions.items()) if t not in written}

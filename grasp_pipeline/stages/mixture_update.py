@@ -48,15 +48,16 @@ from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixtu
 from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, digest, stage
-from .corpus import split_corpus
-from .mixture import mixture_problem
-from .sketches import shard_sketches, stored_sketcher, task_sketch_rows
+from .corpus_shards import split_corpus
+from .gradient_sketches import shard_sketches, stored_sketcher
+from .mixture_weights import mixture_problem
 from .tables import method_params, outcome_recipe, pool_sketches, read_pool, read_tasks, sketch_matrix
+from .task_sketches import task_sketch_rows
 
 # the tables an update reads, with the stage that writes each
 REQUIRED_TABLES = {"corpus_shards": "corpus_shards", "task_sets": "corpus_shards",
                    "reference_models": "reference_model", "gradient_sketches": "gradient_sketches",
-                   "task_sketches": "task_sketches", "surrogates": "grasp_surrogate",
+                   "task_sketches": "task_sketches", "surrogates": "surrogates",
                    "subset_outcomes": "subset_outcomes"}
 PRIOR_KEYS = ("b", "penalty", "intercept", "size_coef")  # the per-task numbers of a grasp fit
 UPDATE_ORDER_KEY = 50_000_000  # data-order key of the dev check's retrainings (the loop's is 40M, the test's its own)
@@ -95,8 +96,8 @@ class DevCheck:
 
 
 @stage
-def update_mixture(store: DeltaStore, workload: Workload, corpus: CorpusParams, example_bytes: int,
-                   mixture: MixtureParams, params: MixtureUpdateParams) -> StageResult:
+def run_mixture_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, example_bytes: int,
+                       mixture: MixtureParams, params: MixtureUpdateParams) -> StageResult:
     """Re-optimises the GRASP mixture over the domains of `corpus.corpus_path` from the stored
     surrogate, sketching only new and revised domains, and picks between it and safer candidates by
     a few dev retrainings; writes `mixture_updates` (method grasp_update: the pick)."""

@@ -19,7 +19,7 @@ from .tables import load_subset_data
 
 
 @stage
-def fit_surrogate_tables(store: DeltaStore, params: SurrogateParams, mlflow_run_id: str = "") -> StageResult:
+def run_surrogates(store: DeltaStore, params: SurrogateParams, mlflow_run_id: str = "") -> StageResult:
     """Chooses and fits every surrogate method; writes `surrogates`, `surrogate_candidates`,
     `surrogate_predictions` and `fidelity_report`."""
     data, sketches, plan = load_subset_data(store)

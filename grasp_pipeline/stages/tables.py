@@ -82,7 +82,7 @@ def check_one_surrogate(store: DeltaStore) -> str:
     if len(distinct) > 1:
         described = "; ".join(f"{table}: {found}" for table, found in ids.items())
         raise ValueError(f"the surrogate tables disagree on the surrogate ({described}); rematerialise "
-                         "grasp_surrogate so all of them come from one fit")
+                         "surrogates so all of them come from one fit")
     return distinct.pop()
 
 
@@ -198,7 +198,7 @@ def method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list[
     check_one_surrogate(store)
     surrogates = store.read("surrogates").filter(pl.col("method") == method).sort("task")
     if surrogates.height == 0:
-        raise ValueError(f"no {method!r} rows in the surrogates table; materialise grasp_surrogate first")
+        raise ValueError(f"no {method!r} rows in the surrogates table; materialise surrogates first")
     return (surrogates["surrogate_id"][0], surrogates["task"].to_list(),
             [json.loads(p) for p in surrogates["params"].to_list()])
 

@@ -13,8 +13,8 @@ from .base import StageResult, digest, stage
 
 
 @stage
-def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
-                 workload: Workload | None = None) -> StageResult:
+def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: int,
+                      workload: Workload | None = None) -> StageResult:
     """Reads the corpus, cuts examples, writes `corpus_shards` (the pool) and `task_sets`.
 
     The workload may bring its own corpus (`default_corpus`, used when `corpus_path` is
@@ -42,7 +42,7 @@ def build_corpus(store: DeltaStore, params: CorpusParams, example_bytes: int,
 
 def split_corpus(params: CorpusParams, example_bytes: int,
                  workload: Workload | None = None) -> tuple[pl.DataFrame, pl.DataFrame, object, int]:
-    """Returns (pool, task sets, ingest report, examples cut) of `params.corpus_path` as `build_corpus`
+    """Returns (pool, task sets, ingest report, examples cut) of `params.corpus_path` as `run_corpus_shards`
     writes them (build_id column included), without writing anything."""
     default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")

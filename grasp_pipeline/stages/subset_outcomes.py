@@ -1,4 +1,4 @@
-"""Retraining stage: which subsets to retrain (`subset_plan`) and what retraining gave."""
+"""Subset-outcomes stage: what retraining the recipe on each planned subset gave (`subset_outcomes`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import json
 import numpy as np
 import polars as pl
 
-from ..config.params import PlanParams, RetrainParams
+from ..config.params import RetrainParams
 from ..evaluation.fidelity import noise_ceilings
 from ..infra.storage import DeltaStore
-from ..training.plan import sample_subset_plan
 from ..training.retrain import Recipe, retrain_subsets
 from ..workloads.base import Workload
 from .base import StageResult, stage
@@ -18,19 +17,8 @@ from .tables import encoded_pool_and_tasks, members_digest, select_partitions
 
 
 @stage
-def plan_subsets(store: DeltaStore, params: PlanParams) -> StageResult:
-    plan = sample_subset_plan(store.read("corpus_shards", columns=["example_id", "domain"]), params)
-    result = StageResult()
-    result.write(store, "subset_plan", plan)
-    counts = plan.group_by("sampler", "role").len().sort("sampler", "role")
-    result.metrics = {f"subsets.{s}.{r}": n for s, r, n in counts.iter_rows()}
-    result.metrics["mean_size"] = float(plan["size"].mean())
-    return result
-
-
-@stage
-def retrain_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams,
-                     batches: list[str] | None = None) -> StageResult:
+def run_subset_outcomes(store: DeltaStore, workload: Workload, params: RetrainParams,
+                        batches: list[str] | None = None) -> StageResult:
     """Retrains the recipe on planned subsets; writes `subset_outcomes` (one row per task).
 
     With `batches` (retraining-batch keys of subset_plan), only those batches are trained

@@ -1,8 +1,8 @@
-"""Mixture stage: domain weights that maximise the expected GRASP utility."""
+"""Mixture-weights stage: domain weights that maximise the expected GRASP utility."""
 
 import dagster as dg
 
-from grasp_pipeline.stages import optimise_mixtures
+from grasp_pipeline.stages import run_mixture_weights
 
 from .catalog import stage_asset
 from .config import MixtureConfig, to_params
@@ -10,10 +10,9 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@stage_asset("mixture_weights", reads=["surrogates", "gradient_sketches", "task_sketches", "curation_rounds",
-                                       "subset_outcomes"], code_version="1", group_name="mixture", kinds={"deltalake"})
+@stage_asset("mixture_weights", code_version="1", group_name="mixture", kinds={"deltalake"})
 def mixture_weights(context: dg.AssetExecutionContext, config: MixtureConfig, storage: GraspStorage):
     """`natural`, `uniform`, the closed loop's `grasp` pick, the plain optimum `grasp_optimum`, and the
     peer mixers `regmix` and `loglinear`, with their predicted utility."""
     params = to_params(config)
-    return run_stage(context, storage, params_dict(params), lambda run: optimise_mixtures(storage.store(), params))
+    return run_stage(context, storage, params_dict(params), lambda run: run_mixture_weights(storage.store(), params))

@@ -24,12 +24,12 @@ def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> No
     made_from = {"curated_selections": surrogate(selection_ids), "mixture_weights": surrogate(mixture_ids)}
     if len({s for found in made_from.values() for s in found}) > 1:
         raise ValueError(f"curated_selections and mixture_weights come from different surrogates ({made_from}); "
-                         "rerun curated_selection and mixture_weights from the current grasp_surrogate")
+                         "rerun curated_selection and mixture_weights from the current surrogates")
 
 
 @stage
-def validate_selections(store: DeltaStore, workload: Workload,
-                        params: ValidationParams = ValidationParams()) -> StageResult:
+def run_selection_validation(store: DeltaStore, workload: Workload,
+                             params: ValidationParams = ValidationParams()) -> StageResult:
     """Retrains the outcome recipe on every selection and on a sample of every mixture, at the
     same budget; writes `selection_validation` (utility averaged over `repeats` data orders).
 

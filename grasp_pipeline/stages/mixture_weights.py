@@ -28,7 +28,7 @@ from .tables import method_params, pool_sketches, sketch_matrix, subset_utilitie
 
 
 @stage
-def optimise_mixtures(store: DeltaStore, params: MixtureParams) -> StageResult:
+def run_mixture_weights(store: DeltaStore, params: MixtureParams) -> StageResult:
     """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp).
 
     Metrics carry each mixture's predicted utility, the grasp weights, and whether the

@@ -1,4 +1,4 @@
-"""Export stage: the answer in the forms trainers take (files, not a table; grasp_pipeline/ops/export.py).
+"""Trainer-export stage: the answer in the forms trainers take (files, not a table; grasp_pipeline/ops/export.py).
 
 Per mixture a `{domain: weight}` JSON/YAML with the Hugging Face `interleave_datasets` form
 and a Megatron-style blend string; per selection a Parquet manifest of source, document id,
@@ -15,8 +15,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@stage_asset("trainer_export", reads=["curated_selections", "mixture_weights", "corpus_shards"], code_version="1",
-             group_name="export", kinds={"parquet", "json"})
+@stage_asset("trainer_export", code_version="1", group_name="export", kinds={"parquet", "json"})
 def trainer_export(context: dg.AssetExecutionContext, config: ExportConfig, storage: GraspStorage):
     """Every mixture's domain weights (JSON/YAML, Hugging Face interleave_datasets and Megatron blend forms) and
     every selection's byte-range manifest (Parquet), under the export destination (default: <root>/exports)."""

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from grasp_pipeline.stages import validate_selections
+from grasp_pipeline.stages import run_selection_validation
 
 from .catalog import stage_asset
 from .config import ValidationConfig, to_params
@@ -10,11 +10,11 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("selection_validation", reads=["curated_selections", "mixture_weights", "subset_outcomes"],
-             code_version="2", group_name="curation", kinds={"torch", "deltalake"}, pool="torch")
+@stage_asset("selection_validation", code_version="2", group_name="curation", kinds={"torch", "deltalake"},
+             pool="torch")
 def selection_validation(context: dg.AssetExecutionContext, config: ValidationConfig, storage: GraspStorage,
                          workload: WorkloadResource):
     """Per-task utility of the outcome recipe retrained on each selection and on a sample of each mixture."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),
-                     lambda run: validate_selections(storage.store(), workload.build(), params))
+                     lambda run: run_selection_validation(storage.store(), workload.build(), params))

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from grasp_pipeline.stages import train_reference_model
+from grasp_pipeline.stages import run_reference_model
 
 from .catalog import stage_asset
 from .config import ReferenceConfig, to_params
@@ -10,7 +10,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("reference_model", reads=["corpus_shards"], code_version="3", group_name="sketches",
+@stage_asset("reference_model", code_version="3", group_name="sketches",
              kinds={"torch", "deltalake"}, pool="torch")
 def reference_model(context: dg.AssetExecutionContext, config: ReferenceConfig, storage: GraspStorage,
                     workload: WorkloadResource):
@@ -18,4 +18,4 @@ def reference_model(context: dg.AssetExecutionContext, config: ReferenceConfig, 
     parameters) are stored in `reference_models`; its training loss per step goes to MLflow."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),
-                     lambda run: train_reference_model(storage.store(), workload.build(), params))
+                     lambda run: run_reference_model(storage.store(), workload.build(), params))

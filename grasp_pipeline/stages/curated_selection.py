@@ -24,7 +24,7 @@ from .tables import method_params, pool_sketches, read_pool, sketch_matrix
 
 
 @stage
-def curate_selections(store: DeltaStore, params: SelectionParams) -> StageResult:
+def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageResult:
     """Selects a budget of pool examples per method; writes `curated_selections`."""
     sketches = pool_sketches(store)
     pool = read_pool(store)

@@ -1,4 +1,5 @@
-"""Sketch stage: per-example gradient sketches of the pool, and task-gradient sketches."""
+"""Gradient-sketches stage: per-example gradient sketches of the pool (`gradient_sketches`), and the
+sketcher that later sketches (tasks, new domains) reuse to stay in their space."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import time
 
 import numpy as np
 import polars as pl
-import torch
 
 from ..config.params import SketchParams
 from ..infra import progress
@@ -15,7 +15,7 @@ from ..infra.storage import DeltaStore
 from ..sketching import CheckpointSketcher
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import check_one_build, load_reference_checkpoints, pool_sketches, read_pool, read_tasks, sketch_matrix
+from .tables import load_reference_checkpoints, pool_sketches, read_pool, sketch_matrix
 
 
 def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], params: SketchParams) -> CheckpointSketcher:
@@ -25,8 +25,8 @@ def make_sketcher(workload: Workload, checkpoints: list[tuple[int, dict]], param
 
 
 @stage
-def compute_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams,
-                              shards: list[str] | None = None) -> StageResult:
+def run_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchParams,
+                          shards: list[str] | None = None) -> StageResult:
     """Sketches every pool example's gradient at the reference checkpoints, shard by shard;
     writes `gradient_sketches`.
 
@@ -73,26 +73,6 @@ def shard_sketches(sketcher: CheckpointSketcher, workload: Workload, shard_rows:
     })
 
 
-@stage
-def compute_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> StageResult:
-    """Sketches ∇θ of each task's mean loss at the reference checkpoints; writes `task_sketches`.
-
-    The projection (kind, k, seed) is read from `gradient_sketches`' sketch_config, so task
-    and pool sketches always live in the same space.
-    """
-    version, sketcher = stored_sketcher(store, workload, chunk_size)
-    frame, names, index = read_tasks(store, "dev")
-    check_one_build(read_pool(store), frame)
-    rows = task_sketch_rows(sketcher, workload, frame, names, index)
-    out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
-                                     "seconds": pl.Float64})
-    out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
-    result = StageResult()
-    result.write(store, "task_sketches", out)
-    result.metrics = {"tasks": len(names), **{f"loss.{r['task']}": r["loss"] for r in rows}}
-    return result
-
-
 def stored_sketcher(store: DeltaStore, workload: Workload, chunk_size: int = 64) -> tuple[str, CheckpointSketcher]:
     """Returns (model_version, the sketcher gradient_sketches recorded: its projection kind, k, seed
     and checkpoints), so new sketches live in the stored ones' space; ValueError when the sketches
@@ -103,19 +83,3 @@ def stored_sketcher(store: DeltaStore, workload: Workload, chunk_size: int = 64)
         raise ValueError(f"gradient_sketches were computed at model {pool_config['model_version']}, the "
                          f"reference model is now {version}; rematerialise gradient_sketches first")
     return version, CheckpointSketcher.from_config(workload, checkpoints, pool_config, chunk_size)
-
-
-def task_sketch_rows(sketcher: CheckpointSketcher, workload: Workload, frame: pl.DataFrame, names: list[str],
-                     index: np.ndarray) -> list[dict]:
-    """[{task, sketch (list of float32), loss, seconds}] of the mean-loss gradient of each task in
-    `names`, from its rows of `frame` (`index`: the task of each row)."""
-    inputs = workload.encode(frame["text"].to_list())
-    rows = []
-    with progress.task("sketching tasks", total=len(names), unit="task") as tasks_done:
-        for t, task in enumerate(names):
-            began = time.perf_counter()
-            q, loss = sketcher.sketch_mean_gradient(inputs[torch.as_tensor(index == t)])
-            rows.append({"task": task, "sketch": q.astype(np.float32).tolist(), "loss": loss,
-                         "seconds": time.perf_counter() - began})
-            tasks_done.advance()
-    return rows

@@ -19,7 +19,7 @@ from .tables import checkpoint_fingerprint, read_pool
 
 
 @stage
-def train_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
+def run_reference_model(store: DeltaStore, workload: Workload, params: ReferenceParams) -> StageResult:
     """Warms the proxy up on a seeded pool sample, keeping the parameters at `sketch_steps`;
     writes θ and the checkpoints as files beside the tables (grasp_pipeline/infra/checkpoint_files.py),
     then `reference_models` (one row: their files, sha256 and sizes, and the model's facts)."""
