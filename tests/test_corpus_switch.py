@@ -95,8 +95,9 @@ def test_grasp_run_jobs_on_a_second_corpus_leave_only_its_partitions(tmp_path):
     from assets.run_config import run_config_for
 
     corpus_a, corpus_b = corpora(tmp_path)
-    root = tmp_path / "root"
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    root, home = tmp_path / "root", tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         for corpus in (corpus_a, corpus_b):
             config = run_config_for(tiny_params(corpus={"corpus_path": str(corpus)}), str(root))
             for job, stages_of_job in (*((j, JOB_ASSETS[j]) for j in ("grasp_prepare", "grasp_sketch",
