@@ -3,7 +3,8 @@
 Writes go through `deltalake.write_deltalake`, so every write is one transaction: a crash
 mid-write leaves the previous table version. A full write replaces the table; a partition
 write replaces exactly the partitions present in the frame (a predicate overwrite) and
-keeps the others, so rerunning a shard or a retraining batch never duplicates rows.
+keeps the others, so rerunning a shard or a retraining batch never duplicates rows; given the
+current partition keys, it also removes the stale ones (another corpus's) in that commit.
 Frames are checked against the contract before anything is written.
 
 The root is a local folder or an object-store URI (`s3://bucket/prefix`, also `gs://`,
