@@ -16,6 +16,8 @@ def outcome_rows(batch: str, n: int, offset: int = 0) -> pl.DataFrame:
                          "seconds": np.full(n, 0.1), "batch": [batch] * n})
 
 
-def write_one_batch(root: str, batch: int) -> int:
-    """Writes batch `b{batch}` (50 rows) as a partition; returns the version it committed."""
-    return DeltaStore(root).write_partitions("subset_outcomes", outcome_rows(f"b{batch}", 50, offset=50 * batch))
+def write_one_batch(root: str, batch: int, current: list[str] | None = None) -> int:
+    """Writes batch `b{batch}` (50 rows) as a partition (removing those outside `current`, when given);
+    returns the version it committed."""
+    return DeltaStore(root).write_partitions("subset_outcomes", outcome_rows(f"b{batch}", 50, offset=50 * batch),
+                                             current=current)

@@ -135,6 +135,22 @@ def test_eight_partitions_written_concurrently_lose_nothing(any_root, table_exis
     assert max(versions) == store.version("subset_outcomes")
 
 
+def test_eight_writers_that_each_remove_a_stale_partition_concurrently_lose_nothing(any_root):
+    # the shard runs of a new corpus, on workers of their own: each write names the current batches,
+    # so each may remove the old corpus's batch, and none may remove another's new one
+    store = DeltaStore(any_root)
+    store.write_partitions("subset_outcomes", outcome_rows("old", 50, offset=400))
+    current = [f"b{b}" for b in range(8)]
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        versions = pool.starmap(write_one_batch, [(any_root, b, current) for b in range(8)])
+    table = store.read("subset_outcomes")
+    assert sorted(table["batch"].unique().to_list()) == current
+    for b in range(8):
+        assert_frame_equal(table.filter(pl.col("batch") == f"b{b}").sort("subset_id"),
+                           outcome_rows(f"b{b}", 50, offset=50 * b), check_column_order=False)
+    assert len(set(versions)) == 8 and max(versions) == store.version("subset_outcomes")
+
+
 def test_object_store_credentials_are_not_in_the_store_repr(s3_root):
     store = DeltaStore(s3_root)
     assert store.storage_options["AWS_SECRET_ACCESS_KEY"] == os.environ["AWS_SECRET_ACCESS_KEY"]

@@ -199,6 +199,45 @@ def test_partition_values_with_quotes_replace_only_their_partition(store):
     assert table.select("example_id", "shard").rows() == [(1, "o"), (2, "o'brien")]
 
 
+def test_a_partition_write_with_current_keys_removes_the_other_partitions_in_the_same_commit(store):
+    # corpus A's shards, then a write of corpus B's shards naming B's shard set as current
+    store.write_partitions("corpus_shards", pl.concat([shard_frame("a0", [0]), shard_frame("a1", [1]),
+                                                      shard_frame("b0", [2], "old")]))
+    before = store.version("corpus_shards")
+    lineage = {"asset": "test", "facts": {"model_version": "m"}}
+    version = store.write_partitions("corpus_shards", pl.concat([shard_frame("b0", [10]), shard_frame("b1", [11])]),
+                                     lineage=lineage, current=["b0", "b1", "b2"])
+    assert version == before + 1  # one commit removed A's partitions and wrote B's
+    assert len(DeltaTable(store.uri("corpus_shards")).history()) == before + 2
+    table = raw_read(store, "corpus_shards")
+    assert sorted(table.select("shard", "example_id").rows()) == [("b0", 10), ("b1", 11)]
+    assert store.partition_values("corpus_shards", "shard") == ["b0", "b1"]
+    # the commit's lineage names the partitions it removed; the caller's dict is left as it was
+    facts = store.commit_info("corpus_shards", version)["grasp.lineage"]["facts"]
+    assert facts == {"model_version": "m", "removed_partitions": ["a0", "a1"]}
+    assert lineage == {"asset": "test", "facts": {"model_version": "m"}}
+    # the version before the switch still holds corpus A (time travel)
+    assert sorted(store.read("corpus_shards", version=before)["shard"].unique().to_list()) == ["a0", "a1", "b0"]
+
+
+def test_a_partition_write_with_current_keys_keeps_other_current_partitions(store):
+    store.write_partitions("corpus_shards", pl.concat([shard_frame("b0", [0]), shard_frame("b1", [1]),
+                                                      shard_frame("o'x", [2])]))
+    version = store.write_partitions("corpus_shards", shard_frame("b1", [5]), lineage={"facts": {}},
+                                     current=["b0", "b1"])
+    assert sorted(raw_read(store, "corpus_shards").select("shard", "example_id").rows()) == [("b0", 0), ("b1", 5)]
+    assert store.commit_info("corpus_shards", version)["grasp.lineage"]["facts"] == {"removed_partitions": ["o'x"]}
+    # nothing stale: the lineage records no removal
+    version = store.write_partitions("corpus_shards", shard_frame("b0", [6]), lineage={"facts": {}},
+                                     current=["b0", "b1"])
+    assert store.commit_info("corpus_shards", version)["grasp.lineage"]["facts"] == {}
+
+
+def test_a_first_partition_write_with_current_keys_creates_the_table(store):
+    store.write_partitions("subset_outcomes", outcome_frame("b0"), current=["b0", "b1"])
+    assert store.partition_values("subset_outcomes", "batch") == ["b0"]
+
+
 def test_an_old_version_still_holds_a_replaced_partition(store):
     store.write_partitions("corpus_shards", pl.concat([shard_frame("s0", [0]), shard_frame("s1", [1])]))
     store.write_partitions("corpus_shards", shard_frame("s1", [9]))

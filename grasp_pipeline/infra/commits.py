@@ -9,13 +9,14 @@ and its provenance are one atomic commit: no crash or tracking failure can part 
 Who is writing (asset, runs, parameters) is set for a block of code with `recording(...)`,
 by the Dagster layer around each materialisation and by the CLI around `grasp select` /
 `grasp mixture`; a stage called without it records its own function name as the asset.
+Every commit under a root first runs the guard `guarded_commits` sets (the root's writer lease).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -71,3 +72,26 @@ def frame_facts(table: str, frame: pl.DataFrame) -> dict:
     if table == "corpus_shards" and "content_sha1" in frame.columns:
         facts["corpus_content_sha1"] = fingerprint(sorted(frame["content_sha1"].to_list()))
     return facts
+
+
+# Called with the root before every commit in its block (the root's writer lease checks it
+# still holds the root): a commit the guard refuses is never attempted.
+_commit_guard: ContextVar[Callable[[str], None] | None] = ContextVar("grasp_commit_guard", default=None)
+
+
+@contextmanager
+def guarded_commits(guard: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, `guard(root)` runs before each commit and may raise to stop it."""
+    token = _commit_guard.set(guard)
+    try:
+        yield
+    finally:
+        _commit_guard.reset(token)
+
+
+def check_commit(root: str) -> None:
+    """Runs the guard of the enclosing `guarded_commits` block (if any) for `root`: every commit
+    under the root, the stages' and maintenance's, calls this first; raises when it is refused."""
+    guard = _commit_guard.get()
+    if guard is not None:
+        guard(root)

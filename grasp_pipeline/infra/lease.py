@@ -13,7 +13,7 @@ stops renewing and its hold expires, so a crash never locks a root for good.
 Holds are `exclusive` (a `grasp run`, `grasp select`, a stage writing whole tables) or
 `shared` (steps writing disjoint partitions of one table, e.g. the shard runs of a backfill
 on many workers: Delta commits those safely side by side). Shared holders exclude only
-exclusive ones. Every commit checks the hold first (`storage.guarded_commits`), so a second
+exclusive ones. Every commit checks the hold first (`commits.guarded_commits`), so a second
 writer waits or stops with a message naming the holder, and a writer that lost its hold
 commits nothing. Steps of one `grasp run` share its hold (its owner id is a run tag).
 """
@@ -30,8 +30,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .commits import guarded_commits
 from .objectstore import ObjectLocation
-from .storage import guarded_commits, storage_options_from_env
+from .storage import storage_options_from_env
 
 LEASE_FOLDER = "_grasp_lease"
 DEFAULT_TTL_SECONDS = 60.0

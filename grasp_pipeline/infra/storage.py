@@ -3,7 +3,8 @@
 Writes go through `deltalake.write_deltalake`, so every write is one transaction: a crash
 mid-write leaves the previous table version. A full write replaces the table; a partition
 write replaces exactly the partitions present in the frame (a predicate overwrite) and
-keeps the others, so rerunning a shard or a retraining batch never duplicates rows.
+keeps the others, so rerunning a shard or a retraining batch never duplicates rows; given the
+current partition keys, it also removes the stale ones (another corpus's) in that commit.
 Frames are checked against the contract before anything is written.
 
 The root is a local folder or an object-store URI (`s3://bucket/prefix`, also `gs://`,
@@ -22,9 +23,6 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from .commits import LINEAGE_KEY, WRITE_ID_KEY, current_context, frame_facts
+from .commits import LINEAGE_KEY, WRITE_ID_KEY, check_commit, current_context, frame_facts
 
 # One file of a stored state dict (grasp_pipeline/infra/checkpoint_files.py): the step it was taken at, its
 # path relative to the storage root, its sha256 (hex), size in bytes and the tensors it holds (in order).
@@ -146,29 +144,6 @@ def retention_properties(log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS,
 # Commit retries when concurrent writers race for the same table version (delta-rs already
 # retries non-conflicting commits internally; this covers a concurrent *create*).
 WRITE_ATTEMPTS = 5
-
-
-# Called with the root before every commit in its block (the root's writer lease checks it
-# still holds the root): a commit the guard refuses is never attempted.
-_commit_guard: ContextVar[Callable[[str], None] | None] = ContextVar("grasp_commit_guard", default=None)
-
-
-@contextmanager
-def guarded_commits(guard: Callable[[str], None]) -> Iterator[None]:
-    """Within the block, `guard(root)` runs before each commit and may raise to stop it."""
-    token = _commit_guard.set(guard)
-    try:
-        yield
-    finally:
-        _commit_guard.reset(token)
-
-
-def check_commit(root: str) -> None:
-    """Runs the guard of the enclosing `guarded_commits` block (if any) for `root`: every commit
-    under the root, the stages' and maintenance's, calls this first; raises when it is refused."""
-    guard = _commit_guard.get()
-    if guard is not None:
-        guard(root)
 
 
 def storage_options_from_env(root: str, environ=os.environ) -> dict[str, str]:
@@ -287,26 +262,34 @@ class DeltaStore:
         return self._commit(table, frame, lineage, mode="overwrite", schema_mode="overwrite",
                             partition_by=PARTITION_COLUMNS.get(table))
 
-    def write_partitions(self, table: str, frame: pl.DataFrame, lineage: dict | None = None) -> int:
+    def write_partitions(self, table: str, frame: pl.DataFrame, lineage: dict | None = None,
+                         current: list[str] | None = None) -> int:
         """Replaces exactly the partitions present in `frame`, keeping all others.
 
         Returns the version this write committed. The overwrite predicate names the partition
         values, so rerunning one shard or batch rewrites only it (idempotent), in one
         transaction; concurrent writers of other partitions (other processes or machines)
-        do not lose each other's rows.
+        do not lose each other's rows. `current` (every partition the table may hold now, e.g. the
+        shards corpus_shards holds) also removes, in the same commit, the partitions outside it: those
+        of a corpus the root held before, which would otherwise sit beside the new ones (mixed tables).
         """
         check_contract(table, frame)
         (column,) = PARTITION_COLUMNS[table]
         if frame.is_empty():  # no partition to replace
             return self.version(table)
         values = sorted(frame[column].unique().to_list())
-        quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+        predicate = f"{column} IN ({sql_strings(values)})"
+        if current is not None and self.version(table) is not None:
+            predicate += f" OR {column} NOT IN ({sql_strings(current)})"
+            stale = sorted(set(self.partition_values(table, column)) - set(current))
+            if stale and lineage is not None:  # the commit's lineage says which partitions it removed
+                lineage = {**lineage, "facts": {**lineage.get("facts", {}), "removed_partitions": stale}}
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 if self.version(table) is None:
                     # the first writer creates the table; a concurrent creator makes this fail and retry
                     return self._commit(table, frame, lineage, mode="error", partition_by=[column])
-                return self._commit(table, frame, lineage, mode="overwrite", predicate=f"{column} IN ({quoted})",
+                return self._commit(table, frame, lineage, mode="overwrite", predicate=predicate,
                                     partition_by=[column], schema_mode="merge")
             except (CommitFailedError, FileExistsError) as error:
                 if attempt == WRITE_ATTEMPTS - 1:
@@ -427,17 +410,29 @@ class PinnedReads:
 
     def lineage(self, table: str, frame: pl.DataFrame) -> dict:
         """The lineage a commit of `frame` to `table` records."""
+        facts = frame_facts(table, frame)
+        if "corpus_content_sha1" in facts and self.store.version(table) is not None:
+            # the root switches to another corpus: the commit says which one it replaces
+            previous = (self.store.commit_info(table, self.store.version(table)) or {}).get(LINEAGE_KEY, {})
+            replaced = previous.get("facts", {}).get("corpus_content_sha1")
+            if replaced not in (None, facts["corpus_content_sha1"]):
+                facts["replaced_corpus_content_sha1"] = replaced
         return {**self.writer, "table": table, "reads": {t: v for t, v in sorted(self.versions.items()) if t != table},
-                "facts": frame_facts(table, frame), "recorded_at": time.time()}
+                "facts": facts, "recorded_at": time.time()}
 
     def write(self, table: str, frame: pl.DataFrame) -> int:
         return self.store.write(table, frame, lineage=self.lineage(table, frame))
 
-    def write_partitions(self, table: str, frame: pl.DataFrame) -> int:
-        return self.store.write_partitions(table, frame, lineage=self.lineage(table, frame))
+    def write_partitions(self, table: str, frame: pl.DataFrame, current: list[str] | None = None) -> int:
+        return self.store.write_partitions(table, frame, lineage=self.lineage(table, frame), current=current)
 
     def __getattr__(self, name):
         return getattr(self.store, name)
+
+
+def sql_strings(values: list[str]) -> str:
+    """`values` as a SQL list body of quoted strings (quotes doubled), for Delta predicates."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 def table_schema(frame: pl.DataFrame) -> dict[str, str]:

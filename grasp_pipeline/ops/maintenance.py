@@ -24,7 +24,7 @@ Maintenance commits change no rows; each carries its own `grasp.lineage` (asset 
 unless a `commits.recording` block names the writer, read from the version before it) and is
 then indexed, so provenance walks through it, and `grasp lineage` never picks such a commit as
 the version an output is "in" (lineage.MAINTENANCE_OPERATIONS). Every commit first passes the
-root's writer lease (`storage.check_commit`).
+root's writer lease (`commits.check_commit`).
 """
 
 from __future__ import annotations
@@ -40,16 +40,10 @@ from deltalake import CommitProperties, DeltaTable
 
 from ..config.params import MaintenanceParams
 from ..infra import progress
-from ..infra.commits import LINEAGE_KEY, current_context
+from ..infra.commits import LINEAGE_KEY, check_commit, current_context
 from ..infra.lineage import LINEAGE_TABLE, MAINTENANCE_OPERATIONS, OUTPUT_ID_COLUMNS, index_lineage, logged_versions
 from ..infra.secrets import redact_values
-from ..infra.storage import (
-    CONTRACT,
-    DEFAULT_DELETED_FILE_RETENTION_DAYS,
-    DeltaStore,
-    check_commit,
-    retention_properties,
-)
+from ..infra.storage import CONTRACT, DEFAULT_DELETED_FILE_RETENTION_DAYS, DeltaStore, retention_properties
 
 KEEP_CHOICES = ("lineage", "outputs")
 

@@ -64,7 +64,8 @@ class _RecordedVersions:
         self.written[table] = frame
         return -1
 
-    def write_partitions(self, table: str, frame: pl.DataFrame, lineage: dict | None = None) -> int:
+    def write_partitions(self, table: str, frame: pl.DataFrame, lineage: dict | None = None,
+                         current: list[str] | None = None) -> int:
         return self.write(table, frame)
 
 

@@ -39,9 +39,11 @@ class StageResult:
         self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
         return version
 
-    def write_partitions(self, store: DeltaStore, table: str, frame: pl.DataFrame) -> int:
-        """Replaces the partitions present in `frame`; returns the table's new version."""
-        version = store.write_partitions(table, frame)
+    def write_partitions(self, store: DeltaStore, table: str, frame: pl.DataFrame,
+                         current: list[str] | None = None) -> int:
+        """Replaces the partitions present in `frame` (and removes those outside `current`, when
+        given: see DeltaStore.write_partitions); returns the table's new version."""
+        version = store.write_partitions(table, frame, current=current)
         self.writes.append(TableWrite(table, version, frame.height, table_schema(frame)))
         return version
 

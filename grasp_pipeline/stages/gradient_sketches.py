@@ -48,7 +48,9 @@ def run_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchP
     if shards is None:
         result.write(store, "gradient_sketches", frame)
     else:
-        result.write_partitions(store, "gradient_sketches", frame)
+        # shards of a corpus the root held before go in the same commit (a root follows its corpus)
+        result.write_partitions(store, "gradient_sketches", frame,
+                                current=store.partition_values("corpus_shards", "shard"))
     sketches = sketch_matrix(frame["sketch"], np.float32)
     result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k, "dim": sketcher.dim,
                       "projection": params.projection, "finite": bool(np.isfinite(sketches).all()),

@@ -63,7 +63,8 @@ def run_subset_outcomes(store: DeltaStore, workload: Workload, params: RetrainPa
     if batches is None:
         result.write(store, "subset_outcomes", frame)
     else:
-        result.write_partitions(store, "subset_outcomes", frame)
+        # batches the plan no longer has (another corpus's plan) go in the same commit
+        result.write_partitions(store, "subset_outcomes", frame, current=full_plan["batch"].unique().to_list())
     result.metrics = {"subsets": len(subsets), "rows": frame.height, "batches": frame["batch"].n_unique(),
                       "seconds_per_subset": float(np.mean([o.seconds for o in outcomes])),
                       **noise_ceilings(store.read("subset_outcomes"), full_plan)}
