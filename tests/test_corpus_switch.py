@@ -9,10 +9,10 @@ tables, real stages; the second test goes through the Dagster jobs `grasp run` l
 from __future__ import annotations
 
 import dagster as dg
-
-from grasp_pipeline import stages
 from grasp_pipeline.commits import LINEAGE_KEY
 from grasp_pipeline.storage import DeltaStore
+
+from grasp_pipeline import stages
 
 from .conftest import tiny_params, write_user_corpus
 
