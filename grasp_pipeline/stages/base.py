@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..commits import fingerprint
 from ..storage import DeltaStore, PinnedReads, table_schema
 
 
@@ -59,5 +58,3 @@ def stage(fn):
 
     return run
 
-
-digest = fingerprint  # a 12-hex-digit sha1 over JSON renderings of the parts

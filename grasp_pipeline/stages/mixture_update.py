@@ -42,12 +42,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from ..commits import fingerprint
 from ..config.params import CorpusParams, MixtureParams, MixtureUpdateParams
 from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture, sample_mixture
 from ..retrain import TrainJob, train_jobs
 from ..storage import DeltaStore
 from ..workloads.base import Workload
-from .base import StageResult, digest, stage
+from .base import StageResult, stage
 from .corpus import split_corpus
 from .mixture import mixture_problem
 from .sketches import shard_sketches, stored_sketcher, task_sketch_rows
@@ -247,7 +248,8 @@ def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, e
     prior = task_prior(fitted, params.new_task_prior)
     return DomainUpdate(stats, tasks, sketch_matrix(q["sketch"]), [by_task.get(t, prior) for t in tasks],
                         surrogate_id, version, new, revised, removed, [t for t in tasks if t not in by_task],
-                        sketched.height, fresh_dev.height, digest(sorted(pool["content_sha1"].to_list())), pool, dev)
+                        sketched.height, fresh_dev.height, fingerprint(sorted(pool["content_sha1"].to_list())), pool,
+                        dev)
 
 
 def check_root(store: DeltaStore) -> None:
