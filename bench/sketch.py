@@ -243,9 +243,9 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
 
     # ---- exact gradients on the quality sample and the task sets ----------------------------
     reference = GradientSketcher(workload, theta, "sjlt", 64, 0, chunk)
-    flat = torch.cat([reference._flat_grads(sample[lo:lo + chunk])[1].cpu() for lo in range(0, n_sample, chunk)])
+    flat = torch.cat([reference.per_example.flat(sample[lo:lo + chunk])[1].cpu() for lo in range(0, n_sample, chunk)])
     task_grads = torch.stack([
-        torch.cat([reference._flat_grads(task_inputs[t * n_task:(t + 1) * n_task][lo:lo + chunk])[1].cpu()
+        torch.cat([reference.per_example.flat(task_inputs[t * n_task:(t + 1) * n_task][lo:lo + chunk])[1].cpu()
                    for lo in range(0, n_task, chunk)]).mean(0) for t in range(tasks)])
     g64, q64 = flat.double(), task_grads.double()
     exact = {"gram": (g64 @ g64.T).numpy(), "norms": g64.norm(dim=1).numpy(),
@@ -257,14 +257,14 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        reference._flat_grads(pool[:8])
+        reference.per_example.flat(pool[:8])
     flops_per_example = counter.get_total_flops() / 8
 
     def vmap_all():
         for lo in range(0, n, chunk):
-            reference._flat_grads(pool[lo:lo + chunk])
+            reference.per_example.flat(pool[lo:lo + chunk])
 
-    reference._flat_grads(pool[:chunk])  # warm-up (first-call overheads are not throughput)
+    reference.per_example.flat(pool[:chunk])  # warm-up (first-call overheads are not throughput)
     # interleaved rounds, best of each: load from other jobs hits both sides alike
     vmap_seconds, loop_seconds = interleaved_best(
         [vmap_all, lambda: loop_flat_grads(workload, theta, pool[:size["loop"]])], 2 if quick else 3)
@@ -305,7 +305,7 @@ def bench_workload(key: str, quick: bool, device: str, ks: list[int], peers_pyth
                 cell["factor_dim"] = sketcher.projector.factor_dim
                 cell["stage1_width"] = sketcher.projector.width
             if isinstance(sketcher.projector, DenseProjector) and not sketcher.projector.fully_cached:
-                cell["examples_per_generated_matrix"] = min(n, sketcher._dense_buffer_rows())
+                cell["examples_per_generated_matrix"] = min(n, sketcher.gradients.rows)
             # quality: seed 0 through the production path, more seeds through project(flat)
             z = results[kind].sketch[:n_sample] if n_sample <= n else sketcher.sketch_examples(sample).sketch
             q = sketcher.projector.project(task_grads.to(device)).cpu().numpy()

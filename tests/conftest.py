@@ -1,9 +1,11 @@
-"""Shared fixtures: a tiny pipeline configuration, user corpora, and one materialised graph."""
+"""Shared fixtures: a tiny pipeline configuration, user corpora, storage roots (local or S3, a copy of a
+built one), and one materialised graph."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -80,6 +82,21 @@ def build_tables_until(root, last: str = "subset_outcomes", params: PipelinePara
     for _, run in plan[:names.index(last) + 1]:
         run()
     return store
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_root(request, tmp_path) -> str:
+    """A storage root on the local disk, or in a fresh bucket of the S3-compatible server."""
+    return str(tmp_path / "root") if request.param == "local" else request.getfixturevalue("s3_root")
+
+
+def copy_root(source, destination: Path):
+    """A writable copy (a DeltaStore) at `destination` of a built local root, its tables and checkpoint
+    files, so a test may change tables that a module- or session-scoped fixture built once."""
+    from grasp_pipeline.infra.storage import DeltaStore
+
+    shutil.copytree(source, destination)
+    return DeltaStore(str(destination))
 
 
 def materialize_prepare(root: Path, params: PipelineParams, instance: dg.DagsterInstance,

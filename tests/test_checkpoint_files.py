@@ -125,12 +125,6 @@ def test_the_loaded_checkpoints_are_the_ones_the_model_version_hashes(reference_
 # ----------------------------------------------------------------------------- local and object-store roots
 
 
-@pytest.fixture(params=["local", "s3"])
-def any_root(request, tmp_path) -> str:
-    """A storage root on the local disk, or in a fresh bucket of the S3-compatible server."""
-    return str(tmp_path / "root") if request.param == "local" else request.getfixturevalue("s3_root")
-
-
 def test_shard_files_round_trip_in_order(any_root):
     location = checkpoint_location(DeltaStore(any_root))
     names = ["w3", "w0", "w4", "w1", "w2"]  # not sorted: the order is part of the model (workloads flatten by it)

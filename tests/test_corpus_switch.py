@@ -9,10 +9,10 @@ tables, real stages; the second test goes through the Dagster jobs `grasp run` l
 from __future__ import annotations
 
 import dagster as dg
-from grasp_pipeline.commits import LINEAGE_KEY
-from grasp_pipeline.storage import DeltaStore
 
 from grasp_pipeline import stages
+from grasp_pipeline.infra.commits import LINEAGE_KEY
+from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import tiny_params, write_user_corpus
 
@@ -32,14 +32,14 @@ def build_partitioned(store: DeltaStore, corpus, subsets_per_batch: int = 8) -> 
     partition runs do), subset_outcomes as one write of every batch (as `grasp run`'s one range run)."""
     params = tiny_params(corpus={"corpus_path": str(corpus)}, plan={"subsets_per_batch": subsets_per_batch})
     workload = params.workload.build()
-    stages.build_corpus(store, params.corpus, params.workload.example_bytes, workload)
-    stages.train_reference_model(store, workload, params.reference)
+    stages.run_corpus_shards(store, params.corpus, params.workload.example_bytes, workload)
+    stages.run_reference_model(store, workload, params.reference)
     for shard in store.partition_values("corpus_shards", "shard"):
-        stages.compute_gradient_sketches(store, workload, params.sketch, shards=[shard])
-    stages.plan_subsets(store, params.plan)
-    stages.retrain_outcomes(store, workload, params.retrain,
+        stages.run_gradient_sketches(store, workload, params.sketch, shards=[shard])
+    stages.run_subset_plan(store, params.plan)
+    stages.run_subset_outcomes(store, workload, params.retrain,
                             batches=store.read("subset_plan")["batch"].unique().sort().to_list())
-    stages.compute_task_sketches(store, workload, params.sketch.chunk_size)
+    stages.run_task_sketches(store, workload, params.sketch.chunk_size)
 
 
 def facts(store: DeltaStore, table: str, version: int | None = None) -> dict:

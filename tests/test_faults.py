@@ -29,18 +29,10 @@ from grasp_pipeline import stages
 from grasp_pipeline.corpus import CorpusError, load_documents
 from grasp_pipeline.infra.storage import DeltaStore, PinnedReads, TableLogError
 
-from .conftest import build_tables_until, tiny_params, write_user_corpus
+from .conftest import build_tables_until, copy_root, tiny_params, write_user_corpus
 from .partition_writers import outcome_rows, write_one_batch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["local", "s3"])
-def any_root(request, tmp_path) -> str:
-    """A storage root on the local disk, or in a fresh bucket of the S3-compatible server."""
-    if request.param == "local":
-        return str(tmp_path / "root")
-    return request.getfixturevalue("s3_root")
 
 
 # ----------------------------------------------------------------------------- a writer killed mid-write
@@ -211,8 +203,7 @@ def prepared(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def store_copy(prepared, tmp_path) -> DeltaStore:
-    shutil.copytree(prepared, tmp_path / "root")
-    return DeltaStore(str(tmp_path / "root"))
+    return copy_root(prepared, tmp_path / "root")
 
 
 def test_a_diverging_retraining_names_subset_and_task_and_writes_no_partition(store_copy):

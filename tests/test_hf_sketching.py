@@ -38,7 +38,7 @@ def theta(tiny_dir):
 
 def full_gradients(workload, theta, pool) -> tuple[list[str], torch.Tensor]:
     sketcher = GradientSketcher(workload, theta, "sjlt", 16, 0)
-    return sketcher.names, sketcher._flat_grads(pool)[1]
+    return sketcher.names, sketcher.per_example.flat(pool)[1]
 
 
 def test_a_sketched_subset_has_exactly_that_slice_of_the_full_gradient(tiny_dir, theta):
@@ -53,7 +53,7 @@ def test_a_sketched_subset_has_exactly_that_slice_of_the_full_gradient(tiny_dir,
     expected = torch.cat([flat[:, offsets[i]:offsets[i + 1]] for i, n in enumerate(names) if n in sketcher.names], 1)
     real = (pool >= 0).sum(1) >= 2  # a one-token example predicts nothing
     assert expected[real].norm(dim=1).min() > 1e-3
-    torch.testing.assert_close(sketcher._flat_grads(pool)[1], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sketcher.per_example.flat(pool)[1], expected, atol=1e-6, rtol=1e-5)
 
 
 def test_a_pattern_that_matches_nothing_is_refused_naming_the_field(tiny_dir, theta):
@@ -84,8 +84,8 @@ def test_kronecker_sketches_of_conv1d_and_the_tied_embedding_equal_the_projected
     kinds = {spec.kind for spec in projector.layout}
     tied = [spec for spec in projector.layout if spec.tied]
     assert "conv1d" in kinds and [(s.module, s.tied) for s in tied] == [("transformer.wte", "lm_head")]
-    flat = sketcher._flat_grads(pool)[1]  # exact per-example gradients by vmap(grad)
-    hooked, norm_sq, _ = sketcher._kronecker_stage1(pool)
+    flat = sketcher.per_example.flat(pool)[1]  # exact per-example gradients by vmap(grad)
+    hooked, norm_sq, _ = sketcher.gradients.stage1(pool)
     explicit = projector.stage1_from_flat(flat)  # (P_out ⊗ P_in) applied to the materialised gradients
     offsets = np.cumsum([0] + [spec.width for spec in projector.layout])
     for i, spec in enumerate(projector.layout):

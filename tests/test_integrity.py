@@ -7,7 +7,6 @@ real stages; the downstream stage must stop before writing anything.
 from __future__ import annotations
 
 import json
-import shutil
 
 import polars as pl
 import pytest
@@ -17,7 +16,7 @@ from grasp_pipeline.infra.commits import LINEAGE_KEY
 from grasp_pipeline.infra.lineage import LINEAGE_TABLE, lineage_of, provenance, rebuild_lineage_index
 from grasp_pipeline.infra.storage import DeltaStore
 
-from .conftest import build_tables_until, tiny_params
+from .conftest import build_tables_until, copy_root, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,7 @@ def surrogate_root(tmp_path_factory):
 
 @pytest.fixture
 def store(surrogate_root, tmp_path) -> DeltaStore:
-    shutil.copytree(surrogate_root, tmp_path / "root")
-    return DeltaStore(str(tmp_path / "root"))
+    return copy_root(surrogate_root, tmp_path / "root")
 
 
 @pytest.fixture(scope="module")

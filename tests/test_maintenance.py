@@ -28,11 +28,11 @@ from grasp_pipeline.ops.maintenance import kept_versions, maintain
 from grasp_pipeline.ops.reproduce import reproduce
 from grasp_pipeline.stages import TableWrite
 
+from .conftest import copy_root
+
 
 def _copy(pipeline_run, tmp_path) -> DeltaStore:
-    root = tmp_path / "storage"
-    shutil.copytree(pipeline_run[0], root)
-    return DeltaStore(str(root))
+    return copy_root(pipeline_run[0], tmp_path / "storage")
 
 
 def _grasp_selection(store: DeltaStore, method: str = "grasp") -> str:

@@ -5,7 +5,6 @@ reproduced), and out-of-band writes reported to the instance."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import dagster as dg
 import polars as pl
@@ -17,7 +16,7 @@ from grasp_pipeline.infra.lineage import provenance
 from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.ops.reproduce import reproduce
 
-from .conftest import materialize_prepare, tiny_params, write_user_corpus
+from .conftest import copy_root, materialize_prepare, tiny_params, write_user_corpus
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +265,7 @@ def test_reproduce_uses_the_recorded_versions_and_reports_a_mismatch(pipeline_ru
     from assets.cli import main
 
     root = tmp_path / "storage"
-    shutil.copytree(pipeline_run[0], root)
-    store = DeltaStore(str(root))
+    store = copy_root(pipeline_run[0], root)
     # grasp_global: the stage's own greedy, which the selection settings shape (grasp is the loop's pick)
     (selection,) = [i for i in _ids(root, "curated_selections", "selection_id") if i.endswith("-grasp_global")]
     table_version = store.version("curated_selections")

@@ -23,7 +23,7 @@ from grasp_pipeline.training.retrain import (
     task_losses,
     unstack,
 )
-from grasp_pipeline.workloads import PAD, make_workload, parameter_count, state_fingerprint
+from grasp_pipeline.workloads import PAD, make_workload, state_fingerprint
 
 ATOL = 1e-5
 
@@ -272,7 +272,7 @@ def test_build_model_is_deterministic_and_leaves_the_global_rng_alone(workload):
     assert torch.equal(torch.rand(3), expected_next)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), name
-    assert parameter_count(a) == 257 * 4 + (2 * 4 * 8 + 8) + (8 * 256 + 256)
+    assert sum(p.numel() for p in a.parameters()) == 257 * 4 + (2 * 4 * 8 + 8) + (8 * 256 + 256)
 
 
 def test_the_model_sees_only_the_context_bytes_before_each_position(workload):

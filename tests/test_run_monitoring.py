@@ -8,43 +8,23 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from .conftest import tiny_params
-from .test_ui import REPO, Server, _free_port, _stop, _wait_until_loaded
+from .dagster_dev import REPO, Server, dagster_dev
 
 DEADLINE_SECONDS = 420
 
 
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory):
-    from assets.cli import ensure_dagster_home
-
-    base = tmp_path_factory.mktemp("monitoring")
-    home, root, log = base / "dagster_home", base / "storage", base / "dagster-dev.log"
-    ensure_dagster_home(home)
-    assert (home / "dagster.yaml").read_text() == (REPO / "deploy" / "dagster.yaml").read_text()
-    port = _free_port()
     # a killed writer's lease lapses after GRASP_LEASE_TTL: shorter than the default so the test is quick
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GRASP_ROOT": str(root), "OMP_NUM_THREADS": "2",
-           "PYTHONUNBUFFERED": "1", "GRASP_LEASE_TTL": "15", "PYTHONPATH": str(REPO)}
-    dagster = Path(sys.executable).with_name("dagster")
-    with open(log, "wb") as out:
-        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    server = Server(port, home, root, log, process)
-    try:
-        _wait_until_loaded(server)
+    env = {"GRASP_LEASE_TTL": "15", "PYTHONPATH": str(REPO)}
+    with dagster_dev(tmp_path_factory.mktemp("monitoring"), env) as server:
         yield server
-    finally:
-        _stop(process)
 
 
 def submit(client, server: Server, params, tags=None, corpus_override=None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 
 import dagster as dg
 import pytest
@@ -17,7 +16,7 @@ from grasp_pipeline import stages
 from grasp_pipeline.config import SettingError
 from grasp_pipeline.infra.storage import CONTRACT, DeltaStore
 
-from .conftest import TINY, build_tables_until, tiny_params
+from .conftest import TINY, build_tables_until, copy_root, tiny_params
 
 # (section, {field: value}, what the message must say); the first five are the audit's cases
 BAD_SETTINGS = [
@@ -59,6 +58,11 @@ WRONG_TYPES = [
     ("selection", {"dedup_content": 1}, r"selection\.dedup_content = 1: must be true or false"),
     ("surrogate", {"grasp_ridges": 0.1}, r"surrogate\.grasp_ridges = 0\.1: must be a list of numbers"),
 ]
+# one budget in three sections: the loop picks `grasp` at loop.budget_fraction (a config file holds all three;
+# the launchpad sets each asset's section alone)
+DISAGREEING_BUDGETS = [
+    (section, {"budget_fraction": 0.3}, rf"{section}\.budget_fraction = 0\.3: must equal loop\.budget_fraction = 0\.2")
+    for section in ("selection", "mixture")]
 CASE_IDS = [f"{section}.{next(iter(values))}={next(iter(values.values()))!r}" for section, values, _ in BAD_SETTINGS]
 
 
@@ -75,8 +79,9 @@ def table_versions(root) -> dict:
     return {table: store.version(table) for table in CONTRACT}
 
 
-@pytest.mark.parametrize("section, values, message", BAD_SETTINGS + WRONG_TYPES,
-                         ids=CASE_IDS + [f"{s}.{next(iter(v))}:type" for s, v, _ in WRONG_TYPES])
+@pytest.mark.parametrize("section, values, message", BAD_SETTINGS + WRONG_TYPES + DISAGREEING_BUDGETS,
+                         ids=CASE_IDS + [f"{s}.{next(iter(v))}:type" for s, v, _ in WRONG_TYPES]
+                         + [f"{s}.budget_fraction:disagrees" for s, _, _ in DISAGREEING_BUDGETS])
 def test_a_bad_setting_in_a_config_file_stops_grasp_run_naming_it(built_root, tmp_path, monkeypatch, capsys,
                                                                   section, values, message):
     from assets.cli import main
@@ -137,14 +142,15 @@ def test_a_bad_setting_in_the_launchpad_fails_the_step_naming_it(built_root, sec
 
 @pytest.fixture
 def store(built_root, tmp_path) -> DeltaStore:
-    shutil.copytree(built_root, tmp_path / "root")
-    return DeltaStore(str(tmp_path / "root"))
+    return copy_root(built_root, tmp_path / "root")
 
 
 def test_a_selection_budget_above_what_the_pool_can_give_is_refused_not_shortened(store):
     pool = store.read("corpus_shards")
     excluded = tuple(pool["example_id"].head(3).to_list())
-    params = tiny_params(selection={"budget_fraction": 1.0, "exclude_example_ids": list(excluded)}).selection
+    budget = {"budget_fraction": 1.0}
+    params = tiny_params(selection={**budget, "exclude_example_ids": list(excluded)}, mixture=budget,
+                         loop=budget).selection
     before = table_versions(store.root)
     with pytest.raises(SettingError, match=rf"selection.budget_fraction = 1.0: asks for {pool.height} of {pool.height} "
                                            rf"pool examples, but only \d+ can be selected \(3 excluded, \d+ duplicate "
@@ -153,9 +159,44 @@ def test_a_selection_budget_above_what_the_pool_can_give_is_refused_not_shortene
     assert table_versions(store.root) == before
 
 
+@pytest.mark.parametrize("section", ["selection", "mixture", "loop"])
+def test_a_budget_that_disagrees_with_the_other_two_is_refused_naming_it(section):
+    budgets = {**{name: TINY[name]["budget_fraction"] for name in ("selection", "mixture", "loop")}, section: 0.5}
+    named = "selection" if section == "loop" else section  # the loop's is the one the others must equal
+    with pytest.raises(SettingError, match=rf"{named}\.budget_fraction = {budgets[named]}: must equal "
+                                           rf"loop\.budget_fraction = {budgets['loop']}"):
+        tiny_params(**{section: {"budget_fraction": 0.5}})
+
+
 def test_a_mixture_budget_beyond_its_repeat_cap_is_refused(store):
-    params = tiny_params(mixture={"budget_fraction": 0.5, "max_repeats": 0.25}).mixture
+    budget = {"budget_fraction": 0.5}
+    params = tiny_params(selection=budget, loop=budget, mixture={**budget, "max_repeats": 0.25}).mixture
     with pytest.raises(SettingError, match=r"mixture.max_repeats = 0.25: with mixture.budget_fraction = 0.5 .* it "
                                            r"must be at least 0.5"):
         stages.run_mixture_weights(store, params)
     assert not store.exists("mixture_weights")
+
+
+# ------------------------------------------------------------------ one declaration per setting
+
+def test_a_workload_setting_two_workloads_declare_has_one_default():
+    """WorkloadParams inherits every workload's fields: a field two of them declare (`hidden`) is one
+    setting, so its defaults must agree (otherwise the base listed first would win unseen)."""
+    from dataclasses import fields
+
+    from grasp_pipeline.config import WorkloadParams
+    from grasp_pipeline.workloads import WORKLOADS
+
+    defaults: dict[str, set] = {}
+    for _, params_cls in WORKLOADS.values():
+        for f in fields(params_cls):
+            defaults.setdefault(f.name, set()).add(repr(f.default))
+    assert {name: values for name, values in defaults.items() if len(values) > 1} == {}
+    assert {f.name for f in fields(WorkloadParams)} >= set(defaults)
+
+
+def test_the_workload_factory_and_the_settings_default_to_one_workload():
+    from grasp_pipeline.config import WorkloadParams
+    from grasp_pipeline.workloads import make_workload
+
+    assert make_workload().name == WorkloadParams().name == WorkloadParams().build().name

@@ -287,7 +287,7 @@ def test_kronecker_equals_the_explicit_formula_on_a_tiny_linear_model(workload, 
     params, inputs = reference
     sketcher = GradientSketcher(workload, params, "kronecker", k=16, seed=3, chunk_size=4, factor_dim=4)
     proj = sketcher.projector
-    stage1, norm_sq, _ = sketcher._kronecker_stage1(inputs[:5])
+    stage1, norm_sq, _ = sketcher.gradients.stage1(inputs[:5])
     offsets = np.cumsum([0] + [spec.width for spec in proj.layout])
     for index, spec in enumerate(proj.layout):
         if spec.kind != "linear":
@@ -417,9 +417,9 @@ def test_uncached_dense_projection_buffers_chunks_and_matches(workload, referenc
                                 dense_buffer_bytes=1)  # buffer rounds up to one chunk
     p = sketcher.projector.p
     sketcher.projector = DenseProjector(p, 16, seed=2, block_rows=97, cache_bytes=0, workers=3)
-    assert sketcher._dense_buffer_rows() == 2
+    assert sketcher.gradients.rows == 2
     sketcher.dense_buffer_bytes = 4 * 4 * p  # four examples' flat gradients: two chunks per buffer
-    assert sketcher._dense_buffer_rows() == 4
+    assert sketcher.gradients.rows == 4
     flat, _ = loop_gradients(workload, params, inputs)
     sketches = sketcher.sketch_examples(inputs)  # 11 = 4 + 4 + 3
     np.testing.assert_allclose(sketches.sketch, sketcher.projector.project(flat).numpy(), atol=1e-5)

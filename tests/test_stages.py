@@ -5,7 +5,6 @@ validation refusing outcomes retrained with different recipes."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from grasp_pipeline import stages
 from grasp_pipeline.corpus import load_documents
 from grasp_pipeline.infra.storage import DeltaStore
 
-from .conftest import build_tables_until, tiny_params
+from .conftest import build_tables_until, copy_root, tiny_params
 
 
 def write_duplicated_corpus(path: Path, copies: int = 8) -> Path:
@@ -63,8 +62,7 @@ def test_every_curated_selection_holds_each_content_once_under_dedup(duplicated)
 
 def test_without_dedup_the_baselines_take_duplicates(duplicated, tmp_path):
     root, params = duplicated
-    shutil.copytree(root, tmp_path / "root")
-    store = DeltaStore(str(tmp_path / "root"))
+    store = copy_root(root, tmp_path / "root")
     stages.run_curated_selection(store, replace(params.selection, dedup_content=False))
     selections = selection_content(store)
     for method in ("grad_dot", "datamodel"):
@@ -74,19 +72,18 @@ def test_without_dedup_the_baselines_take_duplicates(duplicated, tmp_path):
 
 def test_the_mixture_stage_reports_whether_its_objective_is_concave(duplicated, tmp_path):
     root, params = duplicated
-    shutil.copytree(root, tmp_path / "root")
-    result = stages.run_mixture_weights(DeltaStore(str(tmp_path / "root")), params.mixture)
+    store = copy_root(root, tmp_path / "root")
+    result = stages.run_mixture_weights(store, params.mixture)
     curvature = result.metrics["mixture_max_curvature"]
     assert np.isfinite(curvature)
     assert result.metrics["mixture_concave"] == (1.0 if curvature <= 0 else 0.0)
-    weights = DeltaStore(str(tmp_path / "root")).read("mixture_weights").group_by("method").agg(pl.col("weight").sum())
+    weights = store.read("mixture_weights").group_by("method").agg(pl.col("weight").sum())
     np.testing.assert_allclose(weights["weight"].to_numpy(), 1.0, atol=1e-12)
 
 
 def test_validation_refuses_outcomes_retrained_with_different_recipes_naming_the_batches(duplicated, tmp_path):
     root, params = duplicated
-    shutil.copytree(root, tmp_path / "root")
-    store = DeltaStore(str(tmp_path / "root"))
+    store = copy_root(root, tmp_path / "root")
     workload = params.workload.build()
     batches = sorted(store.read("subset_outcomes")["batch"].unique().to_list())
     assert len(batches) >= 2

@@ -272,10 +272,9 @@ def test_a_partition_write_may_add_a_column_beyond_the_contract(store):
 # partition reads pushed down
 
 
-@pytest.fixture(params=["local", "s3"])
-def any_store(request, tmp_path) -> DeltaStore:
-    root = str(tmp_path / "root") if request.param == "local" else request.getfixturevalue("s3_root")
-    return DeltaStore(root)
+@pytest.fixture
+def any_store(any_root) -> DeltaStore:
+    return DeltaStore(any_root)
 
 
 def delete_partition_files(store: DeltaStore, table: str, column: str, value: str) -> int:

@@ -13,13 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -29,115 +24,23 @@ import pytest
 from grasp_pipeline.infra.storage import DeltaStore
 
 from .conftest import materialize_everything, materialize_prepare, tiny_params, write_user_corpus
+from .dagster_dev import REPO, Server, dagster_dev
 
-REPO = Path(__file__).resolve().parents[1]
 # every table is an asset (assets/catalog.py), plus the trainer export
 ASSETS = ["corpus_shards", "task_sets", "reference_models", "gradient_sketches", "task_sketches", "subset_plan",
           "subset_outcomes", "surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report",
           "curated_selections", "selection_validation", "mixture_weights", "trainer_export", "lineage"]
-STARTUP_SECONDS = 300
 RUN_SECONDS = 420
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
 CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver")
                                                 else None)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, port: int, home: Path, root: Path, log: Path, process: subprocess.Popen):
-        self.port, self.home, self.root, self.log, self.process = port, home, root, log, process
-        self.url = f"http://127.0.0.1:{port}"
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        request = urllib.request.Request(f"{self.url}/graphql", method="POST",
-                                         data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.loads(response.read())
-        assert "errors" not in payload, payload
-        return payload["data"]
-
-    def stale_status_by_partition(self, asset: str, partitions: list[str]) -> list[str]:
-        data = self.graphql("""query ($key: AssetKeyInput!, $partitions: [String!]!) {
-            assetNodeOrError(assetKey: $key) {
-              ... on AssetNode { staleStatusByPartition(partitions: $partitions) } } }""",
-                            {"key": {"path": [asset]}, "partitions": partitions})
-        return data["assetNodeOrError"]["staleStatusByPartition"]
-
-    def stale_status(self) -> dict[str, str]:
-        data = self.graphql("{ assetNodes { assetKey { path } staleStatus staleCauses { reason key { path } } } }")
-        return {"/".join(n["assetKey"]["path"]): n["staleStatus"] for n in data["assetNodes"]}
-
-
-def _wait_until_loaded(server: Server) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            data = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
-                                  "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
-            entries = data["workspaceOrError"]["locationEntries"]
-            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                errors = [e["locationOrLoadError"] for e in entries
-                          if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
-                assert not errors, errors
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(2)
-    pytest.fail(f"the code location did not load within {STARTUP_SECONDS}s:\n{server.log_tail()}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Interrupts `dagster dev` (it stops its webserver, daemon and code server), then kills
-    what is left of its process group; every wait is bounded."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the group of the process this test started
-    except ProcessLookupError:
-        pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from assets.cli import ensure_dagster_home
-
     base = tmp_path_factory.mktemp("ui")
-    home, root, log = base / "dagster_home", base / "storage", base / "dagster-dev.log"
-    ensure_dagster_home(home)  # deploy/dagster.yaml: queued runs (the daemon dequeues), pools
-    assert (home / "dagster.yaml").read_text() == (REPO / "deploy" / "dagster.yaml").read_text()
-    port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GRASP_ROOT": str(root), "GRASP_WATCH_DIR": str(base / "incoming"),
-           "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    dagster = Path(sys.executable).with_name("dagster")
-    with open(log, "wb") as out:
-        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    running = Server(port, home, root, log, process)
-    try:
-        _wait_until_loaded(running)
+    with dagster_dev(base, {"GRASP_WATCH_DIR": str(base / "incoming")}) as running:
         yield running
-    finally:
-        _stop(process)
 
 
 def _wait_for_run(client, run_id: str, server: Server) -> str:

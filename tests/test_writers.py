@@ -26,13 +26,6 @@ from .services import binary, free_port, start, stop
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=["local", "s3"])
-def any_root(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "root")
-    return request.getfixturevalue("s3_root")
-
-
 def test_a_second_writer_stops_naming_the_first(any_root):
     first = RootLease(any_root, purpose="grasp run --profile demo").acquire()
     with pytest.raises(LeaseHeld, match=rf"storage root {any_root} is in use by another writer: grasp run --profile "

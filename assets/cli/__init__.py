@@ -248,13 +248,14 @@ def command_recurate(args) -> int:
 
 
     section = "selection" if args.command == "select" else "mixture"
-    overrides = {}
-    if args.budget_fraction is not None:
-        overrides["budget_fraction"] = args.budget_fraction
+    overrides = {section: {}}
+    if args.budget_fraction is not None:  # one budget: selection, mixture and loop must agree (validation.py)
+        overrides = {name: {"budget_fraction": args.budget_fraction} for name in ("selection", "mixture", "loop")}
     if args.task_weight:
-        overrides["task_weights"] = {k: float(v) for k, v in (item.split("=", 1) for item in args.task_weight)}
+        overrides[section]["task_weights"] = {k: float(v) for k, v in (item.split("=", 1)
+                                                                          for item in args.task_weight)}
     params = load_params("demo", args.config)
-    params = with_overrides(params, {section: overrides}) if overrides else params
+    params = with_overrides(params, overrides)
     section_params = getattr(params, section)
     store = DeltaStore(storage_root(args.root))
     stage_fn, table, asset = ((stages.run_curated_selection, "curated_selections", "curated_selection")

@@ -8,7 +8,7 @@ The workload's settings are composed from the workloads' own dataclasses (worklo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from ..infra.fields import doc
 
@@ -33,7 +33,31 @@ class CorpusParams:
 
 
 @dataclass(frozen=True)
-class ReferenceParams:
+class OptimizerParams:
+    """The optimiser fields a training recipe shares: the reference warm-up (`reference`) and the
+    retraining recipe (`retrain`) each read their own values of them."""
+
+    lr: float = doc("Learning rate (peak, before the schedule).", 0.2, above=0)
+    lr_schedule: str = doc("Learning-rate schedule over the steps: constant, linear or cosine (both decay "
+                           "to 0, so the outcome depends less on which examples a data order puts last).",
+                           "cosine", choices=("constant", "linear", "cosine"))
+    optimizer: str = doc("adam or sgd.", "adam", choices=("adam", "sgd"))
+    adam_beta1: float = doc("Adam β₁ (first-moment decay).", 0.9, minimum=0, below=1)
+    adam_beta2: float = doc("Adam β₂ (second-moment decay).", 0.999, minimum=0, below=1)
+    adam_eps: float = doc("Adam ε (added to the root of the second moment).", 1e-8, above=0)
+
+
+def _default(params_cls, name: str, default):
+    """`params_cls`'s field `name` (its help text and valid range) with another default."""
+    inherited = {f.name: f for f in fields(params_cls)}[name]
+    return field(default=default, metadata=inherited.metadata)
+
+
+@dataclass(frozen=True)
+class ReferenceParams(OptimizerParams):
+    """The reference model θ₀: a warm-up on pool examples, sketched at its checkpoints (the
+    optimiser fields are `OptimizerParams`'s; the warm-up's schedule defaults to constant)."""
+
     warmup_examples: int = doc("Pool examples the reference model θ₀ warms up on.", 1000, minimum=1)
     steps: int = doc("Warm-up optimisation steps.", 60, minimum=1)
     sketch_steps: tuple[int, ...] = doc(
@@ -43,13 +67,7 @@ class ReferenceParams:
         "checkpoints sit where the retraining recipe trains (it starts from the same initialisation).",
         (10, 30, 60), minimum=0, nonempty=True)
     batch_size: int = doc("Warm-up batch size.", 32, minimum=1)
-    lr: float = doc("Warm-up Adam learning rate.", 0.2, above=0)
-    lr_schedule: str = doc("Warm-up learning-rate schedule: constant, linear or cosine.", "constant",
-                           choices=("constant", "linear", "cosine"))
-    optimizer: str = doc("Warm-up optimizer: adam or sgd.", "adam", choices=("adam", "sgd"))
-    adam_beta1: float = doc("Warm-up Adam β₁ (first-moment decay).", 0.9, minimum=0, below=1)
-    adam_beta2: float = doc("Warm-up Adam β₂ (second-moment decay).", 0.999, minimum=0, below=1)
-    adam_eps: float = doc("Warm-up Adam ε (added to the root of the second moment).", 1e-8, above=0)
+    lr_schedule: str = _default(OptimizerParams, "lr_schedule", "constant")
     seed: int = doc("Seed of initialisation, warm-up sample and data order.", 0, minimum=0)
     checkpoint_shard_mb: int = doc(
         "Largest checkpoint file, in MiB: θ₀ and each checkpoint are stored under <root>/checkpoints/ as "
@@ -95,17 +113,11 @@ class PlanParams:
 
 
 @dataclass(frozen=True)
-class RetrainParams:
+class RetrainParams(OptimizerParams):
+    """The retraining recipe every subset is trained with (the optimiser fields are `OptimizerParams`'s)."""
+
     steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 60, minimum=1)
     batch_size: int = doc("Batch size per step.", 16, minimum=1)
-    lr: float = doc("Learning rate.", 0.2, above=0)
-    lr_schedule: str = doc("Learning-rate schedule over the steps: constant, linear or cosine (both decay "
-                           "to 0, so the outcome depends less on which examples a data order puts last).",
-                           "cosine", choices=("constant", "linear", "cosine"))
-    optimizer: str = doc("adam or sgd.", "adam", choices=("adam", "sgd"))
-    adam_beta1: float = doc("Adam β₁ (first-moment decay).", 0.9, minimum=0, below=1)
-    adam_beta2: float = doc("Adam β₂ (second-moment decay).", 0.999, minimum=0, below=1)
-    adam_eps: float = doc("Adam ε (added to the root of the second moment).", 1e-8, above=0)
     init_seed: int = doc("Initialisation seed shared by every retraining.", 0, minimum=0)
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0, minimum=0)
     repeats: int = doc("Retrainings per subset with other data-order seeds (utilities are averaged).", 1, minimum=1)
@@ -158,7 +170,8 @@ class SurrogateParams:
 
 @dataclass(frozen=True)
 class SelectionParams:
-    budget_fraction: float = doc("Budget B as a fraction of the pool.", 0.1, above=0, maximum=1)
+    budget_fraction: float = doc("Budget B as a fraction of the pool (must equal loop.budget_fraction).", 0.1,
+                                 above=0, maximum=1)
     random_seeds: tuple[int, ...] = doc("Seeds of the `random-<seed>` reference selections.", (0, 1, 2), minimum=0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1), "
                                          "e.g. {python_docs = 2.0}.", default_factory=dict, minimum=0)
@@ -190,7 +203,8 @@ class SelectionParams:
 
 @dataclass(frozen=True)
 class MixtureParams:
-    budget_fraction: float = doc("Budget B as a fraction of the pool (the mixture's sample size).", 0.1,
+    budget_fraction: float = doc("Budget B as a fraction of the pool (the mixture's sample size; must equal "
+                                 "loop.budget_fraction).", 0.1,
                                  above=0, maximum=1)
     max_repeats: float = doc("A domain may supply at most max_repeats × its pool examples.", 1.0, above=0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1).",
@@ -256,7 +270,8 @@ class LoopParams(TrainingParams):
 
     rounds: int = doc("Rounds of propose → retrain on dev → refit.", 2, minimum=1)
     budget_fraction: float = doc("Budget of the candidates, as a fraction of the pool (selection.budget_fraction "
-                                 "and mixture.budget_fraction must equal it).", 0.1, above=0, maximum=1)
+                                 "and mixture.budget_fraction must equal it: checked with the settings).", 0.1,
+                                 above=0, maximum=1)
     mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "
                                            "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0),
                                            minimum=0, maximum=1, nonempty=True)

@@ -136,6 +136,17 @@ def _enough_fit_subsets_for_the_folds(params) -> None:
                            f"subsets, plan.uniform_fit + plan.dirichlet_fit = {fit}")
 
 
+def _one_budget(params) -> None:
+    """The loop's candidates are built at loop.budget_fraction; curation and mixture take the loop's pick
+    only at their own budget, so a different one there would quietly leave `grasp` out of their tables."""
+    for section in ("selection", "mixture"):
+        value = getattr(params, section).budget_fraction
+        if value != params.loop.budget_fraction:
+            raise SettingError(f"{section}.budget_fraction = {value!r}: must equal loop.budget_fraction = "
+                               f"{params.loop.budget_fraction!r} (the closed loop picks `grasp` at that budget; "
+                               "set all three budget_fraction fields to one value)")
+
+
 def _known_workload(workload) -> None:
     from ..workloads.registry import WORKLOADS
 
@@ -145,4 +156,4 @@ def _known_workload(workload) -> None:
 
 _SECTION_RULES = {"reference": (_sketch_steps_within_warm_up,), "plan": (_dirichlet_sizes_ordered,),
                   "workload": (_known_workload,)}
-_PIPELINE_RULES = (_enough_fit_subsets_for_the_folds,)
+_PIPELINE_RULES = (_enough_fit_subsets_for_the_folds, _one_budget)

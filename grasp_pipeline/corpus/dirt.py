@@ -41,7 +41,6 @@ DIRT_SEED = 0
 EXAMPLE_BYTES = 128
 SOURCE_FRACTION = 0.75  # dirt is made from the first 75% of each domain's examples (reading order)
 MIN_SOURCE_BYTES = 100  # sources are full-length examples, not document tails
-BASE_KEYS = ("id", "domain", "source", "license", "text")
 
 # Where a mislabelled document comes from: domains a language identifier or a crawler's
 # site classifier confuses with this one (related languages, prose about code and code).

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import field
 
-RANGE_KEYS = ("minimum", "maximum", "above", "below", "choices", "nonempty", "finite")
-
 
 def doc(text: str, default=None, *, minimum=None, maximum=None, above=None, below=None, choices=None,
         nonempty: bool = False, finite: bool = True, **kwargs):

@@ -78,11 +78,6 @@ class RootLease:
         """Every live hold on the root now: {owner: {mode, purpose, host, pid, at, expires_at}}."""
         return _live(self.latest()[1])
 
-    def holder(self) -> dict | None:
-        """This owner's live hold, else the first other live one, else None (the root is free)."""
-        live = self.holders()
-        return live.get(self.owner) or next(iter(live.values()), None)
-
     # ------------------------------------------------------------------ taking, keeping, giving back
 
     def ensure(self, mode: str | None = None) -> None:

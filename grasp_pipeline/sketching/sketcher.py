@@ -89,7 +89,7 @@ class GradientSketcher:
         self.names = list(self.params)
         self.storage_dtype = storage_dtype
         self._chunk_size, self._dense_buffer_bytes = chunk_size, dense_buffer_bytes
-        self._source = PerExampleGradients(workload, self.model, self.params, self.frozen)
+        self.per_example = PerExampleGradients(workload, self.model, self.params, self.frozen)
         shapes = {n: tuple(t.shape) for n, t in self.params.items()}
         if projector is None:
             projector = projector_for(projector_kind, self.model, shapes, k, seed, nonzeros=nonzeros,
@@ -101,8 +101,13 @@ class GradientSketcher:
 
     def _choose_gradients(self) -> None:
         # from what the projector declares it consumes, never from its class
-        self._gradients: GradientStrategy = gradient_strategy(self._projector, self._source, self._chunk_size,
+        self._gradients: GradientStrategy = gradient_strategy(self._projector, self.per_example, self._chunk_size,
                                                               self._dense_buffer_bytes)
+
+    @property
+    def gradients(self) -> GradientStrategy:
+        """How inputs become projected gradients (flat, buffered, transposed or Kronecker-factored)."""
+        return self._gradients
 
     # the strategy is a function of these three; replacing one re-derives it
     @property
@@ -159,20 +164,6 @@ class GradientSketcher:
         return json.dumps({**self.projector.config(), **self.workload.config(), **subset,
                            "storage_dtype": self.storage_dtype, "model_version": model_version},
                           sort_keys=True)
-
-    # -- views of the strategy's internals, kept for tests and benches ---------------------
-
-    def _flat_grads(self, chunk: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(losses, (n, p) flat gradients) of a chunk by vmap, whatever the projection."""
-        return self._source.flat(chunk, out)
-
-    def _dense_buffer_rows(self) -> int:
-        """Examples whose gradients are projected together (more than a chunk when buffered)."""
-        return self._gradients.rows
-
-    def _kronecker_stage1(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(n, width) stage-1 values, (n,) squared norms and (n,) losses (kronecker projection only)."""
-        return self._gradients.stage1(chunk)  # type: ignore[attr-defined]
 
     # -- public API ------------------------------------------------------------------------
 

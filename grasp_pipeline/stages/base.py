@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore, PinnedReads, table_schema
 
 
@@ -62,5 +61,3 @@ def stage(fn):
 
     return run
 
-
-digest = fingerprint  # a 12-hex-digit sha1 over JSON renderings of the parts

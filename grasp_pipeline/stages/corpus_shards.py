@@ -7,9 +7,10 @@ import polars as pl
 from .. import corpus as corpus_lib
 from ..config.params import CorpusParams
 from ..infra import progress
+from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..workloads.base import Workload
-from .base import StageResult, digest, stage
+from .base import StageResult, stage
 
 
 @stage
@@ -31,7 +32,7 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
         "documents": report.documents, "replaced_bytes": report.replaced_bytes,
         "examples_cut": cut, "pool_examples": pool.height, "task_examples": tasks.height,
         "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
-        "corpus_content_sha1": digest(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
+        "corpus_content_sha1": fingerprint(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
     }
     result.artifacts["ingest_report.json"] = {
         "files": list(report.files), "documents_per_domain": report.domains,
@@ -64,7 +65,7 @@ def split_corpus(params: CorpusParams, example_bytes: int,
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
     # one id per build ties the pool to its task sets: downstream stages refuse a pool and tasks
     # from different builds (two builds interleaved on one root), naming both
-    build_id = "cb-" + digest(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
-                              tasks["example_id"].sort().to_list(), tasks["task"].to_list())
+    build_id = "cb-" + fingerprint(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
+                                   tasks["example_id"].sort().to_list(), tasks["task"].to_list())
     return (pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id)), report,
             examples.height)

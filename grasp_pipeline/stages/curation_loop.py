@@ -92,7 +92,7 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     _pick(state, params, stats, budget, references, ref_utility)
     result = StageResult()
     result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
-    result.write(store, "active_outcomes", _active_frame(store, state, earlier[2], sketches, tasks, key))
+    result.write(store, "active_outcomes", _active_frame(store, state, sketches, tasks, key))
     result.metrics = _loop_metrics(state, reused, refused)
     return result
 
@@ -186,7 +186,7 @@ def _earlier_outcomes(store: DeltaStore, sketches: pl.DataFrame, tasks: list[str
     return found, usable.height, total - usable.height
 
 
-def _active_frame(store: DeltaStore, state: LoopState, reused_ids, sketches: pl.DataFrame, tasks: list[str],
+def _active_frame(store: DeltaStore, state: LoopState, sketches: pl.DataFrame, tasks: list[str],
                   key: dict) -> pl.DataFrame:
     """Every earlier active row (compatible or not, kept) plus this run's, one row per (subset, task)."""
     data = state.data

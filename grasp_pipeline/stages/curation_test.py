@@ -18,12 +18,13 @@ import polars as pl
 from ..config.params import TestParams, TrainingParams
 from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import composition_floor, paired_gains, selection_gains, sign_test, unit_histograms
+from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..mixture import sample_mixture
 from ..selection import random_selection
 from ..training.retrain import Recipe, TrainJob, train_jobs
 from ..workloads.base import Workload
-from .base import StageResult, digest, stage
+from .base import StageResult, stage
 from .tables import outcome_recipe, read_pool, read_tasks
 
 SELECTION_ORDER_KEY = 20_000_000  # data-order key shared by every selection (common random numbers)
@@ -64,7 +65,7 @@ def defaults_digest() -> str:
 
     from ..config.profiles import PipelineParams
 
-    return digest(asdict(PipelineParams()))
+    return fingerprint(asdict(PipelineParams()))
 
 
 def _dirt_frame(pool: pl.DataFrame, selections: list[tuple], references: list[tuple]) -> pl.DataFrame:

@@ -43,11 +43,12 @@ import numpy as np
 import polars as pl
 
 from ..config.params import CorpusParams, MixtureParams, MixtureUpdateParams
+from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture, sample_mixture
 from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
-from .base import StageResult, digest, stage
+from .base import StageResult, stage
 from .corpus_shards import split_corpus
 from .gradient_sketches import shard_sketches, stored_sketcher
 from .mixture_weights import mixture_problem
@@ -248,7 +249,8 @@ def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, e
     prior = task_prior(fitted, params.new_task_prior)
     return DomainUpdate(stats, tasks, sketch_matrix(q["sketch"]), [by_task.get(t, prior) for t in tasks],
                         surrogate_id, version, new, revised, removed, [t for t in tasks if t not in by_task],
-                        sketched.height, fresh_dev.height, digest(sorted(pool["content_sha1"].to_list())), pool, dev)
+                        sketched.height, fresh_dev.height, fingerprint(sorted(pool["content_sha1"].to_list())), pool,
+                        dev)
 
 
 def check_root(store: DeltaStore) -> None:

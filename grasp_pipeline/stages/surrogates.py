@@ -10,10 +10,11 @@ import polars as pl
 
 from ..config.params import SurrogateParams
 from ..evaluation.fidelity import fidelity_by_fit_budget, fidelity_report_frame, holdout_fidelity, noise_ceilings
+from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..surrogates.data import SubsetData
 from ..surrogates.lcb import CandidateWorkers, fit_surrogates
-from .base import StageResult, digest, stage
+from .base import StageResult, stage
 from .figures import fidelity_budget_figure, predicted_vs_actual_figure
 from .tables import load_subset_data
 
@@ -29,8 +30,8 @@ def run_surrogates(store: DeltaStore, params: SurrogateParams, mlflow_run_id: st
     costs = artifact_seconds(store, data, fitted)
     # `workers` changes where the fits run, not what they give: it stays out of the id
     settings = {k: v for k, v in asdict(params).items() if k != "workers"}
-    surrogate_id = "sg-" + digest(settings, sketches["sketch_config"][0],
-                                   data.utility.tobytes(), plan["members"].to_list())
+    surrogate_id = "sg-" + fingerprint(settings, sketches["sketch_config"][0],
+                                       data.utility.tobytes(), plan["members"].to_list())
     fidelity = {method: holdout_fidelity(data, fm.predicted) for method, fm in fitted.items()}
     surrogates, candidates, predictions = _surrogate_frames(surrogate_id, data, fitted, fidelity, costs,
                                                             sketches["example_id"].to_list(), mlflow_run_id)

@@ -4,8 +4,8 @@
 `registry` alone maps names to implementations.
 """
 
-from .base import IGNORE, PAD, Params, Workload, parameter_count, state_fingerprint
+from .base import IGNORE, PAD, Params, Workload, state_fingerprint
 from .registry import WORKLOADS, make_workload, workload_parameter_names, workload_params_class
 
-__all__ = ["IGNORE", "PAD", "Params", "Workload", "WORKLOADS", "make_workload", "parameter_count",
+__all__ = ["IGNORE", "PAD", "Params", "Workload", "WORKLOADS", "make_workload",
            "state_fingerprint", "workload_parameter_names", "workload_params_class"]

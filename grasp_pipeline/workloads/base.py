@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..infra.fields import doc
 
 Params = dict[str, torch.Tensor]  # a model's parameters by name (stacked: a leading model axis)
 
@@ -23,6 +26,14 @@ PAD = 256  # byte vocabulary is 0..255; 256 marks padding and the start-of-text 
 IGNORE = -100  # cross-entropy ignore_index for padded target positions
 
 M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass(frozen=True)
+class ByteParams:
+    """What every byte-level workload's settings start with: the example length, which cuts the corpus too."""
+
+    example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
+                             "byte models pad/truncate to it).", 128, minimum=4)
 
 
 class Workload(Protocol):
@@ -82,10 +93,6 @@ def masked_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> t
                                    reduction="none").view(targets.shape)
     valid = (targets != IGNORE).sum(-1).clamp(min=1)
     return token_losses.sum(-1) / valid
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def state_fingerprint(state: dict[str, torch.Tensor]) -> str:

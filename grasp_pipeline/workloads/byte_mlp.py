@@ -1,4 +1,5 @@
-"""The default workload: fixed-length byte examples and a small byte-level MLP language model."""
+"""A byte-level workload: fixed-length byte examples and a small byte-level MLP language model
+(byte_ngram and byte_transformer reuse its examples and loss)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..infra.fields import doc
-from .base import IGNORE, PAD, masked_token_cross_entropy, seeded_build
+from .base import IGNORE, PAD, ByteParams, masked_token_cross_entropy, seeded_build
 
 
 @dataclass(frozen=True)
-class ByteMLPParams:
+class ByteMLPParams(ByteParams):
     """A byte-level language model: predict each byte from the `context` bytes before it."""
 
-    example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
-                             "byte models pad/truncate to it).", 128, minimum=4)
     context: int = doc("Bytes of context the byte MLP sees per prediction.", 8, minimum=1)
     embed_dim: int = doc("Byte embedding width.", 16, minimum=1)
     hidden: int = doc("Hidden units of the byte MLP and of the vision MLP.", 64, minimum=1)

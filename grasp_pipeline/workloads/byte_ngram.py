@@ -23,14 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..infra.fields import doc
-from .base import PAD
+from .base import PAD, ByteParams
 from .byte_mlp import ByteLMWorkload
 
 
 @dataclass(frozen=True)
-class ByteNGramParams:
-    example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
-                             "byte models pad/truncate to it).", 128)
+class ByteNGramParams(ByteParams):
     order: int = doc("byte_ngram: context bytes, each with its own 257 × 256 logit table (2 = the two "
                      "previous bytes).", 2)
     init_std: float = doc("byte_ngram: standard deviation of the seeded initial table entries.", 0.01)

@@ -27,16 +27,15 @@ import torch
 from torch import nn
 
 from ..infra.fields import doc
-from .base import PAD
+from .base import PAD, ByteParams
 from .byte_mlp import ByteLMWorkload
 
 
 @dataclass(frozen=True)
-class ByteTransformerParams:
-    """Hyper-parameters; the defaults give 875,392 parameters."""
+class ByteTransformerParams(ByteParams):
+    """Hyper-parameters (`example_bytes` is also the number of learned positions); the defaults give
+    875,392 parameters."""
 
-    example_bytes: int = doc("Bytes per text example (documents are cut into pieces of at most this; "
-                             "byte models pad/truncate to it).", 128, minimum=4)  # also the number of learned positions
     d_model: int = doc("Width of the byte transformer.", 128, minimum=1)
     n_layers: int = doc("Blocks of the byte transformer.", 4, minimum=1)
     n_heads: int = doc("Attention heads of the byte transformer.", 4, minimum=1)

@@ -15,6 +15,8 @@ from .byte_transformer import ByteTransformerParams, ByteTransformerWorkload
 from .hf_causal_lm import HFCausalLMParams, HFCausalLMWorkload
 from .vision import VisionParams, VisionWorkload
 
+DEFAULT_WORKLOAD = "byte_ngram"  # the demo's proxy, and what `workload.name` defaults to
+
 # name -> (workload class, its frozen dataclass of hyper-parameters)
 WORKLOADS: dict[str, tuple[type, type]] = {
     "byte_mlp": (ByteLMWorkload, ByteMLPParams),
@@ -37,7 +39,7 @@ def workload_parameter_names(name: str) -> set[str]:
     return {f.name for f in fields(workload_params_class(name))}
 
 
-def make_workload(name: str = "byte_mlp", device: str = "cpu", **params) -> Workload:
+def make_workload(name: str = DEFAULT_WORKLOAD, device: str = "cpu", **params) -> Workload:
     """Returns the named workload; `params` are its hyper-parameters (unknown ones are an error)."""
     known = workload_parameter_names(name)
     unknown = set(params) - known
