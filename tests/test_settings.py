@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import dagster as dg
 import pytest
@@ -156,6 +157,21 @@ def test_a_selection_budget_above_what_the_pool_can_give_is_refused_not_shortene
                                            rf"pool examples, but only \d+ can be selected \(3 excluded, \d+ duplicate "
                                            r"contents\); valid values are in \(0, 0\.\d+\]"):
         stages.run_curated_selection(store, params)
+    assert table_versions(store.root) == before
+
+
+def test_a_budget_that_per_domain_quotas_cannot_fill_is_refused_naming_the_quota(store):
+    pool = store.read("corpus_shards")
+    domains = pool["domain"].n_unique()
+    params = tiny_params().selection
+    budget = max(1, int(round(params.budget_fraction * pool.height)))
+    quota = budget // domains - 1 if budget // domains > 1 else 0  # every domain full still falls short
+    assert quota * domains < budget and quota > 0
+    before = table_versions(store.root)
+    with pytest.raises(SettingError, match=rf"selection.max_per_domain = {quota}: {domains} domains × at most "
+                                           rf"{quota} hold {quota * domains} examples, fewer than the budget of "
+                                           rf"{budget} .*raise max_per_domain to at least"):
+        stages.run_curated_selection(store, replace(params, max_per_domain=quota))
     assert table_versions(store.root) == before
 
 

@@ -39,8 +39,8 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
     budget = max(1, int(round(params.budget_fraction * len(z))))
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
-    check_budget_fits(params, budget, sketches["content_sha1"].to_numpy(), excluded)
     domains = sketches["domain"].to_numpy()
+    check_budget_fits(params, budget, sketches["content_sha1"].to_numpy(), excluded, domains)
     quota_groups, quota, top_k_constraints = domains, params.max_per_domain, {}  # grasp's per-domain quota
     if labelled:
         if params.max_per_domain:
@@ -95,12 +95,27 @@ def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[
                               np.asarray(row["gains"][0].to_list(), float)) for method, row in picks.items()}
 
 
-def check_budget_fits(params: SelectionParams, budget: int, content: np.ndarray, excluded: np.ndarray) -> None:
+def check_budget_fits(params: SelectionParams, budget: int, content: np.ndarray, excluded: np.ndarray,
+                      domains: np.ndarray | None = None) -> None:
     """Raises SettingError when fewer pool examples can be selected than the budget asks for
-    (exclusions and content dedup shrink the pool), instead of writing a short selection."""
+    (exclusions and content dedup shrink the pool, `max_per_domain` caps each domain), instead of
+    writing a short selection."""
     eligible = np.ones(len(content), dtype=bool)
     eligible[excluded] = False
     selectable = len(np.unique(content[eligible])) if params.dedup_content else int(eligible.sum())
+    if params.max_per_domain and domains is not None:
+        # per domain: what dedup and exclusions leave, capped by the quota (an upper bound when one
+        # content sits in two domains; `_check_full` catches the rest after selecting)
+        per_domain = [len(np.unique(content[eligible & (domains == d)])) if params.dedup_content
+                      else int((eligible & (domains == d)).sum()) for d in np.unique(domains)]
+        capped = int(sum(min(n, params.max_per_domain) for n in per_domain))
+        if budget > capped:
+            largest = int(np.ceil(budget / len(per_domain)))
+            raise SettingError(
+                f"selection.max_per_domain = {params.max_per_domain}: {len(per_domain)} domains × at most "
+                f"{params.max_per_domain} hold {capped} examples, fewer than the budget of {budget} "
+                f"(selection.budget_fraction = {params.budget_fraction!r}); raise max_per_domain to at least "
+                f"{largest}, set it to 0 (no quota), or lower the budget")
     if budget > selectable:
         duplicates = int(eligible.sum()) - selectable
         raise SettingError(
@@ -132,6 +147,12 @@ def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, exampl
 def _selections_frame(selections: dict[str, Selection], surrogate_id: str, example_ids: np.ndarray,
                       domains: np.ndarray, budget: int) -> pl.DataFrame:
     """The curated_selections rows: every method's selection in pick order, then `full` (the whole pool)."""
+    short = {method: len(selection.rows) for method, selection in selections.items()
+             if len(selection.rows) != budget}
+    if short:  # never a short selection: a constraint the budget check could not foresee left rows out
+        raise SettingError(f"selections of {short} examples instead of the budget of {budget} (constraints: "
+                           "selection.max_per_domain, selection.dedup_content, selection.exclude_example_ids); "
+                           "lower selection.budget_fraction or loosen them")
     frames = []
     for method, selection in selections.items():
         frames.append(pl.DataFrame({
