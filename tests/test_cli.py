@@ -144,3 +144,21 @@ def test_grasp_select_with_an_unknown_task_weight_fails_naming_it(pipeline_run, 
         store.write(table, source.read(table))
     assert main(["select", "--root", store.root, "--task-weight", "no_such_task=2"]) == 2
     assert "no_such_task" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lineage", "--tolerance", "nan", "x"], "argument --tolerance: must be a finite number ≥ 0, got 'nan'"),
+    (["lineage", "--tolerance", "-1", "x"], "argument --tolerance: must be a finite number ≥ 0, got '-1'"),
+    (["run", "--wait", "nan"], "argument --wait: must be a finite number ≥ 0, got 'nan'"),
+    (["select", "--wait", "inf"], "argument --wait: must be a finite number ≥ 0, got 'inf'"),
+    (["maintain", "--wait", "soon"], "argument --wait: 'soon' is not a number"),
+])
+def test_a_number_option_that_is_not_a_finite_number_in_range_stops_at_the_door(args, message, tmp_path, capsys):
+    from assets.cli import main
+
+    root = tmp_path / "storage"
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, "--root", str(root)] if args[0] != "lineage" else args)
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not root.exists()  # nothing was started, let alone written

@@ -29,7 +29,9 @@ BAD_SETTINGS = [
     ("validation", {"repeats": 0}, r"validation\.repeats = 0: is out of range: valid values are ≥ 1"),
     ("selection", {"budget_fraction": 1.5}, r"selection\.budget_fraction = 1\.5: .*in \(0, 1\]"),
     ("mixture", {"budget_fraction": math.inf}, r"mixture\.budget_fraction = inf: must be a finite number"),
-    ("retrain", {"lr": -0.001}, r"retrain\.lr = -0\.001: .*> 0"),
+    ("retrain", {"lr": -0.001}, r"retrain\.lr = -0\.001: .*in \(0, 100\.0\]"),
+    ("reference", {"lr": 1e308}, r"reference\.lr = 1e\+308: is out of range: valid values are in \(0, 100\.0\]"),
+    ("retrain", {"steps": 2**63 - 1}, r"retrain\.steps = 9223372036854775807: .*in \[1, 10000000\]"),
     ("retrain", {"repeats": 0}, r"retrain\.repeats = 0: .*≥ 1"),
     ("reference", {"optimizer": "adamw"}, r"reference\.optimizer = 'adamw': .*one of \['adam', 'sgd'\]"),
     ("reference", {"adam_beta1": 1.0}, r"reference\.adam_beta1 = 1\.0: .*in \[0, 1\)"),
@@ -55,7 +57,7 @@ BAD_SETTINGS = [
 ]
 # only a config file can hold a value of the wrong type (the launchpad's own types refuse it first)
 WRONG_TYPES = [
-    ("retrain", {"steps": "ten"}, r"retrain\.steps = 'ten': must be an integer ≥ 1"),
+    ("retrain", {"steps": "ten"}, r"retrain\.steps = 'ten': must be an integer in \[1, 10000000\]"),
     ("selection", {"dedup_content": 1}, r"selection\.dedup_content = 1: must be true or false"),
     ("surrogate", {"grasp_ridges": 0.1}, r"surrogate\.grasp_ridges = 0\.1: must be a list of numbers"),
 ]

@@ -29,6 +29,7 @@ from grasp_pipeline.infra.secrets import redact, split_credentials
 from ..env import storage_root
 from ..jobs import JOB_NAMES, materialize_everything
 from ..run_config import job_run_config, run_config_for
+from . import arguments
 from .instance import ensure_dagster_home, report_to_instance, report_writes
 from .table_commands import add_table_commands
 
@@ -298,7 +299,7 @@ def _add_run(commands) -> None:
                                             "it are moved to MLFLOW_TRACKING_USERNAME/PASSWORD, never stored")
     run.add_argument("--system-metrics", action="store_true",
                      help="sample CPU, memory and GPU use into every stage's MLflow run (needs psutil)")
-    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=WAIT_HELP)
+    run.add_argument("--wait", type=arguments.seconds, default=0.0, metavar="SECONDS", help=WAIT_HELP)
     run.set_defaults(handler=command_run)
 
 
@@ -318,7 +319,7 @@ def _add_lineage(commands) -> None:
     lineage.add_argument("--reproduce", action="store_true",
                          help="rebuild it from the recorded table versions (Delta time travel) and parameters; "
                               "exit 1 with a diff if it does not match")
-    lineage.add_argument("--tolerance", type=float, default=1e-9, help="for weights, gains and utilities")
+    lineage.add_argument("--tolerance", type=arguments.tolerance, default=1e-9, help="for weights, gains and utilities")
     lineage.set_defaults(handler=command_lineage)
 
 
@@ -343,7 +344,7 @@ def _add_recurate(commands) -> None:
         recurate.add_argument("--budget-fraction", type=float, help="budget as a fraction of the pool")
         recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
                               help="weight of a task in the objective (repeatable; others weigh 1)")
-        recurate.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=WAIT_HELP)
+        recurate.add_argument("--wait", type=arguments.seconds, default=0.0, metavar="SECONDS", help=WAIT_HELP)
         recurate.set_defaults(handler=command_recurate)
 
 

@@ -15,6 +15,7 @@ import json
 import uuid
 
 from ..env import storage_root
+from . import arguments
 from .instance import report_export, report_observations, report_to_instance, report_writes
 
 
@@ -42,7 +43,7 @@ def add_table_commands(commands, wait_help: str) -> None:
     maintain.add_argument("--keep", choices=["lineage", "outputs"], help="which versions vacuum keeps readable")
     maintain.add_argument("--retention-hours", type=int, help="vacuum only files removed at least this long ago")
     maintain.add_argument("--dry-run", action="store_true", help="report what would be deleted, change nothing")
-    maintain.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=wait_help)
+    maintain.add_argument("--wait", type=arguments.seconds, default=0.0, metavar="SECONDS", help=wait_help)
     maintain.set_defaults(handler=command_maintain)
     update = commands.add_parser(
         "mixture-update", help="re-optimise the mixture for a changed domain set, without retraining",
@@ -55,7 +56,7 @@ def add_table_commands(commands, wait_help: str) -> None:
     update.add_argument("--root", help="storage root of the existing run (default: GRASP_ROOT or .grasp/storage)")
     update.add_argument("--profile", default="demo", choices=["smoke", "demo"], help="the run's profile")
     update.add_argument("--config", help="the run's JSON or TOML overrides ([corpus], [mixture], [mixture_update])")
-    update.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help=wait_help)
+    update.add_argument("--wait", type=arguments.seconds, default=0.0, metavar="SECONDS", help=wait_help)
     update.set_defaults(handler=command_mixture_update)
 
 

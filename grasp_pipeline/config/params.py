@@ -37,7 +37,8 @@ class OptimizerParams:
     """The optimiser fields a training recipe shares: the reference warm-up (`reference`) and the
     retraining recipe (`retrain`) each read their own values of them."""
 
-    lr: float = doc("Learning rate (peak, before the schedule).", 0.2, above=0)
+    # upper bounds catch a typo (1e308) at the door instead of a NaN warm-up after minutes of work
+    lr: float = doc("Learning rate (peak, before the schedule).", 0.2, above=0, maximum=100.0)
     lr_schedule: str = doc("Learning-rate schedule over the steps: constant, linear or cosine (both decay "
                            "to 0, so the outcome depends less on which examples a data order puts last).",
                            "cosine", choices=("constant", "linear", "cosine"))
@@ -59,7 +60,7 @@ class ReferenceParams(OptimizerParams):
     optimiser fields are `OptimizerParams`'s; the warm-up's schedule defaults to constant)."""
 
     warmup_examples: int = doc("Pool examples the reference model θ₀ warms up on.", 1000, minimum=1)
-    steps: int = doc("Warm-up optimisation steps.", 60, minimum=1)
+    steps: int = doc("Warm-up optimisation steps.", 60, minimum=1, maximum=10_000_000)
     sketch_steps: tuple[int, ...] = doc(
         "Warm-up checkpoints (steps; 0 = the initialisation, at most `steps`) at which the gradients are "
         "sketched. Each pool and task sketch concatenates one k-dimensional block per checkpoint; every "
@@ -116,7 +117,7 @@ class PlanParams:
 class RetrainParams(OptimizerParams):
     """The retraining recipe every subset is trained with (the optimiser fields are `OptimizerParams`'s)."""
 
-    steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 60, minimum=1)
+    steps: int = doc("Optimisation steps per retraining (fixed-steps recipe).", 60, minimum=1, maximum=10_000_000)
     batch_size: int = doc("Batch size per step.", 16, minimum=1)
     init_seed: int = doc("Initialisation seed shared by every retraining.", 0, minimum=0)
     data_order_seed: int = doc("Base data-order seed; repeat r uses seed + r.", 0, minimum=0)
