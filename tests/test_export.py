@@ -5,6 +5,8 @@ of the original documents."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import polars as pl
@@ -119,6 +121,39 @@ def test_grasp_export_writes_the_files_and_reports_trainer_export_to_the_instanc
     with dg.DagsterInstance.from_config(str(home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("trainer_export"))
         assert event.asset_materialization.metadata["dagster/uri"].value == str(out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "{file}"], r"grasp: error: export.destination = '.*a-file': is a file, not a folder"),
+    (["--megatron-prefix", "{{nodomain}}"], r"grasp: error: export.megatron_prefix = '\{nodomain\}': may name only"),
+])
+def test_grasp_export_onto_a_file_or_with_a_bad_prefix_says_so_in_one_line(pipeline_run, tmp_path, capsys, args,
+                                                                           message):
+    from assets.cli import main
+
+    existing = tmp_path / "a-file"
+    existing.write_text("keep me")
+    args = [a.format(file=existing) for a in args]
+    assert main(["export", "--root", str(pipeline_run[0]), *args]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(message + r".*\n", err, re.S) and err.count("\n") == 1 and "Traceback" not in err
+    assert existing.read_text() == "keep me"
+
+
+def test_a_damaged_table_is_one_line_and_exit_1_and_debug_shows_the_traceback(pipeline_run, tmp_path, capsys):
+    from assets.cli import main
+
+    root = tmp_path / "root"
+    shutil.copytree(pipeline_run[0], root)
+    log = root / "mixture_weights" / "_delta_log"
+    last = sorted(log.glob("*.json"))[-1]
+    last.write_text(last.read_text()[: len(last.read_text()) // 2])  # a truncated commit file
+    code = main(["export", "--root", str(root), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and err.startswith("grasp: error") and err.count("\n") == 1, err
+    assert "mixture_weights" in err and "Traceback" not in err
+    with pytest.raises(Exception, match="mixture_weights"):  # --debug lets the error itself through
+        main(["--debug", "export", "--root", str(root), "--out", str(tmp_path / "out")])
 
 
 def test_an_export_to_object_storage_lands_there_with_the_same_files(pipeline_run, s3_root, exported):

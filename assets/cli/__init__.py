@@ -351,6 +351,7 @@ def _add_recurate(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The `grasp` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_add_run, _add_lineage, _add_config, _add_recurate):
         add(commands)
@@ -359,15 +360,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command. Every failure is one line on stderr (credentials redacted) and an exit code:
+    2 for bad input or a busy root, 1 for anything else, 130 for Ctrl-C; `grasp --debug …` re-raises
+    instead, for the traceback."""
     args = build_parser().parse_args(argv)
+    from deltalake.exceptions import DeltaError
+
     from grasp_pipeline.corpus import CorpusError
     from grasp_pipeline.infra.lease import LeaseHeld
+    from grasp_pipeline.infra.tracking import TrackingError
 
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, CorpusError, LeaseHeld) as error:  # bad input, busy root: no traceback
-        print(f"grasp: error: {redact(str(error))}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        if isinstance(error, (ValueError, FileNotFoundError, FileExistsError, CorpusError, LeaseHeld)):
+            print(f"grasp: error: {redact(str(error))}", file=sys.stderr)  # bad input, busy root: our own words
+            return 2
+        kind = ("table storage" if isinstance(error, DeltaError) else "tracking" if isinstance(error, TrackingError)
+                else type(error).__name__)
+        print(f"grasp: error ({kind}): {redact(_one_line(error))} (rerun with `grasp --debug …` for the traceback)",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("grasp: interrupted; every table is at its last committed version (`grasp lineage` lists them)",
+              file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message without a library's multi-line backtrace (delta-rs appends Rust frames)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import string
 import typing
 
 from ..infra.fields import describe_range, valid_range
@@ -147,6 +148,17 @@ def _one_budget(params) -> None:
                                "set all three budget_fraction fields to one value)")
 
 
+def _megatron_prefix_names_only_the_domain(export) -> None:
+    """The prefix is filled with str.format(domain=…): any other field would be a KeyError at export time."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(export.megatron_prefix) if name is not None]
+    except ValueError as error:  # an unmatched brace
+        raise _error("export.megatron_prefix", export.megatron_prefix, f"is not a format string ({error})") from None
+    if any(name != "domain" for name in fields):
+        raise _error("export.megatron_prefix", export.megatron_prefix,
+                     "may name only {domain} (write a literal brace as {{ or }})")
+
+
 def _known_workload(workload) -> None:
     from ..workloads.registry import WORKLOADS
 
@@ -155,5 +167,5 @@ def _known_workload(workload) -> None:
 
 
 _SECTION_RULES = {"reference": (_sketch_steps_within_warm_up,), "plan": (_dirichlet_sizes_ordered,),
-                  "workload": (_known_workload,)}
+                  "workload": (_known_workload,), "export": (_megatron_prefix_names_only_the_domain,)}
 _PIPELINE_RULES = (_enough_fit_subsets_for_the_folds, _one_budget)

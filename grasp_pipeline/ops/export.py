@@ -139,6 +139,9 @@ class _Files:
             self.fs, self.base = fs.FileSystem.from_uri(destination)
         else:
             path = destination.removeprefix("file://")
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ValueError(f"export.destination = {destination!r}: is a file, not a folder; name a folder "
+                                 "(it is created if missing)")
             os.makedirs(path, exist_ok=True)
             self.fs, self.base = fs.LocalFileSystem(), os.path.abspath(path)
         self.written: list[str] = []
