@@ -10,8 +10,11 @@ reach the workers pickled, once per worker (the pool's `initargs`).
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +37,36 @@ def worker_pool(workers: int, initializer: Callable, initargs: tuple, preload: s
         context.set_forkserver_preload([preload])
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+    owner = os.getpid()
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(owner, process_start_ticks(owner), initializer, initargs))
+
+
+def _start_worker(owner: int, owner_ticks: str, initializer: Callable, initargs: tuple) -> None:
+    """Runs in each worker: dies with the process that made the pool, then the caller's initializer.
+
+    A pool's workers wait on their task queue forever once its owner is gone (a `kill -9` of
+    `grasp run` left 12 workers and 1.3 GB behind), so each one watches its owner: a daemon thread
+    that exits the worker within a second of the owner's death, and on Linux the kernel's
+    parent-death signal as well (the fork server, the workers' parent, exits with the owner).
+    """
+    _signal_on_parent_death()
+    threading.Thread(target=_watch_owner, args=(owner, owner_ticks), name="grasp-owner-watch", daemon=True).start()
+    initializer(*initargs)
+
+
+def _watch_owner(owner: int, owner_ticks: str, interval: float = 0.5) -> None:
+    while process_exists(owner) and process_start_ticks(owner) == owner_ticks:
+        time.sleep(interval)
+    os._exit(1)  # the owner is gone: nothing will collect this worker's results
+
+
+def _signal_on_parent_death() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: the watching thread alone
+        pass
 
 
 def process_exists(pid: int) -> bool:
