@@ -162,3 +162,13 @@ def test_a_number_option_that_is_not_a_finite_number_in_range_stops_at_the_door(
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
     assert not root.exists()  # nothing was started, let alone written
+
+
+def test_a_new_dagster_home_gets_the_repository_instance_settings(tmp_path):
+    """Run monitoring, the run queue and the torch pool come from deploy/dagster.yaml: a DAGSTER_HOME
+    the command line creates must hold exactly that file (not an empty instance with no limits)."""
+    from assets.cli.instance import ensure_dagster_home
+
+    home = Path(ensure_dagster_home(tmp_path / "home"))
+    template = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+    assert (home / "dagster.yaml").read_text() == template.read_text()

@@ -1,12 +1,11 @@
 """The Dagster instance of the command line, and work done outside a run told to it.
 
 `ensure_dagster_home` gives DAGSTER_HOME (default `.grasp/dagster_home`) the local instance
-settings and creates its storage once, under a file lock. `grasp select` / `grasp mixture` write new table versions
-and `grasp export` new
-trainer files without a Dagster run; each reports an AssetMaterialization (Delta version,
-rows, URI, lineage, and the data version, so assets downstream turn stale) with
-`DagsterInstance.report_runless_asset_event`, so the UI shows them. `grasp maintain` reports
-one AssetObservation per table (maintenance changes no rows).
+settings and creates its storage once, under a file lock. `grasp select` / `grasp mixture` write
+new table versions and `grasp export` new trainer files without a Dagster run; each reports an
+AssetMaterialization (Delta version, rows, URI, lineage, and the data version, so assets
+downstream turn stale) with `DagsterInstance.report_runless_asset_event`, so the UI shows them.
+`grasp maintain` reports one AssetObservation per table (maintenance changes no rows).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from grasp_pipeline.infra.storage import DeltaStore
 DATA_VERSION_TAG = "dagster/data_version"
 # The local instance settings (sqlite storage, run queue, concurrency pools), copied into
 # DAGSTER_HOME when it has none; the file is in the repository, next to this package.
-DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 
 
 def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
