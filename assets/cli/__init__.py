@@ -30,7 +30,7 @@ from ..env import storage_root
 from ..jobs import JOB_NAMES, materialize_everything
 from ..run_config import job_run_config, run_config_for
 from . import arguments
-from .instance import ensure_dagster_home, report_to_instance, report_writes
+from .instance import ensure_dagster_home, owner_tags, release_dead_runs, report_to_instance, report_writes
 from .table_commands import add_table_commands
 
 
@@ -88,6 +88,9 @@ def command_run(args) -> int:
     run_config = run_config_for(params, root, tracking_uri)
     run_config["resources"]["storage"]["config"]["system_metrics"] = bool(args.system_metrics)
     instance = DagsterInstance.get()
+    for run_id in release_dead_runs(instance):
+        print(f"grasp run: released Dagster run {run_id}: its process was killed; its pool slots are free again",
+              file=sys.stderr)
     tracker = GraspStorage(root=root, tracking_uri=tracking_uri).tracker()
     lease = RootLease(root, owner=f"grasp-run:{uuid.uuid4().hex[:12]}", purpose=f"grasp run --profile {args.profile}")
     # a second writer of this root waits or stops here, before any table or MLflow run
@@ -96,7 +99,8 @@ def command_run(args) -> int:
         parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
         with progress.reporting(ConsoleProgress()):
             results = materialize_everything(defs, instance, run_config, tags={
-                "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id})
+                "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id,
+                **owner_tags()})
         stage_seconds = _stage_seconds(instance, results)
         parent.log_metrics({**{f"stage_seconds.{k}": v for k, v in stage_seconds.items()},
                             "total_seconds": time.perf_counter() - began})

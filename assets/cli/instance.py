@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from grasp_pipeline.infra.lineage import LINEAGE_TABLE, lineage_summary
+from grasp_pipeline.infra.processes import process_exists, process_start_ticks
 from grasp_pipeline.infra.secrets import redact, redact_values
 from grasp_pipeline.infra.storage import DeltaStore
 
@@ -24,6 +25,35 @@ DATA_VERSION_TAG = "dagster/data_version"
 # The local instance settings (sqlite storage, run queue, concurrency pools), copied into
 # DAGSTER_HOME when it has none; the file is in the repository, next to this package.
 DAGSTER_YAML_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
+
+
+# Tags of the Dagster runs `grasp run` executes in its own process: which process runs them (pid and
+# start time, since pids are reused), so a later `grasp run` can tell a crashed one from a live one.
+OWNER_PID_TAG, OWNER_START_TAG = "grasp/pid", "grasp/pid_start"
+_ACTIVE = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED)
+
+
+def owner_tags() -> dict[str, str]:
+    """The tags naming this process as the owner of the runs it executes in process."""
+    return {OWNER_PID_TAG: str(os.getpid()), OWNER_START_TAG: process_start_ticks(os.getpid())}
+
+
+def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Marks FAILED every in-process run whose `grasp run` process is gone and frees its pool slots.
+
+    Run monitoring frees the slots of runs the daemon launched; a `grasp run` executes its runs in its
+    own process, so after a `kill -9` its steps would hold the `torch` pool forever and the next run
+    would wait without a word. Returns the ids of the runs released."""
+    released = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(_ACTIVE))):
+        pid, started = run.tags.get(OWNER_PID_TAG), run.tags.get(OWNER_START_TAG)
+        if pid is None or (process_exists(int(pid)) and process_start_ticks(int(pid)) == started):
+            continue
+        instance.report_run_failed(run, f"its grasp run process {pid} is gone (killed); released by a later "
+                                        "grasp run, which also freed its concurrency pool slots")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
 
 
 def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:
