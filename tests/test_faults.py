@@ -206,6 +206,18 @@ def store_copy(prepared, tmp_path) -> DeltaStore:
     return copy_root(prepared, tmp_path / "root")
 
 
+def test_a_diverging_warm_up_names_the_setting_and_writes_no_model(store_copy):
+    store, params = store_copy, tiny_params()
+    version, files = store.version("reference_models"), sorted(p.name for p in (Path(store.root) / "checkpoints")
+                                                                 .rglob("*"))
+    diverging = replace(params.reference, lr=float("inf"))  # past validation: what a bad workload could do too
+    with pytest.raises(FloatingPointError, match=r"reference model diverged: warm-up loss nan, non-finite "
+                                                 r"parameters \[.+\]; lower reference.lr \(now inf\)"):
+        stages.run_reference_model(store, params.workload.build(), diverging)
+    assert store.version("reference_models") == version
+    assert sorted(p.name for p in (Path(store.root) / "checkpoints").rglob("*")) == files  # no new checkpoint
+
+
 def test_a_diverging_retraining_names_subset_and_task_and_writes_no_partition(store_copy):
     store, params = store_copy, tiny_params()
     version, before = store.version("subset_outcomes"), store.read("subset_outcomes")

@@ -44,6 +44,14 @@ def run_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchP
             shards_done.advance()
     frame = pl.concat(parts).sort("example_id").with_columns(
         sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    sketches = sketch_matrix(frame["sketch"], np.float32)
+    bad = ~np.isfinite(sketches).all(1)
+    if bad.any():  # refused before the commit: everything downstream would fit and select on them
+        raise FloatingPointError(
+            f"gradient_sketches: {int(bad.sum())} of {len(bad)} sketches are not finite (first example ids "
+            f"{frame['example_id'].filter(pl.Series(bad)).head(5).to_list()}) at reference model {version}; "
+            "check its warm-up loss in reference_models (lower reference.lr) and rerun reference_model; "
+            "nothing was written")
     result = StageResult()
     if shards is None:
         result.write(store, "gradient_sketches", frame)
@@ -51,7 +59,6 @@ def run_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchP
         # shards of a corpus the root held before go in the same commit (a root follows its corpus)
         result.write_partitions(store, "gradient_sketches", frame,
                                 current=store.partition_values("corpus_shards", "shard"))
-    sketches = sketch_matrix(frame["sketch"], np.float32)
     result.metrics = {"examples": frame.height, "shards": frame["shard"].n_unique(), "k": params.k, "dim": sketcher.dim,
                       "projection": params.projection, "finite": bool(np.isfinite(sketches).all()),
                       "mean_grad_norm": float(frame["grad_norm"].mean()), "mean_loss": float(frame["loss"].mean()),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
 import polars as pl
+import torch
 
 from ..config.params import ReferenceParams
 from ..infra import progress
@@ -42,6 +44,7 @@ def run_reference_model(store: DeltaStore, workload: Workload, params: Reference
     checkpoints = {step: unstack(snapshots[step], 0) for step in steps}
     seconds = time.perf_counter() - began
     warmup_loss = float(trainer.example_losses({n: p[None] for n, p in theta.items()}, inputs[rows]).mean())
+    _check_finite(warmup_loss, theta, params)
     version = checkpoint_fingerprint(checkpoints)
     state_files, checkpoint_files = write_files(checkpoint_location(store), version, theta, checkpoints, params)
     frame = pl.DataFrame({
@@ -70,3 +73,13 @@ def write_files(location, version: str, theta: dict, checkpoints: dict[int, dict
     checkpoint_files = [entry for step, state in sorted(checkpoints.items())
                         for entry in write_state(location, f"{folder}/step-{step:06d}", state, step, shard_bytes)]
     return state_files, checkpoint_files
+
+
+def _check_finite(warmup_loss: float, theta: dict, params: ReferenceParams) -> None:
+    """Refuses a diverged warm-up before anything is written: non-finite parameters make every
+    sketch non-finite, and the stages after it would fit and select on them."""
+    bad = sorted(name for name, tensor in theta.items() if not bool(torch.isfinite(tensor).all()))
+    if bad or not math.isfinite(warmup_loss):
+        raise FloatingPointError(
+            f"reference model diverged: warm-up loss {warmup_loss}, non-finite parameters {bad[:5]}; lower "
+            f"reference.lr (now {params.lr!r}) or reference.steps (now {params.steps}); nothing was written")
