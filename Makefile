@@ -30,7 +30,7 @@ lock:                  ## refresh requirements.lock from pyproject.toml (newest 
 	  --unsafe-package grasp-pipeline --no-emit-index-url --no-emit-find-links -c $(LOCK_VENV)/torch.txt -o requirements.lock pyproject.toml
 	sed -i -E 's/^(torch==[^+ ]+)\+[a-z0-9]+/\1/; s#^( +\#   -c )\.grasp/lock-venv/torch.txt#\1TORCH_VERSION in the Makefile#' requirements.lock
 
-demo: install          ## the main job end to end on the embedded corpus (≈ 5 min on 2 cores)
+demo: install          ## the main job end to end on the embedded corpus (≈ 5 min on an idle 2-core machine)
 	$(VENV)/bin/grasp run --profile demo
 
 smoke: install         ## the same graph, smaller (≤ 3 min)
@@ -49,8 +49,9 @@ dagster-home:          ## DAGSTER_HOME with deploy/dagster.yaml (copied only whe
 ui: install dagster-home  ## Dagster UI + daemon on http://127.0.0.1:3000 (same instance as `grasp run`)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
-mlflow-ui: install     ## MLflow UI on http://127.0.0.1:5000 over the storage root (GRASP_ROOT)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(GRASP_ROOT)/mlflow.db -h 127.0.0.1 -p $(MLFLOW_PORT)
+mlflow-ui: install     ## MLflow UI on http://127.0.0.1:5000 over the storage root (GRASP_ROOT); one worker, no job consumers
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 \
+	  --backend-store-uri sqlite:///$(GRASP_ROOT)/mlflow.db -h 127.0.0.1 -p $(MLFLOW_PORT)
 
 browser:               ## Chromium + chromedriver for tests/test_ui.py (Debian packages; run as root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

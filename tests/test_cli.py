@@ -172,3 +172,12 @@ def test_a_new_dagster_home_gets_the_repository_instance_settings(tmp_path):
     home = Path(ensure_dagster_home(tmp_path / "home"))
     template = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
     assert (home / "dagster.yaml").read_text() == template.read_text()
+
+
+def test_grasp_run_help_names_the_default_workload_the_settings_use(capsys):
+    from assets.cli import main
+    from grasp_pipeline.config import WorkloadParams
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert f"(default: {WorkloadParams().name})" in " ".join(capsys.readouterr().out.split())

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from grasp_pipeline.infra.secrets import redact, split_credentials
+from grasp_pipeline.workloads.registry import DEFAULT_WORKLOAD, WORKLOADS
 
 from ..env import storage_root
 from ..jobs import JOB_NAMES, materialize_everything
@@ -297,8 +298,9 @@ def _add_run(commands) -> None:
     run.add_argument("--profile", default="demo", choices=["smoke", "demo"])
     run.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
     run.add_argument("--device", help="torch device (cpu, cuda, …); overrides the config")
-    run.add_argument("--workload", help="byte_mlp, byte_transformer, vision or hf_causal_lm; overrides the "
-                                        "config (vision uses its digits corpus unless --corpus is given)")
+    run.add_argument("--workload", help=f"one of {', '.join(sorted(WORKLOADS))} (default: {DEFAULT_WORKLOAD}); "
+                                        "overrides the config (vision uses its digits corpus unless --corpus "
+                                        "is given)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root); credentials in "
                                             "it are moved to MLFLOW_TRACKING_USERNAME/PASSWORD, never stored")
     run.add_argument("--system-metrics", action="store_true",
