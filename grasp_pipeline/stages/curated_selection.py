@@ -40,12 +40,12 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))
     domains = sketches["domain"].to_numpy()
+    if labelled and params.max_per_domain:
+        raise ValueError("selection.max_per_domain and selection.balance_labels cannot be combined yet; "
+                         "set one of them to 0 / false")
     check_budget_fits(params, budget, sketches["content_sha1"].to_numpy(), excluded, domains)
     quota_groups, quota, top_k_constraints = domains, params.max_per_domain, {}  # grasp's per-domain quota
     if labelled:
-        if params.max_per_domain:
-            raise ValueError("selection.max_per_domain and selection.balance_labels cannot be combined yet; "
-                             "set one of them to 0 / false")
         quota_groups = sketches["label"].to_numpy()
         quota = label_quota(quota_groups, budget)
         top_k_constraints = {"groups": quota_groups, "max_per_group": quota}
