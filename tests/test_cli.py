@@ -174,10 +174,18 @@ def test_a_new_dagster_home_gets_the_repository_instance_settings(tmp_path):
     assert (home / "dagster.yaml").read_text() == template.read_text()
 
 
-def test_grasp_run_help_names_the_default_workload_the_settings_use(capsys):
+def test_grasp_run_help_names_every_workload_and_the_default_the_settings_use(capsys):
     from assets.cli import main
     from grasp_pipeline.config import WorkloadParams
+    from grasp_pipeline.workloads import WORKLOADS
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])
-    assert f"(default: {WorkloadParams().name})" in " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"one of {', '.join(sorted(WORKLOADS))} (default: {WorkloadParams().name})" in text
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """`grasp --help` and argument errors answer at once: torch loads only when a command runs."""
+    code = "import sys, assets.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -25,11 +25,8 @@ import uuid
 from pathlib import Path
 
 from grasp_pipeline.infra.secrets import redact, split_credentials
-from grasp_pipeline.workloads.registry import DEFAULT_WORKLOAD, WORKLOADS
 
 from ..env import storage_root
-from ..jobs import JOB_NAMES, materialize_everything
-from ..run_config import job_run_config, run_config_for
 from . import arguments
 from .instance import ensure_dagster_home, owner_tags, release_dead_runs, report_to_instance, report_writes
 from .table_commands import add_table_commands
@@ -80,9 +77,11 @@ def command_run(args) -> int:
     from grasp_pipeline.infra.lease import RootLease
 
     from ..definitions import defs
+    from ..jobs import materialize_everything
     from ..leases import LEASE_TAG
     from ..materialize import MLFLOW_PARENT_TAG
     from ..resources import GraspStorage
+    from ..run_config import run_config_for
     from .console import ConsoleProgress
 
     tracking_uri = tracking_uri_without_credentials(args.tracking_uri)
@@ -231,6 +230,11 @@ def command_config(args) -> int:
 
     from grasp_pipeline.config import load_params, with_overrides
 
+    from ..jobs import JOB_NAMES
+    from ..run_config import job_run_config
+
+    if args.job not in JOB_NAMES:
+        raise ValueError(f"grasp config --job {args.job!r}: no such job; choose one of {', '.join(JOB_NAMES)}")
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     config = job_run_config(args.job, params, storage_root(args.root) if args.root else None)
     print(f"# run config of {args.job}, profile {args.profile!r}: paste it into the launchpad's editor")
@@ -298,9 +302,11 @@ def _add_run(commands) -> None:
     run.add_argument("--profile", default="demo", choices=["smoke", "demo"])
     run.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
     run.add_argument("--device", help="torch device (cpu, cuda, …); overrides the config")
-    run.add_argument("--workload", help=f"one of {', '.join(sorted(WORKLOADS))} (default: {DEFAULT_WORKLOAD}); "
-                                        "overrides the config (vision uses its digits corpus unless --corpus "
-                                        "is given)")
+    # written out, not read from the registry: that would import torch for `grasp --help` (a test
+    # keeps this list equal to the registry's and the default equal to the settings')
+    run.add_argument("--workload", help="one of byte_mlp, byte_ngram, byte_transformer, hf_causal_lm, vision "
+                                        "(default: byte_ngram); overrides the config (vision uses its digits "
+                                        "corpus unless --corpus is given)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under the root); credentials in "
                                             "it are moved to MLFLOW_TRACKING_USERNAME/PASSWORD, never stored")
     run.add_argument("--system-metrics", action="store_true",
@@ -331,7 +337,7 @@ def _add_lineage(commands) -> None:
 
 def _add_config(commands) -> None:
     config = commands.add_parser("config", help="print a job's run config (YAML) for the UI launchpad")
-    config.add_argument("--job", default="grasp_prepare", choices=JOB_NAMES)
+    config.add_argument("--job", default="grasp_prepare", help="a job of assets/jobs.py (default: grasp_prepare)")
     config.add_argument("--profile", default="demo", choices=["smoke", "demo"])
     config.add_argument("--config", help="JSON or TOML file of {section: {field: value}} overrides")
     config.add_argument("--root", help="pin the storage root (default: the resource's, i.e. GRASP_ROOT)")
