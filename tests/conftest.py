@@ -19,7 +19,7 @@ pytest_plugins = ["tests.services"]
 
 # Small enough that the whole graph runs in seconds, big enough that every stage is real.
 TINY = {
-    "corpus": {"task_examples_per_domain": 8, "pool_examples_per_domain": 24, "shard_size": 16, "split_block": 4},
+    "corpus": {"task_examples_per_domain": 8, "pool_examples_per_domain": 24, "shard_size": 16},
     "reference": {"warmup_examples": 64, "steps": 8, "batch_size": 16, "sketch_steps": [4, 8]},
     "sketch": {"k": 32, "chunk_size": 32},
     "plan": {"uniform_fraction": 0.2, "uniform_fit": 8, "uniform_holdout": 4, "dirichlet_fit": 8,

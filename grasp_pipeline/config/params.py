@@ -21,7 +21,12 @@ class CorpusParams:
                                         minimum=2)
     test_fraction: float = doc("Share of each task set held out as `test` (scored only by curation_test; "
                                "everything that fits, chooses or selects sees `dev`).", 0.5, above=0, below=1)
-    split_block: int = doc("Consecutive task examples kept together on one side of the dev/test split.", 8, minimum=1)
+    split_margin: int = doc("Examples skipped at each end of a held-out (test or dev) document, so held-out text "
+                            "never borders text of another role (a document of at most 2 × margin + 1 examples is "
+                            "used whole).", 8, minimum=0)
+    near_duplicate_threshold: float = doc("Jaccard similarity (16-character shingles) at or above which a pool "
+                                          "example near a test or dev example, or a dev example near a test one, is "
+                                          "dropped, across all domains.", 0.5, above=0, maximum=1)
     pool_examples_per_domain: int = doc("Pool bound per domain (0 = every example).", 400, minimum=0)
     shard_size: int = doc("Pool examples per shard (the unit of sketching).", 256, minimum=1)
     seed: int = doc("Seed of the pool sample.", 0, minimum=0)

@@ -15,7 +15,8 @@ data/PROVENANCE.md) is used.  Bad input raises CorpusError, whose message names
 the file, the row and the field, and says how to fix it.
 
 Modules: `files` (which files a path means), `readers` (one file to rows), `documents`
-(`load_documents`), `examples` (`cut_examples`), `split` (`split_pool_and_tasks`),
+(`load_documents`), `examples` (`cut_examples`), `split` (`split_pool_and_tasks`, `split_and_report`),
+`near_duplicates` (`max_jaccard`, `near_duplicate_mask`: Jaccard over character shingles),
 `labels` (the optional label columns), `dirt` and `boilerplate` (the embedded corpus's
 labelled dirt, made by scripts/add_corpus_dirt.py).
 """
@@ -26,9 +27,11 @@ from .examples import EXAMPLE_SCHEMA, cut_examples, example_id
 from .files import SUPPORTED_SUFFIXES, CorpusFile
 from .labels import DIRT_COLUMNS, DIRT_KINDS
 from .limits import IngestLimits
+from .near_duplicates import max_jaccard, near_duplicate_mask
 from .readers import DOMAIN_CHARS_HELP, DOMAIN_PATTERN
-from .split import SHARD_COLUMNS, TASK_COLUMNS, split_pool_and_tasks
+from .split import SHARD_COLUMNS, TASK_COLUMNS, SplitReport, split_and_report, split_pool_and_tasks
 
 __all__ = ["DEFAULT_CORPUS", "DIRT_COLUMNS", "DIRT_KINDS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA",
            "SHARD_COLUMNS", "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "CorpusFile", "IngestLimits",
-           "IngestReport", "cut_examples", "example_id", "load_documents", "split_pool_and_tasks"]
+           "IngestReport", "SplitReport", "cut_examples", "example_id", "load_documents", "max_jaccard",
+           "near_duplicate_mask", "split_and_report", "split_pool_and_tasks"]

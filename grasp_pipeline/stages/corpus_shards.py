@@ -23,7 +23,7 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
     cut them its own way (`example_cuts(text)`: byte cut points,
                           e.g. token windows) and label examples (`example_labels`: a `label` column in the pool).
     """
-    pool, tasks, report, cut = split_corpus(params, example_bytes, workload)
+    pool, tasks, report, cut, split = split_corpus(params, example_bytes, workload)
     build_id = pool["build_id"][0]
     result = StageResult()
     result.write(store, "corpus_shards", pool)
@@ -33,6 +33,7 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
         "examples_cut": cut, "pool_examples": pool.height, "task_examples": tasks.height,
         "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
         "corpus_content_sha1": fingerprint(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
+        **split.metrics(),
     }
     result.artifacts["ingest_report.json"] = {
         "files": list(report.files), "documents_per_domain": report.domains,
@@ -42,9 +43,10 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
 
 
 def split_corpus(params: CorpusParams, example_bytes: int,
-                 workload: Workload | None = None) -> tuple[pl.DataFrame, pl.DataFrame, object, int]:
-    """Returns (pool, task sets, ingest report, examples cut) of `params.corpus_path` as `run_corpus_shards`
-    writes them (build_id column included), without writing anything."""
+                 workload: Workload | None = None
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, object, int, corpus_lib.SplitReport]:
+    """Returns (pool, task sets, ingest report, examples cut, split report) of `params.corpus_path` as
+    `run_corpus_shards` writes them (build_id column included), without writing anything."""
     default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")
     documents, report = corpus_lib.load_documents(params.corpus_path or default,
@@ -54,11 +56,11 @@ def split_corpus(params: CorpusParams, example_bytes: int,
                                        whole_documents=bool(getattr(workload, "whole_documents", False)),
                                        cutter=getattr(workload, "example_cuts", None))
     phases.advance()
-    pool, tasks = corpus_lib.split_pool_and_tasks(
+    pool, tasks, split = corpus_lib.split_and_report(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
         shard_size=params.shard_size, seed=params.seed, test_fraction=params.test_fraction,
-        split_block=params.split_block)
+        split_margin=params.split_margin, near_duplicate_threshold=params.near_duplicate_threshold)
     phases.advance()
     phases.close()
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
@@ -68,4 +70,4 @@ def split_corpus(params: CorpusParams, example_bytes: int,
     build_id = "cb-" + fingerprint(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
                                    tasks["example_id"].sort().to_list(), tasks["task"].to_list())
     return (pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id)), report,
-            examples.height)
+            examples.height, split)

@@ -224,7 +224,7 @@ def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, e
     if set(stored_tasks["model_version"].to_list()) != {version}:
         raise ValueError(f"task_sketches were computed at model(s) {sorted(set(stored_tasks['model_version']))}, "
                          f"the reference model is {version}; rematerialise task_sketches")
-    pool, tasks_frame, _, _ = split_corpus(corpus, example_bytes, workload)
+    pool, tasks_frame, *_ = split_corpus(corpus, example_bytes, workload)
     pool, dev = pool.sort("example_id"), tasks_frame.filter(pl.col("split") == "dev").sort("task", "example_id")
     new, revised, removed = changed_domains(read_pool(store), read_tasks(store, "dev")[0], pool, dev)
     fresh = new + revised
