@@ -296,11 +296,12 @@ def test_duplicate_ids_name_both_locations(tmp_path):
 
 
 def test_domain_too_small_names_domain_count_and_need(tmp_path):
-    docs = pl.concat([docs_frame([prose("big", 2000)], "big"), docs_frame([prose("tiny", 60)], "tiny")])
-    examples = cut_examples(docs, 64)
-    n_tiny = examples.filter(pl.col("domain") == "tiny").height
-    with pytest.raises(CorpusError, match=rf"domain 'tiny' has {n_tiny} examples, but needs at least 32.*"
-                                          "Lower task_examples_per_domain"):
+    big = docs_frame([prose("big", 800, seed=s) for s in range(3)], "big")
+    tiny = docs_frame([prose("tiny", 800, seed=s) for s in range(2)], "tiny")
+    examples = cut_examples(pl.concat([big, tiny]), 64)
+    # two long documents: test and dev fill, but no document is left for the pool
+    with pytest.raises(CorpusError, match=r"domain 'tiny' has 2 documents: too few .* 8 test and 8 dev examples"
+                                          r".*corpus\.task_examples_per_domain or corpus\.split_margin"):
         split(examples)
 
 
@@ -312,7 +313,7 @@ def test_domain_too_small_names_domain_count_and_need(tmp_path):
 def two_domain_examples() -> pl.DataFrame:
     docs = pl.concat([
         docs_frame([prose("a", 800, seed=s) for s in range(3)], "alpha"),
-        docs_frame([prose("b", 800, seed=s) for s in range(2)], "beta"),
+        docs_frame([prose("b", 800, seed=s) for s in range(3)], "beta"),
     ])
     return cut_examples(docs, 64)
 
@@ -325,21 +326,26 @@ def test_split_is_deterministic_for_a_seed(two_domain_examples):
     assert other[1].equals(first[1])  # the held-out task region does not
 
 
-def test_split_holds_out_the_last_examples_of_each_domain(two_domain_examples):
+def test_split_holds_out_a_stretch_inside_the_last_documents_of_each_domain(two_domain_examples):
     shards, tasks = split(two_domain_examples, pool=None)
-    for domain, group in two_domain_examples.group_by("domain"):
-        expected = sorted(group.tail(16)["example_id"].to_list())  # cut order = reading order here
-        assert tasks.filter(pl.col("task") == domain[0])["example_id"].to_list() == expected
+    margin = 8  # split_margin's default
+    for (domain,), group in two_domain_examples.group_by("domain"):
+        documents = group.partition_by("doc_id", maintain_order=True)  # cut order = reading order here
+        for split_name, document in (("test", documents[-1]), ("dev", documents[-2])):
+            expected = sorted(document["example_id"][margin:margin + 8].to_list())
+            held = tasks.filter((pl.col("task") == domain) & (pl.col("split") == split_name))
+            assert held["example_id"].to_list() == expected and set(held["doc_id"]) == {document["doc_id"][0]}
+        pool = shards.filter(pl.col("domain") == domain)
+        assert set(pool["doc_id"]) == {d["doc_id"][0] for d in documents[:-2]}  # unused held-out pieces: nowhere
     assert set(shards["example_id"]).isdisjoint(tasks["example_id"])
-    assert shards.height + tasks.height == two_domain_examples.height
 
 
 def test_split_output_columns_sorting_and_shards(two_domain_examples):
     shards, tasks = split(two_domain_examples)
     assert shards.columns == ["example_id", "shard", "domain", "text", "n_bytes", "source",
                               "content_sha1", "doc_id", "offset", "dirt", "dirt_source"]
-    assert tasks.columns == ["task", "split", "example_id", "domain", "text", "n_bytes", "content_sha1", "dirt",
-                             "dirt_source"]
+    assert tasks.columns == ["task", "split", "example_id", "domain", "doc_id", "text", "n_bytes", "content_sha1",
+                             "dirt", "dirt_source"]
     assert shards.schema["example_id"] == pl.Int64 and shards.schema["offset"] == pl.Int64
     assert shards.equals(shards.sort("domain", "shard", "example_id"))
     assert tasks.equals(tasks.sort("task", "example_id"))

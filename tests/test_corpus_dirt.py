@@ -152,18 +152,18 @@ def test_labels_reach_pool_and_task_rows_from_jsonl_and_parquet(tmp_path):
     examples = cut_examples(docs, 128)
     doc_of = dict(zip(examples["example_id"], examples["doc_id"]))
     pool, tasks = split_pool_and_tasks(examples, task_examples_per_domain=8, pool_examples_per_domain=None,
-                                       shard_size=16, seed=0, split_block=4)
+                                       shard_size=16, seed=0)
     for frame in (examples, pool, tasks):
         rows = frame.select("example_id", "dirt", "dirt_source").iter_rows()
         assert all(labels[doc_of[e]] == (k, s) for e, k, s in rows)
     assert "garbled" in set(pool["dirt"])
-    assert set(tasks["dirt"]) == {"clean"}  # the last examples in reading order
+    assert set(tasks["dirt"]) == {"clean"}  # the last documents in reading order
 
 
 def test_a_corpus_without_labels_gives_null_label_columns(tmp_path):
-    write(tmp_path / "a.jsonl", [{"domain": "x", "text": long_text("w")}])
+    write(tmp_path / "a.jsonl", [{"domain": "x", "text": long_text(f"w{i}-")} for i in range(3)])
     pool, tasks = split_pool_and_tasks(cut_examples(load_documents(tmp_path)[0], 128), task_examples_per_domain=8,
-                                       pool_examples_per_domain=None, shard_size=16, seed=0, split_block=4)
+                                       pool_examples_per_domain=None, shard_size=16, seed=0)
     for frame in (pool, tasks):
         assert frame.schema["dirt"] == frame.schema["dirt_source"] == pl.Utf8
         assert frame["dirt"].null_count() == frame["dirt_source"].null_count() == frame.height

@@ -3,13 +3,15 @@ test's statistics, and a curation_test table that nothing reads."""
 
 from __future__ import annotations
 
+import hashlib
+
 import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 
 from grasp_pipeline import stages
-from grasp_pipeline.corpus import cut_examples, load_documents, split_pool_and_tasks
+from grasp_pipeline.corpus import cut_examples, example_id, load_documents, max_jaccard, split_and_report
 from grasp_pipeline.evaluation.held_out import (
     composition_floor,
     paired_gains,
@@ -32,28 +34,76 @@ def examples():
 # ---------------------------------------------------------------- the split
 
 
-def test_every_task_set_is_split_into_dev_and_test_without_overlap(examples):
-    _, tasks = split_pool_and_tasks(examples, task_examples_per_domain=48, pool_examples_per_domain=100,
-                                    shard_size=64, seed=0, test_fraction=0.5, split_block=8)
+DEMO = {"task_examples_per_domain": 96, "pool_examples_per_domain": 400, "shard_size": 256}  # the demo profile
+
+
+@pytest.fixture(scope="module")
+def demo_split(examples):
+    return split_and_report(examples, seed=0, **DEMO)
+
+
+def test_every_task_set_is_split_into_dev_and_test_without_overlap(demo_split):
+    _, tasks, report = demo_split
     for _, group in tasks.group_by("task"):
         dev, test = group.filter(pl.col("split") == "dev"), group.filter(pl.col("split") == "test")
-        assert dev.height == test.height == 24  # 6 blocks of 8: 3 each
+        assert test.height == round(0.5 * DEMO["task_examples_per_domain"])
+        assert 0 < dev.height <= DEMO["task_examples_per_domain"] - test.height  # the guard may drop dev pieces
         assert not set(dev["example_id"]) & set(test["example_id"])
         assert not set(dev["content_sha1"]) & set(test["content_sha1"])
+    assert tasks.height == tasks["task"].n_unique() * DEMO["task_examples_per_domain"] - report.dev_dropped
 
 
-def test_the_split_keeps_blocks_of_neighbouring_examples_on_one_side_and_is_seeded(examples):
-    def split_of(seed):
-        _, tasks = split_pool_and_tasks(examples, task_examples_per_domain=48, pool_examples_per_domain=100,
-                                        shard_size=64, seed=seed, split_block=8)
-        return tasks
-    tasks = split_of(0)
-    italian = examples.filter(pl.col("domain") == "italian_literature").tail(48)  # the task region, reading order
-    sides = italian.join(tasks.select("example_id", "split"), on="example_id", how="left", maintain_order="left")
-    blocks = [set(sides["split"][i:i + 8]) for i in range(0, 48, 8)]
-    assert all(len(b) == 1 for b in blocks)
-    assert split_of(0).equals(tasks)
-    assert not split_of(1)["split"].equals(tasks["split"])  # another seed, another split
+def test_a_document_belongs_to_one_of_test_dev_and_pool(demo_split):
+    pool, tasks, report = demo_split
+    test, dev = (set(tasks.filter(pl.col("split") == side)["doc_id"]) for side in ("test", "dev"))
+    assert test and dev
+    assert not test & dev and not test & set(pool["doc_id"]) and not dev & set(pool["doc_id"])
+    assert (report.test_documents, report.dev_documents) == (len(test), len(dev))
+
+
+def test_no_example_of_one_role_is_a_near_duplicate_of_another_roles(demo_split):
+    pool, tasks, report = demo_split
+    texts = {side: tasks.filter(pl.col("split") == side)["text"].to_list() for side in ("test", "dev")}
+    texts["pool"] = pool["text"].to_list()
+    for a, b in [("test", "pool"), ("test", "dev"), ("dev", "pool")]:
+        highest = max_jaccard(texts[a], texts[b])[0].max()
+        assert highest < 0.5  # corpus.near_duplicate_threshold's default
+        assert getattr(report, f"max_jaccard_{a}_{b}") == pytest.approx(highest)
+
+
+def test_a_planted_near_duplicate_of_a_test_example_is_dropped_from_the_pool_and_counted(examples, demo_split):
+    demo_pool, tasks, report = demo_split
+    test = tasks.filter((pl.col("split") == "test") & (pl.col("task") == "italian_literature")).row(5, named=True)
+    text = test["text"][:60] + "###" + test["text"][63:]  # three characters changed
+    assert max_jaccard([text], [test["text"]])[0][0] >= 0.5
+    # its own document in another domain (a mislabelled copy), first in reading order: a pool document
+    planted = pl.DataFrame([{**examples.row(0, named=True), "domain": "latin_hymns", "doc_id": "planted",
+                             "example_id": example_id("latin_hymns", "planted", 0), "text": text,
+                             "content_sha1": hashlib.sha1(text.encode()).hexdigest()}], schema=examples.schema)
+    pool, tasks_again, planted_report = split_and_report(pl.concat([planted, examples]), seed=0, **DEMO)
+    assert planted["example_id"][0] not in set(pool["example_id"])
+    assert planted_report.pool_dropped == report.pool_dropped + 1
+    assert tasks_again.equals(tasks)
+    assert pool.equals(demo_pool)  # dropped before the pool sample: the pool keeps its size and its sample
+
+
+def test_the_split_is_seeded_and_the_seed_moves_only_the_pool_sample(examples, demo_split):
+    pool, tasks, report = demo_split
+    again = split_and_report(examples, seed=0, **DEMO)
+    assert again[0].equals(pool) and again[1].equals(tasks) and again[2] == report
+    other = split_and_report(examples, seed=1, **DEMO)
+    assert other[1].equals(tasks) and not other[0].equals(pool)
+
+
+def test_the_corpus_stage_reports_the_split(tmp_path):
+    params = tiny_params().corpus
+    result = stages.run_corpus_shards(DeltaStore(str(tmp_path)), params, 128)
+    tasks = DeltaStore(str(tmp_path)).read("task_sets")
+    assert result.metrics["split.test_documents"] == tasks.filter(pl.col("split") == "test")["doc_id"].n_unique()
+    assert result.metrics["split.dev_documents"] == tasks.filter(pl.col("split") == "dev")["doc_id"].n_unique()
+    for name in ["test_pool", "test_dev", "dev_pool"]:
+        assert 0 <= result.metrics[f"split.max_jaccard_{name}"] < params.near_duplicate_threshold
+    assert result.metrics["split.pool_dropped"] >= 0 and result.metrics["split.dev_dropped"] >= 0
 
 
 def test_nothing_upstream_of_the_curation_test_reads_the_test_examples(tmp_path):

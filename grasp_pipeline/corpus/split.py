@@ -100,9 +100,9 @@ def split_and_report(
     task_sets = (pl.concat([test.with_columns(split=pl.lit("test")), dev.with_columns(split=pl.lit("dev"))])
                  .with_columns(task=pl.col("domain")).select(TASK_COLUMNS)
                  .cast({"example_id": pl.Int64, "n_bytes": pl.Int64}).sort("task", "example_id"))
-    report = SplitReport(test_documents=test["doc_id"].n_unique(), dev_documents=dev["doc_id"].n_unique(),
-                         **_max_jaccards(test, dev, corpus_shards), **dropped)
-    return corpus_shards, task_sets, report
+    documents = {f"{name}_documents": frame.select("domain", "doc_id").n_unique()
+                 for name, frame in (("test", test), ("dev", dev))}
+    return corpus_shards, task_sets, SplitReport(**documents, **_max_jaccards(test, dev, corpus_shards), **dropped)
 
 
 def _check_split_settings(task_examples_per_domain: int, pool_examples_per_domain: int | None, shard_size: int,
