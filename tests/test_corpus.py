@@ -353,3 +353,14 @@ def test_split_output_columns_sorting_and_shards(two_domain_examples):
     assert alpha.height == 50
     assert alpha["shard"].to_list() == ["alpha-0000"] * 20 + ["alpha-0001"] * 20 + ["alpha-0002"] * 10
     assert alpha["example_id"].is_sorted()
+
+
+def test_a_domain_whose_dev_examples_all_nearly_copy_its_test_examples_is_named(two_domain_examples):
+    # beta's dev document replaced by a copy of its test document: every dev piece is a test piece
+    beta = two_domain_examples.filter(pl.col("domain") == "beta")
+    last, dev_id = beta["doc_id"][-1], beta["doc_id"].unique(maintain_order=True)[-2]
+    copy = beta.filter(pl.col("doc_id") == last).with_columns(doc_id=pl.lit(dev_id))
+    examples = pl.concat([two_domain_examples.filter((pl.col("domain") != "beta") | (pl.col("doc_id") != dev_id)),
+                          copy])
+    with pytest.raises(CorpusError, match=r"domain 'beta' has no dev example left"):
+        split(examples)

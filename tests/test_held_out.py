@@ -79,7 +79,8 @@ def test_a_planted_near_duplicate_of_a_test_example_is_dropped_from_the_pool_and
     # its own document in another domain (a mislabelled copy), first in reading order: a pool document
     planted = pl.DataFrame([{**examples.row(0, named=True), "domain": "latin_hymns", "doc_id": "planted",
                              "example_id": example_id("latin_hymns", "planted", 0), "text": text,
-                             "content_sha1": hashlib.sha1(text.encode()).hexdigest()}], schema=examples.schema)
+                             "n_bytes": len(text.encode()), "content_sha1": hashlib.sha1(text.encode()).hexdigest()}],
+                           schema=examples.schema)
     pool, tasks_again, planted_report = split_and_report(pl.concat([planted, examples]), seed=0, **DEMO)
     assert planted["example_id"][0] not in set(pool["example_id"])
     assert planted_report.pool_dropped == report.pool_dropped + 1

@@ -174,6 +174,10 @@ def _near_duplicate_guard(test: pl.DataFrame, dev: pl.DataFrame, candidates: pl.
     held-out examples, in every domain: dev near test, pool candidates equal to or near test or dev."""
     dev_best, _ = max_jaccard(dev["text"].to_list(), test["text"].to_list())
     kept_dev = dev.filter(pl.Series(dev_best < threshold))
+    emptied = sorted(set(dev["domain"]) - set(kept_dev["domain"]))
+    if emptied:
+        raise CorpusError(f"domain {emptied[0]!r} has no dev example left: each is a near-duplicate of a test example "
+                          "(corpus.near_duplicate_threshold). Raise the threshold or add documents to this domain.")
     # an identical chunk in the pool would let the task be 'attributed' to a copy of itself
     distinct = candidates.filter(~pl.col("content_sha1").is_in(
         pl.concat([test["content_sha1"], kept_dev["content_sha1"]]).implode()))
