@@ -163,7 +163,7 @@ def _held_out_stretch(document: pl.DataFrame, margin: int) -> pl.DataFrame:
     if document.height <= 2 * margin + 1:
         # skipping the margins would leave at most one example: a document this short (a short page, or a
         # one-example record such as an image) is a record of its own, not a part of a long work whose
-        # neighbouring parts may go to other roles, so it is used whole
+        # neighbouring parts may go to other roles, so no margin is skipped
         return document
     return document.slice(margin, document.height - 2 * margin)
 
