@@ -3,6 +3,8 @@ incompatible ones are not, and the trust follows the calibration."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import polars as pl
 import pytest
@@ -29,24 +31,49 @@ def test_every_retrained_candidate_is_an_active_fit_subset_with_an_outcome_per_t
     assert (active.group_by("subset_id").len()["len"] == tasks).all()
     members = {tuple(m) for m in active.unique("subset_id")["members"].to_list()}
     assert len(members) == active["subset_id"].n_unique()  # one id per distinct subset
-    selections = {tuple(sorted(m)) for m in rounds.filter(pl.col("kind") == "selection")["members"].to_list()}
-    assert selections <= members  # every selection candidate was retrained and kept
-    mixture_draws = params.loop.mixture_samples * rounds.filter(pl.col("kind") == "mixture").height
+    grasp = rounds.filter(pl.col("proposer") == "grasp")
+    selections = {tuple(sorted(m)) for m in grasp.filter(pl.col("kind") == "selection")["members"].to_list()}
+    assert selections <= members  # every selection candidate GRASP proposed was retrained and kept
+    mixture_draws = params.loop.mixture_samples * grasp.filter(pl.col("kind") == "mixture").height
     assert len(members) <= len(selections) + mixture_draws
-    assert rounds.filter(pl.col("chosen"))["kind"].sort().to_list() == ["mixture", "selection"]
+    assert grasp.filter(pl.col("chosen"))["kind"].sort().to_list() == ["mixture", "selection"]
+    controls = {tuple(sorted(m)) for m in rounds.filter(pl.col("proposer") != "grasp")["members"].to_list() if m}
+    assert controls and not controls & members  # the controls' retrainings never reach GRASP's fit set
 
 
 def test_the_pick_after_each_round_is_the_best_bound_among_the_rounds_so_far(looped):
     store, params = looped
     rounds = store.read("curation_rounds")
     bound = "realised_lcb" if params.loop.pick == "realised" else "lcb"
-    for kind in ("mixture", "selection"):
-        mine = rounds.filter(pl.col("kind") == kind)
+    for proposer, kind in (("grasp", "mixture"), ("grasp", "selection"), ("random_pick", "mixture"),
+                           ("random_pick", "selection")):
+        mine = rounds.filter((pl.col("kind") == kind) & (pl.col("proposer") == proposer))
         for r in range(params.loop.rounds):
             (pick,) = mine.filter(pl.col("pick_after_rounds").list.contains(r)).iter_rows(named=True)
             assert pick["round"] <= r and pick[bound] == mine.filter(pl.col("round") <= r)[bound].max()
         last = mine.filter(pl.col("pick_after_rounds").list.contains(params.loop.rounds - 1))
         assert last["chosen"].to_list() == [True]  # after the last round: the loop's pick
+
+
+def test_random_pick_gets_exactly_grasps_budget_and_filter_dedup_one_candidate_per_share(looped):
+    store, params = looped
+    rounds = store.read("curation_rounds")
+    spent = rounds.group_by("proposer", "kind", "round").agg(pl.len(), pl.col("retrainings").sum()).sort(pl.all())
+    grasp = spent.filter(pl.col("proposer") == "grasp").drop("proposer")
+    assert grasp.height == 2 * params.loop.rounds and (grasp["retrainings"] > 0).all()
+    # the same candidates per kind and round, the same dev retrainings
+    assert spent.filter(pl.col("proposer") == "random_pick").drop("proposer").equals(grasp)
+    shares = rounds.filter(pl.col("proposer") == "filter_dedup")
+    assert shares.height == len(params.loop.filter_shares) and set(shares["kind"]) == {"selection"}
+    assert (shares["retrainings"] == len(params.loop.order_seeds)).all()
+    chosen = rounds.filter(pl.col("chosen")).group_by("proposer", "kind").len()
+    assert chosen.height == 5 and (chosen["len"] == 1).all()  # one pick per proposer and kind
+    pick = rounds.filter(pl.col("chosen") & (pl.col("proposer") == "grasp") & (pl.col("kind") == "selection"))
+    domain = dict(zip(store.read("corpus_shards")["example_id"], store.read("corpus_shards")["domain"]))
+    def counts(members):
+        return sorted(Counter(domain[e] for e in members).items())
+    for members in shares["members"].to_list():  # filter_dedup draws at the GRASP pick's domain counts
+        assert counts(members) == counts(pick["members"][0]) and len(set(members)) == len(members)
 
 
 def test_a_second_run_reuses_every_compatible_earlier_outcome(looped, tmp_path):

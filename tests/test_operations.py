@@ -129,7 +129,8 @@ def test_new_corpus_files_request_prepare_on_the_folder(defs, monkeypatch, tmp_p
 
 DOWNSTREAM_OF_PREPARE = ["task_sketches", "surrogates", "surrogate_candidates", "surrogate_predictions",
                          "fidelity_report", "curation_rounds", "active_outcomes", "curated_selections",
-                         "mixture_weights", "selection_validation", "curation_test", "curation_test_dirt",
+                         "mixture_weights", "selection_validation", "validation_verdict", "curation_test",
+                         "curation_test_verdict", "curation_test_dirt",
                          "target_check", "target_check_summary", "trainer_export"]
 
 

@@ -179,6 +179,9 @@ class SelectionParams:
     budget_fraction: float = doc("Budget B as a fraction of the pool (must equal loop.budget_fraction).", 0.1,
                                  above=0, maximum=1)
     random_seeds: tuple[int, ...] = doc("Seeds of the `random-<seed>` reference selections.", (0, 1, 2), minimum=0)
+    control_draws: int = doc("random_at_counts: random selections at the grasp pick's per-domain counts (what "
+                             "its composition alone buys); the curation test averages them.", 10, minimum=0)
+    control_seed: int = doc("random_at_counts draw j uses seed control_seed + j.", 5000, minimum=0)
     task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1), "
                                          "e.g. {python_docs = 2.0}.", default_factory=dict, minimum=0)
     task_scale: str = doc(
@@ -267,6 +270,10 @@ class MixtureUpdateParams(TrainingParams):
 class ValidationParams(TrainingParams):
     repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2, minimum=1)
     mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0, minimum=0)
+    random_seeds: tuple[int, ...] = doc("Random reference selections of the dev verdict (the curation test's "
+                                        "statistics on dev; at least 3, 20 as the test has).", tuple(range(200, 220)),
+                                        minimum=0)
+    bootstrap: int = doc("Bootstrap resamples of the dev verdict's intervals.", 2000, minimum=10)
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,18 @@ class LoopParams(TrainingParams):
                     "surrogate's predicted gain over bootstrap refits).", "realised",
                     choices=("realised", "predicted"))
     seed: int = doc("Seed of the mixture samples and the bootstrap.", 0, minimum=0)
+    controls: bool = doc("Run the equal-budget controls beside GRASP's proposals (training/controls.py): "
+                         "random_pick (as many random mixtures and selections, retrained alike, the same pick "
+                         "rule) and filter_dedup (dedup + a quality filter whose share dev chooses). Off roughly "
+                         "halves the loop's retrainings, and curation_test then cannot tell GRASP from them.", True)
+    control_concentration: float = doc("random_pick's mixtures: Dirichlet(concentration × natural) draws, "
+                                       "RegMix's proposal distribution.", 10.0, above=0)
+    filter_shares: tuple[float, ...] = doc("filter_dedup: shares of each domain's highest reference-model losses "
+                                           "dropped, one dev-retrained candidate each (the pick rule chooses).",
+                                           (0.0, 0.1, 0.2, 0.3), minimum=0, below=1, nonempty=True)
+    near_duplicate_threshold: float = doc("filter_dedup: a pool example whose 16-character-shingle Jaccard with "
+                                          "an earlier one reaches this is a near duplicate and dropped.", 0.5,
+                                          above=0, maximum=1)
 
 
 @dataclass(frozen=True)
@@ -315,8 +334,9 @@ class TestParams(TrainingParams):
                                             "(initialisation, data order) pair.", (2001, 2002), minimum=0,
                                             nonempty=True)
     random_seeds: tuple[int, ...] = doc("Seeds of the random reference selections at the selection budget "
-                                        "(at least 10; distinct from selection.random_seeds).",
-                                        tuple(range(100, 110)), minimum=0)
+                                        "(at least 20: gains over random are judged against their spread; "
+                                        "distinct from selection.random_seeds).", tuple(range(100, 120)),
+                                        minimum=0)
     mixture_samples: int = doc("Samples drawn from every mixture; sample j trains with seed pair j mod pairs "
                                "and is paired with the natural mixture's sample j.", 10, minimum=1)
     mixture_seed: int = doc("Seed of the mixture samples (sample j draws from seed + j).", 300, minimum=0)

@@ -8,7 +8,7 @@ import polars as pl
 def selection_comparison(frame: pl.DataFrame) -> dict[str, float]:
     """Returns the curation and mixture targets' figures from a selection_validation frame:
     share of tasks where grasp beats the mean of the random selections, and mean-utility gaps."""
-    wide = frame.pivot(on="method", index="task", values="utility")
+    wide = frame.pivot(on="method", index="task", values="utility", aggregate_function="mean")  # draws of one method
     randoms = [c for c in wide.columns if c.startswith("random-")]
     out = {}
     if "grasp" in wide.columns and randoms:

@@ -129,3 +129,19 @@ def difference(a: np.ndarray, b: np.ndarray, randoms: np.ndarray, *, bootstrap: 
     gain = a.mean() - b.mean()
     draws = _bootstrap([(1.0, a), (-1.0, b)], randoms, bootstrap, seed)
     return _summarise(gain, draws, level, None, (len(a), len(b)))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, *, bootstrap: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> Comparison:
+    """Mean of a − b for (J, T) utilities paired by row j (mixture sample j of both mixtures shares its
+    seed pair and data order), with a hierarchical bootstrap over the pairs and the tasks. A mixture is
+    a distribution that its J samples already draw from, so no between-selection term is added."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"paired utilities must be two (J ≥ 2, T) arrays of one shape, got {a.shape} and {b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, diff.shape[0], (bootstrap, diff.shape[0]))
+    tasks = rng.integers(0, diff.shape[1], (bootstrap, diff.shape[1]))
+    per_pair = np.stack([diff[pairs[i]][:, tasks[i]].mean() for i in range(bootstrap)])
+    return _summarise(float(diff.mean()), per_pair, level, None, (a.shape[0], b.shape[0]))

@@ -59,7 +59,8 @@ def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
     gain over the reference and the 95% interval, tasks ahead, sign-test p and percentile."""
     if not store.exists("curation_test"):
         return None
-    frame = store.read("curation_test").filter((pl.col("task") == "all") & (pl.col("kind") != "random_reference"))
+    frame = store.read("curation_test").filter((pl.col("task") == "all") & (pl.col("kind") != "random_reference")
+                                               & (pl.col("method") != "random_at_counts"))  # its draws: the verdict
     tasks = store.read("curation_test").filter(pl.col("task") != "all")["task"].n_unique()
     return (frame.select("method", "reference", pl.col("utility").alias("test_utility"),
                          pl.col("gain_vs_reference").alias("gain"), "ci_low", "ci_high",
@@ -67,6 +68,20 @@ def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
                          pl.col("sign_test_p").alias("sign_p"), pl.col("percentile").alias("pct_of_random"),
                          pl.col("floor_utility").alias("composition_only"))
             .sort("reference", "test_utility", descending=[False, True]))
+
+
+def verdict_table(store: DeltaStore, table: str) -> pl.DataFrame | None:
+    """The verdict (evaluation/verdict.py) of `curation_test_verdict` or `validation_verdict`: gains over
+    random or natural, then the differences, each with its interval, p, candidates and dev retrainings."""
+    if not store.exists(table) or store.read(table).is_empty():
+        return None
+    frame = store.read(table).filter(~pl.col("method").str.starts_with("random-"))
+    return (frame.with_columns(comparison=pl.format("{} − {}", "method", "reference"),
+                               verdict=pl.when(pl.col("ci_low") > 0).then(pl.lit("ahead"))
+                               .when(pl.col("ci_high") < 0).then(pl.lit("behind")).otherwise(pl.lit("level")))
+            .sort(pl.col("kind") == "difference", pl.col("method").str.starts_with("mixture-"), -pl.col("gain"))
+            .select("comparison", "gain", "ci_low", "ci_high", "verdict", "p_value",
+                    pl.col("null_percentile").alias("pct_of_random"), "draws", "candidates", "dev_retrainings"))
 
 
 def dirt_table(store: DeltaStore) -> pl.DataFrame | None:
@@ -77,7 +92,8 @@ def dirt_table(store: DeltaStore) -> pl.DataFrame | None:
     random = (frame.select("kind", "random_share").unique("kind", maintain_order=True)
               .with_columns(method=pl.lit("random (mean of the test references)")).rename({"random_share": "share"}))
     both = pl.concat([frame.select("method", "kind", "share"), random.select("method", "kind", "share")])
-    return both.pivot(on="kind", index="method", values="share").drop("clean", strict=False)
+    # a method of several draws (random_at_counts) shows their mean
+    return both.pivot(on="kind", index="method", values="share", aggregate_function="mean").drop("clean", strict=False)
 
 
 def composition_floor_line(store: DeltaStore) -> str | None:
@@ -129,10 +145,15 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
         if by_budget is not None:
             parts += ["Holdout fidelity by number of fit subsets (retrainings the surrogate was fitted on):",
                       str(by_budget)]
+        verdict = verdict_table(store, "curation_test_verdict")
+        if verdict is not None:
+            parts += ["HELD-OUT VERDICT (curation_test_verdict: test documents, fresh seeds; a selection is one draw "
+                      "among random ones; `grasp − random_pick` is GRASP against the same dev retrainings without "
+                      "it; 95% intervals; these are the figures to act on):", str(verdict)]
         test = curation_test_table(store)
         if test is not None:
-            parts += ["HELD-OUT TEST (curation_test: test examples, fresh seeds; gain over the random-selection mean "
-                      "or the natural mixture, bootstrap 95% interval; these are the figures to act on):", str(test)]
+            parts += ["Held-out test per method (curation_test; tasks ahead, sign test, the composition-only floor):",
+                      str(test)]
             line = composition_floor_line(store)
             parts += [line] if line else []
             dirt = dirt_table(store)
@@ -140,6 +161,9 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
                 parts += ["Share of the labelled dirt in each selection (the pipeline never reads the labels):",
                           str(dirt)]
         parts += target_check_lines(store)
+        dev = verdict_table(store, "validation_verdict")
+        parts += (["Dev verdict (validation_verdict: the same statistics on dev, the recipe's seeds; what method work "
+                   "is judged by, not the proof):", str(dev)] if dev is not None else [])
         parts += ["Dev validation (selection_validation: dev examples, the recipe's own seeds; what the loop may look "
                   "at, not the proof):", str(selection_table(store)),
                   "Mixtures (predicted task-weighted utility at the selection budget):",

@@ -77,15 +77,19 @@ CONTRACT: dict[str, dict[str, pl.DataType]] = {
     "curation_test": {"selection_id": pl.Utf8, "method": pl.Utf8, "task": pl.Utf8, "utility": pl.Float64,
                       "gain_vs_reference": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
                       "reference": pl.Utf8, "seeds": pl.Int64},
-    "curation_rounds": {"candidate_id": pl.Utf8, "kind": pl.Utf8, "round": pl.Int64, "predicted_gain": pl.Float64,
-                        "realised_gain": pl.Float64, "lcb": pl.Float64, "chosen": pl.Boolean,
-                        "pick_after_rounds": pl.List(pl.Int64)},
+    "curation_rounds": {"candidate_id": pl.Utf8, "kind": pl.Utf8, "proposer": pl.Utf8, "round": pl.Int64,
+                        "predicted_gain": pl.Float64, "realised_gain": pl.Float64, "lcb": pl.Float64,
+                        "chosen": pl.Boolean, "pick_after_rounds": pl.List(pl.Int64)},
     "active_outcomes": {"subset_id": pl.Int64, "sampler": pl.Utf8, "role": pl.Utf8, "members": pl.List(pl.Int64),
                         "task": pl.Utf8, "utility": pl.Float64, "recipe": pl.Utf8, "model_version": pl.Utf8},
     "target_check_summary": {"figure": pl.Utf8, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64},
     "target_check": {"candidate": pl.Utf8, "kind": pl.Utf8, "level": pl.Utf8, "utility": pl.Float64},
     "curation_test_dirt": {"selection_id": pl.Utf8, "method": pl.Utf8, "kind": pl.Utf8, "share": pl.Float64,
                            "random_share": pl.Float64},
+    **{table: {"split": pl.Utf8, "kind": pl.Utf8, "method": pl.Utf8, "reference": pl.Utf8, "gain": pl.Float64,
+               "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64, "candidates": pl.Int64,
+               "dev_retrainings": pl.Int64}
+       for table in ("curation_test_verdict", "validation_verdict")},
 }
 
 # Tables written partition by partition (DESIGN §4: shards and retraining batches).

@@ -10,6 +10,7 @@ from ..config.validation import SettingError
 from ..infra.storage import DeltaStore
 from ..selection import (
     Selection,
+    label_balanced_cells,
     label_quota,
     protected_grasp_selection,
     random_selection,
@@ -18,6 +19,7 @@ from ..selection import (
     top_k,
 )
 from ..surrogates.baselines import GradDot
+from ..training.controls import counts_of, random_at_counts
 from .base import StageResult, stage
 from .figures import shares_figure
 from .tables import method_params, pool_sketches, read_pool, sketch_matrix
@@ -54,6 +56,8 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
     if content is not None:  # the baselines get the same one-example-per-content rule as grasp
         top_k_constraints["content"] = content
     selections = _loop_pick(store, example_ids, budget)
+    cells = label_balanced_cells({}, domains, sketches["label"].to_numpy())[0] if labelled else domains
+    selections.update(_at_counts(selections.get("grasp"), cells, content, excluded, params))
     selections["grasp_global"] = protected_grasp_selection(
         z, q, grasp_params, weights, budget, spread=spread, rounds=params.protect_rounds, rate=params.protect_rate,
         margin=params.protect_margin, trust_region=params.trust_region,
@@ -65,34 +69,60 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
     result.write(store, "curated_selections", frame)
     result.metrics = _curation_metrics(frame, selections["grasp_global"].stats, tasks, weights, budget, len(z),
                                        {"label_quota": quota} if labelled else {})
-    composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
-                   .sort("method", "domain"))
+    composition = (frame.filter(~pl.col("method").is_in(["full", "random_at_counts"]))
+                   .group_by("method", "domain").len().sort("method", "domain"))
     result.figures["selection_composition.png"] = shares_figure(
         composition.with_columns(share=pl.col("len") / budget), "method", "share", "share of the selection")
     return result
 
 
 def _loop_pick(store: DeltaStore, example_ids: np.ndarray, budget: int) -> dict[str, Selection]:
-    """{"grasp": the closed loop's chosen selection (composition first, validated on dev),
-    "grasp_round0": what the loop would have picked after its first round (the test then says
-    whether the later rounds helped)}, or {} without a loop run at this budget: the loop's rows
-    are its measured pick, so a re-curation at another budget (`grasp select --budget-fraction`)
-    has only grasp_global until the loop reruns."""
+    """The closed loop's selections, or {} without a loop run at this budget (the loop's rows are its
+    measured picks, so a re-curation at another budget has only grasp_global until the loop reruns):
+    "grasp" (its pick: composition first, validated on dev), "grasp_round0" (what it would have picked
+    after its first round), "grasp_proposal" (the candidate the surrogate's predicted lower bound
+    prefers, no realised pick: what the surrogate alone chooses) and the equal-budget controls'
+    picks "random_pick" and "filter_dedup" (training/controls.py)."""
     if not store.exists("curation_rounds"):
         return {}
     selections = store.read("curation_rounds").filter(pl.col("kind") == "selection")
-    chosen = selections.filter(pl.col("chosen"))
+    if "proposer" not in selections.columns:  # written before the controls: every candidate was GRASP's
+        selections = selections.with_columns(proposer=pl.lit("grasp"))
+    grasp = selections.filter(pl.col("proposer") == "grasp")
+    chosen = grasp.filter(pl.col("chosen"))
     if chosen.height != 1:
-        raise ValueError(f"curation_rounds marks {chosen.height} chosen selections, not one; "
+        raise ValueError(f"curation_rounds marks {chosen.height} chosen grasp selections, not one; "
                          "rematerialise curation_loop")
     if int(chosen["budget"][0]) != budget:
         return {}
     position = {eid: i for i, eid in enumerate(example_ids.tolist())}
-    picks = {"grasp": chosen}
-    if "pick_after_rounds" in selections.columns:  # tables written before it was recorded have only the pick
-        picks["grasp_round0"] = selections.filter(pl.col("pick_after_rounds").list.contains(0))
-    return {method: Selection(np.array([position[e] for e in row["members"][0].to_list()], np.int64),
-                              np.asarray(row["gains"][0].to_list(), float)) for method, row in picks.items()}
+    picks = {"grasp": chosen, "grasp_proposal": grasp.sort("lcb", descending=True, maintain_order=True).head(1)}
+    if "pick_after_rounds" in grasp.columns:  # tables written before it was recorded have only the pick
+        picks["grasp_round0"] = grasp.filter(pl.col("pick_after_rounds").list.contains(0))
+    for control in ("random_pick", "filter_dedup"):
+        mine = selections.filter((pl.col("proposer") == control) & pl.col("chosen"))
+        if mine.height:
+            picks[control] = mine
+    out = {}
+    for method, row in picks.items():
+        rows = np.array([position[e] for e in row["members"][0].to_list()], np.int64)
+        gains = np.asarray(row["gains"][0].to_list(), float)  # the greedy's step gains; none for a control's draw
+        out[method] = Selection(rows, gains if len(gains) == len(rows) else np.zeros(len(rows)))
+    return out
+
+
+def _at_counts(pick: Selection | None, groups: np.ndarray, content: np.ndarray | None, excluded: np.ndarray,
+               params: SelectionParams) -> dict[str, Selection]:
+    """`random_at_counts-<j>`: `selection.control_draws` random selections at the grasp pick's counts per
+    quota group (domain, or domain×label cell), one example per content when grasp had that rule."""
+    if pick is None:
+        return {}
+    counts = counts_of(groups, pick.rows)
+    keep = np.ones(len(groups), bool)
+    keep[excluded] = False
+    return {f"random_at_counts-{j}": Selection(rows, np.zeros(len(rows)))
+            for j in range(params.control_draws)
+            for rows in [random_at_counts(groups, counts, params.control_seed + j, content=content, keep=keep)]}
 
 
 def check_budget_fits(params: SelectionParams, budget: int, content: np.ndarray, excluded: np.ndarray,
@@ -154,9 +184,9 @@ def _selections_frame(selections: dict[str, Selection], surrogate_id: str, examp
                            "selection.max_per_domain, selection.dedup_content, selection.exclude_example_ids); "
                            "lower selection.budget_fraction or loosen them")
     frames = []
-    for method, selection in selections.items():
+    for key, selection in selections.items():
         frames.append(pl.DataFrame({
-            "selection_id": f"{surrogate_id}-{method}", "method": method,
+            "selection_id": f"{surrogate_id}-{key}", "method": selection_method(key),
             "example_id": example_ids[selection.rows], "rank": np.arange(1, len(selection.rows) + 1),
             "gain": selection.gains.astype(np.float64), "domain": domains[selection.rows],
             "budget": budget}).with_columns(pl.col("rank").cast(pl.Int64), pl.col("budget").cast(pl.Int64)))
@@ -167,10 +197,16 @@ def _selections_frame(selections: dict[str, Selection], surrogate_id: str, examp
     return pl.concat(frames + [full])
 
 
+def selection_method(key: str) -> str:
+    """The method of a selection key: `random_at_counts-<j>` are draws of one method, `random_at_counts`
+    (the test averages them); `random-<seed>` stay one method each, as they always were."""
+    return "random_at_counts" if key.startswith("random_at_counts-") else key
+
+
 def _curation_metrics(frame: pl.DataFrame, protection: dict, tasks: list[str], weights: np.ndarray, budget: int,
                       pool: int, extra: dict) -> dict:
-    composition = (frame.filter(pl.col("method") != "full").group_by("method", "domain").len()
-                   .sort("method", "domain"))
+    composition = (frame.filter(~pl.col("method").is_in(["full", "random_at_counts"]))
+                   .group_by("method", "domain").len().sort("method", "domain"))
     return {"budget": budget, "pool": pool, **extra,
             **{f"task_weight.{t}": float(w) for t, w in zip(tasks, weights)},
             "protect_rounds": protection["protect_rounds"],

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 
 import numpy as np
 import polars as pl
 
 from ..config.params import LoopParams
+from ..corpus.near_duplicates import near_duplicate_mask
 from ..infra.storage import DeltaStore
 from ..mixture import MixtureObjective, domain_stats
-from ..selection import random_selection
+from ..selection import label_balanced_cells, random_selection
+from ..training.controls import counts_of, quality_filter, random_at_counts
 from ..training.loop import (
     Candidate,
     LoopState,
@@ -29,6 +32,7 @@ from ..training.loop import (
     lower_bounds,
     predicted_mean_utility,
     propose,
+    propose_random,
     realised_lower_bound,
     refit,
     with_active,
@@ -75,21 +79,18 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     last_block = data.sketch_blocks - 1 if data.sketch_blocks > 1 else -1
     blocks = list(params.selection_blocks) or sorted({config.get("sketch_block", -1), last_block})
     state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks)
+    evaluate = partial(_evaluate, stats=stats, budget=budget, ref_mean=ref_mean, train=train,
+                       order_seeds=params.order_seeds)
     for round_ in range(params.rounds):
-        fitted = refit(state.data, config, state.data.fit_rows)
-        base = predicted_mean_utility(fitted, state.data, references).mean()
-        candidates = propose(state, fitted, stats, domains, budget, caps, round_, params.mixture_samples,
-                             params.seed, content, labels)
-        new_subsets, new_utility = _evaluate(candidates, fitted, state.data, stats, budget, base, ref_mean, train,
-                                             params.order_seeds)
-        ids = np.array([_active_id(rows, recipe_json) for rows in new_subsets], np.int64)
-        state.data = with_active(state.data, new_subsets, new_utility, ids)
-        slope = calibration_slope([c.predicted_gain for c in candidates], [c.realised_gain for c in candidates])
-        state.calibration.append({"round": round_, "slope": slope, "trust": list(state.trust),
-                                  "steps": list(state.steps)})
-        adapt(state, slope)
-        state.candidates += candidates
-    _pick(state, params, stats, budget, references, ref_utility)
+        _round(state, round_, params, evaluate, references, recipe_json, stats, domains, budget, caps, content, labels)
+    refits = bootstrap_refits(state.data, state.config, params.bootstrap, params.seed)
+    pick = partial(_pick, state, params, refits, stats, budget, references, ref_utility)
+    pick("grasp")
+    if params.controls:
+        pick("random_pick")
+        groups = domains if labels is None else label_balanced_cells({}, domains, labels)[0]
+        state.candidates += _filter_dedup(state, params, pool, sketches, groups, content, references, evaluate)
+        pick("filter_dedup")
     result = StageResult()
     result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
     result.write(store, "active_outcomes", _active_frame(store, state, sketches, tasks, key))
@@ -97,22 +98,72 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     return result
 
 
-def _pick(state: LoopState, params: LoopParams, stats, budget: int, references: list[np.ndarray],
-          ref_utility: np.ndarray) -> None:
-    """Fills every candidate's lower bounds and marks the pick of each kind (`chosen`) and what
-    stopping after each round would have picked (`best_by_round`)."""
-    refits = bootstrap_refits(state.data, state.config, params.bootstrap, params.seed)
-    for cand, bound in zip(state.candidates, lower_bounds(state.candidates, refits, state.data, stats, budget,
-                                                          references, params.lcb_z)):
+def _round(state: LoopState, round_: int, params: LoopParams, evaluate, references: list[np.ndarray],
+           recipe_json: str, stats, domains: np.ndarray, budget: int, caps: np.ndarray, content: np.ndarray,
+           labels: np.ndarray | None) -> None:
+    """One round: refit, GRASP's proposals (and the random_pick control's), retrain them all on dev; only
+    GRASP's join the fit set and move the trust."""
+    config = state.config
+    fitted = refit(state.data, config, state.data.fit_rows)
+    base = predicted_mean_utility(fitted, state.data, references).mean()
+    candidates = propose(state, fitted, stats, domains, budget, caps, round_, params.mixture_samples,
+                         params.seed, content, labels)
+    if params.controls:  # the same proposals' budget spent without the surrogate (training/controls.py)
+        candidates += propose_random(state, stats, domains, budget, caps, round_, params.mixture_samples,
+                                     params.seed, content, labels, params.control_concentration)
+    trained = evaluate(candidates, fitted, state.data, base=base)
+    mine = [(rows, utility) for cand, rows, utility in trained if cand.proposer == "grasp"]
+    ids = np.array([_active_id(rows, recipe_json) for rows, _ in mine], np.int64)
+    state.data = with_active(state.data, [rows for rows, _ in mine], np.stack([u for _, u in mine]), ids)
+    grasp = [c for c in candidates if c.proposer == "grasp"]
+    slope = calibration_slope([c.predicted_gain for c in grasp], [c.realised_gain for c in grasp])
+    state.calibration.append({"round": round_, "slope": slope, "trust": list(state.trust),
+                              "steps": list(state.steps)})
+    adapt(state, slope)
+    state.candidates += candidates
+
+
+def _filter_dedup(state: LoopState, params: LoopParams, pool: pl.DataFrame, sketches: pl.DataFrame,
+                  groups: np.ndarray, content: np.ndarray, references: list[np.ndarray],
+                  evaluate) -> list[Candidate]:
+    """The `filter_dedup` control's candidates, retrained on dev: for each share in `loop.filter_shares`,
+    random members at the GRASP pick's counts from the pool left after exact and near-duplicate removal
+    and dropping that share of each domain's highest reference-model losses."""
+    pick = next(c for c in state.candidates if c.chosen and c.kind == "selection" and c.proposer == "grasp")
+    texts = pool.select("example_id", "text").join(sketches.select("example_id"), on="example_id",
+                                                   how="right")["text"].to_list()
+    unique = ~near_duplicate_mask(texts, params.near_duplicate_threshold)
+    domains, losses = sketches["domain"].to_numpy(), sketches["loss"].to_numpy()
+    counts = counts_of(groups, pick.subsets[0])
+    out = []
+    for i, share in enumerate(params.filter_shares):
+        keep = unique & quality_filter(losses, domains, share)
+        rows = random_at_counts(groups, counts, params.seed + 9000 + i, content=content, keep=keep)
+        out.append(Candidate(f"filter-dedup-{share:g}", "selection", pick.round, {"drop_share": share},
+                             pick.weights, [rows], proposer="filter_dedup"))
+    fitted = refit(state.data, state.config, state.data.fit_rows)  # the refit that has seen every round
+    evaluate(out, fitted, state.data, base=predicted_mean_utility(fitted, state.data, references).mean())
+    return out
+
+
+def _pick(state: LoopState, params: LoopParams, refits: list[list[dict]], stats, budget: int,
+          references: list[np.ndarray], ref_utility: np.ndarray, proposer: str) -> None:
+    """Fills the proposer's candidates' lower bounds and marks its pick of each kind (`chosen`) and what
+    stopping after each round would have picked (`best_by_round`): the same rule for GRASP and the controls."""
+    mine = [c for c in state.candidates if c.proposer == proposer]
+    for cand, bound in zip(mine, lower_bounds(mine, refits, state.data, stats, budget, references, params.lcb_z)):
         cand.lcb = float(bound)
         cand.realised_lcb = realised_lower_bound(cand.units, ref_utility, params.lcb_z, 200, params.seed)
-    def best(mine):  # the highest bound under the pick rule; a tie goes to the earlier candidate
+    def best(among):  # the highest bound under the pick rule; a tie goes to the earlier candidate
         bound = (lambda c: c.lcb) if params.pick == "predicted" else (lambda c: c.realised_lcb)
-        return max(mine, key=lambda c: (bound(c), -state.candidates.index(c)))
+        return max(among, key=lambda c: (bound(c), -state.candidates.index(c)))
     for kind in ("mixture", "selection"):
-        best([c for c in state.candidates if c.kind == kind]).chosen = True
-        for round_ in sorted({c.round for c in state.candidates}):
-            best([c for c in state.candidates if c.kind == kind and c.round <= round_]).best_by_round.append(round_)
+        of_kind = [c for c in mine if c.kind == kind]
+        if not of_kind:
+            continue
+        best(of_kind).chosen = True
+        for round_ in sorted({c.round for c in of_kind}):
+            best([c for c in of_kind if c.round <= round_]).best_by_round.append(round_)
 
 
 def _train(workload: Workload, recipe, pool_inputs, dev_inputs, task_index: np.ndarray, tasks: list[str],
@@ -125,10 +176,10 @@ def _train(workload: Workload, recipe, pool_inputs, dev_inputs, task_index: np.n
     return -losses
 
 
-def _evaluate(candidates: list[Candidate], fitted: list[dict], data, stats, budget: int, base: float,
-              ref_mean: np.ndarray, train, order_seeds) -> tuple[list[np.ndarray], np.ndarray]:
+def _evaluate(candidates: list[Candidate], fitted: list[dict], data, *, base: float, stats, budget: int,
+              ref_mean: np.ndarray, train, order_seeds) -> list[tuple[Candidate, np.ndarray, np.ndarray]]:
     """Retrains every candidate on dev, fills its predicted and realised gains (mean over tasks, over
-    random), and returns the trained subsets with their seed-mean utilities (the new active rows)."""
+    random) and its retrainings, and returns (candidate, subset, seed-mean utility) per trained subset."""
     seeds = list(order_seeds)
     jobs = [(c, j, rows, seeds[j % len(seeds)] if cand.kind == "mixture" else seed)
             for c, cand in enumerate(candidates) for j, rows in enumerate(cand.subsets)
@@ -136,7 +187,7 @@ def _evaluate(candidates: list[Candidate], fitted: list[dict], data, stats, budg
     utility = train([rows for _, _, rows, _ in jobs], [seed for *_, seed in jobs])
     weights = np.full(len(data.tasks), 1 / len(data.tasks))
     objective = MixtureObjective(stats, data.task_sketch, fitted, weights, budget)
-    subsets, rows_utility = [], []
+    out = []
     for c, cand in enumerate(candidates):
         mine = [i for i, job in enumerate(jobs) if job[0] == c]
         per_subset = {}
@@ -144,14 +195,14 @@ def _evaluate(candidates: list[Candidate], fitted: list[dict], data, stats, budg
             per_subset.setdefault(jobs[i][1], []).append(utility[i])
         means = [np.mean(per_subset[j], axis=0) for j in sorted(per_subset)]
         cand.units = np.stack([utility[i] for i in mine])
+        cand.retrainings = len(mine)
         cand.realised_per_task = np.mean(means, axis=0) - ref_mean
         cand.realised_gain = float(cand.realised_per_task.mean())
         predicted = objective(cand.weights) if cand.kind == "mixture" else \
             predicted_mean_utility(fitted, data, cand.subsets)[0]
         cand.predicted_gain = float(predicted - base)
-        subsets += [cand.subsets[j] for j in sorted(per_subset)]
-        rows_utility += means
-    return subsets, np.stack(rows_utility)
+        out += [(cand, cand.subsets[j], means[k]) for k, j in enumerate(sorted(per_subset))]
+    return out
 
 
 def _active_id(rows: np.ndarray, recipe_json: str) -> int:
@@ -211,7 +262,8 @@ def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names
     rows = []
     for cand in state.candidates:
         rows.append({"candidate_id": cand.candidate_id, "surrogate_id": surrogate_id, "kind": cand.kind,
-                     "round": cand.round, "setting": json.dumps(cand.setting, sort_keys=True),
+                     "proposer": cand.proposer, "retrainings": cand.retrainings, "round": cand.round,
+                     "setting": json.dumps(cand.setting, sort_keys=True),
                      "predicted_gain": cand.predicted_gain, "realised_gain": cand.realised_gain,
                      "realised_per_task": json.dumps(dict(zip(state.data.tasks, cand.realised_per_task.tolist()))),
                      "lcb": cand.lcb, "realised_lcb": cand.realised_lcb, "chosen": cand.chosen,
@@ -220,7 +272,7 @@ def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names
                      "members": ids[cand.subsets[0]].tolist() if cand.kind == "selection" else [],
                      "gains": cand.gains.tolist() if cand.gains is not None else []})
     return pl.DataFrame(rows, schema_overrides={"members": pl.List(pl.Int64), "gains": pl.List(pl.Float64),
-                                                "budget": pl.Int64, "round": pl.Int64,
+                                                "budget": pl.Int64, "round": pl.Int64, "retrainings": pl.Int64,
                                                 "pick_after_rounds": pl.List(pl.Int64)})
 
 
@@ -231,11 +283,15 @@ def _loop_metrics(state: LoopState, reused: int, refused: int) -> dict:
         metrics[f"calibration_slope.round{entry['round']}"] = entry["slope"]
     for cand in state.candidates:
         if cand.chosen:
-            metrics.update({f"chosen.{cand.kind}": cand.candidate_id, f"chosen.{cand.kind}.lcb": cand.lcb,
-                            f"chosen.{cand.kind}.realised_gain": cand.realised_gain})
+            name = cand.kind if cand.proposer == "grasp" else f"{cand.proposer}.{cand.kind}"
+            metrics.update({f"chosen.{name}": cand.candidate_id, f"chosen.{name}.lcb": cand.lcb,
+                            f"chosen.{name}.realised_gain": cand.realised_gain})
+    for proposer in sorted({c.proposer for c in state.candidates}):
+        metrics[f"retrainings.{proposer}"] = sum(c.retrainings for c in state.candidates if c.proposer == proposer)
     for round_ in sorted({c.round for c in state.candidates}):
         for kind in ("mixture", "selection"):
-            mine = [c.realised_gain for c in state.candidates if c.round == round_ and c.kind == kind]
+            mine = [c.realised_gain for c in state.candidates
+                    if c.round == round_ and c.kind == kind and c.proposer == "grasp"]
             if mine:
                 metrics[f"round{round_}.{kind}.best_realised_gain"] = max(mine)
     return metrics

@@ -18,6 +18,8 @@ import polars as pl
 from ..config.params import TestParams, TrainingParams
 from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import composition_floor, paired_gains, selection_gains, sign_test, unit_histograms
+from ..evaluation.null import gain_over_random
+from ..evaluation.verdict import loop_budgets, utilities_by_method, verdict_frame
 from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..mixture import sample_mixture
@@ -50,13 +52,29 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     losses = train_and_score(workload, recipe, pool, test, task_index, tasks, jobs, params)
     floors = _floors(workload, pool, test, task_index, tasks, jobs)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
+    rounds = store.read("curation_rounds") if store.exists("curation_rounds") else None
+    verdict = _verdict(selections, references, mixtures, losses, pairs, loop_budgets(rounds), params)
     result = StageResult()
     result.write(store, "curation_test", frame)
+    result.write(store, "curation_test_verdict", verdict)
     # always written (empty for a pool without labels) so the catalog's asset for it exists on every run
     result.write(store, "curation_test_dirt", _dirt_frame(pool, selections, references))
     result.metrics = {**_test_metrics(frame, pairs, len(params.random_seeds), params.mixture_samples),
                       "defaults_sha1": defaults_digest()}
     return result
+
+
+def _verdict(selections, references, mixtures, losses, pairs, budgets, params: TestParams) -> pl.DataFrame:
+    """The verdict of the test split (evaluation/verdict.py): gains over random with the right null and
+    the headline differences, GRASP against the equal-budget controls first."""
+    def utility(key):  # (S, T)
+        return -np.stack([losses[(key, pair)] for pair in pairs])
+    methods = utilities_by_method([(key, method) for key, method, budget, _ in selections], utility)
+    randoms = np.stack([utility(key) for key, *_ in references])
+    def samples(key):  # (J, T), sample j paired across mixtures
+        return -np.stack([losses[((key, j), pairs[j % len(pairs)])] for j in range(len(mixtures[key]))])
+    return verdict_frame("test", methods, randoms, {key[1]: samples(key) for key in mixtures}, budgets=budgets,
+                         bootstrap=params.bootstrap, seed=params.bootstrap_seed, level=params.level)
 
 
 def defaults_digest() -> str:
@@ -87,8 +105,8 @@ def _dirt_frame(pool: pl.DataFrame, selections: list[tuple], references: list[tu
 
 
 def _check_fresh_seeds(params: TestParams, recipe: Recipe, pairs: list[tuple[int, int]]) -> None:
-    if len(params.random_seeds) < 10 or params.mixture_samples < 10 or len(params.init_seeds) < 2:
-        raise ValueError("the curation test needs test.random_seeds ≥ 10 seeds, test.mixture_samples ≥ 10 and "
+    if len(params.random_seeds) < 20 or params.mixture_samples < 10 or len(params.init_seeds) < 2:
+        raise ValueError("the curation test needs test.random_seeds ≥ 20 seeds, test.mixture_samples ≥ 10 and "
                          f"test.init_seeds ≥ 2 seeds; got {len(params.random_seeds)}, {params.mixture_samples}, "
                          f"{len(params.init_seeds)}")
     used = {recipe.init_seed} & set(params.init_seeds) or {recipe.data_order_seed} & set(params.data_order_seeds)
@@ -166,6 +184,10 @@ def _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, 
     for key, method, budget, _ in selections + references:
         kind = "random_reference" if key.startswith("test-random-") else "selection"
         stats = selection_gains(utility(key), randoms, **boot)
+        # over all tasks the selection is one draw: its interval carries the between-selection spread
+        # (evaluation/null.py); the per-task intervals hold the selection fixed (held_out.selection_gains)
+        stats["mean_ci"] = gain_over_random(utility(key), randoms, bootstrap=params.bootstrap,
+                                            seed=params.bootstrap_seed, level=params.level).ci
         rows += _rows(key, method, kind, "random", budget, stats, floors.get(key), len(pairs), tasks, randoms)
     natural = next(key for key in mixtures if key[1] == "natural")
     def samples(key):  # (J, T)

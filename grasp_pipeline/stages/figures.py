@@ -39,6 +39,7 @@ def shares_figure(frame: pl.DataFrame, group: str, value: str, ylabel: str):
 
 def utility_figure(frame: pl.DataFrame):
     plt = pyplot()
+    frame = frame.group_by("method", "task").agg(pl.col("utility").mean())  # a method's draws (random_at_counts)
     methods = sorted(frame["method"].unique().to_list())
     tasks = sorted(frame["task"].unique().to_list())
     fig, ax = plt.subplots(figsize=(max(6, len(tasks) * 1.2), 3.5))

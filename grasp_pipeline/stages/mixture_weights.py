@@ -44,9 +44,10 @@ def run_mixture_weights(store: DeltaStore, params: MixtureParams) -> StageResult
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
                 "grasp_optimum": optimise_mixture(objective, caps)}
     own = {"grasp_optimum": objective(mixtures["grasp_optimum"])}
-    picked = _loop_pick(store, stats.domains, budget)
-    if picked is not None:
-        mixtures["grasp"], own["grasp"] = picked
+    for proposer, method in (("grasp", "grasp"), ("random_pick", "random_pick")):
+        picked = _loop_pick(store, stats.domains, budget, proposer)
+        if picked is not None:
+            mixtures[method], own[method] = picked
     for method, (pi, predicted) in _peer_mixtures(store, sketches, stats, tasks, weights, budget, caps,
                                                   params).items():
         mixtures[method], own[method] = pi, predicted
@@ -90,13 +91,22 @@ def mixture_problem(stats: DomainStats, task_sketch: np.ndarray, grasp_params: l
     return MixtureProblem(objective, weights, np.minimum(1.0, params.max_repeats * stats.counts / budget), budget)
 
 
-def _loop_pick(store: DeltaStore, domains: list[str], budget: int) -> tuple[np.ndarray, float] | None:
-    """(π, its lower confidence bound of predicted gain) of the closed loop's chosen mixture, or None."""
+def _loop_pick(store: DeltaStore, domains: list[str], budget: int,
+               proposer: str = "grasp") -> tuple[np.ndarray, float] | None:
+    """(π, its lower confidence bound of predicted gain) of the closed loop's chosen mixture by `proposer`
+    ("grasp", or the equal-budget control "random_pick": random mixtures, the same retrainings and pick
+    rule), or None."""
     if not store.exists("curation_rounds"):
         return None
-    chosen = store.read("curation_rounds").filter(pl.col("chosen") & (pl.col("kind") == "mixture"))
+    rounds = store.read("curation_rounds")
+    if "proposer" not in rounds.columns:  # written before the controls: every candidate was GRASP's
+        rounds = rounds.with_columns(proposer=pl.lit("grasp"))
+    chosen = rounds.filter(pl.col("chosen") & (pl.col("kind") == "mixture") & (pl.col("proposer") == proposer))
+    if proposer != "grasp" and chosen.height == 0:
+        return None  # the loop ran without its controls (loop.controls = false)
     if chosen.height != 1:
-        raise ValueError(f"curation_rounds marks {chosen.height} chosen mixtures, not one; rematerialise curation_loop")
+        raise ValueError(f"curation_rounds marks {chosen.height} chosen {proposer} mixtures, not one; "
+                         "rematerialise curation_loop")
     if int(chosen["budget"][0]) != budget:
         return None  # the loop measured its pick at its own budget; grasp_optimum still answers this one
     weights = json.loads(chosen["weights"][0])

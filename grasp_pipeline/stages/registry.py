@@ -132,15 +132,23 @@ STAGES: tuple[Stage, ...] = (
         on_demand=True),
     Stage("selection_validation", (
         ("selection_validation", "Per-task utility of the recipe retrained on each selection and on a sample of "
-                                 "each mixture (dev examples)."),),
-        reads=("curated_selections", "mixture_weights", "subset_outcomes"), section="validation", workload=True,
+                                 "each mixture (dev examples)."),
+        ("validation_verdict", "The curation test's verdict on `dev` (the recipe's seeds): gains over random "
+                               "with the right null and the differences to the equal-budget controls; what method "
+                               "work is judged by without touching `test`.")),
+        reads=("curated_selections", "mixture_weights", "subset_outcomes", "curation_rounds"), section="validation",
+        workload=True,
         run=run_selection_validation),
     Stage("curation_test", (
         ("curation_test", "The held-out proof: every selection and mixture retrained on fresh seeds and scored on "
                           "the `test` examples, with paired gains over random/natural and bootstrap intervals."),
+        ("curation_test_verdict", "The headline: each method's gain over random (the right null: a selection is "
+                                  "one draw) or natural, and its difference to the equal-budget controls, with "
+                                  "intervals, candidates and dev retrainings."),
         ("curation_test_dirt", "Each tested selection's share of every labelled kind of dirt, beside random's (no "
                                "rows for an unlabelled corpus).")),
-        reads=("curated_selections", "mixture_weights", "subset_outcomes", "corpus_shards", "task_sets"),
+        reads=("curated_selections", "mixture_weights", "subset_outcomes", "corpus_shards", "task_sets",
+               "curation_rounds"),
         section="test", workload=True, run=run_curation_test),
     # after the curation test (`curation_test` among its reads): the target check is the costlier, later question
     Stage("target_check", (

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from ..mixture import MixtureObjective, natural_mixture, optimise_mixture, sample_mixture
 from ..selection import composition_first_selection, label_balanced_cells, mixture_counts
 from ..surrogates import Grasp, SubsetData, grasp_subset_utility
+from .controls import random_at_counts, random_mixtures
 
 
 @dataclass
@@ -44,6 +45,10 @@ class Candidate:
     units: np.ndarray | None = None  # (U, T) dev utility of each seed (selections) or sample (mixtures)
     chosen: bool = False
     gains: np.ndarray | None = None  # the greedy's step gains (selections)
+    # who proposed it: "grasp", or an equal-budget control ("random_pick", "filter_dedup": training/controls.py);
+    # only GRASP's candidates join the fit set and move the trust; each proposer gets its own pick
+    proposer: str = "grasp"
+    retrainings: int = 0  # dev retrainings spent on it (its seeds × subsets)
 
 
 @dataclass
@@ -58,9 +63,9 @@ class LoopState:
     calibration: list[dict] = field(default_factory=list)
     selection_blocks: list[int] = field(default_factory=list)  # sketch blocks the selection candidates use
 
-    def best_mixture(self) -> Candidate | None:
-        """The evaluated mixture with the best realised gain so far (None before any)."""
-        mixtures = [c for c in self.candidates if c.kind == "mixture"]
+    def best_mixture(self, proposer: str = "grasp") -> Candidate | None:
+        """The proposer's evaluated mixture with the best realised gain so far (None before any)."""
+        mixtures = [c for c in self.candidates if c.kind == "mixture" and c.proposer == proposer]
         return max(mixtures, key=lambda c: c.realised_gain) if mixtures else None
 
 
@@ -120,15 +125,7 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
         pi = (1 - step) * natural + step * optimum
         draws = [sample_mixture(domains, pi, stats.domains, budget, seed + 1000 * round_ + j) for j in range(samples)]
         out.append(Candidate(f"r{round_}-mixture-{step:g}", "mixture", round_, {"step": step}, pi, draws))
-    # selections take their counts from the best mixture measured so far (the natural mix in round 0):
-    # the realised outcome, not the surrogate, decides the composition they build on
-    best = state.best_mixture()
-    counts_from, pi = (best.candidate_id, best.weights) if best is not None else ("natural", natural)
-    available = {d: int(c) for d, c in zip(stats.domains, stats.counts)}
-    counts = mixture_counts(pi, stats.domains, budget, available)
-    groups = domains
-    if labels is not None:
-        groups, counts = label_balanced_cells(counts, domains, labels)
+    groups, counts, counts_from, pi = selection_counts(state, "grasp", stats, domains, budget, labels)
     z = state.data.pool_sketch
     for block in state.selection_blocks:
         # the block the LCB chose predicts composition best; a later checkpoint's gradients see
@@ -142,6 +139,43 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
             out.append(Candidate(f"r{round_}-selection-b{block}-{radius:g}", "selection", round_,
                                  {"trust_region": radius, "counts_from": counts_from, "sketch_block": block},
                                  pi, [chosen.rows], gains=chosen.gains))
+    return out
+
+
+def selection_counts(state: LoopState, proposer: str, stats, domains: np.ndarray, budget: int,
+                     labels: np.ndarray | None) -> tuple[np.ndarray, dict, str, np.ndarray]:
+    """(group of every row, {group: count}, where the counts come from, π) of a round's selections.
+
+    They take their counts from the proposer's best mixture measured so far (the natural mix in
+    round 0): the realised outcome, not the surrogate, decides the composition they build on. With
+    `labels` the groups are (domain, label) cells, balanced as every score-based selection is."""
+    best = state.best_mixture(proposer)
+    counts_from, pi = (best.candidate_id, best.weights) if best is not None else ("natural", natural_mixture(stats))
+    available = {d: int(c) for d, c in zip(stats.domains, stats.counts)}
+    counts = mixture_counts(pi, stats.domains, budget, available)
+    groups = domains
+    if labels is not None:
+        groups, counts = label_balanced_cells(counts, domains, labels)
+    return groups, counts, counts_from, pi
+
+
+def propose_random(state: LoopState, stats, domains: np.ndarray, budget: int, caps: np.ndarray, round_: int,
+                   samples: int, seed: int, content: np.ndarray | None, labels: np.ndarray | None,
+                   concentration: float) -> list[Candidate]:
+    """The `random_pick` control's proposals of a round: as many mixtures and selections as `propose`
+    makes, random in place of the surrogate's (training/controls.py); the mixture samples share
+    GRASP's sample seeds, so the two procedures differ only in what they propose."""
+    natural = natural_mixture(stats)
+    out = []
+    for i, pi in enumerate(random_mixtures(natural, caps, len(state.steps), concentration, seed + 7000 + round_)):
+        draws = [sample_mixture(domains, pi, stats.domains, budget, seed + 1000 * round_ + j) for j in range(samples)]
+        out.append(Candidate(f"r{round_}-random-mixture-{i}", "mixture", round_, {"draw": i}, pi, draws,
+                             proposer="random_pick"))
+    groups, counts, counts_from, pi = selection_counts(state, "random_pick", stats, domains, budget, labels)
+    for i in range(len(state.selection_blocks) * len(state.trust)):
+        rows = random_at_counts(groups, counts, seed + 8000 + 100 * round_ + i, content=content)
+        out.append(Candidate(f"r{round_}-random-selection-{i}", "selection", round_,
+                             {"draw": i, "counts_from": counts_from}, pi, [rows], proposer="random_pick"))
     return out
 
 
