@@ -236,7 +236,7 @@ def test_the_curation_test_refuses_seeds_the_recipe_already_uses(tmp_path):
     with pytest.raises(ValueError, match="fresh"):
         stages.run_curation_test(store, params.workload.build(),
                                  replace(params.test, init_seeds=(params.retrain.init_seed, 1001)))
-    with pytest.raises(ValueError, match="random_seeds ≥ 10"):
+    with pytest.raises(ValueError, match="random_seeds ≥ 20"):
         stages.run_curation_test(store, params.workload.build(), replace(params.test, random_seeds=(100, 101)))
     assert not store.exists("curation_test")
 
@@ -256,6 +256,34 @@ def test_the_curation_test_writes_every_selection_and_mixture_with_intervals(tmp
     assert rows["floor_utility"].null_count() == 0
     assert set(test["seeds"].to_list()) == {len(params.test.init_seeds) * len(params.test.data_order_seeds),
                                             params.test.mixture_samples}
+
+
+def test_the_verdict_holds_every_control_the_differences_and_equal_budgets_on_both_splits(tmp_path):
+    params = tiny_params()
+    store = build_tables_until(tmp_path, "curation_test", params)
+    verdict = store.read("curation_test_verdict")
+    gains = verdict.filter(pl.col("kind") == "gain")
+    for method in ("grasp", "random_pick", "random_at_counts", "grasp_proposal", "filter_dedup", "datamodel",
+                   "mixture-grasp", "mixture-regmix", "mixture-random_pick"):
+        assert method in gains["method"].to_list(), method
+    draws = dict(gains.select("method", "draws").iter_rows())
+    assert draws["random_at_counts"] == params.selection.control_draws and draws["grasp"] == 1
+    differences = {(a, b) for a, b in verdict.filter(pl.col("kind") == "difference")
+                   .select("method", "reference").iter_rows()}
+    assert {("grasp", "random_pick"), ("grasp", "random_at_counts"), ("grasp", "filter_dedup"),
+            ("grasp", "datamodel"), ("mixture-grasp", "mixture-regmix"),
+            ("mixture-grasp", "mixture-random_pick")} <= differences
+    budget = dict(verdict.filter(pl.col("kind") == "gain").select("method", "dev_retrainings").iter_rows())
+    candidates = dict(verdict.filter(pl.col("kind") == "gain").select("method", "candidates").iter_rows())
+    assert budget["grasp"] == budget["random_pick"] > 0 and candidates["grasp"] == candidates["random_pick"] > 1
+    assert (verdict["ci_low"] <= verdict["gain"] + 1e-12).all()
+    assert (verdict["gain"] <= verdict["ci_high"] + 1e-12).all()
+    assert set(verdict["tasks"]) == {store.read("task_sets")["task"].n_unique()}
+    dev = store.read("validation_verdict")  # the dev mirror: the same comparisons, the recipe's seeds
+    assert set(dev["split"]) == {"dev"} and set(verdict["split"]) == {"test"}
+    dev_pairs = {(a, b) for a, b in dev.filter(pl.col("kind") == "difference")
+                 .select("method", "reference").iter_rows()}
+    assert {pair for pair in differences if not pair[0].startswith("mixture-")} <= dev_pairs
 
 
 # ---------------------------------------------------------------- the target check
