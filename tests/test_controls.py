@@ -64,7 +64,7 @@ def _synthetic(seed: int, effect: float):
 def test_the_verdict_finds_a_real_effect_and_its_difference_to_the_controls():
     randoms, selections = _synthetic(0, effect=0.05)
     frame = verdict_frame("dev", selections, randoms, {}, budgets={"grasp": (12, 48), "random_pick": (12, 48)},
-                          bootstrap=500, seed=0, level=0.95)
+                          level=0.95)
     gain = frame.filter((pl.col("kind") == "gain") & (pl.col("method") == "grasp")).row(0, named=True)
     assert gain["ci_low"] > 0 and gain["candidates"] == 12 and gain["dev_retrainings"] == 48
     diffs = frame.filter(pl.col("kind") == "difference")
@@ -78,7 +78,7 @@ def test_the_verdict_calls_a_random_draw_level_with_random():
     level = 0
     for seed in range(20):
         randoms, selections = _synthetic(100 + seed, effect=0.0)
-        frame = verdict_frame("dev", selections, randoms, {}, budgets={}, bootstrap=300, seed=seed, level=0.95)
+        frame = verdict_frame("dev", selections, randoms, {}, budgets={}, level=0.95)
         row = frame.filter((pl.col("kind") == "difference") & (pl.col("reference") == "random_pick")).row(0, named=True)
         level += row["ci_low"] <= 0 <= row["ci_high"]
     assert level >= 17  # about 95% of 20 (the null-coverage simulation itself: tests/test_null.py)

@@ -273,7 +273,6 @@ class ValidationParams(TrainingParams):
     random_seeds: tuple[int, ...] = doc("Random reference selections of the dev verdict (the curation test's "
                                         "statistics on dev; at least 3, 20 as the test has).", tuple(range(200, 220)),
                                         minimum=0)
-    bootstrap: int = doc("Bootstrap resamples of the dev verdict's intervals.", 2000, minimum=10)
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def _verdict(selections, references, mixtures, losses, pairs, budgets, params: T
     def samples(key):  # (J, T), sample j paired across mixtures
         return -np.stack([losses[((key, j), pairs[j % len(pairs)])] for j in range(len(mixtures[key]))])
     return verdict_frame("test", methods, randoms, {key[1]: samples(key) for key in mixtures}, budgets=budgets,
-                         bootstrap=params.bootstrap, seed=params.bootstrap_seed, level=params.level)
+                         level=params.level)
 
 
 def defaults_digest() -> str:
@@ -186,8 +186,7 @@ def _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, 
         stats = selection_gains(utility(key), randoms, **boot)
         # over all tasks the selection is one draw: its interval carries the between-selection spread
         # (evaluation/null.py); the per-task intervals hold the selection fixed (held_out.selection_gains)
-        stats["mean_ci"] = gain_over_random(utility(key), randoms, bootstrap=params.bootstrap,
-                                            seed=params.bootstrap_seed, level=params.level).ci
+        stats["mean_ci"] = gain_over_random(utility(key), randoms, level=params.level).ci
         rows += _rows(key, method, kind, "random", budget, stats, floors.get(key), len(pairs), tasks, randoms)
     natural = next(key for key in mixtures if key[1] == "natural")
     def samples(key):  # (J, T)

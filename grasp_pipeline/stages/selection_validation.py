@@ -112,5 +112,4 @@ def _dev_verdict(store: DeltaStore, groups: list, utility: np.ndarray, mixtures:
     mixed = {method: mixture_utility[:, m] for m, (_, method, _, _) in enumerate(mixtures)} \
         if params.repeats >= 2 else {}
     rounds = store.read("curation_rounds") if store.exists("curation_rounds") else None
-    return verdict_frame("dev", methods, randoms, mixed, budgets=loop_budgets(rounds), bootstrap=params.bootstrap,
-                         seed=0, level=0.95)
+    return verdict_frame("dev", methods, randoms, mixed, budgets=loop_budgets(rounds), level=0.95)
