@@ -52,10 +52,13 @@ def test_every_table_has_the_contract_columns_and_types(pipeline_run):
 def test_method_names_follow_the_design(pipeline_run):
     store = DeltaStore(str(pipeline_run[0]))
     assert set(store.read("surrogates")["method"]) == {"grasp", "grad_dot", "trak", "datamodel", "size"}
+    # the equal-budget controls are methods too: random_pick, filter_dedup, grasp_proposal, random_at_counts
     assert set(store.read("curated_selections")["method"]) == {"grasp", "grasp_round0", "grasp_global", "grad_dot",
-                                                              "datamodel", "random-0", "random-1", "full"}
+                                                              "datamodel", "random-0", "random-1", "full",
+                                                              "random_pick", "filter_dedup", "grasp_proposal",
+                                                              "random_at_counts"}
     assert set(store.read("mixture_weights")["method"]) == {"natural", "uniform", "grasp", "grasp_optimum", "regmix",
-                                                            "loglinear"}
+                                                            "loglinear", "random_pick"}
 
 
 def test_prediction_actuals_equal_retrained_utilities(pipeline_run):
@@ -91,7 +94,7 @@ def test_selections_hold_their_budget_and_only_pool_examples(pipeline_run):
     assert set(validated["selection_id"]) == set(selections["selection_id"]) | set(mixtures["mixture_id"])
     assert set(validated.filter(pl.col("method").str.starts_with("mixture-"))["method"]) == {
         "mixture-natural", "mixture-uniform", "mixture-grasp", "mixture-grasp_optimum", "mixture-regmix",
-        "mixture-loglinear"}
+        "mixture-loglinear", "mixture-random_pick"}
     assert validated.filter(pl.col("method") == "mixture-grasp")["budget"][0] == mixtures["budget"][0]
 
 

@@ -21,14 +21,16 @@ from .conftest import build_tables_until, copy_root, tiny_params
 
 
 def write_duplicated_corpus(path: Path, copies: int = 8) -> Path:
-    """Writes a JSONL corpus whose every document appears `copies` times under other ids:
-    short documents (about 3 examples each), so the pool sample is full of exact duplicates."""
+    """Writes a JSONL corpus whose pool documents each appear `copies` times under other ids:
+    short documents (about 3 examples each), so the pool sample is full of exact duplicates. The
+    last four documents of each domain appear once: they become its held-out task documents
+    (the split refuses dev documents that copy test ones, and keeps copies of either out of the pool)."""
     documents, _ = load_documents(None)
     rows = []
     for domain in ("english_literature", "python_source", "german_literature"):
         text = documents.filter((pl.col("domain") == domain) & (pl.col("dirt") == "clean"))["text"][0]
         rows += [{"id": f"{domain}-{i}-{c}", "domain": domain, "text": text[300 * i:300 * i + 300]}
-                 for i in range(6) for c in range(copies)]
+                 for i in range(10) for c in range(copies if i < 6 else 1)]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
 
