@@ -28,6 +28,7 @@ from grasp_pipeline.infra.secrets import redact, split_credentials
 
 from ..env import storage_root
 from . import arguments
+from .check import add_check
 from .instance import ensure_dagster_home, owner_tags, release_dead_runs, report_to_instance, report_writes
 from .table_commands import add_table_commands
 
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_run, _add_lineage, _add_config, _add_recurate):
         add(commands)
     add_table_commands(commands, wait_help=WAIT_HELP)
+    add_check(commands)
     return parser
 
 
