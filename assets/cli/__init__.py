@@ -46,8 +46,8 @@ def flag_overrides(args) -> dict:
     """Returns the {section: {field: value}} overrides of --corpus, --device and --workload."""
     overrides: dict[str, dict] = {}
     if getattr(args, "corpus", None):
-        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
-                               else args.corpus}
+        local = "*" not in args.corpus and "://" not in args.corpus  # globs and URIs are kept as typed
+        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if local else args.corpus}
     workload = {}
     if getattr(args, "device", None):
         workload["device"] = args.device
