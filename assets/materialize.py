@@ -28,6 +28,7 @@ from grasp_pipeline.infra.lineage import LINEAGE_TABLE, index_lineage, lineage_s
 from grasp_pipeline.infra.secrets import redact, redact_values
 from grasp_pipeline.infra.tracking import TrackedRun, TrackingError
 from grasp_pipeline.stages import StageResult
+from grasp_pipeline.stages.registry import stage_ordinal
 
 from .catalog import tables_of
 from .leases import step_lease
@@ -46,7 +47,7 @@ def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: 
     writes one table, else a tuple in the order of `tables_of(stage)`.
     """
     stage = context.op_def.name
-    with progress.task(stage, unit="stage"):
+    with progress.task(stage, unit="stage", ordinal=stage_ordinal(stage)):
         tracker = storage.tracker()
         code_version = _code_version(context)
         tags = {"dagster.run_id": context.run.run_id, "dagster.asset": stage,

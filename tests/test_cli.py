@@ -54,7 +54,7 @@ def test_grasp_run_shows_every_stage_and_its_loops_on_stderr(grasp_run):
     err = grasp_run[2].stderr
     for stage in STAGES:
         assert f"▶ {stage}" in err and f"✓ {stage} " in err, stage
-    for loop in ("warm-up: done", "sketching: done", "retraining: done", "grasp candidates: done",
+    for loop in ("warm-up: done", "sketching: done", "retraining fit subsets: done", "grasp candidates: done",
                  "sketching tasks: done", "protection: done", "retraining selections: done", "exporting: done"):
         assert loop in err, loop
 

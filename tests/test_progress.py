@@ -13,6 +13,7 @@ from assets.reporting import DagsterLog
 from grasp_pipeline.infra import progress
 from grasp_pipeline.infra.progress import ProgressEvent
 from grasp_pipeline.infra.storage import DeltaStore
+from grasp_pipeline.stages.registry import STAGES, stage_ordinal
 
 from .conftest import tiny_params
 
@@ -47,8 +48,9 @@ def stage_events(tmp_path_factory):
     store = DeltaStore(str(tmp_path_factory.mktemp("progress") / "storage"))
     events: list[ProgressEvent] = []
     with progress.reporting(events.append):
-        for _, run in stages.stage_plan(store, params, params.workload.build()):
-            run()
+        for name, run in stages.stage_plan(store, params, params.workload.build()):
+            with progress.task(name, unit="stage"):  # as assets/materialize.py runs a stage
+                run()
     return store, params, events
 
 
@@ -72,11 +74,13 @@ def test_every_stage_reports_its_shards_batches_candidates_and_rounds(stage_even
     plan = store.read("subset_plan")
     holdout = plan.filter(plan["role"] == "holdout").height
     repeats = params.retrain.repeats
-    assert sorted(e.done for e in _finished(events, "retraining")) == sorted(
-        [(plan.height - holdout) * repeats, holdout * max(repeats, params.retrain.holdout_repeats)])
-    trained_steps = [e for e in events if e.path == ("retraining",) and e.unit == "step" and e.finished]
+    (fit,), (held,) = _finished(events, "retraining fit subsets"), _finished(events, "retraining holdout subsets")
+    assert (fit.done, held.done) == ((plan.height - holdout) * repeats,
+                                     holdout * max(repeats, params.retrain.holdout_repeats))
+    loops = {("subset_outcomes", "retraining fit subsets"), ("subset_outcomes", "retraining holdout subsets")}
+    trained_steps = [e for e in events if e.path in loops and e.unit == "step" and e.finished]
     assert trained_steps and all(e.done == params.retrain.steps for e in trained_steps)
-    scored = [e for e in events if e.path == ("retraining",) and e.task == "evaluating" and e.finished]
+    scored = [e for e in events if e.path in loops and e.task == "evaluating" and e.finished]
     dev_examples = store.read("task_sets").filter(pl.col("split") == "dev").height  # retraining scores dev only
     assert len(scored) == len(trained_steps) and all(e.done == dev_examples for e in scored)
     for method in ("grasp", "grad_dot", "trak", "datamodel", "size"):
@@ -120,8 +124,8 @@ def test_a_dagster_run_log_gets_rate_limited_progress_lines(pipeline_run):
     _, results, instance = pipeline_run
     retrain = next(r for r in results if r.job_def.name == "grasp_retrain")
     messages = [e.user_message for e in instance.all_logs(retrain.run_id) if e.dagster_event is None]
-    assert any(m.startswith("subset_outcomes › retraining: 0/") for m in messages), messages  # the loop starts
-    assert any(m.startswith("subset_outcomes › retraining: done") for m in messages)  # ... and ends
+    assert any(m.startswith("subset_outcomes › retraining fit subsets: 0/") for m in messages), messages  # starts
+    assert any(m.startswith("subset_outcomes › retraining fit subsets: done") for m in messages)  # ... and ends
     params = tiny_params()
     subsets = DeltaStore(str(pipeline_run[0])).read("subset_plan").height * params.retrain.repeats
     step_events = params.retrain.steps * -(-subsets // params.retrain.models_per_batch)
@@ -155,3 +159,43 @@ def test_the_dagster_log_writes_outline_lines_always_and_progress_lines_at_most_
     assert lines[0].startswith("subset_outcomes: 0") and lines[-1].startswith("subset_outcomes: done")
     assert lines[-2].startswith("subset_outcomes › retraining: done, 10/10 subset")
     assert len(lines) <= 4 + 20 / 5 + 1  # the outline's four lines, and one per 5 s of 20 s
+
+
+def test_log_lines_of_inner_loops_carry_the_shard_and_the_round_they_belong_to(stage_events):
+    store, params, events = stage_events
+    lines = [e.describe() for e in events]  # a log written at every event
+    shards = set(store.read("corpus_shards")["shard"].unique().to_list())
+    sketched = {line.split(" › ")[1] for line in lines  # the stage, its loop at a shard, then the inner loop
+                if line.startswith("gradient_sketches › shard ") and " › examples: " in line}
+    assert sketched == {f"shard {s}" for s in shards}
+    rounds = {line.split(" › ")[1] for line in lines if line.startswith("curation_loop › round ")
+              and " › retraining candidates: " in line}
+    assert rounds == {f"round {r}" for r in range(params.loop.rounds)}
+
+
+def test_each_outer_loop_of_a_stage_ends_with_one_done_line_of_its_own(stage_events):
+    _, _, events = stage_events
+    # the loops a log's outline shows: each stage's own loops
+    ends = [e.describe().split(": done")[0] for e in events if e.finished and e.depth == 1]
+    assert len(ends) == len(set(ends)), sorted(end for end in ends if ends.count(end) > 1)
+    assert {"subset_outcomes › retraining fit subsets", "subset_outcomes › retraining holdout subsets"} <= set(ends)
+
+
+def test_a_loop_line_estimates_the_time_left_from_its_rate_so_far():
+    event = ProgressEvent("sketching", "shard", done=10, total=40, seconds=6.0, path=("gradient_sketches",))
+    assert event.remaining == pytest.approx(6.0 / 10 * 30)
+    assert event.describe() == "gradient_sketches › sketching: 10/40 shard (25%), 6.0 s, ~18 s left"
+    assert ProgressEvent("sketching", "shard", 40, 40, 24.0, finished=True).remaining is None
+    assert ProgressEvent("reading", "file", 3, None, 2.0).remaining is None  # no total, no estimate
+
+
+def test_a_stage_header_says_which_stage_of_how_many_it_is():
+    out = io.StringIO()
+    names = [s.name for s in STAGES if not s.on_demand]
+    with progress.reporting(ConsoleProgress(out, bars=False)):
+        with progress.task("gradient_sketches", unit="stage", ordinal=stage_ordinal("gradient_sketches")):
+            pass
+    lines = out.getvalue().splitlines()
+    position = f"(stage {names.index('gradient_sketches') + 1} of {len(names)})"
+    assert lines[0] == f"▶ gradient_sketches {position}" and lines[-1].startswith(f"✓ gradient_sketches {position} ")
+    assert stage_ordinal("mixture_update") is None  # on demand: not one of a run's stages

@@ -28,6 +28,7 @@ from grasp_pipeline.infra.secrets import redact, split_credentials
 
 from ..env import storage_root
 from . import arguments
+from .check import add_check
 from .instance import ensure_dagster_home, owner_tags, release_dead_runs, report_to_instance, report_writes
 from .table_commands import add_table_commands
 
@@ -45,8 +46,8 @@ def flag_overrides(args) -> dict:
     """Returns the {section: {field: value}} overrides of --corpus, --device and --workload."""
     overrides: dict[str, dict] = {}
     if getattr(args, "corpus", None):
-        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if "*" not in args.corpus
-                               else args.corpus}
+        local = "*" not in args.corpus and "://" not in args.corpus  # globs and URIs are kept as typed
+        overrides["corpus"] = {"corpus_path": str(Path(args.corpus).resolve()) if local else args.corpus}
     workload = {}
     if getattr(args, "device", None):
         workload["device"] = args.device
@@ -368,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_run, _add_lineage, _add_config, _add_recurate):
         add(commands)
     add_table_commands(commands, wait_help=WAIT_HELP)
+    add_check(commands)
     return parser
 
 

@@ -34,7 +34,7 @@ class ConsoleProgress:
     def _line(self, event: ProgressEvent) -> None:
         now = self.clock()
         if event.depth == 0 and event.unit == "stage":  # a stage starting or ending
-            text = f"✓ {event.task} {event.seconds:.1f} s" if event.finished else f"▶ {event.task}"
+            text = f"✓ {event.titled} {event.seconds:.1f} s" if event.finished else f"▶ {event.titled}"
         elif event.finished and event.depth <= 1 or now - self.last >= self.interval:
             text = f"  {event.describe()}"
         else:
@@ -61,4 +61,4 @@ class ConsoleProgress:
             bar.close()
             del self._open[key]
             if event.depth == 0:
-                tqdm.write(f"✓ {event.task} {event.seconds:.1f} s", file=self.stream)
+                tqdm.write(f"✓ {event.titled} {event.seconds:.1f} s", file=self.stream)

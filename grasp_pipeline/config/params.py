@@ -15,8 +15,17 @@ from ..infra.fields import doc
 
 @dataclass(frozen=True)
 class CorpusParams:
-    corpus_path: str = doc("Parquet/JSONL file, directory or glob with text and domain columns; "
-                           "empty = the embedded default corpus.", "")
+    corpus_path: str = doc("Parquet/JSONL file, directory or glob (local or s3://…) with text and domain "
+                           "fields; empty = the embedded default corpus.", "")
+    text_field: str = doc("Field (JSON) or column (Parquet) holding each document's text; dotted keys reach "
+                          "nested objects or structs (e.g. content.body).", "text")
+    domain_field: str = doc("Field or column holding each document's domain (e.g. metadata.source); a Hive "
+                            "folder `<domain_field>=value` in the path supplies it where records lack it.",
+                            "domain")
+    id_field: str = doc("Optional field or column with a unique document id (else '<file>:<row>').", "id")
+    domain_from_path: str = doc("Take every document's domain from its file's path under the corpus root "
+                                "instead: a pattern with one {domain}, e.g. {domain}/*.jsonl, "
+                                "lang={domain}/** or *_{domain}.parquet; empty = from domain_field.", "")
     task_examples_per_domain: int = doc("Held-out examples per domain forming its task set (dev and test).", 96,
                                         minimum=2)
     test_fraction: float = doc("Share of each task set held out as `test` (scored only by curation_test; "

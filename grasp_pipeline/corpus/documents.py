@@ -11,6 +11,7 @@ from .errors import CorpusError
 from .files import resolve_input
 from .labels import DIRT_COLUMNS
 from .limits import IngestLimits
+from .mapping import CorpusMapping
 from .readers import read_file
 
 DEFAULT_CORPUS: Path = Path(__file__).resolve().parents[1] / "data" / "default_corpus.jsonl.gz"
@@ -25,7 +26,8 @@ class IngestReport:
 
 
 def load_documents(path: str | Path | None = None,
-                   limits: IngestLimits = IngestLimits()) -> tuple[pl.DataFrame, IngestReport]:
+                   limits: IngestLimits = IngestLimits(),
+                   mapping: CorpusMapping = CorpusMapping()) -> tuple[pl.DataFrame, IngestReport]:
     """Load a corpus and return (documents, report).
 
     `path` is None (the embedded default corpus), a file, a directory (every
@@ -33,6 +35,8 @@ def load_documents(path: str | Path | None = None,
     order; hidden files and folders are skipped) or a glob pattern, local or on
     object storage (`s3://bucket/corpus/*.parquet`). `limits` bound each record,
     file and decompression ratio (`files` and `limits` say what is refused).
+    `mapping` names the fields text, domain and id are read from, and the path pattern the
+    domain may come from instead (`mapping.CorpusMapping`).
 
     documents has one row per input record, in file order then row order, with
     Utf8 columns doc_id (the record's `id`, else "<file>:<row>" with <file> the
@@ -43,7 +47,7 @@ def load_documents(path: str | Path | None = None,
     files = resolve_input(DEFAULT_CORPUS if path is None else path)
     frames, replaced = [], 0
     for k, file in enumerate(files):
-        frame, bad = read_file(file, file.source, limits)
+        frame, bad = read_file(file, file.source, limits, mapping)
         frames.append(frame.with_columns(_file=pl.lit(k, pl.Int64)))  # for error messages
         replaced += bad
     docs = pl.concat(frames, how="vertical")

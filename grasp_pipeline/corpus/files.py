@@ -19,7 +19,8 @@ from ..infra.objectstore import ObjectLocation
 from ..infra.storage import storage_options_from_env
 from .errors import CorpusError
 
-SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+# .arrow: the shards of a Hugging Face dataset saved with `save_to_disk` (data-00000-of-00001.arrow)
+SUPPORTED_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".arrow")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -85,8 +86,14 @@ def resolve_input(path: str | Path) -> list[CorpusFile]:
                       "(and it is not a glob pattern). Check the path, or pass None for the default corpus.")
 
 
+# what `datasets` writes beside a dataset's shards: its metadata, and cache-*.arrow files (derived data)
+_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
 def is_supported(f) -> bool:
-    return str(f).endswith(SUPPORTED_SUFFIXES)
+    name = str(f).rsplit("/", 1)[-1]
+    return name.endswith(SUPPORTED_SUFFIXES) and name not in _DATASET_FILES and not (
+        name.startswith("cache-") and name.endswith(".arrow"))
 
 
 def _check_name(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Reading one corpus file (JSON lines, optionally gzipped; a JSON array; Parquet) into rows.
+"""Reading one corpus file (JSON lines, optionally gzipped; a JSON array; Parquet; a Hugging Face
+dataset's .arrow shard) into rows, taking text, domain and id from the fields `mapping` names.
 
 Undecodable bytes are replaced by U+FFFD and counted; a malformed record is a CorpusError
 naming the file, the row and the field. JSON lines are streamed one line at a time and every
@@ -16,6 +17,7 @@ from .errors import CorpusError
 from .files import CorpusFile
 from .labels import DIRT_COLUMNS
 from .limits import IngestLimits, open_limited, read_lines
+from .mapping import CorpusMapping, lookup
 
 DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 DOMAIN_CHARS_HELP = "letters A-Z a-z, digits 0-9, '_', '.' and '-' (no spaces)"
@@ -23,18 +25,20 @@ _SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")  # one per undecodable byte (
 _SURROGATES = re.compile("[\ud800-\udfff]")  # lone surrogates, e.g. from "\ud800" JSON escapes
 
 
-def read_file(file: CorpusFile, source: str, limits: IngestLimits = IngestLimits()) -> tuple[pl.DataFrame, int]:
+def read_file(file: CorpusFile, source: str, limits: IngestLimits = IngestLimits(),
+              mapping: CorpusMapping = CorpusMapping()) -> tuple[pl.DataFrame, int]:
     """Return (frame with _row, _unit, doc_id, domain, source, text, dirt, dirt_source; replaced byte
-    count) for one file; the optional label fields (labels.DIRT_COLUMNS) are null where absent."""
-    reader = _read_parquet if file.name.endswith(".parquet") else _read_json
-    frame, bad = reader(file, limits)
+    count) for one file; the optional label fields (labels.DIRT_COLUMNS) are null where absent. Text,
+    domain and id come from the fields `mapping` names (the domain perhaps from the file's path)."""
+    reader = _read_parquet if file.name.endswith((".parquet", ".arrow")) else _read_json
+    frame, bad = reader(file, limits, mapping, mapping.path_domain(file.source, str(file)))
     text = frame["text"]  # kept out of the expressions below: polars would copy it through each of them
     frame = frame.drop("text").with_columns(
         doc_id=pl.coalesce("id", pl.lit(f"{source}:") + pl.col("_row").cast(pl.Utf8)),
         source=pl.coalesce("source", pl.lit(source, pl.Utf8)),
         _null_text=text.is_null(),
     )
-    _check_domains_and_text(frame, file)
+    _check_domains_and_text(frame, file, mapping)
     return frame.select("_row", "_unit", "doc_id", "domain", "source", *DIRT_COLUMNS).with_columns(text), bad
 
 
@@ -55,7 +59,8 @@ def _clean(s: str | None) -> tuple[str | None, int]:
     return _SURROGATES.subn("\ufffd", s)
 
 
-def _read_json(file: CorpusFile, limits: IngestLimits) -> tuple[pl.DataFrame, int]:
+def _read_json(file: CorpusFile, limits: IngestLimits, mapping: CorpusMapping,
+               path_domain: str | None) -> tuple[pl.DataFrame, int]:
     """Return (frame, replaced bytes) for a JSON-lines file (.jsonl, .jsonl.gz) or a .json file.
 
     A .json file holding an array of objects is read as such (rows are 1-based
@@ -64,7 +69,7 @@ def _read_json(file: CorpusFile, limits: IngestLimits) -> tuple[pl.DataFrame, in
     columns = {"_row": [], "id": [], "source": [], "domain": [], "text": [], **{c: [] for c in DIRT_COLUMNS}}
     unit, records, bad = _json_records(file, limits)
     for n, rec in records:
-        t, d, i, src = _checked_record(rec, f"{file}: {unit} {n}")
+        t, d, i, src = _checked_record(rec, f"{file}: {unit} {n}", mapping, path_domain)
         labels = _checked_labels(rec, f"{file}: {unit} {n}")
         del rec
         # lone surrogates (from "\ud800"-style escapes) cannot be stored as UTF-8
@@ -137,24 +142,32 @@ def _parsed_lines(stream, file: CorpusFile, limits: IngestLimits, bad: list[int]
             yield n, record
 
 
-def _checked_record(rec, where: str) -> tuple[str, str | None, str | None, str | None]:
+def _checked_record(rec, where: str, mapping: CorpusMapping,
+                    path_domain: str | None) -> tuple[str, str | None, str | None, str | None]:
     """Return (text, domain, id, source) of one record; a CorpusError naming `where` and the field."""
+    text_name, domain_name, id_name = mapping.text_field, mapping.domain_field, mapping.id_field
     if not isinstance(rec, dict):
-        raise CorpusError(f"{where}: expected a JSON object with 'text' and 'domain', got {type(rec).__name__}.")
-    for field in ("text", "domain"):
-        if field not in rec:
-            raise CorpusError(f"{where}: missing required field '{field}' (fields present: "
-                              f"{sorted(rec)}). Every record needs 'text' and 'domain'.")
-    t, d, i, src = rec["text"], rec["domain"], rec.get("id"), rec.get("source")
+        raise CorpusError(f"{where}: expected a JSON object with {text_name!r} and {domain_name!r}, "
+                          f"got {type(rec).__name__}.")
+    (has_t, t), (has_d, d) = lookup(rec, text_name), lookup(rec, domain_name)
+    if mapping.domain_from_path or (not has_d and path_domain is not None):
+        has_d, d = True, path_domain
+    for field, has, setting in ((text_name, has_t, "text_field"), (domain_name, has_d, "domain_field")):
+        if not has:
+            raise CorpusError(f"{where}: missing required field '{field}' (fields present: {sorted(rec)}). "
+                              f"Every record needs a text and a domain: set corpus.{setting} to the field your "
+                              "records use (dotted keys reach nested objects: 'metadata.source')"
+                              + (", or corpus.domain_from_path." if setting == "domain_field" else "."))
+    i, src = lookup(rec, id_name)[1], rec.get("source")
     if not isinstance(t, str):
-        raise CorpusError(f"{where}: field 'text' must be a string, got {type(t).__name__}.")
+        raise CorpusError(f"{where}: field '{text_name}' must be a string, got {type(t).__name__}.")
     if d is not None and not isinstance(d, str):
-        raise CorpusError(f"{where}: field 'domain' must be a string, got {type(d).__name__}.")
+        raise CorpusError(f"{where}: field '{domain_name}' must be a string, got {type(d).__name__}.")
     if i is not None:
         if isinstance(i, int) and not isinstance(i, bool):
             i = str(i)
         elif not isinstance(i, str):
-            raise CorpusError(f"{where}: field 'id' must be a string or integer, got {type(i).__name__}.")
+            raise CorpusError(f"{where}: field '{id_name}' must be a string or integer, got {type(i).__name__}.")
     if src is not None and not isinstance(src, str):
         raise CorpusError(f"{where}: field 'source' must be a string, got {type(src).__name__}.")
     return t, d, i, src
@@ -170,27 +183,41 @@ def _checked_labels(rec: dict, where: str) -> tuple[str | None, ...]:
     return values
 
 
-def _read_parquet(file: CorpusFile, limits: IngestLimits) -> tuple[pl.DataFrame, int]:
-    """Return (frame, replaced bytes) for a Parquet file; rows are 0-based row indices.
+def _read_parquet(file: CorpusFile, limits: IngestLimits, mapping: CorpusMapping,
+                  path_domain: str | None) -> tuple[pl.DataFrame, int]:
+    """Return (frame, replaced bytes) for a Parquet file or an .arrow shard of a Hugging Face dataset
+    saved with `save_to_disk` (an Arrow IPC stream); rows are 0-based row indices.
 
-    Local and object-store files alike go through polars' Parquet scanner (object stores with
-    the tables' storage options)."""
+    Local and object-store Parquet files alike go through polars' Parquet scanner (object stores
+    with the tables' storage options); an .arrow shard is read whole, within `max_file_bytes`."""
     if file.size() > limits.max_file_bytes:
         raise CorpusError(f"{file}: {file.size()} bytes, more than corpus.max_file_bytes = "
                           f"{limits.max_file_bytes}; split the file or raise the limit.")
+    names = {"id": mapping.id_field, "source": "source", "domain": mapping.domain_field, "text": mapping.text_field,
+             **{c: c for c in DIRT_COLUMNS}}
     try:
-        scan = pl.scan_parquet(file.location, storage_options=file.storage_options or None)
-        present = list(scan.collect_schema())
-        for field in ("text", "domain"):
-            if field not in present:
-                raise CorpusError(f"{file}: missing required column '{field}' (columns present: "
-                                  f"{present}). Every file needs 'text' and 'domain' columns.")
+        if file.name.endswith(".arrow"):  # read directly, so neither `datasets` nor fsspec is needed, even on S3
+            with file.open() as stream:
+                scan = pl.read_ipc_stream(stream).lazy()
+        else:
+            scan = pl.scan_parquet(file.location, storage_options=file.storage_options or None)
+        schema = scan.collect_schema()
+        found = {field: _column(schema, name) for field, name in names.items()}
+        if mapping.domain_from_path or (found["domain"] is None and path_domain is not None):
+            found["domain"] = pl.lit(path_domain, pl.Utf8)
+        for field, setting in (("text", "text_field"), ("domain", "domain_field")):
+            if found[field] is None:
+                raise CorpusError(f"{file}: missing required column '{names[field]}' (columns present: "
+                                  f"{list(schema)}). Every file needs a text and a domain column: set "
+                                  f"corpus.{setting} to the column your files use (dotted names reach struct "
+                                  "fields: 'metadata.source').")
         # read only the columns used; extra columns (embeddings, metadata) may be large
-        table = scan.select([c for c in ("id", "source", "domain", "text", *DIRT_COLUMNS) if c in present]).collect()
+        table = scan.select([expr.alias(field) for field, expr in found.items() if expr is not None]).collect()
     except CorpusError:
         raise
     except Exception as e:  # polars raises several types for corrupt files; all mean the same here
-        raise CorpusError(f"{file}: cannot read as Parquet ({type(e).__name__}: {e}). "
+        kind = "an Arrow stream" if file.name.endswith(".arrow") else "Parquet"
+        raise CorpusError(f"{file}: cannot read as {kind} ({type(e).__name__}: {e}). "
                           "Re-export the file or remove it from the input.") from None
     bad = 0
     columns = {"_row": pl.int_range(table.height, dtype=pl.Int64, eager=True)}
@@ -207,8 +234,8 @@ def _read_parquet(file: CorpusFile, limits: IngestLimits) -> tuple[pl.DataFrame,
             col = col.cast(pl.Utf8)
         elif col.dtype not in (pl.Utf8, pl.Null):  # an all-null column is caught row-wise later
             first = _first_non_null(col)
-            raise CorpusError(f"{file}: row {first}: column '{field}' must hold strings, "
-                              f"found {col.dtype}. Store '{field}' as a string (utf8) column.")
+            raise CorpusError(f"{file}: row {first}: column '{names[field]}' must hold strings, "
+                              f"found {col.dtype}. Store '{names[field]}' as a string (utf8) column.")
         columns[field] = col.cast(pl.Utf8)
     frame = pl.DataFrame(columns)
     _check_record_sizes(frame, file, limits)
@@ -225,17 +252,31 @@ def _check_record_sizes(frame: pl.DataFrame, file: CorpusFile, limits: IngestLim
                           "the limit.")
 
 
+def _column(schema: pl.Schema, name: str) -> pl.Expr | None:
+    """The expression reading column `name` (as written, else dotted keys into struct fields), None if absent."""
+    if name in schema:
+        return pl.col(name)
+    head, *keys = name.split(".")
+    expr, dtype = pl.col(head), schema.get(head)
+    for key in keys:
+        if not isinstance(dtype, pl.Struct) or key not in {f.name for f in dtype.fields}:
+            return None
+        expr, dtype = expr.struct.field(key), next(f.dtype for f in dtype.fields if f.name == key)
+    return expr if dtype is not None else None
+
+
 def _first_non_null(col: pl.Series) -> int:
     idx = col.is_not_null().arg_true()
     return int(idx[0]) if len(idx) else 0
 
 
-def _check_domains_and_text(frame: pl.DataFrame, file: CorpusFile) -> None:
+def _check_domains_and_text(frame: pl.DataFrame, file: CorpusFile, mapping: CorpusMapping) -> None:
     """Raise CorpusError at the first row with null text (`_null_text`) or a null, empty or malformed domain."""
+    domain = "the domain its path gives" if mapping.domain_from_path else f"field '{mapping.domain_field}'"
     checks = [
-        (pl.col("_null_text"), "text", "field 'text' is null; it must be a string"),
+        (pl.col("_null_text"), "text", f"field '{mapping.text_field}' is null; it must be a string"),
         (pl.col("domain").is_null() | (pl.col("domain") == ""), "domain",
-         "field 'domain' is null or empty; every record needs a domain name"),
+         f"{domain} is null or empty; every record needs a domain name"),
         (~pl.col("domain").str.contains(f"^{DOMAIN_PATTERN.pattern}$"), "domain", None),
     ]
     for condition, _field, message in checks:
@@ -243,7 +284,7 @@ def _check_domains_and_text(frame: pl.DataFrame, file: CorpusFile) -> None:
         if hit.height:
             row, unit = hit["_row"][0], hit["_unit"][0]
             if message is None:
-                message = (f"field 'domain' is {hit['domain'][0]!r}; domain names may only contain "
+                message = (f"{domain} is {hit['domain'][0]!r}; domain names may only contain "
                            f"{DOMAIN_CHARS_HELP}. Rename it, e.g. {_suggest(hit['domain'][0])!r}")
             raise CorpusError(f"{file}: {unit} {row}: {message}.")
 

@@ -30,7 +30,7 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
     result.write(store, "task_sets", tasks)
     result.metrics = {
         "documents": report.documents, "replaced_bytes": report.replaced_bytes,
-        "examples_cut": cut, "pool_examples": pool.height, "task_examples": tasks.height,
+        "examples_cut": int(cut["examples"].sum()), "pool_examples": pool.height, "task_examples": tasks.height,
         "domains": pool["domain"].n_unique(), "shards": pool["shard"].n_unique(),
         "corpus_content_sha1": fingerprint(sorted(pool["content_sha1"].to_list())), "build_id": build_id,
         **split.metrics(),
@@ -44,18 +44,21 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
 
 def split_corpus(params: CorpusParams, example_bytes: int,
                  workload: Workload | None = None
-                 ) -> tuple[pl.DataFrame, pl.DataFrame, object, int, corpus_lib.SplitReport]:
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, object, pl.DataFrame, corpus_lib.SplitReport]:
     """Returns (pool, task sets, ingest report, examples cut, split report) of `params.corpus_path` as
-    `run_corpus_shards` writes them (build_id column included), without writing anything."""
+    `run_corpus_shards` writes them (build_id column included), without writing anything; the
+    examples cut are counted per domain (columns domain, examples, bytes: their UTF-8 bytes)."""
     default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")
     documents, report = corpus_lib.load_documents(params.corpus_path or default,
-                                                  corpus_lib.IngestLimits.from_params(params))
+                                                  corpus_lib.IngestLimits.from_params(params),
+                                                  corpus_lib.CorpusMapping.from_params(params))
     phases.advance()
     examples = corpus_lib.cut_examples(documents, example_bytes,
                                        whole_documents=bool(getattr(workload, "whole_documents", False)),
                                        cutter=getattr(workload, "example_cuts", None))
     phases.advance()
+    cut = examples.group_by("domain").agg(examples=pl.len(), bytes=pl.col("n_bytes").sum()).sort("domain")
     pool, tasks, split = corpus_lib.split_and_report(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
@@ -70,4 +73,4 @@ def split_corpus(params: CorpusParams, example_bytes: int,
     build_id = "cb-" + fingerprint(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
                                    tasks["example_id"].sort().to_list(), tasks["task"].to_list())
     return (pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id)), report,
-            examples.height, split)
+            cut, split)

@@ -19,6 +19,7 @@ import polars as pl
 
 from ..config.params import LoopParams
 from ..corpus.near_duplicates import near_duplicate_mask
+from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..mixture import MixtureObjective, domain_stats
 from ..selection import label_balanced_cells, random_selection
@@ -81,8 +82,12 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks)
     evaluate = partial(_evaluate, stats=stats, budget=budget, ref_mean=ref_mean, train=train,
                        order_seeds=params.order_seeds)
-    for round_ in range(params.rounds):
-        _round(state, round_, params, evaluate, references, recipe_json, stats, domains, budget, caps, content, labels)
+    with progress.task("rounds", total=params.rounds, unit="round") as rounds:
+        for round_ in range(params.rounds):
+            rounds.at(round_)  # the round goes into its retraining lines: "curation_loop › round 1 › …"
+            _round(state, round_, params, evaluate, references, recipe_json, stats, domains, budget, caps, content,
+                   labels)
+            rounds.advance()
     refits = bootstrap_refits(state.data, state.config, params.bootstrap, params.seed)
     pick = partial(_pick, state, params, refits, stats, budget, references, ref_utility)
     pick("grasp")

@@ -39,7 +39,8 @@ def run_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchP
     pool = read_pool(store, shards)
     parts = []
     with progress.task("sketching", total=pool["shard"].n_unique(), unit="shard") as shards_done:
-        for _, shard_rows in pool.group_by("shard", maintain_order=True):
+        for (shard,), shard_rows in pool.group_by("shard", maintain_order=True):
+            shards_done.at(shard)
             parts.append(shard_sketches(sketcher, workload, shard_rows))
             shards_done.advance()
     frame = pl.concat(parts).sort("example_id").with_columns(

@@ -166,3 +166,10 @@ STAGES: tuple[Stage, ...] = (
 )
 
 STAGE = {stage.name: stage for stage in STAGES}
+
+
+def stage_ordinal(name: str) -> tuple[int, int] | None:
+    """(k, N): stage `name` is the k-th of the N stages a full run materialises, in dependency order
+    (progress lines say "stage k of N"); None for an on-demand stage."""
+    names = [stage.name for stage in STAGES if not stage.on_demand]
+    return (names.index(name) + 1, len(names)) if name in names else None

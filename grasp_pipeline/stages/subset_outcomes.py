@@ -39,12 +39,15 @@ def run_subset_outcomes(store: DeltaStore, workload: Workload, params: RetrainPa
     # holdout subsets only report fidelity: retraining them more often measures the noise
     # ceiling and steadies the targets at a fraction of the cost of repeating every subset
     outcomes = []
-    for chosen, repeats in (([s for s in subsets if s[0] not in holdout], params.repeats),
-                            ([s for s in subsets if s[0] in holdout], max(params.repeats, params.holdout_repeats))):
+    # two loops, two progress labels: a log showing "retraining: done, 144/144" twice said nothing of which
+    for role, chosen, repeats in (("fit", [s for s in subsets if s[0] not in holdout], params.repeats),
+                                  ("holdout", [s for s in subsets if s[0] in holdout],
+                                   max(params.repeats, params.holdout_repeats))):
         if chosen:
             outcomes += retrain_subsets(workload, recipe, pool_inputs, chosen, task_inputs, task_index, names,
                                         repeats=repeats, models_per_batch=params.models_per_batch,
-                                        workers=params.workers, compile=params.compile)
+                                        workers=params.workers, compile=params.compile,
+                                        label=f"retraining {role} subsets")
     outcomes.sort(key=lambda o: (o.repeat, o.subset_id))
     batch_of = dict(plan.select("subset_id", "batch").iter_rows())
     members_of = dict(plan.select("subset_id", "members").iter_rows())

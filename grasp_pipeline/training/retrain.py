@@ -275,7 +275,8 @@ def train_jobs(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor, jo
 def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tensor,
                     subsets: Sequence[tuple[int, np.ndarray]], task_inputs: torch.Tensor,
                     task_of_row: np.ndarray, tasks: Sequence[str], *, repeats: int = 1,
-                    models_per_batch: int = 16, workers: int = 1, compile: bool = False) -> list[SubsetOutcome]:
+                    models_per_batch: int = 16, workers: int = 1, compile: bool = False,
+                    label: str = "retraining") -> list[SubsetOutcome]:
     """Trains the recipe on every (subset_id, pool rows) for each repeat; returns task losses.
 
     Repeat r uses data-order seed (recipe.data_order_seed + r, subset_id); `seconds` is the
@@ -286,7 +287,7 @@ def retrain_subsets(workload: Workload, recipe: Recipe, pool_inputs: torch.Tenso
             for repeat in range(repeats) for subset_id, rows in subsets]
     losses, seconds = train_jobs(workload, recipe, pool_inputs, jobs, task_inputs, task_of_row, tasks,
                                  models_per_batch=models_per_batch, workers=workers, compile=compile,
-                                 unit="subset")
+                                 label=label, unit="subset")
     return [SubsetOutcome(subset_id, repeat, losses[j], float(seconds[j])) for j, (repeat,
                                                                                    subset_id) in enumerate(keys)]
 
