@@ -67,9 +67,10 @@ def test_without_dedup_the_baselines_take_duplicates(duplicated, tmp_path):
     store = copy_root(root, tmp_path / "root")
     stages.run_curated_selection(store, replace(params.selection, dedup_content=False))
     selections = selection_content(store)
-    for method in ("grad_dot", "datamodel"):
-        rows = selections.filter(pl.col("method") == method)
-        assert rows["content_sha1"].n_unique() < rows.height, method  # the same pool, no content rule
+    # grad_dot scores by sketch alone, so copies tie and are taken together; datamodel fits one weight per
+    # example id (copies sit in different fit subsets), so whether it takes a copy is the corpus's luck
+    rows = selections.filter(pl.col("method") == "grad_dot")
+    assert rows["content_sha1"].n_unique() < rows.height  # the same pool, no content rule
 
 
 def test_the_mixture_stage_reports_whether_its_objective_is_concave(duplicated, tmp_path):
