@@ -34,6 +34,7 @@ class ProgressEvent:
     path: tuple[str, ...] = ()  # names of the enclosing tasks, outermost first
     metrics: Mapping[str, float] = field(default_factory=dict)  # values at `done`, e.g. {"train_loss": 3.2}
     finished: bool = False
+    failed: bool = False  # finished by an exception (the console marks it ✗, not ✓)
 
     @property
     def depth(self) -> int:
@@ -88,27 +89,27 @@ class Task:
         self._emit({}, finished=False)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         _open_tasks.reset(self._token)
-        self.close()
+        self.close(failed=exc_type is not None)
 
     def advance(self, n: int = 1, **metrics: float) -> None:
         """Counts `n` more units done; `metrics` are values at this point (e.g. a loss)."""
         self.done += n
         self._emit(metrics, finished=False)
 
-    def close(self) -> None:
-        """Reports the task finished (once)."""
+    def close(self, failed: bool = False) -> None:
+        """Reports the task finished (once); `failed` when it ended by an exception."""
         if not self._closed:
             self._closed = True
-            self._emit({}, finished=True)
+            self._emit({}, finished=True, failed=failed)
 
-    def _emit(self, metrics: Mapping[str, float], finished: bool) -> None:
+    def _emit(self, metrics: Mapping[str, float], finished: bool, failed: bool = False) -> None:
         callbacks = _callbacks.get()
         if not callbacks:
             return
         event = ProgressEvent(self.name, self.unit, self.done, self.total, time.perf_counter() - self.began,
-                              self.path, dict(metrics), finished)
+                              self.path, dict(metrics), finished, failed)
         for callback in callbacks:
             callback(event)
 
