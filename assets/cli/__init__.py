@@ -86,6 +86,7 @@ def command_run(args) -> int:
     from ..resources import GraspStorage
     from ..run_config import run_config_for
     from .console import ConsoleProgress
+    from .instance import reporting_waits
 
     tracking_uri = tracking_uri_without_credentials(args.tracking_uri)
     run_config = run_config_for(params, root, tracking_uri)
@@ -101,7 +102,8 @@ def command_run(args) -> int:
     with lease.held(wait=args.wait), tracker.run(f"grasp run --profile {args.profile}", tags={
             "grasp.profile": args.profile, "grasp.workload": params.workload.name}) as parent:
         parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
-        with progress.reporting(ConsoleProgress()), _summary_on_interrupt(instance, root, parent.run_id):
+        with progress.reporting(ConsoleProgress()), reporting_waits(), \
+                _summary_on_interrupt(instance, root, parent.run_id):
             results = materialize_everything(defs, instance, run_config, tags={
                 "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id,
                 **owner_tags()})
