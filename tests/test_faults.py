@@ -224,7 +224,8 @@ def test_a_diverging_retraining_names_subset_and_task_and_writes_no_partition(st
     batches = sorted(store.read("subset_plan")["batch"].unique().to_list())
     diverging = replace(params.retrain, lr=float("inf"))  # the first Adam step sends every weight to ±inf → NaN loss
     with pytest.raises(FloatingPointError,
-                       match=r"retraining diverged: subset \d+ task \w+ loss=nan; lower retrain lr"):
+                       match=r"subset_outcomes: \d+ of \d+ rows are not finite \(first: subset_id=\d+, task='\w+', "
+                             r"batch='[^']+': loss=nan, utility=nan\); retraining diverged: lower retrain.lr"):
         stages.run_subset_outcomes(store, params.workload.build(), diverging, batches=[batches[0]])
     assert store.version("subset_outcomes") == version
     assert_frame_equal(store.read("subset_outcomes"), before)

@@ -18,6 +18,7 @@ lineage, config and recurate commands; `table_commands` export, maintain and mix
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -76,6 +77,8 @@ def command_run(args) -> int:
           f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}; loading the code location", flush=True)
     from grasp_pipeline.infra import progress
     from grasp_pipeline.infra.lease import RootLease
+    from grasp_pipeline.infra.lineage import check_tables_readable
+    from grasp_pipeline.infra.storage import DeltaStore
 
     from ..definitions import defs
     from ..jobs import materialize_everything
@@ -84,6 +87,7 @@ def command_run(args) -> int:
     from ..resources import GraspStorage
     from ..run_config import run_config_for
     from .console import ConsoleProgress
+    from .instance import reporting_waits
 
     tracking_uri = tracking_uri_without_credentials(args.tracking_uri)
     run_config = run_config_for(params, root, tracking_uri)
@@ -92,13 +96,15 @@ def command_run(args) -> int:
     for run_id in release_dead_runs(instance):
         print(f"grasp run: released Dagster run {run_id}: its process was killed; its pool slots are free again",
               file=sys.stderr)
+    check_tables_readable(DeltaStore(root))  # a damaged table stops the run before its first commit
     tracker = GraspStorage(root=root, tracking_uri=tracking_uri).tracker()
     lease = RootLease(root, owner=f"grasp-run:{uuid.uuid4().hex[:12]}", purpose=f"grasp run --profile {args.profile}")
     # a second writer of this root waits or stops here, before any table or MLflow run
     with lease.held(wait=args.wait), tracker.run(f"grasp run --profile {args.profile}", tags={
             "grasp.profile": args.profile, "grasp.workload": params.workload.name}) as parent:
         parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
-        with progress.reporting(ConsoleProgress()):
+        with progress.reporting(ConsoleProgress()), reporting_waits(), \
+                _summary_on_interrupt(instance, root, parent.run_id):
             results = materialize_everything(defs, instance, run_config, tags={
                 "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id,
                 **owner_tags()})
@@ -144,15 +150,37 @@ def tracking_uri_without_credentials(uri: str | None) -> str:
 
 
 def committed_before_failure(store, results) -> str:
-    """What the runs of a failed `grasp run` committed (found by their run ids in the commits' lineage)."""
-    from grasp_pipeline.infra.lineage import commits_by_runs
+    """What the runs of a failed `grasp run` committed (found by their run ids in the commits' lineage);
+    a table whose log cannot be read is named, not fatal: this summary must always come out."""
+    from grasp_pipeline.infra.lineage import commits_by_runs, unreadable_tables
 
-    committed = commits_by_runs(store, [r.run_id for r in results])
+    committed = commits_by_runs(store, [getattr(r, "run_id", r) for r in results])
+    damaged = unreadable_tables(store)
+    note = f" Damaged (Delta log unreadable, not checked): {', '.join(damaged)}." if damaged else ""
     if not committed:
-        return "No table was changed: every table is at its previous version."
+        return f"No table was changed: every table is at its previous version.{note}"
     listed = ", ".join(f"{t}@{v}" for t, v in committed)
     return (f"Committed before the failure, each with its lineage in the commit: {listed}. Every other table is at "
-            "its previous version; rerunning repeats only what is missing or stale.")
+            f"its previous version; rerunning repeats only what is missing or stale.{note}")
+
+
+@contextlib.contextmanager
+def _summary_on_interrupt(instance, root: str, parent_run_id: str):
+    """On Ctrl-C (between or inside the Dagster runs) prints what the runs of this `grasp run` committed
+    (found by their MLflow parent tag), then lets the interrupt end the command (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from dagster import RunsFilter
+
+        from grasp_pipeline.infra.storage import DeltaStore
+
+        from ..materialize import MLFLOW_PARENT_TAG
+
+        runs = [r.run_id for r in instance.get_runs(RunsFilter(tags={MLFLOW_PARENT_TAG: parent_run_id}))]
+        print(f"grasp run interrupted (Dagster runs {', '.join(runs) or 'none'}). "
+              f"{committed_before_failure(DeltaStore(root), runs)}", file=sys.stderr, flush=True)
+        raise
 
 
 def _stage_seconds(instance, results) -> dict[str, float]:

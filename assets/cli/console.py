@@ -1,8 +1,8 @@
 """Progress on the command line: the library's progress events as bars or lines on stderr.
 
 On a terminal every open task is a tqdm bar (the stage on top, its loops below it); a
-finished stage leaves one line ("✓ surrogates 42.3 s"). Anywhere else (a pipe, a log
-file, CI) a bar would be a stream of carriage returns, so events become plain lines: each
+finished stage leaves one line ("✓ surrogates 42.3 s"; a failed one "✗ surrogates failed after 3.1 s").
+Anywhere else (a pipe, a log file, CI) a bar would be a stream of carriage returns, so events become plain lines: each
 stage's start and end, the end of each of its loops, and in between at most one line per
 `interval` seconds — enough that no stretch of a run is silent for long.
 """
@@ -34,7 +34,7 @@ class ConsoleProgress:
     def _line(self, event: ProgressEvent) -> None:
         now = self.clock()
         if event.depth == 0 and event.unit == "stage":  # a stage starting or ending
-            text = f"✓ {event.titled} {event.seconds:.1f} s" if event.finished else f"▶ {event.titled}"
+            text = _stage_line(event) if event.finished else f"▶ {event.titled}"
         elif event.finished and event.depth <= 1 or now - self.last >= self.interval:
             text = f"  {event.describe()}"
         else:
@@ -61,4 +61,11 @@ class ConsoleProgress:
             bar.close()
             del self._open[key]
             if event.depth == 0:
-                tqdm.write(f"✓ {event.titled} {event.seconds:.1f} s", file=self.stream)
+                tqdm.write(_stage_line(event), file=self.stream)
+
+
+def _stage_line(event: ProgressEvent) -> str:
+    """The line a finished stage leaves: ✓ only when it succeeded."""
+    if event.failed:
+        return f"✗ {event.titled} failed after {event.seconds:.1f} s"
+    return f"✓ {event.titled} {event.seconds:.1f} s"

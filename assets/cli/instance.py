@@ -10,7 +10,12 @@ downstream turn stale) with `DagsterInstance.report_runless_asset_event`, so the
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -54,6 +59,65 @@ def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         released.append(run.run_id)
     return released
+
+
+@contextlib.contextmanager
+def reporting_waits(stream=None, interval: float = 1.0, after: float = 10.0):
+    """While the block runs, says on `stream` (stderr) what a step of this process's runs waits for: a pool
+    slot held by another run, once `after` seconds have passed (a blocked step only writes "Step blocked by
+    limit for pool torch" to the event log, and the command looked hung). Each holder is named once.
+
+    A blocked in-process step never looks at Ctrl-C (Dagster holds SIGINT until a check the in-process
+    executor's waiting loop does not make), so a Ctrl-C that Dagster held while a step of ours waits is
+    raised in the main thread as KeyboardInterrupt here."""
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    stop, told, main = threading.Event(), set(), threading.main_thread().ident
+
+    def watch():
+        with dg.DagsterInstance.get() as instance:  # its own instance: the run's is busy in the main thread
+            while not stop.wait(interval):
+                lines, blocked = _waits(instance, after, told)
+                for line in lines:
+                    print(line, file=stream or sys.stderr, flush=True)
+                if blocked and check_captured_interrupt():
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(main),
+                                                               ctypes.py_object(KeyboardInterrupt))
+                    return
+
+    watcher = threading.Thread(target=watch, name="grasp-waits", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _waits(instance: dg.DagsterInstance, after: float, told: set) -> tuple[list[str], bool]:
+    """(lines naming each pool slot holder that a step of this process's runs has waited on for `after` s
+    and was not named yet, whether a step of this process's runs waits for a slot now)."""
+    lines, now, ours, blocked = [], time.time(), str(os.getpid()), False
+    storage = instance.event_log_storage
+    for pool in sorted(storage.get_concurrency_keys()):
+        info = storage.get_concurrency_info(pool)
+        for step in info.pending_steps:
+            run = instance.get_run_by_id(step.run_id)
+            if step.assigned_timestamp is not None or run is None or run.tags.get(OWNER_PID_TAG) != ours:
+                continue
+            blocked = True
+            if now - step.enqueued_timestamp.timestamp() < after:
+                continue
+            for slot in info.claimed_slots:
+                if slot.run_id == step.run_id or (step.step_key, slot.run_id) in told:
+                    continue
+                told.add((step.step_key, slot.run_id))
+                holder = instance.get_run_by_id(slot.run_id)
+                who = (f"Dagster run {slot.run_id} ({holder.job_name}, {holder.status.value}, pid "
+                       f"{holder.tags.get(OWNER_PID_TAG, 'unknown')})" if holder else f"Dagster run {slot.run_id}")
+                lines.append(f"grasp run: step {step.step_key} is waiting for a `{pool}` pool slot (limit "
+                             f"{info.slot_count}), held by {who} for its step {slot.step_key}; it starts when that "
+                             "run ends (Ctrl-C stops this one; see the runs with `dagster dev`)")
+    return lines, blocked
 
 
 def ensure_dagster_home(home: str | os.PathLike | None = None) -> str:

@@ -16,9 +16,10 @@ import json
 
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
 
 from .commits import LINEAGE_KEY
-from .storage import CONTRACT, DeltaStore
+from .storage import CONTRACT, DeltaStore, TableLogError
 
 LINEAGE_TABLE = "lineage"
 LINEAGE_SCHEMA = {"table": pl.Utf8, "version": pl.Int64, "asset": pl.Utf8, "dagster_run_id": pl.Utf8,
@@ -79,11 +80,35 @@ def lineage_of(store: DeltaStore, table: str, version: int) -> dict | None:
     return _parsed(found.sort("recorded_at").row(-1, named=True)) if found.height else None
 
 
+def unreadable_tables(store: DeltaStore, tables=None) -> dict[str, str]:
+    """{table: why} of every table among `tables` (default: the contract's) that exists but whose Delta
+    log cannot be read (a truncated or corrupted commit file)."""
+    found = {}
+    for table in sorted(tables or CONTRACT):
+        try:
+            store.version(table)  # opens the log (None for a table not written yet)
+        except (TableLogError, DeltaError) as error:
+            found[table] = str(error).strip().splitlines()[0]
+    return found
+
+
+def check_tables_readable(store: DeltaStore, tables=None) -> None:
+    """Raises TableLogError naming every damaged table before anything is written: a run that reads
+    one would otherwise recompute and commit the tables before it, then fail at it."""
+    damaged = unreadable_tables(store, tables)
+    if damaged:
+        first, *others = damaged
+        also = f" (also damaged: {', '.join(others)})" if others else ""
+        raise TableLogError(f"{damaged[first]}{also}")
+
+
 def commits_by_runs(store: DeltaStore, dagster_run_ids, tables=None, depth: int = 40) -> list[tuple[str, int]]:
     """The (table, version)s that the given Dagster runs committed, among each table's last `depth`
-    versions, sorted by table: what a failed `grasp run` did change."""
+    versions, sorted by table: what a failed `grasp run` did change. Tables whose log cannot be read are
+    left out (unreadable_tables names them)."""
     wanted, found = set(dagster_run_ids), []
-    for table in sorted(tables or CONTRACT):
+    damaged = unreadable_tables(store, tables)
+    for table in sorted(set(tables or CONTRACT) - set(damaged)):
         for version in sorted(logged_versions(store, table), reverse=True)[:depth]:
             record = (store.commit_info(table, version) or {}).get(LINEAGE_KEY) or {}
             if record.get("dagster_run_id") in wanted:

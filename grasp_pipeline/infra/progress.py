@@ -42,6 +42,7 @@ class ProgressEvent:
     where: tuple[str, ...] = ()  # the enclosing tasks as lines show them: a name, or "<unit> <item>" (`Task.at`)
     ordinal: tuple[int, int] | None = None  # (k, N): this task is stage k of the graph's N
     repeat: int = 1  # n: the n-th loop of this name at this place (lines show `#n` from the second on)
+    failed: bool = False  # finished by an exception (the console marks it ✗, not ✓)
 
     @property
     def titled(self) -> str:
@@ -142,27 +143,27 @@ class Task:
         self._emit({}, finished=False)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         _open_tasks.reset(self._token)
-        self.close()
+        self.close(failed=exc_type is not None)
 
     def advance(self, n: int = 1, **metrics: float) -> None:
         """Counts `n` more units done; `metrics` are values at this point (e.g. a loss)."""
         self.done += n
         self._emit(metrics, finished=False)
 
-    def close(self) -> None:
-        """Reports the task finished (once)."""
+    def close(self, failed: bool = False) -> None:
+        """Reports the task finished (once); `failed` when it ended by an exception."""
         if not self._closed:
             self._closed = True
-            self._emit({}, finished=True)
+            self._emit({}, finished=True, failed=failed)
 
-    def _emit(self, metrics: Mapping[str, float], finished: bool) -> None:
+    def _emit(self, metrics: Mapping[str, float], finished: bool, failed: bool = False) -> None:
         callbacks = _callbacks.get()
         if not callbacks:
             return
         event = ProgressEvent(self.name, self.unit, self.done, self.total, time.perf_counter() - self.began,
-                              self.path, dict(metrics), finished, self.where, self.ordinal, self.repeat)
+                              self.path, dict(metrics), finished, self.where, self.ordinal, self.repeat, failed)
         for callback in callbacks:
             callback(event)
 

@@ -194,6 +194,7 @@ class Tracker:
                                                  experiment).experiment_id
         else:
             self.experiment_id = found.experiment_id
+            relocate_artifacts(tracking_uri, found, artifact_root)
         self.mark_orphans_failed()
 
     @contextmanager
@@ -300,3 +301,25 @@ def _finite_number(value) -> bool:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def relocate_artifacts(tracking_uri: str, experiment, artifact_root: str | None) -> bool:
+    """Points a local SQLite store's experiment, and its runs' artifact URIs, at `artifact_root` when
+    they name another folder; returns whether it did. A copied or moved storage root carries its
+    mlflow.db with the absolute artifact location of the original, and MLflow would keep writing (and
+    reading) the artifacts there: the first Tracker in the new place rewrites it (the copy holds the old
+    artifacts too, under the same relative paths). Servers and remote artifact stores are left alone."""
+    if not artifact_root or not tracking_uri.startswith("sqlite:///"):
+        return False
+    old, new = experiment.artifact_location, Path(artifact_root).resolve().as_uri()
+    if old == new or not old.startswith("file:"):
+        return False
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tracking_uri.removeprefix("sqlite:///"))) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                   (new, int(experiment.experiment_id)))
+        db.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) WHERE experiment_id = ? AND "
+                   "substr(artifact_uri, 1, ?) = ?", (new, len(old) + 1, int(experiment.experiment_id), len(old), old))
+    return True

@@ -31,6 +31,7 @@ from ..config.params import ExportParams
 from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..stages.base import StageResult, stage
+from ..stages.tables import check_one_fit
 
 MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
 # weights at or below this are round-off of the simplex projection, not a share to draw
@@ -79,6 +80,7 @@ def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
     its `export.json` artifact)."""
     destination = params.destination or default_destination(store)
     mixtures, selections = _chosen(store.read("mixture_weights"), store.read("curated_selections"), params.methods)
+    check_one_fit({"mixture_weights": (mixtures, "mixture_id"), "curated_selections": (selections, "selection_id")})
     pool = store.read("corpus_shards")
     files = _Files(destination)
     manifest = {"destination": destination, "mixtures": {}, "selections": {}}

@@ -61,3 +61,34 @@ def stage(fn):
 
     return run
 
+
+
+def refuse_non_finite(table: str, frame: pl.DataFrame, columns: list[str], key: list[str], cause: str) -> None:
+    """Raises FloatingPointError before `table` is committed when a value of `columns` (numbers, lists of
+    numbers, or JSON text holding numbers) is NaN or ±inf, naming the first bad row by its `key` columns and
+    `cause` (the setting that likely made it): a committed non-finite result is read, fitted and selected on
+    by every stage after it, and the blocking check that would catch it runs only after the commit."""
+    bad = pl.lit(False)
+    for column in columns:
+        dtype = frame.schema[column]
+        if dtype == pl.Utf8:  # JSON text: json.dumps writes NaN / Infinity for non-finite floats
+            finite = ~pl.col(column).str.contains(r"\bNaN\b|Infinity")
+        elif isinstance(dtype, (pl.List, pl.Array)):
+            finite = pl.col(column).list.eval(pl.element().is_finite()).list.all()
+        else:
+            finite = pl.col(column).is_finite()
+        bad = bad | ~finite.fill_null(True)
+    offending = frame.filter(bad)
+    if offending.height:
+        first = offending.row(0, named=True)
+        named = ", ".join(f"{k}={first[k]!r}" for k in key)
+        values = ", ".join(f"{c}={_short(first[c])}" for c in columns)
+        raise FloatingPointError(f"{table}: {offending.height} of {frame.height} rows are not finite (first: "
+                                 f"{named}: {values}); {cause}; nothing was written")
+
+
+def _short(value) -> str:
+    """A value for an error message: lists and long text cut to their first elements / characters."""
+    if isinstance(value, list):
+        return f"[{', '.join(f'{v:.4g}' for v in value[:3])}{', …' if len(value) > 3 else ''}]"
+    return repr(value)[:80] if isinstance(value, str) else f"{value}"

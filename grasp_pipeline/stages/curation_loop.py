@@ -41,7 +41,7 @@ from ..training.loop import (
 from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import encoded_pool_and_tasks, load_subset_data, members_digest, outcome_recipe
+from .tables import check_one_model, encoded_pool_and_tasks, load_subset_data, members_digest, outcome_recipe
 
 LOOP_ORDER_KEY = 40_000_000  # data-order key of the loop's retrainings (common random numbers)
 
@@ -50,6 +50,7 @@ LOOP_ORDER_KEY = 40_000_000  # data-order key of the loop's retrainings (common 
 def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams) -> StageResult:
     """Runs `loop.rounds` rounds and picks a selection and a mixture; writes curation_rounds, active_outcomes."""
     data, sketches, _ = load_subset_data(store)
+    check_one_model(store)
     surrogates = store.read("surrogates").filter(pl.col("method") == "grasp").sort("task")
     config, surrogate_id = json.loads(surrogates["config"][0]), surrogates["surrogate_id"][0]
     recipe = outcome_recipe(store.read("subset_outcomes"))

@@ -14,7 +14,7 @@ from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..sketching import CheckpointSketcher
 from ..workloads.base import Workload
-from .base import StageResult, stage
+from .base import StageResult, refuse_non_finite, stage
 from .tables import load_reference_checkpoints, pool_sketches, read_pool, sketch_matrix
 
 
@@ -45,14 +45,11 @@ def run_gradient_sketches(store: DeltaStore, workload: Workload, params: SketchP
             shards_done.advance()
     frame = pl.concat(parts).sort("example_id").with_columns(
         sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    # refused before the commit: everything downstream would fit and select on them
+    refuse_non_finite("gradient_sketches", frame, ["sketch", "grad_norm", "loss"], ["example_id", "shard"],
+                      f"at reference model {version}: check its warm-up loss in reference_models (lower "
+                      "reference.lr) and rerun reference_model")
     sketches = sketch_matrix(frame["sketch"], np.float32)
-    bad = ~np.isfinite(sketches).all(1)
-    if bad.any():  # refused before the commit: everything downstream would fit and select on them
-        raise FloatingPointError(
-            f"gradient_sketches: {int(bad.sum())} of {len(bad)} sketches are not finite (first example ids "
-            f"{frame['example_id'].filter(pl.Series(bad)).head(5).to_list()}) at reference model {version}; "
-            "check its warm-up loss in reference_models (lower reference.lr) and rerun reference_model; "
-            "nothing was written")
     result = StageResult()
     if shards is None:
         result.write(store, "gradient_sketches", frame)

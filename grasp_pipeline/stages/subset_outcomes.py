@@ -12,7 +12,7 @@ from ..evaluation.fidelity import noise_ceilings
 from ..infra.storage import DeltaStore
 from ..training.retrain import Recipe, retrain_subsets
 from ..workloads.base import Workload
-from .base import StageResult, stage
+from .base import StageResult, refuse_non_finite, stage
 from .tables import encoded_pool_and_tasks, members_digest, select_partitions
 
 
@@ -58,10 +58,9 @@ def run_subset_outcomes(store: DeltaStore, workload: Workload, params: RetrainPa
              "members_sha1": members_digest(members_of[o.subset_id])}
             for o in outcomes for t, task in enumerate(names)]
     frame = pl.DataFrame(rows, schema_overrides={"subset_id": pl.Int64, "repeat": pl.Int64, "steps": pl.Int64})
-    if not np.isfinite(frame["loss"].to_numpy()).all():
-        bad = frame.filter(~pl.col("loss").is_finite()).row(0, named=True)
-        raise FloatingPointError(f"retraining diverged: subset {bad['subset_id']} task {bad['task']} "
-                                 f"loss={bad['loss']}; lower retrain lr ({params.lr})")
+    refuse_non_finite("subset_outcomes", frame, ["loss", "utility"], ["subset_id", "task", "batch"],
+                      f"retraining diverged: lower retrain.lr (now {params.lr!r}) or retrain.steps "
+                      f"(now {params.steps})")
     result = StageResult()
     if batches is None:
         result.write(store, "subset_outcomes", frame)

@@ -14,7 +14,7 @@ from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..surrogates.data import SubsetData
 from ..surrogates.lcb import CandidateWorkers, fit_surrogates
-from .base import StageResult, stage
+from .base import StageResult, refuse_non_finite, stage
 from .figures import fidelity_budget_figure, predicted_vs_actual_figure
 from .tables import load_subset_data
 
@@ -35,6 +35,14 @@ def run_surrogates(store: DeltaStore, params: SurrogateParams, mlflow_run_id: st
     fidelity = {method: holdout_fidelity(data, fm.predicted) for method, fm in fitted.items()}
     surrogates, candidates, predictions = _surrogate_frames(surrogate_id, data, fitted, fidelity, costs,
                                                             sketches["example_id"].to_list(), mlflow_run_id)
+    # all four tables are refused together, before the first of them is written
+    cause = (f"the fits diverged on utilities in [{np.nanmin(data.utility):.4g}, {np.nanmax(data.utility):.4g}] "
+             "(subset_outcomes): raise the ridges (surrogate.grasp_ridges, surrogate.datamodel_ridges) or retrain "
+             "with a lower retrain.lr")
+    refuse_non_finite("surrogates", surrogates, ["params"], ["method", "task"], cause)
+    refuse_non_finite("surrogate_predictions", predictions, ["predicted"], ["method", "task", "subset_id"], cause)
+    # the model the fit's sketches were taken at: readers combining sketches and this fit check it (check_one_model)
+    surrogates = surrogates.with_columns(model_version=pl.lit(sketches["model_version"][0]))
     result = StageResult()
     result.write(store, "surrogates", surrogates)
     result.write(store, "surrogate_candidates", candidates)

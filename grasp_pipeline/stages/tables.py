@@ -89,6 +89,42 @@ def check_one_surrogate(store: DeltaStore) -> str:
 SURROGATE_TABLES = ("surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report")
 
 
+def check_one_model(store: DeltaStore) -> str:
+    """Returns the reference model version that gradient_sketches, task_sketches and the surrogates were
+    computed at; ValueError naming each table's model(s) when they differ (a rerun reference model whose
+    sketches were redone but not the surrogate fit, or the other way round): selecting with one model's
+    sketches through a surrogate fitted on another's is silently wrong. Surrogates written before they
+    recorded their model are not checked."""
+    found = {}
+    for table in ("gradient_sketches", "task_sketches", "surrogates"):
+        if not store.exists(table):
+            continue
+        frame = store.read(table) if table == "surrogates" else store.read(table, columns=["model_version"])
+        if "model_version" in frame.columns:
+            found[table] = sorted(frame["model_version"].unique().to_list())
+    distinct = {v for versions in found.values() for v in versions}
+    if len(distinct) > 1:
+        described = "; ".join(f"{table}: {versions}" for table, versions in found.items())
+        raise ValueError(f"the sketches and the surrogate come from different reference models ({described}); "
+                         "rematerialise the stale ones (grasp_refresh_sketches_and_surrogate) so all of them are "
+                         "computed at one reference model")
+    return distinct.pop() if distinct else ""
+
+
+def check_one_fit(frames: dict[str, tuple[pl.DataFrame, str]]) -> None:
+    """Raises ValueError naming each table's surrogate ids when outputs combined downstream (the selections
+    and mixtures an export hands to trainers) come from different surrogate fits, i.e. from sketches and
+    surrogates of different reference models or builds. `frames`: table -> (rows, id column); an id starts
+    with its fit's surrogate id (`sg-<12 hex>-<method>`); ids of another form are not checked."""
+    found = {table: sorted(frame[column].str.extract(r"^(sg-[0-9a-f]{12})-").drop_nulls().unique().to_list())
+             for table, (frame, column) in frames.items()}
+    found = {table: ids for table, ids in found.items() if ids}
+    if len({i for ids in found.values() for i in ids}) > 1:
+        described = "; ".join(f"{table}: {ids}" for table, ids in found.items())
+        raise ValueError(f"{' and '.join(found)} come from different surrogate fits ({described}); rematerialise "
+                         "curated_selection and mixture_weights from one fit before exporting")
+
+
 def encoded_pool_and_tasks(store: DeltaStore, workload: Workload, split: str):
     """Returns (pool, encoded pool, encoded `split` task examples, task names, task index of each)."""
     pool = read_pool(store)
@@ -194,8 +230,9 @@ def load_subset_data(store: DeltaStore) -> tuple[SubsetData, pl.DataFrame, pl.Da
 
 def method_params(store: DeltaStore, method: str) -> tuple[str, list[str], list[dict]]:
     """Returns (surrogate id, tasks, the fitted params of `method` per task), after checking that the
-    surrogate tables come from one fit."""
+    surrogate tables come from one fit and the sketches and the fit from one reference model."""
     check_one_surrogate(store)
+    check_one_model(store)
     surrogates = store.read("surrogates").filter(pl.col("method") == method).sort("task")
     if surrogates.height == 0:
         raise ValueError(f"no {method!r} rows in the surrogates table; materialise surrogates first")

@@ -13,7 +13,7 @@ from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..sketching import CheckpointSketcher
 from ..workloads.base import Workload
-from .base import StageResult, stage
+from .base import StageResult, refuse_non_finite, stage
 from .gradient_sketches import stored_sketcher
 from .tables import check_one_build, read_pool, read_tasks
 
@@ -32,6 +32,9 @@ def run_task_sketches(store: DeltaStore, workload: Workload, chunk_size: int = 6
     out = pl.DataFrame(rows, schema={"task": pl.Utf8, "sketch": pl.List(pl.Float32), "loss": pl.Float64,
                                      "seconds": pl.Float64})
     out = out.with_columns(sketch_config=pl.lit(sketcher.config(version)), model_version=pl.lit(version))
+    refuse_non_finite("task_sketches", out, ["sketch", "loss"], ["task"],
+                      f"the task gradients at reference model {version} overflow: check its warm-up loss in "
+                      "reference_models (lower reference.lr) and rerun reference_model")
     result = StageResult()
     result.write(store, "task_sketches", out)
     result.metrics = {"tasks": len(names), **{f"loss.{r['task']}": r["loss"] for r in rows}}

@@ -1,0 +1,109 @@
+"""Ctrl-C and an unreachable tracking server end `grasp run` with one line and what was committed, not a
+traceback (issue 30, item 6). Real `grasp` processes, a real SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from assets.cli.instance import ensure_dagster_home
+
+from .conftest import TINY, write_user_corpus
+
+GRASP = Path(sys.executable).with_name("grasp")
+
+
+def grasp_run(tmp_path: Path, *extra: str) -> list[str]:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    corpus = write_user_corpus(tmp_path / "user" / "corpus.jsonl")
+    return [str(GRASP), "run", "--profile", "smoke", "--corpus", str(corpus), "--config", str(config),
+            "--root", str(tmp_path / "storage"), *extra]
+
+
+def test_ctrl_c_after_the_first_dagster_run_prints_what_was_committed(tmp_path):
+    home = Path(ensure_dagster_home(tmp_path / "dagster_home"))
+    process = subprocess.Popen(grasp_run(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "DAGSTER_HOME": str(home)})
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + 300
+            while not instance.get_runs(dg.RunsFilter(job_name="grasp_prepare",
+                                                      statuses=[dg.DagsterRunStatus.SUCCESS])):
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.2)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode in (1, 130), stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    # the prepare run's tables, named with their versions (was: a KeyboardInterrupt traceback, no summary)
+    assert "corpus_shards@0" in stderr and "reference_models@0" in stderr, stderr
+
+
+def test_an_unreachable_tracking_server_is_one_line_and_writes_no_table(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run(grasp_run(tmp_path, "--tracking-uri", f"http://127.0.0.1:{port}"), capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "DAGSTER_HOME": str(ensure_dagster_home(tmp_path / "dagster_home"))})
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("grasp: error")]
+    assert len(errors) == 1 and errors[0].startswith("grasp: error (tracking): MLflow"), done.stderr
+    storage = tmp_path / "storage"
+    assert not storage.exists() or not any(p.name == "_delta_log" for p in storage.rglob("_delta_log"))
+
+
+def test_a_run_blocked_on_a_pool_slot_says_what_it_waits_for_and_stops_on_ctrl_c(tmp_path):
+    from assets.cli.instance import owner_tags
+
+    home = Path(ensure_dagster_home(tmp_path / "dagster_home"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # another live run (this test process owns it) holds the only `torch` slot
+        holder = instance.create_run_for_job(dg.GraphDefinition("holder", node_defs=[]).to_job(), run_id=None,
+                                             tags=owner_tags(), status=dg.DagsterRunStatus.STARTED)
+        instance.event_log_storage.initialize_concurrency_limit_to_default("torch")  # as a run's first claim does
+        for _ in range(20):  # the first claim enqueues the step, a later one is assigned the free slot
+            if instance.event_log_storage.claim_concurrency_slot("torch", holder.run_id, "train").is_claimed:
+                break
+            time.sleep(0.1)
+        assert {s.run_id for s in instance.event_log_storage.get_concurrency_info("torch").claimed_slots} == {
+            holder.run_id}
+        lines: list[tuple[float, str]] = []
+        process = subprocess.Popen(grasp_run(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True, env={**os.environ, "DAGSTER_HOME": str(home)})
+        reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), line) for line in process.stderr),
+                                  daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 300
+            while not any(line.startswith("✓ corpus_shards") for _, line in lines):  # next: the torch step
+                assert process.poll() is None and time.monotonic() < deadline, lines
+                time.sleep(0.2)
+            blocked_at = next(t for t, line in lines if line.startswith("✓ corpus_shards"))
+            while not any("is waiting for a `torch` pool slot" in line for _, line in lines):
+                assert process.poll() is None and time.monotonic() < blocked_at + 60, "".join(x for _, x in lines)
+                time.sleep(0.2)
+            said_at, said = next((t, line) for t, line in lines if "is waiting for a `torch` pool slot" in line)
+            assert said_at - blocked_at <= 15, (said_at - blocked_at, lines)
+            assert holder.run_id in said and "reference_model" in said, said
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)  # was: SIGINT ignored while blocked
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        assert process.returncode in (1, 130)
+        assert not any("Traceback" in line for _, line in lines), lines
