@@ -12,7 +12,8 @@ the instance. Every command that commits to the tables holds the root's writer l
 
 The package is the command line only (nothing else imports it): this module the parser and the run,
 lineage, config and recurate commands; `table_commands` export, maintain and mixture-update;
-`console` the progress display; `instance` the command line's Dagster instance.
+`console` the progress display; `instance` the command line's Dagster instance; `report` the
+summary of any finished run, from its tables.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from grasp_pipeline.infra.secrets import redact, split_credentials
 from ..env import storage_root
 from . import arguments
 from .instance import ensure_dagster_home, owner_tags, release_dead_runs, report_to_instance, report_writes
+from .report import add_report
 from .table_commands import add_table_commands
 
 
@@ -96,7 +98,8 @@ def command_run(args) -> int:
     # a second writer of this root waits or stops here, before any table or MLflow run
     with lease.held(wait=args.wait), tracker.run(f"grasp run --profile {args.profile}", tags={
             "grasp.profile": args.profile, "grasp.workload": params.workload.name}) as parent:
-        parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
+        # the whole configuration, once, on the parent: of the workload section, the active workload's fields only
+        parent.log_params({**dataclasses.asdict(params), "workload": params.workload.active_fields()})
         with progress.reporting(ConsoleProgress()):
             results = materialize_everything(defs, instance, run_config, tags={
                 "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id,
@@ -365,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_lineage, _add_config, _add_recurate):
+    for add in (_add_run, _add_lineage, _add_config, _add_recurate, add_report):
         add(commands)
     add_table_commands(commands, wait_help=WAIT_HELP)
     return parser
