@@ -3,7 +3,8 @@
 A stage is one op, named like the stage: its module here and in `grasp_pipeline/stages/`, and
 its run function `run_<stage>`. Which tables it writes and reads, and their descriptions, are
 declared once, in the library's stage record (`grasp_pipeline.stages.registry.STAGES`);
-`STAGE_TABLES` and `TABLE_DESCRIPTIONS` are views of it. `stage_asset` turns a stage function
+`STAGE_TABLES` and `TABLE_DESCRIPTIONS` are views of it; every asset's columns and their
+descriptions come from `grasp_pipeline/stages/columns.py`. `stage_asset` turns a stage function
 into a multi-asset with one asset per table, so the UI lists `task_sets`, `fidelity_report` or
 `surrogate_candidates` like any other table, each with its own row count, schema, Delta version
 and staleness. A stage that writes files, not tables (`trainer_export`), is one asset named like
@@ -21,14 +22,29 @@ from __future__ import annotations
 
 import dagster as dg
 
+from grasp_pipeline.infra.storage import CONTRACT
 from grasp_pipeline.stages import STAGE, STAGES
+from grasp_pipeline.stages.columns import TABLE_COLUMNS, column_description
 
 # stage (op) -> the assets it writes, primary first (the stage's figures and metrics go there)
 STAGE_TABLES: dict[str, list[str]] = {stage.name: stage.tables or [stage.name] for stage in STAGES}
 TABLE_DESCRIPTIONS: dict[str, str] = {table: text for stage in STAGES for table, text in stage.writes}
 
+
+
+def column_schema(table: str, types: dict[str, str] | None = None) -> dg.TableSchema:
+    """The table's columns with their descriptions (grasp_pipeline/stages/columns.py): of `types`
+    ({column: type} as written) when given, else the declared columns with the contract's types."""
+    if types is None:
+        contract = CONTRACT.get(table, {})
+        types = {c: str(contract[c]) if c in contract else "any" for c in TABLE_COLUMNS.get(table, {})}
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind, description=column_description(table, name) or None)
+                                   for name, kind in types.items()])
+
+
 LINEAGE_SPEC = dg.AssetSpec(
     "lineage", group_name="catalog", kinds={"deltalake"}, code_version="1",
+    metadata={"dagster/column_schema": column_schema("lineage")},
     description="One row per table version written: the versions read, Dagster and MLflow runs, code version, "
                 "parameters (`grasp lineage ID` walks it). Appended to by every stage.")
 
@@ -66,7 +82,9 @@ def stage_asset(stage: str, *, code_version: str, group_name: str, kinds: set[st
     def decorate(fn):
         specs = [dg.AssetSpec(table, deps=reads, description=TABLE_DESCRIPTIONS.get(table) or fn.__doc__,
                               group_name=group_name, code_version=code_version, kinds=kinds,
-                              automation_condition=automation, metadata={"grasp/stage": stage})
+                              automation_condition=automation,
+                              metadata={"grasp/stage": stage, **({"dagster/column_schema": column_schema(table)}
+                                                                 if table in TABLE_COLUMNS else {})})
                  for table in tables_of(stage)]
         return dg.multi_asset(name=stage, specs=specs, description=fn.__doc__, **multi_asset_kwargs)(fn)
 

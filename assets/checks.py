@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from grasp_pipeline.evaluation import checks
+from grasp_pipeline.evaluation.verdict_report import HEADLINES, read_verdict
 
 from .materialize import plain
 from .resources import GraspStorage
@@ -75,6 +76,30 @@ def mixture_weights_sum_to_one(storage: GraspStorage) -> dg.AssetCheckResult:
     return _result(checks.mixture_weights_sum_to_one(storage.store()))
 
 
+def verdict_check(method: str, reference: str, claim: str) -> dg.AssetChecksDefinition:
+    """A WARN check on `curation_test` stating `claim`: it passes only when the held-out difference
+    `method` − `reference` (curation_test_verdict) has its whole interval above zero."""
+    side = "mixture" if method.startswith("mixture-") else "selection"
+    name = f"{method.removeprefix('mixture-')}_{side}_beats_{reference.removeprefix('mixture-')}"
+
+    @dg.asset_check(asset="curation_test", name=name, description=f"{claim}: the held-out difference "
+                    f"{method} − {reference} (curation_test_verdict) has its 95% interval above zero.")
+    def _check(storage: GraspStorage) -> dg.AssetCheckResult:
+        verdict = read_verdict(storage.store(), "curation_test_verdict")
+        passed, facts = (verdict.claim(method, reference) if verdict is not None else
+                         (False, {"measured": False, "why": "curation_test_verdict is missing or empty"}))
+        words = (f"{claim}: {facts['gain']:+.4f} [{facts['ci_low']:+.4f}, {facts['ci_high']:+.4f}]" if passed else
+                 f"not shown that {claim}: {facts['gain']:+.4f} [{facts['ci_low']:+.4f}, {facts['ci_high']:+.4f}] is "
+                 f"{facts['verdict']}" if facts["measured"] else f"not measured: {facts['why']}")
+        result = _result((passed, facts), severity=dg.AssetCheckSeverity.WARN)
+        return dg.AssetCheckResult(passed=result.passed, severity=result.severity, description=words,
+                                   metadata=result.metadata)
+
+    return _check
+
+
+verdict_checks = [verdict_check(method, reference, claim) for method, reference, claim in HEADLINES]
+
 all_checks = [gradient_sketches_finite, task_sketches_finite, outcomes_complete, grasp_holdout_fidelity,
               grasp_not_below_grad_dot, selection_size_equals_budget,
-              mixture_weights_sum_to_one]
+              mixture_weights_sum_to_one, *verdict_checks]

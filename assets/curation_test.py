@@ -17,4 +17,5 @@ def curation_test(context: dg.AssetExecutionContext, config: TestConfig, storage
     paired gains over random (selections) and natural (mixtures) with bootstrap intervals."""
     params = to_params(config)
     return run_stage(context, storage, params_dict(params),
-                     lambda run: run_curation_test(storage.store(), workload.build(), params))
+                     lambda run: run_curation_test(storage.store(), workload.build(), params),
+                     verdict="curation_test_verdict")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from grasp_pipeline.evaluation.verdict_report import Verdict, read_verdict
 from grasp_pipeline.infra import progress
 from grasp_pipeline.infra.commits import recording
 from grasp_pipeline.infra.lineage import LINEAGE_TABLE, index_lineage, lineage_summary
@@ -30,7 +31,7 @@ from grasp_pipeline.infra.tracking import TrackedRun, TrackingError
 from grasp_pipeline.stages import StageResult
 from grasp_pipeline.stages.registry import stage_ordinal
 
-from .catalog import tables_of
+from .catalog import column_schema, tables_of
 from .leases import step_lease
 from .reporting import DagsterLog, MlflowCurves
 from .resources import GraspStorage
@@ -40,11 +41,14 @@ MLFLOW_PARENT_TAG = "grasp/mlflow_parent_run_id"
 
 
 def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: dict,
-              compute: Callable[[TrackedRun], StageResult]):
+              compute: Callable[[TrackedRun], StageResult], verdict: str | None = None):
     """Runs `compute` inside an MLflow run tagged with the Dagster run.
 
     Returns one MaterializeResult per asset of the step: a single result for a stage that
-    writes one table, else a tuple in the order of `tables_of(stage)`.
+    writes one table, else a tuple in the order of `tables_of(stage)`. With `verdict` (a verdict
+    table the stage writes), the primary asset shows that verdict (a Markdown table with its
+    figure, a few named figures) instead of the stage's metrics, which stay in MLflow, and the
+    MLflow run gets the verdict as a table, a figure and Markdown.
     """
     stage = context.op_def.name
     with progress.task(stage, unit="stage", ordinal=stage_ordinal(stage)):
@@ -54,19 +58,23 @@ def run_stage(context: dg.AssetExecutionContext, storage: GraspStorage, params: 
                 "dagster.assets": ",".join(k.to_user_string() for k in _asset_keys(context)),
                 "dagster.code_version": code_version}
         with step_lease(context, storage.store().root), \
-                tracker.run(stage, tags=tags, parent_run_id=context.run.tags.get(MLFLOW_PARENT_TAG)) as run:
+                tracker.run(stage, tags=tags, parent_run_id=context.run.tags.get(MLFLOW_PARENT_TAG),
+                            source=f"grasp_pipeline/stages/{stage}.py") as run:
             run.log_params(params)
             curves = MlflowCurves(run)
             with recording(stage, dagster_run_id=context.run.run_id, mlflow_run_id=run.run_id,
                            code_version=code_version, params=params):
                 result, seconds = _compute_reporting_progress(context, curves, compute)
             _report_lineage_version(context, storage, index_lineage(storage.store(), result.writes))
+            shown = read_verdict(storage.store(), verdict) if verdict else None
             try:
                 curves.flush()
                 _log_result(storage, run, result, seconds)
+                if shown is not None:
+                    _log_verdict(run, shown)
             except TrackingError as error:
                 raise _committed_then_tracking_failed(stage, tracker.tracking_uri, run, result, error) from None
-        results = _materialize_results(context, storage, tracker.tracking_uri, run, result)
+        results = _materialize_results(context, storage, tracker.tracking_uri, run, result, shown)
     import matplotlib.pyplot as plt
 
     for figure in result.figures.values():
@@ -109,6 +117,13 @@ def _log_result(storage: GraspStorage, run: TrackedRun, result: StageResult, sec
         run.log_figure(figure, name)
 
 
+def _log_verdict(run: TrackedRun, verdict: Verdict) -> None:
+    """The verdict on the MLflow run: `<table>.json` (an MLflow table), `<table>.png` and `<table>.md`."""
+    run.log_table(verdict.rows, f"{verdict.table}.json")
+    run.log_figure(verdict.figure(), f"{verdict.table}.png")
+    run.log_text(verdict.markdown(), f"{verdict.table}.md")
+
+
 def _committed_then_tracking_failed(stage: str, tracking_uri: str, run: TrackedRun, result: StageResult,
                                     error: TrackingError) -> TrackingError:
     """The error of a step whose tables are committed but whose MLflow logging failed: it names the
@@ -131,7 +146,8 @@ def _report_lineage_version(context: dg.AssetExecutionContext, storage: GraspSto
 
 
 def _materialize_results(context: dg.AssetExecutionContext, storage: GraspStorage, tracking_uri: str,
-                         run: TrackedRun, result: StageResult) -> list[dg.MaterializeResult]:
+                         run: TrackedRun, result: StageResult, verdict: Verdict | None = None
+                         ) -> list[dg.MaterializeResult]:
     """One MaterializeResult per asset of the step: its table's metadata, and the stage's on the primary."""
     store = storage.store()
     writes = {w.table: w for w in result.writes}
@@ -151,7 +167,7 @@ def _materialize_results(context: dg.AssetExecutionContext, storage: GraspStorag
         if write is not None:
             metadata.update(_table_metadata(store, write))
         if i == 0:
-            metadata.update(_stage_metadata(run, result))
+            metadata.update(_verdict_metadata(run, verdict) if verdict is not None else _stage_metadata(run, result))
         version = f"{table}@{write.version}" if write is not None else \
             ",".join(f"{t}@{v}" for t, v in sorted(result.reads.items()))  # a derived export: what it read
         results.append(dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(version)))
@@ -161,7 +177,7 @@ def _materialize_results(context: dg.AssetExecutionContext, storage: GraspStorag
 def _table_metadata(store, write) -> dict:
     return {
         "dagster/row_count": write.rows,
-        "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(n, t) for n, t in write.schema.items()]),
+        "dagster/column_schema": column_schema(write.table, write.schema),
         "dagster/uri": store.uri(write.table),
         f"{write.table}.delta_version": write.version,
         f"{write.table}.rows": write.rows,
@@ -181,6 +197,16 @@ def _stage_metadata(run: TrackedRun, result: StageResult) -> dict:
             f"![{name}](data:image/png;base64,{_png_base64(figure)})\n\nAlso logged to MLflow run "
             f"`{run.run_id}` as `{name}`.")
     return metadata
+
+
+def _verdict_metadata(run: TrackedRun, verdict: Verdict) -> dict:
+    """The verdict as the asset page shows it: a Markdown table with its figure inline, and a few
+    named figures (the stage's full metrics are on its MLflow run)."""
+    markdown = (f"{verdict.markdown()}\n\n![{verdict.table}](data:image/png;base64,{_png_base64(verdict.figure())})"
+                f"\n\nAll metrics, this table (`{verdict.table}.json`) and the figure are on MLflow run "
+                f"`{run.run_id}`.")
+    return {"verdict": dg.MetadataValue.md(markdown),
+            **{f"verdict.{name}": plain(value) for name, value in verdict.scalars().items()}}
 
 
 def _png_base64(figure) -> str:

@@ -2,8 +2,8 @@
 
 Nothing here reads the environment at import: an empty `root` means GRASP_ROOT as the run
 sees it when it starts (else `.grasp/storage`), an empty `tracking_uri` MLFLOW_TRACKING_URI
-then, so one code location serves every deployment and a changed variable applies to the
-next run without reloading the code.
+then (an empty `experiment` GRASP_MLFLOW_EXPERIMENT), so one code location serves every
+deployment and a changed variable applies to the next run without reloading the code.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class GraspStorage(dg.ConfigurableResource):
                       "credentials come from environment variables only.")
     tracking_uri: str = Field(default="", description="MLflow tracking URI (e.g. http://127.0.0.1:5000); empty = "
                               "$MLFLOW_TRACKING_URI, else a SQLite store under a local root.")
+    experiment: str = Field(default="", description="MLflow experiment of the runs; empty = $GRASP_MLFLOW_EXPERIMENT "
+                            "when the run starts, else grasp-pipeline.")
     system_metrics: bool = Field(default=False, description="Sample CPU, memory and GPU use into every stage's MLflow "
                                  "run (needs psutil; also on with MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true).")
     log_retention_days: int = Field(default=DEFAULT_LOG_RETENTION_DAYS, description="delta.logRetentionDuration of "
@@ -51,7 +53,7 @@ class GraspStorage(dg.ConfigurableResource):
         # artifacts next to the tables only for the local default store; a server stores its own
         local_default = uri == default_tracking_uri(store.root) if store.is_local else False
         return Tracker(uri, artifact_root=os.path.join(store.root, "mlartifacts") if local_default else None,
-                       system_metrics=self.system_metrics or None)
+                       experiment=self.experiment or None, system_metrics=self.system_metrics or None)
 
 
 class _WorkloadResourceBase(dg.ConfigurableResource):

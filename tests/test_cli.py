@@ -189,3 +189,26 @@ def test_the_command_line_starts_without_importing_torch():
     """`grasp --help` and argument errors answer at once: torch loads only when a command runs."""
     code = "import sys, assets.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_parent_run_logs_the_active_workloads_fields_only_and_the_source(grasp_run):
+    from dataclasses import fields
+
+    from mlflow.tracking import MlflowClient
+
+    from grasp_pipeline.config import WorkloadParams
+    from grasp_pipeline.config.workload import WorkloadChoice
+    from grasp_pipeline.infra.tracking import default_tracking_uri, git_commit
+    from grasp_pipeline.workloads import workload_parameter_names
+
+    tmp_path, _, _ = grasp_run
+    client = MlflowClient(tracking_uri=default_tracking_uri(str(tmp_path / "storage")))
+    experiment = client.get_experiment_by_name("grasp-pipeline")
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`grasp.profile` = 'smoke'")
+    name = parent.data.params["workload.name"]
+    logged = {k.removeprefix("workload.") for k in parent.data.params if k.startswith("workload.")}
+    assert logged == {f.name for f in fields(WorkloadChoice)} | workload_parameter_names(name)
+    assert {f.name for f in fields(WorkloadParams)} - logged  # other workloads' fields exist and are left out
+    assert parent.data.tags["mlflow.source.name"] == "grasp run --profile smoke"
+    assert parent.data.tags.get("mlflow.source.git.commit") == git_commit()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

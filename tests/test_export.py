@@ -92,8 +92,8 @@ def test_a_selection_manifest_cuts_the_selected_examples_out_of_the_original_doc
 def test_the_export_records_the_table_versions_it_was_made_from(exported):
     store, out, result = exported
     manifest = json.loads((out / "export.json").read_text())
-    assert manifest["reads"] == result.reads == {t: store.version(t) for t in
-                                                 ("corpus_shards", "curated_selections", "mixture_weights")}
+    assert manifest["reads"] == result.reads == {t: store.version(t) for t in (
+        "corpus_shards", "curated_selections", "mixture_weights", "curation_test_verdict")}  # the verdict: reported
     assert result.writes == []  # files, no table
     assert not list(out.rglob(".*.tmp"))  # every file was moved into place
 
@@ -171,3 +171,21 @@ def test_an_export_to_object_storage_lands_there_with_the_same_files(pipeline_ru
     assert names == local
     with remote.open_input_stream(f"{base}/export.json") as stream:
         assert json.loads(stream.read())["destination"] == destination
+
+
+def test_the_export_says_which_mixture_the_held_out_test_supports_with_the_intervals(exported):
+    from grasp_pipeline.evaluation.summary import verdict_table
+
+    store, out, _ = exported
+    held_out = json.loads((out / "export.json").read_text())["held_out_mixtures"]
+    verdict = verdict_table(store, "curation_test_verdict").filter(pl.col("comparison").str.starts_with("mixture-"))
+    assert [r["comparison"] for r in held_out["rows"]] == verdict["comparison"].to_list()
+    assert [r["ci_low"] for r in held_out["rows"]] == pytest.approx(verdict["ci_low"].to_list())
+    assert [r["ci_high"] for r in held_out["rows"]] == pytest.approx(verdict["ci_high"].to_list())
+    over_natural = verdict.filter(pl.col("comparison").str.ends_with("− mixture-natural") & (pl.col("ci_low") > 0))
+    best = over_natural.sort("gain", descending=True)["comparison"].to_list()[:1]
+    assert held_out["supported"] == (best[0].split(" − ")[0].removeprefix("mixture-") if best else None)
+    assert (held_out["supported"] or "supports none") in held_out["finding"]
+    # the manifest names the verdict's version it was read from
+    assert json.loads((out / "export.json").read_text())["reads"]["curation_test_verdict"] == \
+        store.version("curation_test_verdict")

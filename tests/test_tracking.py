@@ -151,3 +151,45 @@ def test_metric_curves_never_stop_a_stage_while_mlflow_is_down_and_the_final_flu
     with pytest.raises(TrackingError):
         curves.flush()
     assert len(curves.points) == 6
+
+
+def test_the_experiment_is_named_by_the_setting_or_the_environment_and_opens_on_the_training_view(tmp_path,
+                                                                                                  monkeypatch):
+    from grasp_pipeline.infra.tracking import EXPERIMENT, EXPERIMENT_ENV, EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    uri = default_tracking_uri(str(tmp_path))
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_experiment(Tracker(uri).experiment_id).name == EXPERIMENT  # the default is unchanged
+    monkeypatch.setenv(EXPERIMENT_ENV, "from-the-environment")
+    assert client.get_experiment(Tracker(uri).experiment_id).name == "from-the-environment"
+    assert client.get_experiment(Tracker(uri, experiment="configured").experiment_id).name == "configured"
+    older = client.create_experiment("made-before-the-tag")  # an experiment an older version created
+    Tracker(uri, experiment="made-before-the-tag")
+    for name in (EXPERIMENT, "from-the-environment", "configured", "made-before-the-tag"):
+        assert client.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND, name
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_a_run_names_its_source_and_the_git_commit_of_the_checkout(tracker):
+    import subprocess
+    from pathlib import Path
+
+    from grasp_pipeline.infra.tracking import git_commit
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    with tracker.run("stage", source="grasp_pipeline/stages/surrogates.py") as run:
+        pass
+    tags = tracker.client.get_run(run.run_id).data.tags
+    assert tags["mlflow.source.name"] == "grasp_pipeline/stages/surrogates.py"
+    assert tags.get("mlflow.source.git.commit") == (head.stdout.strip() if head.returncode == 0 else None)
+    assert git_commit() == tags.get("mlflow.source.git.commit")
+
+
+def test_a_verdict_table_is_logged_as_an_mlflow_table(tracker, tmp_path):
+    import polars as pl
+
+    frame = pl.DataFrame({"comparison": ["grasp − random_pick"], "gain": [0.01], "ci_low": [-0.02]})
+    with tracker.run("table") as run:
+        run.log_table(frame, "verdict.json")
+    stored = json.loads(open(tracker.client.download_artifacts(run.run_id, "verdict.json", str(tmp_path))).read())
+    assert stored == {"columns": frame.columns, "data": [list(r) for r in frame.iter_rows()]}

@@ -4,8 +4,9 @@ A run with non-default config is launched through GraphQL (the `dagster-graphql`
 queued, dequeued by the daemon and executed; its Delta tables are read back; staleness is
 read through GraphQL after a corpus change; and headless Chromium opens the asset graph page
 (finding every asset's name), the fidelity figure in a materialisation's metadata and the
-launchpad of a one-asset job, saving a screenshot of each (`.grasp/test-artifacts/`, or under
-GRASP_TEST_ARTIFACTS: asset_graph.png, fidelity_figure.png, launchpad.png).
+launchpad of a one-asset job and the held-out verdict (a Markdown table and its figure) on the
+curation_test page, saving a screenshot of each (`.grasp/test-artifacts/`, or under
+GRASP_TEST_ARTIFACTS: asset_graph.png, fidelity_figure.png, launchpad.png, curation_test_verdict.png).
 """
 
 from __future__ import annotations
@@ -245,6 +246,34 @@ def test_headless_chromium_opens_the_fidelity_figure_in_a_materialisations_metad
     assert images, _page_text(driver)[:3000]
     time.sleep(1)
     screenshot = ARTIFACTS / "fidelity_figure.png"
+    assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 20_000
+
+
+@needs_chromium
+def test_headless_chromium_finds_the_markdown_verdict_and_its_figure_on_the_curation_test_page(
+        server, browser, surrogate_materialised):
+    from selenium.webdriver.common.by import By
+
+    from grasp_pipeline.evaluation.summary import verdict_table
+
+    rows = verdict_table(DeltaStore(str(surrogate_materialised)), "curation_test_verdict")
+    driver = browser
+    driver.get(f"{server.url}/assets/curation_test?view=events")
+    text = _wait_for_text(driver, ["verdict.grasp_vs_random_pick.ci_low", "mlflow_run_id"])
+    assert "verdict.grasp_vs_random_pick.ci_low" in text, text[:3000]
+    row = driver.find_element(By.XPATH, "//tr[.//*[text()='verdict']]")
+    driver.execute_script("arguments[0].click()", row.find_element(By.XPATH, ".//a[contains(., 'Show Markdown')]"))
+    # the dialog renders the Markdown: a table with every comparison, and the figure below it
+    expected = ["95% interval", "dev retrainings", *rows["comparison"].to_list()]
+    text = _wait_for_text(driver, expected, seconds=30)
+    assert all(e in text for e in expected), text[:3000]
+    cells = driver.find_elements(By.XPATH, "//table//td[contains(., 'grasp − random_pick')]")
+    assert cells, "the verdict is not shown as a table"
+    images = [img for img in driver.find_elements(By.XPATH, "//img[starts-with(@src, 'data:image/png;base64,')]")
+              if driver.execute_script("return arguments[0].naturalWidth", img) > 100]
+    assert images, text[:3000]
+    time.sleep(1)
+    screenshot = ARTIFACTS / "curation_test_verdict.png"
     assert driver.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 20_000
 
 

@@ -12,7 +12,8 @@ the instance. Every command that commits to the tables holds the root's writer l
 
 The package is the command line only (nothing else imports it): this module the parser and the run,
 lineage, config and recurate commands; `table_commands` export, maintain and mixture-update;
-`console` the progress display; `instance` the command line's Dagster instance.
+`console` the progress display; `instance` the command line's Dagster instance; `report` the
+summary of any finished run, from its tables.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..env import storage_root
 from . import arguments
 from .check import add_check
 from .instance import ensure_dagster_home, owner_tags, release_dead_runs, report_to_instance, report_writes
+from .report import add_report
 from .table_commands import add_table_commands
 
 
@@ -102,7 +104,8 @@ def command_run(args) -> int:
     # a second writer of this root waits or stops here, before any table or MLflow run
     with lease.held(wait=args.wait), tracker.run(f"grasp run --profile {args.profile}", tags={
             "grasp.profile": args.profile, "grasp.workload": params.workload.name}) as parent:
-        parent.log_params(dataclasses.asdict(params))  # the whole configuration, once, on the parent
+        # the whole configuration, once, on the parent: of the workload section, the active workload's fields only
+        parent.log_params({**dataclasses.asdict(params), "workload": params.workload.active_fields()})
         with progress.reporting(ConsoleProgress()), reporting_waits(), \
                 _summary_on_interrupt(instance, root, parent.run_id):
             results = materialize_everything(defs, instance, run_config, tags={
@@ -394,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grasp", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_lineage, _add_config, _add_recurate):
+    for add in (_add_run, _add_lineage, _add_config, _add_recurate, add_report):
         add(commands)
     add_table_commands(commands, wait_help=WAIT_HELP)
     add_check(commands)

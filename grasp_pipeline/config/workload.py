@@ -10,7 +10,7 @@ have one default in both (tests/test_settings.py checks it).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -42,6 +42,11 @@ class WorkloadParams(*(params_cls for _, params_cls in reversed(WORKLOADS.values
         """Returns the hyper-parameters that the chosen workload takes."""
         names = workload_parameter_names(self.name)
         return {k: v for k, v in asdict(self).items() if k in names}
+
+    def active_fields(self) -> dict:
+        """The resource's own fields (name, device…) and the chosen workload's hyper-parameters: what
+        a run is tracked with (not the other workloads' fields, which it never reads)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(WorkloadChoice)}, **self.model_params()}
 
     def build(self) -> Workload:
         """Returns the configured workload (and sets torch's intra-op threads when asked)."""

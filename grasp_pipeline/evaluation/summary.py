@@ -13,15 +13,17 @@ def fidelity_table(store: DeltaStore) -> pl.DataFrame:
     predictions = store.read("surrogate_predictions").filter(pl.col("role") == "holdout")
     per_task = (predictions.group_by("method", "sampler", "task")
                 .agg(pl.corr("predicted", "actual", method="spearman").alias("rho")))
+    # sorted before the pivot: its columns come in order of appearance, and group_by's order is not fixed
     by_sampler = (per_task.group_by("method", "sampler").agg(pl.col("rho").fill_nan(None).mean())
-                  .pivot(on="sampler", index="method", values="rho"))
+                  .sort("method", "sampler").pivot(on="sampler", index="method", values="rho"))
     surrogates = store.read("surrogates")
     overall = (surrogates.group_by("method")
                .agg(pl.col("holdout_spearman").fill_nan(None).mean().alias("all_holdout"),
                     pl.col("holdout_pearson").fill_nan(None).mean().alias("pearson"),
                     pl.col("cv_lcb").first(),
                     *([pl.col("artifact_seconds").first()] if "artifact_seconds" in surrogates.columns else [])))
-    return overall.join(by_sampler, on="method").sort("all_holdout", descending=True, nulls_last=True)
+    return overall.join(by_sampler, on="method").sort(["all_holdout", "method"], descending=[True, False],
+                                                      nulls_last=True)
 
 
 def fit_budget_table(store: DeltaStore) -> pl.DataFrame | None:
@@ -51,7 +53,7 @@ def selection_table(store: DeltaStore) -> pl.DataFrame:
     validation = store.read("selection_validation")
     return (validation.group_by("method").agg(pl.col("utility").mean().alias("mean_utility"),
                                                pl.col("budget").first())
-            .sort("mean_utility", descending=True))
+            .sort(["mean_utility", "method"], descending=[True, False]))  # ties by name: the same text each time
 
 
 def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
@@ -67,7 +69,7 @@ def curation_test_table(store: DeltaStore) -> pl.DataFrame | None:
                          pl.format("{}/{}", "tasks_ahead", pl.lit(tasks)).alias("tasks_ahead"),
                          pl.col("sign_test_p").alias("sign_p"), pl.col("percentile").alias("pct_of_random"),
                          pl.col("floor_utility").alias("composition_only"))
-            .sort("reference", "test_utility", descending=[False, True]))
+            .sort("reference", "test_utility", "method", descending=[False, True, False]))
 
 
 def verdict_table(store: DeltaStore, table: str) -> pl.DataFrame | None:
@@ -79,7 +81,8 @@ def verdict_table(store: DeltaStore, table: str) -> pl.DataFrame | None:
     return (frame.with_columns(comparison=pl.format("{} − {}", "method", "reference"),
                                verdict=pl.when(pl.col("ci_low") > 0).then(pl.lit("ahead"))
                                .when(pl.col("ci_high") < 0).then(pl.lit("behind")).otherwise(pl.lit("level")))
-            .sort(pl.col("kind") == "difference", pl.col("method").str.starts_with("mixture-"), -pl.col("gain"))
+            .sort(pl.col("kind") == "difference", pl.col("method").str.starts_with("mixture-"), -pl.col("gain"),
+                  "comparison")
             .select("comparison", "gain", "ci_low", "ci_high", "verdict", "p_value",
                     pl.col("null_percentile").alias("pct_of_random"), "draws", "candidates", "dev_retrainings"))
 
@@ -127,7 +130,7 @@ def target_check_lines(store: DeltaStore) -> list[str]:
 def mixture_table(store: DeltaStore) -> pl.DataFrame:
     mixtures = store.read("mixture_weights")
     return (mixtures.pivot(on="domain", index=["method", "predicted_utility"], values="weight")
-            .sort("predicted_utility", descending=True))
+            .sort(["predicted_utility", "method"], descending=[True, False]))
 
 
 def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = None) -> str:

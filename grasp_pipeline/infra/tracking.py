@@ -18,9 +18,11 @@ itself. Values shown or stored are redacted (`secrets.redact`): no URI credentia
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +36,11 @@ from .processes import process_exists, process_start_ticks
 from .secrets import redact, split_credentials
 
 EXPERIMENT = "grasp-pipeline"
+EXPERIMENT_ENV = "GRASP_MLFLOW_EXPERIMENT"  # the experiment's name when the storage resource names none
+# MLflow 3 opens an experiment on its GenAI traces view unless this tag says it holds model training runs
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow's run tags for what ran and at which commit (the UI shows and links them)
+SOURCE_NAME_TAG, GIT_COMMIT_TAG = "mlflow.source.name", "mlflow.source.git.commit"
 OWNER_TAG = "grasp.owner"  # host:pid:process start time of the process that opened the run
 FAILURE_TAG = "grasp.failure"
 _OPEN_RUNS: set[str] = set()  # runs this process has open (so the sweep never touches them)
@@ -167,6 +174,15 @@ class TrackedRun:
     def log_figure(self, figure, file_name: str) -> None:
         self.policy.call("log_figure", self.client.log_figure, self.run_id, figure, file_name)
 
+    def log_text(self, text: str, file_name: str) -> None:
+        self.policy.call("log_text", self.client.log_text, self.run_id, text, file_name)
+
+    def log_table(self, frame, file_name: str) -> None:
+        """Logs a polars frame as an MLflow table artifact (`file_name` ends in .json; the run's
+        Artifacts and the experiment's evaluation view show it)."""
+        columns = {name: frame[name].to_list() for name in frame.columns}
+        self.policy.call("log_table", self.client.log_table, self.run_id, columns, file_name)
+
 
 class Tracker:
     """Creates MLflow runs in one experiment of one tracking store.
@@ -175,7 +191,7 @@ class Tracker:
     open; None = MLflow's own switch, the MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING variable.
     """
 
-    def __init__(self, tracking_uri: str, artifact_root: str | None = None, experiment: str = EXPERIMENT,
+    def __init__(self, tracking_uri: str, artifact_root: str | None = None, experiment: str | None = None,
                  policy: TrackingPolicy = TrackingPolicy(), system_metrics: bool | None = None):
         policy.apply_to_environment()
         self.tracking_uri, self.policy = redact(tracking_uri), policy
@@ -184,6 +200,7 @@ class Tracker:
         if system_metrics is None:
             system_metrics = os.environ.get(SYSTEM_METRICS_ENV, "").strip().lower() in ("1", "true", "yes")
         self.system_metrics = system_metrics
+        experiment = experiment_name(experiment)
         found = policy.call("get_experiment_by_name", self.client.get_experiment_by_name, experiment)
         if found is None:
             location = Path(artifact_root).resolve().as_uri() if artifact_root else None
@@ -195,14 +212,20 @@ class Tracker:
         else:
             self.experiment_id = found.experiment_id
             relocate_artifacts(tracking_uri, found, artifact_root)
+        if found is None or EXPERIMENT_KIND_TAG not in found.tags:  # an experiment made before the tag gets it
+            policy.call("set_experiment_tag", self.client.set_experiment_tag, self.experiment_id,
+                        EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.mark_orphans_failed()
 
     @contextmanager
-    def run(self, name: str, tags: dict | None = None, parent_run_id: str | None = None) -> Iterator[TrackedRun]:
+    def run(self, name: str, tags: dict | None = None, parent_run_id: str | None = None,
+            source: str | None = None) -> Iterator[TrackedRun]:
         """Yields a TrackedRun (nested under `parent_run_id` when given); the MLflow run ends FINISHED,
         or FAILED if the body raised or `mark_failed` was called (when the store is down too, the
-        run stays RUNNING until the next Tracker marks it FAILED)."""
-        tags = {**{k: redact(str(v)) for k, v in (tags or {}).items()}, OWNER_TAG: process_owner()}
+        run stays RUNNING until the next Tracker marks it FAILED). `source` (default `name`) is the
+        run's `mlflow.source.name`; in a git checkout the run also carries the commit."""
+        tags = {**source_tags(source or name), **{k: redact(str(v)) for k, v in (tags or {}).items()},
+                OWNER_TAG: process_owner()}
         if parent_run_id:
             tags[PARENT_RUN_TAG] = parent_run_id
         run = self.policy.call("create_run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
@@ -265,6 +288,29 @@ class Tracker:
             self.client.set_tag(run_id, FAILURE_TAG, f"its process ({owner}) ended without finishing the run")
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         return orphans
+
+
+def experiment_name(configured: str | None = None, environ=os.environ) -> str:
+    """The MLflow experiment: the configured name, else $GRASP_MLFLOW_EXPERIMENT, else `grasp-pipeline`."""
+    return configured or environ.get(EXPERIMENT_ENV, "").strip() or EXPERIMENT
+
+
+def source_tags(source: str) -> dict[str, str]:
+    """`mlflow.source.name`, and `mlflow.source.git.commit` when this code is a git checkout."""
+    commit = git_commit()
+    return {SOURCE_NAME_TAG: source, **({GIT_COMMIT_TAG: commit} if commit else {})}
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the git checkout holding this package, or None (an installed package, no git)."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = found.stdout.strip()
+    return commit if found.returncode == 0 and len(commit) == 40 else None
 
 
 def process_owner(pid: int | None = None) -> str:

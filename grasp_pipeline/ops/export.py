@@ -14,7 +14,9 @@ Per selection (`selections/<selection_id>.parquet`): one row per selected exampl
 order — rank, example_id, domain, source (the corpus file), doc_id, offset (byte offset of
 the example in the document's UTF-8 text) and n_bytes — enough to cut the training set out
 of the original documents; counts per domain are in `export.json`, which also records the
-table versions the files were made from. Files are written under a temporary name and moved
+table versions the files were made from and, under `held_out_mixtures`, which mixture the
+held-out test supports (`supported`, `finding`) with every mixture's verdict row and interval
+(evaluation/verdict_report.py; null before `curation_test` has run). Files are written under a temporary name and moved
 into place, so a reader never sees half a file.
 """
 
@@ -28,6 +30,7 @@ import uuid
 import polars as pl
 
 from ..config.params import ExportParams
+from ..evaluation.verdict_report import read_verdict
 from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..stages.base import StageResult, stage
@@ -101,6 +104,9 @@ def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
                 "budget": int(rows["budget"][0]), "bytes": int(table["n_bytes"].sum()),
                 "domains": dict(sorted(table.group_by("domain").len().iter_rows()))}
             done.advance()
+    # which mixture the held-out test supports, next to the weights (none before curation_test ran)
+    verdict = read_verdict(store, "curation_test_verdict") if store.exists("curation_test_verdict") else None
+    manifest["held_out_mixtures"] = verdict.mixtures() if verdict is not None else None
     manifest["reads"] = dict(sorted(getattr(store, "versions", {}).items()))
     files.write_text("export.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     result = StageResult(metrics={"destination": destination, "mixtures": len(manifest["mixtures"]),
