@@ -167,9 +167,11 @@ def test_the_dagster_layer_imports_no_private_dagster_module():
     assert private == [f"{path}: {module}" for path, (module, _) in sorted(NO_PUBLIC_EXPORT.items())]
 
 
-# The one private import the Dagster layer needs: the result types of the (public) run-launcher
-# hook `check_run_worker_health`, which Dagster does not export publicly (assets/deploy/run_launcher.py).
-NO_PUBLIC_EXPORT = {"deploy/run_launcher.py": ("dagster._core.launcher", ("CheckRunHealthResult", "WorkerStatus"))}
+# The private imports the Dagster layer needs: the result types of the (public) run-launcher hook
+# `check_run_worker_health` (assets/deploy/run_launcher.py), and the check for an interrupt Dagster holds
+# while an in-process step waits for a pool slot, so Ctrl-C stops a blocked `grasp run` (assets/cli/instance.py).
+NO_PUBLIC_EXPORT = {"cli/instance.py": ("dagster._utils.interrupts", ("check_captured_interrupt",)),
+                    "deploy/run_launcher.py": ("dagster._core.launcher", ("CheckRunHealthResult", "WorkerStatus"))}
 
 
 def test_each_private_dagster_import_is_of_something_dagster_does_not_export_publicly():
