@@ -4,8 +4,10 @@ built one), and one materialised graph."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -137,3 +139,20 @@ def _quiet_threads():
     # tests run many tiny models: more threads than cores only adds contention
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
+
+
+@contextmanager
+def spawn_pool(processes: int):
+    """A spawn-context process pool that ends by close() + join(): its workers exit on the pool's
+    sentinels. Pool's own `with` ends by terminate(), a SIGTERM to each worker; Dagster maps SIGTERM to
+    SIGINT's handler, so in a test process started where SIGINT is ignored (a background job), the
+    workers inherit an ignored SIGTERM and terminate() waits for them forever."""
+    pool = multiprocessing.get_context("spawn").Pool(processes)
+    try:
+        yield pool
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()

@@ -9,7 +9,6 @@ real subprocesses against real Delta tables, locally and on an S3-compatible ser
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -29,7 +28,7 @@ from grasp_pipeline import stages
 from grasp_pipeline.corpus import CorpusError, load_documents
 from grasp_pipeline.infra.storage import DeltaStore, PinnedReads, TableLogError
 
-from .conftest import build_tables_until, copy_root, tiny_params, write_user_corpus
+from .conftest import build_tables_until, copy_root, spawn_pool, tiny_params, write_user_corpus
 from .partition_writers import outcome_rows, write_one_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +111,7 @@ def test_eight_partitions_written_concurrently_lose_nothing(any_root, table_exis
     store = DeltaStore(any_root)
     if table_exists:
         store.write_partitions("subset_outcomes", outcome_rows("b8", 50, offset=400))
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    with spawn_pool(8) as pool:
         versions = pool.starmap(write_one_batch, [(any_root, b) for b in range(8)])
     table = store.read("subset_outcomes")
     expected_batches = 9 if table_exists else 8
@@ -133,7 +132,7 @@ def test_eight_writers_that_each_remove_a_stale_partition_concurrently_lose_noth
     store = DeltaStore(any_root)
     store.write_partitions("subset_outcomes", outcome_rows("old", 50, offset=400))
     current = [f"b{b}" for b in range(8)]
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    with spawn_pool(8) as pool:
         versions = pool.starmap(write_one_batch, [(any_root, b, current) for b in range(8)])
     table = store.read("subset_outcomes")
     assert sorted(table["batch"].unique().to_list()) == current

@@ -4,7 +4,6 @@ started at once, and credentials that never reach anything stored or shown.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from grasp_pipeline.infra.lease import LeaseHeld, RootLease
 from grasp_pipeline.infra.storage import DeltaStore, StorageSettingError, storage_options_from_env
 
-from .conftest import TINY, materialize_prepare, tiny_params, write_user_corpus
+from .conftest import TINY, materialize_prepare, spawn_pool, tiny_params, write_user_corpus
 from .partition_writers import outcome_rows
 from .services import binary, free_port, start, stop
 
@@ -83,7 +82,7 @@ def race_for(root: str, barrier_file: str) -> bool:
 
 def test_of_eight_writers_racing_for_a_free_root_exactly_one_wins(any_root, tmp_path):
     barrier = tmp_path / "go"
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    with spawn_pool(8) as pool:
         pending = pool.starmap_async(race_for, [(any_root, str(barrier))] * 8)
         time.sleep(3)  # every worker is up and polling
         barrier.touch()
