@@ -92,7 +92,7 @@ TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
     "surrogates": {c: None for c in ("surrogate_id", "method", "task")}
     | {"params": "JSON of the fitted parameters.", "config": None, "cv_mean": None, "cv_lcb": None,
        "holdout_spearman": None, "holdout_pearson": None, "mlflow_run_id": "MLflow run of the fit.",
-       "artifact_seconds": None},
+       "artifact_seconds": None, "model_version": "Reference model version of the sketches it was fitted on."},
     "surrogate_candidates": {c: None for c in ("surrogate_id", "method")}
     | {"candidate": "Candidate configuration number.", "config": None, "cv_mean": None,
        "cv_sd": "Standard deviation of the cross-validated score.", "cv_lcb": None, "chosen": None,
