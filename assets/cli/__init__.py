@@ -415,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     from grasp_pipeline.infra.lease import LeaseHeld
     from grasp_pipeline.infra.tracking import TrackingError
 
+    if not args.debug:
+        _quiet_interrupted_connection_close()
     try:
         return args.handler(args)
     except Exception as error:
@@ -434,6 +436,20 @@ def main(argv: list[str] | None = None) -> int:
         print("grasp: interrupted; every table is at its last committed version (`grasp lineage` lists them)",
               file=sys.stderr)
         return 130
+
+
+def _quiet_interrupted_connection_close() -> None:
+    """A Ctrl-C that lands while SQLAlchemy closes a connection (the Dagster or MLflow SQLite stores) is
+    logged by its pool with a traceback before it re-raises; the interrupt then reaches `main`, which
+    reports it in one line. Only that record is dropped: every other pool warning still reaches stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)))
+    pool = logging.getLogger("sqlalchemy.pool")  # the pool classes log under sqlalchemy.pool.impl.<Pool>
+    pool.addHandler(handler)
+    pool.propagate = False
 
 
 def _one_line(error: BaseException) -> str:

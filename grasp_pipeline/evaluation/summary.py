@@ -12,11 +12,13 @@ def fidelity_table(store: DeltaStore) -> pl.DataFrame:
     """Returns mean-over-tasks holdout Spearman ρ per method, overall and per sampler regime."""
     predictions = store.read("surrogate_predictions").filter(pl.col("role") == "holdout")
     per_task = (predictions.group_by("method", "sampler", "task")
-                .agg(pl.corr("predicted", "actual", method="spearman").alias("rho")))
-    # sorted before the pivot: its columns come in order of appearance, and group_by's order is not fixed
+                .agg(pl.corr("predicted", "actual", method="spearman").alias("rho"))
+                .sort("method", "sampler", "task"))  # group_by's order is not fixed: a mean of ±ρ summed in
+    # another order printed -0.000 on one call, 0.000 on the next
+    # sorted before the pivot: its columns come in order of appearance
     by_sampler = (per_task.group_by("method", "sampler").agg(pl.col("rho").fill_nan(None).mean())
                   .sort("method", "sampler").pivot(on="sampler", index="method", values="rho"))
-    surrogates = store.read("surrogates")
+    surrogates = store.read("surrogates").sort("method", "task", "surrogate_id")
     overall = (surrogates.group_by("method")
                .agg(pl.col("holdout_spearman").fill_nan(None).mean().alias("all_holdout"),
                     pl.col("holdout_pearson").fill_nan(None).mean().alias("pearson"),
