@@ -105,6 +105,33 @@ def test_grasp_report_prints_the_summary_grasp_run_prints_from_the_tables(pipeli
     assert "HELD-OUT VERDICT" in completed.stdout
 
 
+def test_the_summary_states_the_surrogates_calibration_on_the_loops_candidates_per_round(pipeline_run):
+    """Issue 26's calibration figure (slope of realised on predicted dev gain over what the loop
+    optimised), recomputed here from curation_rounds with numpy, per round and over all rounds."""
+    import numpy as np
+    import polars as pl
+
+    from grasp_pipeline.evaluation.summary import calibration_table
+
+    store = DeltaStore(str(pipeline_run[0]))
+    table = calibration_table(store)
+    rounds = store.read("curation_rounds")
+    grasp = rounds.filter((pl.col("kind") == "selection") & (pl.col("proposer") == "grasp"))
+    assert grasp.height >= 3
+    for round_ in [*map(str, sorted(grasp["round"].unique())), "all"]:
+        mine = grasp if round_ == "all" else grasp.filter(pl.col("round") == int(round_))
+        row = table.filter((pl.col("kind") == "selection") & (pl.col("proposer") == "grasp")
+                           & (pl.col("round") == round_)).row(0, named=True)
+        assert row["candidates"] == mine.height
+        assert row["mean_predicted"] == pytest.approx(mine["predicted_gain"].mean())
+        if mine.height >= 3 and mine["predicted_gain"].n_unique() > 1:
+            assert row["slope"] == pytest.approx(np.polyfit(mine["predicted_gain"], mine["realised_gain"], 1)[0])
+        else:
+            assert row["slope"] is None
+    assert set(table["proposer"]) >= {"grasp", "random_pick"}  # the control's beside it
+    assert "Surrogate calibration on the loop's candidates" in format_summary(store)
+
+
 def test_grasp_report_as_json_and_markdown_carries_the_verdicts_figures(pipeline_run, verdict):
     root = str(pipeline_run[0])
     as_json = json.loads(_grasp("report", "--root", root, "--format", "json").stdout)

@@ -101,6 +101,25 @@ def dirt_table(store: DeltaStore) -> pl.DataFrame | None:
     return both.pivot(on="kind", index="method", values="share", aggregate_function="mean").drop("clean", strict=False)
 
 
+def calibration_table(store: DeltaStore) -> pl.DataFrame | None:
+    """Predicted vs realised dev gain of the loop's candidates (`curation_rounds`), per kind, proposer and
+    round, then over all rounds: how much the surrogate promises on what it optimises, and whether it
+    ranks it (slope of realised on predicted: 1 = honest, 0 = no ranking; null under 3 candidates)."""
+    if not store.exists("curation_rounds"):
+        return None
+    rounds = store.read("curation_rounds").filter(pl.col("predicted_gain").is_not_null())
+    if rounds.is_empty():
+        return None
+    rounds = rounds.with_columns(pl.col("round").cast(pl.Utf8)).sort("kind", "proposer", "round", "candidate_id")
+    every = pl.concat([rounds, rounds.with_columns(round=pl.lit("all"))])
+    slope = pl.cov("predicted_gain", "realised_gain") / pl.col("predicted_gain").var()
+    return (every.group_by("kind", "proposer", "round", maintain_order=True)
+            .agg(candidates=pl.len(), mean_predicted=pl.col("predicted_gain").mean(),
+                 mean_realised=pl.col("realised_gain").mean(),
+                 slope=pl.when(pl.len() >= 3).then(slope),
+                 r=pl.when(pl.len() >= 3).then(pl.corr("predicted_gain", "realised_gain"))))
+
+
 def composition_floor_line(store: DeltaStore) -> str | None:
     """Retrained test loss next to the composition-only floor (per-domain unigram of each training subset)."""
     if not store.exists("curation_test"):
@@ -169,6 +188,10 @@ def format_summary(store: DeltaStore, stage_seconds: dict[str, float] | None = N
         dev = verdict_table(store, "validation_verdict")
         parts += (["Dev verdict (validation_verdict: the same statistics on dev, the recipe's seeds; what method work "
                    "is judged by, not the proof):", str(dev)] if dev is not None else [])
+        calibration = calibration_table(store)
+        parts += (["Surrogate calibration on the loop's candidates (dev gains over random; slope of realised on "
+                   "predicted gain: 1 = honest, 0 = no ranking; random_pick's predictions are the same surrogate's "
+                   "on random proposals):", str(calibration)] if calibration is not None else [])
         parts += ["Dev validation (selection_validation: dev examples, the recipe's own seeds; what the loop may look "
                   "at, not the proof):", str(selection_table(store)),
                   "Mixtures (predicted task-weighted utility at the selection budget):",
