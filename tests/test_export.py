@@ -52,8 +52,67 @@ def test_an_exported_mixture_drives_interleave_datasets_to_its_proportions(expor
     weights = mixture["domain_weights"]
     assert set(weights) >= set(form["domains"]) and abs(sum(weights.values()) - 1) < 1e-9
     assert all(weights[d] > 0 for d in form["domains"])  # zero-weight domains are left out of the HF form
-    np.testing.assert_allclose(form["probabilities"], [weights[d] / sum(weights[x] for x in form["domains"])
-                                                       for d in form["domains"]])
+    assert form["row"] == "one document of the corpus per row"
+
+
+def _document_bytes() -> dict[str, list[int]]:
+    """Each domain's document sizes in the embedded corpus (the tiny pipeline's), read here, not from a table."""
+    from grasp_pipeline.corpus import load_documents
+
+    documents, _ = load_documents(None)
+    sized = documents.with_columns(n=pl.col("text").str.len_bytes()).group_by("domain").agg("n")
+    return dict(sized.iter_rows())
+
+
+def _drawn_byte_shares(domains, probabilities, sizes: dict[str, list[int]], draws: int) -> dict[str, float]:
+    """Draws `draws` documents with interleave_datasets (one dataset per domain, one row per document,
+    each domain's documents repeated whole so none runs out) and returns each domain's share of the bytes."""
+    import datasets
+    import pyarrow as pa
+
+    sources = []
+    for domain, p in zip(domains, probabilities):
+        copies = -(-int(2 * p * draws + 1000) // len(sizes[domain]))  # whole copies, enough that none runs out
+        rows = copies * len(sizes[domain])
+        sources.append(datasets.Dataset(pa.table({"domain": pa.array([domain] * rows),
+                                                  "n_bytes": pa.array(np.tile(sizes[domain], copies))})))
+    mixed = datasets.interleave_datasets(sources, probabilities=probabilities, seed=0,
+                                         stopping_strategy="first_exhausted").select(range(draws))
+    drawn = pl.from_arrow(mixed.with_format("arrow")[:])
+    by_domain = drawn.group_by("domain").agg(pl.col("n_bytes").sum())
+    return {d: b / drawn["n_bytes"].sum() for d, b in by_domain.iter_rows()}
+
+
+def test_sampling_documents_by_the_exported_probabilities_reaches_the_byte_shares_within_two_percent(exported):
+    """Issue 27's round trip: a trainer interleaving per-domain document datasets with the exported
+    probabilities trains on the mixture's byte shares (within 2% of each); the weights used directly as
+    probabilities do not, because documents differ in length from domain to domain."""
+    _, out, _ = exported
+    sizes = _document_bytes()
+    manifest = json.loads((out / "export.json").read_text())
+    for mixture_id in manifest["mixtures"]:
+        mixture = json.loads((out / "mixtures" / f"{mixture_id}.json").read_text())
+        form, weights = mixture["hf_interleave_datasets"], mixture["domain_weights"]
+        target = {d: weights[d] / sum(weights[x] for x in form["domains"]) for d in form["domains"]}
+        # in expectation, exactly: a draw from domain d brings its mean document bytes
+        mean = {d: float(np.mean(sizes[d])) for d in form["domains"]}
+        expected = np.array(form["probabilities"]) * [mean[d] for d in form["domains"]]
+        np.testing.assert_allclose(expected / expected.sum(), [target[d] for d in form["domains"]], rtol=0.02)
+        assert mixture["corpus_natural"] == pytest.approx(
+            {d: sum(n) / sum(map(sum, sizes.values())) for d, n in sizes.items()}, rel=0.01)
+    # and drawn: the grasp mixture through interleave_datasets, then the weights as probabilities
+    mixture, _ = _grasp_mixture(out)
+    form, weights = mixture["hf_interleave_datasets"], mixture["domain_weights"]
+    target = {d: weights[d] / sum(weights[x] for x in form["domains"]) for d in form["domains"]}
+    # a domain's draws walk its documents in order: a million draws keep the last, partial pass over
+    # them (and the draw counts' own noise, 0.3% at a ninth) well inside 2%
+    shares = _drawn_byte_shares(form["domains"], form["probabilities"], sizes, 1_000_000)
+    misses = {d: shares[d] / target[d] - 1 for d in form["domains"]}
+    assert max(map(abs, misses.values())) <= 0.02, misses
+    # what the correction fixes: the weights as probabilities, in expectation, miss a domain by more than 2%
+    naive = np.array([target[d] * np.mean(sizes[d]) for d in form["domains"]])
+    naive_misses = naive / naive.sum() / [target[d] for d in form["domains"]] - 1
+    assert np.abs(naive_misses).max() > 0.02, naive_misses
 
 
 def test_the_mixture_yaml_and_the_megatron_blend_carry_the_same_weights(exported):
@@ -62,8 +121,9 @@ def test_the_mixture_yaml_and_the_megatron_blend_carry_the_same_weights(exported
     assert yaml.safe_load((out / "mixtures" / f"{mixture_id}.yaml").read_text()) == mixture["domain_weights"]
     parts = mixture["megatron_data_path"].split()
     blend = dict(zip(parts[1::2], map(float, parts[0::2])))
-    assert blend == pytest.approx({f"/data/{d}_text": p for d, p in zip(
-        mixture["hf_interleave_datasets"]["domains"], mixture["hf_interleave_datasets"]["probabilities"])})
+    drawn = mixture["hf_interleave_datasets"]["domains"]  # Megatron draws token sequences: the weights themselves
+    weights = mixture["domain_weights"]
+    assert blend == pytest.approx({f"/data/{d}_text": weights[d] / sum(weights[x] for x in drawn) for d in drawn})
     stored = store.read("mixture_weights").filter(pl.col("mixture_id") == mixture_id)
     assert dict(stored.select("domain", "weight").iter_rows()) == mixture["domain_weights"]
 

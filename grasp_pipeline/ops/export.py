@@ -2,13 +2,28 @@
 
 Per mixture (`mixtures/<mixture_id>.json`, and `<mixture_id>.yaml` with just the weights):
 
-- `domain_weights`: {domain: weight}, every domain of the pool, summing to 1;
+- `domain_weights`: {domain: weight}, every domain of the pool, summing to 1, stated as shares of
+  training bytes (`weight_unit`): the pipeline mixes examples, and a text example is a piece of
+  a fixed number of bytes (only a document's last piece is shorter: on the embedded corpus a
+  domain's mean piece is 126–127 of 128 bytes), so example shares are byte shares to within 1%;
 - `hf_interleave_datasets`: `domains` and `probabilities` in one order, for
-  `datasets.interleave_datasets([ds[d] for d in domains], probabilities=probabilities)`
-  (domains of weight 0, or below 1e-12, are left out: with `stopping_strategy="all_exhausted"`
-  a dataset that is never drawn would never be exhausted);
+  `datasets.interleave_datasets([ds[d] for d in domains], probabilities=probabilities)` where
+  each `ds[d]` holds one row per *document* of domain d (the corpus as read). A draw picks a
+  document, and documents differ in length from domain to domain, so the probabilities are the
+  weights divided by each domain's mean document bytes (from `corpus_shards`' domain_documents
+  and domain_bytes, the whole corpus before the split and the pool cap):
+  the drawn bytes then land on `domain_weights` (tests/test_export.py: within 2% on the
+  embedded corpus, a million documents drawn; the weights used as probabilities give
+  python_docs 5% too little, its documents being 678 bytes on average against 719–729). Domains of
+  weight 0, or below 1e-12, are left out: with `stopping_strategy="all_exhausted"` a dataset
+  that is never drawn would never be exhausted;
 - `megatron_data_path`: a Megatron-LM style blend, `"w1 prefix1 w2 prefix2 …"` for
-  `--data-path`, each prefix from `megatron_prefix` with `{domain}` filled in.
+  `--data-path`, each prefix from `megatron_prefix` with `{domain}` filled in. Megatron draws
+  fixed-length token sequences in proportion to the blend weights, so these are the weights
+  themselves (shares of tokens, not of documents);
+- `corpus`: each domain's documents, examples and bytes in the whole corpus, and
+  `corpus_natural`, the corpus's own byte shares (the pool is capped per domain, so the
+  `natural` mixture of `mixture_weights` is the pool's, not these).
 
 Per selection (`selections/<selection_id>.parquet`): one row per selected example in pick
 order — rank, example_id, domain, source (the corpus file), doc_id, offset (byte offset of
@@ -46,22 +61,54 @@ def default_destination(store: DeltaStore) -> str:
     return f"{store.root.rstrip('/')}/exports"
 
 
-def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}") -> dict:
-    """Returns the trainer forms of one mixture's mixture_weights rows (see the module docstring)."""
+WEIGHT_UNIT = ("share of training bytes (the pipeline mixes examples of a fixed number of bytes; a whole-document "
+               "workload's examples are its documents)")
+
+
+def corpus_sizes(pool: pl.DataFrame) -> dict[str, dict[str, int]] | None:
+    """{domain: {documents, examples, bytes}} of the whole corpus, from `corpus_shards`; None for a
+    pool written before these columns existed (the export then says it cannot correct for length)."""
+    columns = ("domain_documents", "domain_examples", "domain_bytes")
+    if not set(columns) <= set(pool.columns):
+        return None
+    rows = pool.select("domain", *columns).unique("domain").sort("domain")
+    return {d: {"documents": n, "examples": e, "bytes": b} for d, n, e, b in rows.iter_rows()}
+
+
+def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}",
+                  sizes: dict[str, dict[str, int]] | None = None) -> dict:
+    """Returns the trainer forms of one mixture's mixture_weights rows (see the module docstring);
+    without `sizes` the Hugging Face probabilities are the weights, and say so."""
     rows = rows.sort("domain")
     weights = dict(zip(rows["domain"].to_list(), rows["weight"].to_list()))
     drawn = [(d, w) for d, w in weights.items() if w > NEGLIGIBLE_WEIGHT]
     total = sum(w for _, w in drawn)
     if not drawn or total <= 0:
         raise ValueError(f"mixture {rows['mixture_id'][0]!r} has no domain of positive weight")
-    probabilities = [w / total for _, w in drawn]
-    blend = " ".join(f"{p:.10g} {megatron_prefix.format(domain=d)}" for (d, _), p in zip(drawn, probabilities))
+    shares = [w / total for _, w in drawn]
+    blend = " ".join(f"{p:.10g} {megatron_prefix.format(domain=d)}" for (d, _), p in zip(drawn, shares))
+    missing = sorted(d for d, _ in drawn if sizes is None or d not in sizes)
+    if missing:
+        per_document, row = shares, ("one example per row (corpus sizes unknown for "
+                                     f"{', '.join(missing)}: rematerialise corpus_shards for per-document rows)")
+    else:  # a draw takes a whole document: a byte share ÷ the domain's mean document bytes, renormalised
+        raw = [w * sizes[d]["documents"] / sizes[d]["bytes"] for (d, _), w in zip(drawn, shares)]
+        per_document, row = [r / sum(raw) for r in raw], "one document of the corpus per row"
     return {"mixture_id": rows["mixture_id"][0], "method": rows["method"][0],
             "budget": int(rows["budget"][0]) if "budget" in rows.columns else None,
             "predicted_utility": float(rows["predicted_utility"][0]),
-            "domain_weights": weights,
-            "hf_interleave_datasets": {"domains": [d for d, _ in drawn], "probabilities": probabilities},
-            "megatron_data_path": blend}
+            "domain_weights": weights, "weight_unit": WEIGHT_UNIT,
+            "hf_interleave_datasets": {"domains": [d for d, _ in drawn], "probabilities": per_document,
+                                       "row": row},
+            "megatron_data_path": blend,
+            "corpus": sizes, "corpus_natural": _natural(sizes)}
+
+
+def _natural(sizes: dict[str, dict[str, int]] | None) -> dict[str, float] | None:
+    if not sizes:
+        return None
+    total = sum(s["bytes"] for s in sizes.values())
+    return {d: s["bytes"] / total for d, s in sizes.items()}
 
 
 def selection_manifest(rows: pl.DataFrame, pool: pl.DataFrame) -> pl.DataFrame:
@@ -85,12 +132,13 @@ def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
     mixtures, selections = _chosen(store.read("mixture_weights"), store.read("curated_selections"), params.methods)
     check_one_fit({"mixture_weights": (mixtures, "mixture_id"), "curated_selections": (selections, "selection_id")})
     pool = store.read("corpus_shards")
+    sizes = corpus_sizes(pool)
     files = _Files(destination)
     manifest = {"destination": destination, "mixtures": {}, "selections": {}}
     with progress.task("exporting", total=mixtures["mixture_id"].n_unique() + selections["selection_id"].n_unique(),
                        unit="file") as done:
         for (mixture_id,), rows in mixtures.group_by("mixture_id", maintain_order=True):
-            forms = mixture_forms(rows, params.megatron_prefix)
+            forms = mixture_forms(rows, params.megatron_prefix, sizes)
             files.write_text(f"mixtures/{mixture_id}.json", json.dumps(forms, indent=2, sort_keys=True) + "\n")
             files.write_text(f"mixtures/{mixture_id}.yaml", _yaml(forms["domain_weights"]))
             manifest["mixtures"][mixture_id] = {"file": f"mixtures/{mixture_id}.json", "method": forms["method"],

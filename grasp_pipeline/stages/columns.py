@@ -70,7 +70,11 @@ _MIXTURE = {"mixture_id": None, "method": None, "domain": None, "weight": None, 
 
 TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
     "corpus_shards": {c: None for c in ("example_id", "shard", "domain", "text", "n_bytes", "source", "content_sha1",
-                                        "doc_id", "offset", "dirt", "dirt_source", "build_id")},
+                                        "doc_id", "offset", "dirt", "dirt_source", "build_id")}
+                      | {"domain_documents": "Documents of this example's domain in the whole corpus (before the split "
+                                             "and the pool cap).",
+                         "domain_examples": "Examples cut from this domain's whole corpus (before the split and cap).",
+                         "domain_bytes": "UTF-8 bytes of those examples."},
     "task_sets": {c: None for c in ("task", "split", "example_id", "domain", "doc_id", "text", "n_bytes",
                                     "content_sha1", "dirt", "dirt_source", "build_id")},
     "reference_models": {"model_version": "Version id of the reference model (a hash of recipe and corpus).",

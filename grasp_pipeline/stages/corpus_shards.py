@@ -66,6 +66,14 @@ def split_corpus(params: CorpusParams, example_bytes: int,
         split_margin=params.split_margin, near_duplicate_threshold=params.near_duplicate_threshold)
     phases.advance()
     phases.close()
+    # the whole corpus's size per domain, before the split and the pool cap: what a trainer's
+    # per-domain datasets hold, so the export can state a mixture in their units (ops/export.py)
+    sizes = cut.join(pl.DataFrame({"domain": list(report.domains), "documents": list(report.domains.values())},
+                                  schema={"domain": pl.Utf8, "documents": pl.Int64}), on="domain", how="left")
+    pool = pool.join(sizes.select("domain", domain_documents="documents",
+                                  domain_examples=pl.col("examples").cast(pl.Int64),
+                                  domain_bytes=pl.col("bytes").cast(pl.Int64)),
+                     on="domain", how="left", maintain_order="left")
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
     # one id per build ties the pool to its task sets: downstream stages refuse a pool and tasks
