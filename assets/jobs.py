@@ -13,6 +13,8 @@ those stages write (assets/catalog.py). `grasp_maintain` (assets/maintenance.py)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagster as dg
 
 from grasp_pipeline.stages import STAGES
@@ -81,14 +83,18 @@ def job_range_tags(instance: dg.DagsterInstance, job: str) -> dict[str, str]:
 
 
 def materialize_everything(defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict,
-                           tags: dict | None = None) -> list[dg.ExecuteInJobResult]:
+                           tags: dict | None = None,
+                           checkpoint: Callable[[], None] | None = None) -> list[dg.ExecuteInJobResult]:
     """Runs prepare, sketch and retrain (all partitions, one run each), then fit-and-curate.
 
     Returns every run's result; stops after the first failed run, whose tables were left at
-    their previous versions.
+    their previous versions. `checkpoint` is called before each run (and after the last): the
+    CLI raises there a Ctrl-C that landed between runs and that Python swallowed.
     """
     results = []
     for job in PIPELINE:
+        if checkpoint is not None:
+            checkpoint()
         job_config = {**run_config, "ops": {k: v for k, v in run_config.get("ops", {}).items()
                                             if k in JOB_ASSETS[job]}}
         result = defs.resolve_job_def(job).execute_in_process(
@@ -97,4 +103,6 @@ def materialize_everything(defs: dg.Definitions, instance: dg.DagsterInstance, r
         results.append(result)
         if not result.success:
             break
+    if checkpoint is not None:
+        checkpoint()
     return results

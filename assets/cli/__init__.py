@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -110,7 +111,7 @@ def command_run(args) -> int:
                 _summary_on_interrupt(instance, root, parent.run_id):
             results = materialize_everything(defs, instance, run_config, tags={
                 "grasp/profile": args.profile, LEASE_TAG: lease.owner, MLFLOW_PARENT_TAG: parent.run_id,
-                **owner_tags()})
+                **owner_tags()}, checkpoint=raise_pending_interrupt)
         stage_seconds = _stage_seconds(instance, results)
         parent.log_metrics({**{f"stage_seconds.{k}": v for k, v in stage_seconds.items()},
                             "total_seconds": time.perf_counter() - began})
@@ -417,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.debug:
         _quiet_interrupted_connection_close()
+        _keep_swallowed_interrupts()
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        raise_pending_interrupt()  # a Ctrl-C Python swallowed late in the command still ends it as one
+        return code
     except Exception as error:
         if args.debug:
             raise
@@ -450,6 +454,32 @@ def _quiet_interrupted_connection_close() -> None:
     pool = logging.getLogger("sqlalchemy.pool")  # the pool classes log under sqlalchemy.pool.impl.<Pool>
     pool.addHandler(handler)
     pool.propagate = False
+
+
+_SWALLOWED_INTERRUPT = threading.Event()
+
+
+def _keep_swallowed_interrupts() -> None:
+    """A Ctrl-C that lands while a finaliser or a garbage-collector callback runs (SQLAlchemy registers
+    such callbacks) is "ignored" by Python: printed with a traceback and lost, and the run went on. It is
+    recorded instead, and raised again at the next check point (`raise_pending_interrupt`: before each
+    Dagster run of `grasp run`, and when a command returns). Every other unraisable error still prints."""
+    original = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _SWALLOWED_INTERRUPT.set()
+        else:
+            original(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def raise_pending_interrupt() -> None:
+    """Raises the KeyboardInterrupt a finaliser swallowed since the last check, if any."""
+    if _SWALLOWED_INTERRUPT.is_set():
+        _SWALLOWED_INTERRUPT.clear()
+        raise KeyboardInterrupt
 
 
 def _one_line(error: BaseException) -> str:
