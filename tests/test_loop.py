@@ -127,3 +127,30 @@ def test_the_realised_lower_bound_is_below_the_realised_gain_and_tight_without_n
     assert bound < gain and bound > gain - 0.03
     flat = realised_lower_bound(np.full((2, 4), -2.9), np.full((6, 2, 4), -3.0), 1.0, 100, 0)
     assert flat == pytest.approx(0.1)
+
+
+def test_with_grasp_filter_share_grasps_selections_keep_out_of_the_filtered_rows(tmp_path):
+    """loop.grasp_filter_share: GRASP's selection candidates pick no near duplicate and none of each
+    domain's highest reference-model losses (the rows filter_dedup's filter drops at that share)."""
+    import dataclasses
+
+    from grasp_pipeline.corpus import near_duplicate_mask
+    from grasp_pipeline.training.controls import quality_filter
+
+    params = tiny_params()
+    params = dataclasses.replace(params, loop=dataclasses.replace(params.loop, grasp_filter_share=0.3))
+    store = build_tables_until(tmp_path, "curation_loop", params)
+    sketches = store.read("gradient_sketches").sort("example_id")  # the loop's row order
+    texts = sketches.select("example_id").join(store.read("corpus_shards").select("example_id", "text"),
+                                               on="example_id", how="left", maintain_order="left")["text"]
+    kept = ~near_duplicate_mask(texts.to_list(), params.loop.near_duplicate_threshold) & quality_filter(
+        sketches["loss"].to_numpy(), sketches["domain"].to_numpy(), 0.3)
+    allowed = set(sketches.filter(pl.Series(kept))["example_id"].to_list())
+    rounds = store.read("curation_rounds").filter((pl.col("kind") == "selection") & (pl.col("proposer") == "grasp"))
+    assert rounds.height > 0
+    for members in rounds["members"].to_list():
+        assert set(members) <= allowed
+    # without the setting the same greedy does pick filtered rows: the test can tell the two apart
+    plain = build_tables_until(tmp_path / "plain", "curation_loop", tiny_params())
+    picked = plain.read("curation_rounds").filter((pl.col("kind") == "selection") & (pl.col("proposer") == "grasp"))
+    assert any(not set(m) <= allowed for m in picked["members"].to_list())

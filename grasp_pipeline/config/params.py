@@ -327,6 +327,10 @@ class LoopParams(TrainingParams):
     near_duplicate_threshold: float = doc("filter_dedup: a pool example whose 16-character-shingle Jaccard with "
                                           "an earlier one reaches this is a near duplicate and dropped.", 0.5,
                                           above=0, maximum=1)
+    grasp_filter_share: float = doc("GRASP's selections may not pick near duplicates nor this share of each "
+                                    "domain's highest reference-model losses (filter_dedup's filter, one share "
+                                    "fixed; negative = off, the surrogate alone chooses among every example).",
+                                    -1.0, below=1)
 
 
 @dataclass(frozen=True)

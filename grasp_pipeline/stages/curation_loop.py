@@ -81,6 +81,8 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     last_block = data.sketch_blocks - 1 if data.sketch_blocks > 1 else -1
     blocks = list(params.selection_blocks) or sorted({config.get("sketch_block", -1), last_block})
     state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks)
+    if params.grasp_filter_share >= 0:
+        state.excluded = np.flatnonzero(~_kept(_unique(pool, sketches, params), sketches, params.grasp_filter_share))
     evaluate = partial(_evaluate, stats=stats, budget=budget, ref_mean=ref_mean, train=train,
                        order_seeds=params.order_seeds)
     with progress.task("rounds", total=params.rounds, unit="round") as rounds:
@@ -136,20 +138,30 @@ def _filter_dedup(state: LoopState, params: LoopParams, pool: pl.DataFrame, sket
     random members at the GRASP pick's counts from the pool left after exact and near-duplicate removal
     and dropping that share of each domain's highest reference-model losses."""
     pick = next(c for c in state.candidates if c.chosen and c.kind == "selection" and c.proposer == "grasp")
-    texts = pool.select("example_id", "text").join(sketches.select("example_id"), on="example_id",
-                                                   how="right")["text"].to_list()
-    unique = ~near_duplicate_mask(texts, params.near_duplicate_threshold)
-    domains, losses = sketches["domain"].to_numpy(), sketches["loss"].to_numpy()
     counts = counts_of(groups, pick.subsets[0])
     out = []
+    unique = _unique(pool, sketches, params)
     for i, share in enumerate(params.filter_shares):
-        keep = unique & quality_filter(losses, domains, share)
+        keep = _kept(unique, sketches, share)
         rows = random_at_counts(groups, counts, params.seed + 9000 + i, content=content, keep=keep)
         out.append(Candidate(f"filter-dedup-{share:g}", "selection", pick.round, {"drop_share": share},
                              pick.weights, [rows], proposer="filter_dedup"))
     fitted = refit(state.data, state.config, state.data.fit_rows)  # the refit that has seen every round
     evaluate(out, fitted, state.data, base=predicted_mean_utility(fitted, state.data, references).mean())
     return out
+
+
+def _unique(pool: pl.DataFrame, sketches: pl.DataFrame, params: LoopParams) -> np.ndarray:
+    """Rows (in sketch order) that are neither an exact nor a near duplicate of an earlier one."""
+    texts = pool.select("example_id", "text").join(sketches.select("example_id"), on="example_id",
+                                                   how="right")["text"].to_list()
+    return ~near_duplicate_mask(texts, params.near_duplicate_threshold)
+
+
+def _kept(unique: np.ndarray, sketches: pl.DataFrame, share: float) -> np.ndarray:
+    """The unique rows left after dropping `share` of each domain's highest reference-model losses:
+    filter_dedup's pool, and GRASP's with loop.grasp_filter_share."""
+    return unique & quality_filter(sketches["loss"].to_numpy(), sketches["domain"].to_numpy(), share)
 
 
 def _pick(state: LoopState, params: LoopParams, refits: list[list[dict]], stats, budget: int,

@@ -62,6 +62,7 @@ class LoopState:
     candidates: list[Candidate] = field(default_factory=list)
     calibration: list[dict] = field(default_factory=list)
     selection_blocks: list[int] = field(default_factory=list)  # sketch blocks the selection candidates use
+    excluded: np.ndarray | None = None  # pool rows GRASP's selections may not pick (loop.grasp_filter_share)
 
     def best_mixture(self, proposer: str = "grasp") -> Candidate | None:
         """The proposer's evaluated mixture with the best realised gain so far (None before any)."""
@@ -135,7 +136,7 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
             refit(state.data, {**state.config, "sketch_block": block}, state.data.fit_rows)
         for radius in state.trust:
             chosen = composition_first_selection(z, state.data.task_sketch, block_params, weights, groups, counts,
-                                                 trust_region=radius, content=content)
+                                                 trust_region=radius, content=content, excluded=state.excluded)
             out.append(Candidate(f"r{round_}-selection-b{block}-{radius:g}", "selection", round_,
                                  {"trust_region": radius, "counts_from": counts_from, "sketch_block": block},
                                  pi, [chosen.rows], gains=chosen.gains))
