@@ -249,3 +249,27 @@ def test_the_export_says_which_mixture_the_held_out_test_supports_with_the_inter
     # the manifest names the verdict's version it was read from
     assert json.loads((out / "export.json").read_text())["reads"]["curation_test_verdict"] == \
         store.version("curation_test_verdict")
+
+
+def test_the_olmix_form_counts_each_domains_repetitions_at_the_stated_run_size(exported, tmp_path):
+    """A domain's repetition factor is how often a run of `export.training_bytes` reads it: weight × size ÷
+    its bytes in the whole corpus (the document sizes read here, not from a table, agree within 1%)."""
+    store, out, _ = exported
+    mixture, mixture_id = _grasp_mixture(out)
+    corpus = {d: sum(n) for d, n in _document_bytes().items()}
+    assert {d: s["bytes"] for d, s in mixture["corpus"].items()} == pytest.approx(corpus, rel=0.01)
+    once = mixture["olmix"]
+    assert once["max_tokens"] == sum(s["bytes"] for s in mixture["corpus"].values())  # 0: the corpus once
+    for domain, weight in mixture["domain_weights"].items():
+        entry = once["mix"][domain]
+        assert entry["weight"] == weight
+        assert entry["repetition_factor"] == pytest.approx(weight / mixture["corpus_natural"][domain])
+    big = sum(corpus.values()) * 10  # ten times the corpus: every domain of weight > 1/10 of its share repeats
+    export_for_trainers(store, ExportParams(destination=str(tmp_path), methods=("grasp",), training_bytes=big))
+    tenfold = json.loads((tmp_path / "mixtures" / f"{mixture_id}.json").read_text())["olmix"]
+    assert tenfold["max_tokens"] == big
+    for domain, entry in tenfold["mix"].items():
+        assert entry["repetition_factor"] == pytest.approx(once["mix"][domain]["repetition_factor"] * big
+                                                           / once["max_tokens"])
+    assert tenfold["repeated"] == sorted(d for d, e in tenfold["mix"].items() if e["repetition_factor"] > 1)
+    assert len(tenfold["repeated"]) > len(once["repeated"])

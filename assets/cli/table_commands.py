@@ -23,14 +23,17 @@ def add_table_commands(commands, wait_help: str) -> None:
     """Adds the `export` and `maintain` subcommands to the `grasp` parser."""
     export = commands.add_parser(
         "export", help="write mixtures and selections in the forms trainers take",
-        description="Writes, per mixture, mixtures/<id>.json ({domain: weight}, the Hugging Face "
-                    "interleave_datasets form, a Megatron-style blend) and <id>.yaml, and per selection "
+        description="Writes, per mixture, mixtures/<id>.json ({domain: weight} as byte shares, the Hugging Face "
+                    "interleave_datasets form per document, a Megatron-style blend, an Olmix-style mix with "
+                    "repetition factors) and <id>.yaml, and per selection "
                     "selections/<id>.parquet (source, doc_id, byte offset, n_bytes), plus export.json.")
     export.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
     export.add_argument("--config", help="JSON or TOML overrides; the [export] section applies")
     export.add_argument("--out", help="destination folder or URI (default: <root>/exports)")
     export.add_argument("--megatron-prefix", help="data-path prefix per domain, {domain} filled in")
     export.add_argument("--method", action="append", help="export only this method (repeatable)")
+    export.add_argument("--training-bytes", type=int,
+                        help="run size the repetition factors are counted at (default: the whole corpus once)")
     export.set_defaults(handler=command_export)
     maintain = commands.add_parser(
         "maintain", help="compact, checkpoint and vacuum the tables, keeping what lineage needs",
@@ -77,7 +80,8 @@ def command_export(args) -> int:
     from .console import ConsoleProgress
 
     params = _section(args, "export", {"destination": args.out, "megatron_prefix": args.megatron_prefix,
-                                       "methods": tuple(args.method) if args.method else None})
+                                       "methods": tuple(args.method) if args.method else None,
+                                       "training_bytes": args.training_bytes})
     store = DeltaStore(storage_root(args.root))
     with progress.reporting(ConsoleProgress()):
         result = export_for_trainers(store, params)

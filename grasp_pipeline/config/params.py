@@ -390,6 +390,9 @@ class ExportParams:
     megatron_prefix: str = doc("Data-path prefix of each domain in the Megatron-style blend string; {domain} is "
                                "replaced by the domain name (e.g. /data/{domain}_text_document).", "{domain}")
     methods: tuple[str, ...] = doc("Selection and mixture methods to export (empty = every method).", ())
+    training_bytes: int = doc("Training run size each mixture's `olmix` form states (max_tokens, in bytes for "
+                              "byte workloads) and repetition factors are counted at: domain weight × this ÷ the "
+                              "domain's bytes in the whole corpus; 0 = the whole corpus once.", 0, minimum=0)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,10 @@ Per mixture (`mixtures/<mixture_id>.json`, and `<mixture_id>.yaml` with just the
   `--data-path`, each prefix from `megatron_prefix` with `{domain}` filled in. Megatron draws
   fixed-length token sequences in proportion to the blend weights, so these are the weights
   themselves (shares of tokens, not of documents);
+- `olmix`: an Olmix-style `mix` ({domain: {weight, repetition_factor}}) at `max_tokens` =
+  `export.training_bytes` (0: the whole corpus once): a domain's repetition factor is how many
+  times a run of that size reads it (weight × size ÷ its bytes in the corpus); `repeated` names
+  the domains read more than once, which data-constrained scaling says gain less per byte;
 - `corpus`: each domain's documents, examples and bytes in the whole corpus, and
   `corpus_natural`, the corpus's own byte shares (the pool is capped per domain, so the
   `natural` mixture of `mixture_weights` is the pool's, not these).
@@ -76,7 +80,7 @@ def corpus_sizes(pool: pl.DataFrame) -> dict[str, dict[str, int]] | None:
 
 
 def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}",
-                  sizes: dict[str, dict[str, int]] | None = None) -> dict:
+                  sizes: dict[str, dict[str, int]] | None = None, training_bytes: int = 0) -> dict:
     """Returns the trainer forms of one mixture's mixture_weights rows (see the module docstring);
     without `sizes` the Hugging Face probabilities are the weights, and say so."""
     rows = rows.sort("domain")
@@ -100,8 +104,18 @@ def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}",
             "domain_weights": weights, "weight_unit": WEIGHT_UNIT,
             "hf_interleave_datasets": {"domains": [d for d, _ in drawn], "probabilities": per_document,
                                        "row": row},
-            "megatron_data_path": blend,
+            "megatron_data_path": blend, "olmix": _olmix(weights, sizes, training_bytes),
             "corpus": sizes, "corpus_natural": _natural(sizes)}
+
+
+def _olmix(weights: dict[str, float], sizes: dict[str, dict[str, int]] | None, training_bytes: int) -> dict | None:
+    """The Olmix-style mix at a stated run size (module docstring); None without the corpus sizes."""
+    if not sizes or any(d not in sizes for d in weights):
+        return None
+    size = training_bytes or sum(s["bytes"] for s in sizes.values())
+    mix = {d: {"weight": w, "repetition_factor": w * size / sizes[d]["bytes"]} for d, w in weights.items()}
+    return {"max_tokens": size, "unit": "bytes", "mix": mix,
+            "repeated": sorted(d for d, m in mix.items() if m["repetition_factor"] > 1)}
 
 
 def _natural(sizes: dict[str, dict[str, int]] | None) -> dict[str, float] | None:
@@ -138,7 +152,7 @@ def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
     with progress.task("exporting", total=mixtures["mixture_id"].n_unique() + selections["selection_id"].n_unique(),
                        unit="file") as done:
         for (mixture_id,), rows in mixtures.group_by("mixture_id", maintain_order=True):
-            forms = mixture_forms(rows, params.megatron_prefix, sizes)
+            forms = mixture_forms(rows, params.megatron_prefix, sizes, params.training_bytes)
             files.write_text(f"mixtures/{mixture_id}.json", json.dumps(forms, indent=2, sort_keys=True) + "\n")
             files.write_text(f"mixtures/{mixture_id}.yaml", _yaml(forms["domain_weights"]))
             manifest["mixtures"][mixture_id] = {"file": f"mixtures/{mixture_id}.json", "method": forms["method"],
