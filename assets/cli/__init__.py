@@ -448,10 +448,13 @@ def _quiet_interrupted_connection_close() -> None:
     reports it in one line. Only that record is dropped: every other pool warning still reaches stderr."""
     import logging
 
+    pool = logging.getLogger("sqlalchemy.pool")  # the pool classes log under sqlalchemy.pool.impl.<Pool>
+    if any(getattr(h, "grasp_quiet", False) for h in pool.handlers):
+        return  # `main` runs more than once in one process (tests): one handler, not one per call
     handler = logging.StreamHandler(sys.stderr)
+    handler.grasp_quiet = True
     handler.setLevel(logging.WARNING)
     handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)))
-    pool = logging.getLogger("sqlalchemy.pool")  # the pool classes log under sqlalchemy.pool.impl.<Pool>
     pool.addHandler(handler)
     pool.propagate = False
 
@@ -465,6 +468,8 @@ def _keep_swallowed_interrupts() -> None:
     recorded instead, and raised again at the next check point (`raise_pending_interrupt`: before each
     Dagster run of `grasp run`, and when a command returns). Every other unraisable error still prints."""
     original = sys.unraisablehook
+    if getattr(original, "grasp_keeps_interrupts", False):
+        return  # already installed by an earlier `main` in this process
 
     def hook(unraisable) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
@@ -472,6 +477,7 @@ def _keep_swallowed_interrupts() -> None:
         else:
             original(unraisable)
 
+    hook.grasp_keeps_interrupts = True
     sys.unraisablehook = hook
 
 
