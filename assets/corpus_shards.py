@@ -14,7 +14,7 @@ from .partitions import corpus_shard_partitions, sync_dynamic_partitions
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("corpus_shards", code_version="1", group_name="corpus", kinds={"deltalake", "polars"})
+@stage_asset("corpus_shards", code_version="2", group_name="corpus", kinds={"deltalake", "polars"})
 def corpus_shards(context: dg.AssetExecutionContext, config: CorpusConfig, storage: GraspStorage,
                   workload: WorkloadResource):
     """Pool examples (byte pieces of documents, or whole rows such as images, as the workload

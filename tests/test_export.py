@@ -13,9 +13,10 @@ import polars as pl
 import pytest
 import yaml
 
-from grasp_pipeline.config import ExportParams
+from grasp_pipeline.config import CorpusParams, ExportParams
 from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.ops.export import export_for_trainers
+from grasp_pipeline.stages.corpus_shards import split_corpus
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,66 @@ def _document_bytes() -> dict[str, list[int]]:
     documents, _ = load_documents(None)
     sized = documents.with_columns(n=pl.col("text").str.len_bytes()).group_by("domain").agg("n")
     return dict(sized.iter_rows())
+
+
+def test_the_natural_mixture_is_the_corpus_own_proportions_not_the_capped_pools(exported):
+    """Issue 27: `natural` (mixture_weights, and the loop's first counts) is each domain's share of the
+    whole corpus, here within 2% of its byte share read from the documents, although the pool is capped
+    to nearly the same count per domain."""
+    store, *_ = exported
+    sizes = {d: sum(n) for d, n in _document_bytes().items()}
+    natural = dict(store.read("mixture_weights").filter(pl.col("method") == "natural")
+                   .select("domain", "weight").iter_rows())
+    assert natural == pytest.approx({d: b / sum(sizes.values()) for d, b in sizes.items()}, rel=0.02)
+    pool = store.read("corpus_shards").group_by("domain").len()
+    pool_shares = {d: n / pool["len"].sum() for d, n in pool.iter_rows()}
+    assert max(abs(natural[d] - pool_shares[d]) for d in natural) > 0.05  # what the pool's counts would say
+
+
+def test_corpus_natural_pool_keeps_the_pools_own_shares():
+    params = CorpusParams(natural="pool", pool_examples_per_domain=40, task_examples_per_domain=8)
+    pool, *_ = split_corpus(params, 128)
+    counts = pool.group_by("domain").agg(pl.len(), pl.col("domain_natural").unique())
+    assert all(len(w) == 1 for w in counts["domain_natural"])  # one weight per domain
+    assert dict(zip(counts["domain"], [w[0] for w in counts["domain_natural"]])) == pytest.approx(
+        {d: n / pool.height for d, n in zip(counts["domain"], counts["len"])})
+
+
+def test_a_megatron_blend_with_source_has_one_prefix_per_file_weighted_by_its_bytes(tmp_path):
+    """Issue 27: a domain's weight is split over its files (corpus_sources, the whole corpus) by bytes, so
+    every file of a domain is read at the same rate; the per-domain blend is unchanged without {source}."""
+    from grasp_pipeline.corpus import load_documents
+    from grasp_pipeline.ops.export import megatron_blend
+
+    documents, _ = load_documents(None)
+    for domain, source, parts in (("code", "python_source", 3), ("prose", "english_literature", 2)):
+        texts = documents.filter((pl.col("domain") == source) & (pl.col("dirt") == "clean"))["text"].to_list()
+        for part in range(parts):  # files of different sizes
+            rows = texts[part * 7: part * 7 + 2 + 3 * part]
+            (tmp_path / domain).mkdir(exist_ok=True)
+            (tmp_path / domain / f"part-{part}.jsonl").write_text(
+                "".join(json.dumps({"id": f"{domain}{part}-{i}", "text": t}) + "\n" for i, t in enumerate(rows)))
+    params = CorpusParams(corpus_path=str(tmp_path), domain_from_path="{domain}/*.jsonl", task_examples_per_domain=4,
+                          pool_examples_per_domain=20, split_margin=0)
+    pool, *_, sources = split_corpus(params, 128)
+    assert sources.group_by("domain").agg(pl.col("bytes").sum()).sort("domain").rows() == \
+        pool.group_by("domain").agg(pl.col("domain_bytes").first()).sort("domain").rows()
+    assert sources.height == 5 and sources["bytes"].n_unique() == 5
+    blend = megatron_blend([("code", 0.25), ("prose", 0.75)], "/tok/{source}_text_document", sources).split()
+    weights = dict(zip(blend[1::2], map(float, blend[::2])))
+    files = [(d, p) for d, n in (("code", 3), ("prose", 2)) for p in range(n)]
+    assert set(weights) == {f"/tok/{d}/part-{p}_text_document" for d, p in files}
+    for domain, share in (("code", 0.25), ("prose", 0.75)):
+        mine = sources.filter(pl.col("domain") == domain)
+        for source, size in mine.select("source", "bytes").iter_rows():
+            prefix = f"/tok/{source.removesuffix('.jsonl')}_text_document"
+            assert weights[prefix] == pytest.approx(share * size / mine["bytes"].sum(), rel=1e-9)
+    assert megatron_blend([("code", 0.25), ("prose", 0.75)], "/d/{domain}", sources) == "0.25 /d/code 0.75 /d/prose"
+    with pytest.raises(ValueError, match="no corpus_sources table"):
+        megatron_blend([("code", 1.0)], "/tok/{source}", None)
+    spaced = sources.with_columns(source=pl.lit("CPython 3.11 stdlib:json"))
+    with pytest.raises(ValueError, match="domain 'code' has source 'CPython 3.11 stdlib:json'.*whitespace"):
+        megatron_blend([("code", 1.0)], "/tok/{source}", spaced)
 
 
 def _drawn_byte_shares(domains, probabilities, sizes: dict[str, list[int]], draws: int) -> dict[str, float]:
@@ -185,7 +246,8 @@ def test_grasp_export_writes_the_files_and_reports_trainer_export_to_the_instanc
 
 @pytest.mark.parametrize("args, message", [
     (["--out", "{file}"], r"grasp: error: export.destination = '.*a-file': is a file, not a folder"),
-    (["--megatron-prefix", "{{nodomain}}"], r"grasp: error: export.megatron_prefix = '\{nodomain\}': may name only"),
+    (["--megatron-prefix", "{{nodomain}}"],
+     r"grasp: error: export.megatron_prefix = '\{nodomain\}': may name only \{domain\} and \{source\}"),
 ])
 def test_grasp_export_onto_a_file_or_with_a_bad_prefix_says_so_in_one_line(pipeline_run, tmp_path, capsys, args,
                                                                            message):

@@ -18,7 +18,7 @@ from .conftest import build_tables_until, tiny_params
 @pytest.fixture(scope="module")
 def looped(tmp_path_factory):
     params = tiny_params()
-    store = build_tables_until(tmp_path_factory.mktemp("loop"), "curation_loop", params)
+    store = build_tables_until(tmp_path_factory.mktemp("loop"), "mixture_weights", params)  # the loop and its readers
     return store, params
 
 
@@ -154,3 +154,34 @@ def test_with_grasp_filter_share_grasps_selections_keep_out_of_the_filtered_rows
     plain = build_tables_until(tmp_path / "plain", "curation_loop", tiny_params())
     picked = plain.read("curation_rounds").filter((pl.col("kind") == "selection") & (pl.col("proposer") == "grasp"))
     assert any(not set(m) <= allowed for m in picked["members"].to_list())
+
+
+def test_a_target_weights_the_loops_gains_and_every_later_stage_reads_it_back(looped, tmp_path):
+    """loop.task_weights: every candidate's realised gain is the target-weighted mean of its per-task
+    gains; the target is recorded in curation_rounds as set (missing tasks 1), where target_weights reads
+    it for curated_selection, mixture_weights and the verdicts (a task the loop never saw weighs 1); a
+    target changes what the loop proposes and the mixture GRASP optimises."""
+    import json
+
+    from grasp_pipeline.stages.tables import target_weights
+
+    store, _ = looped
+    tasks = sorted(store.read("task_sets")["task"].unique().to_list())
+    target = {tasks[0]: 4.0, tasks[-1]: 4.0}  # the rest weigh 1
+    weighted = build_tables_until(tmp_path, "mixture_weights", tiny_params(loop={"task_weights": target}))
+    for root, expected in ((store, {t: 1.0 for t in tasks}), (weighted, {t: target.get(t, 1.0) for t in tasks})):
+        rounds = root.read("curation_rounds")
+        assert {s for s in rounds["task_weights"]} == {json.dumps(expected)}
+        w = np.array([expected[t] for t in tasks]) / sum(expected.values())
+        np.testing.assert_allclose(target_weights(root, tasks), w)
+        for row in rounds.iter_rows(named=True):
+            per_task = json.loads(row["realised_per_task"])
+            assert row["realised_gain"] == pytest.approx(sum(w[i] * per_task[t] for i, t in enumerate(tasks)))
+    raw = np.array([*(target.get(t, 1.0) for t in tasks), 1.0])  # the new task weighs 1
+    np.testing.assert_allclose(target_weights(weighted, [*tasks, "new"]), raw / raw.sum())
+    proposals = [{tuple(m) for m in root.read("curation_rounds").filter(pl.col("proposer") == "grasp")["members"]
+                  .to_list() if m} for root in (store, weighted)]
+    assert proposals[0] != proposals[1]
+    optimum = [root.read("mixture_weights").filter(pl.col("method") == "grasp_optimum").sort("domain")["weight"]
+               .to_numpy() for root in (store, weighted)]
+    assert np.abs(optimum[0] - optimum[1]).max() > 0.01

@@ -257,6 +257,19 @@ def test_natural_and_uniform_mixtures():
     np.testing.assert_allclose(uniform_mixture(stats), [1 / 3] * 3)
 
 
+def test_the_natural_mixture_is_the_corpus_share_given_renormalised_over_the_pool_domains():
+    """corpus.natural: the corpus's own proportions replace the capped pool's counts; a domain the corpus
+    stage recorded but the pool lacks drops out and the rest renormalise; a pool domain without a weight
+    is an error naming it."""
+    z, domains, *_ = tiny_problem(0)
+    names = sorted(set(domains.tolist()))
+    stats = domain_stats(z, domains, {names[0]: 6.0, names[1]: 3.0, names[2]: 1.0, "elsewhere": 90.0})
+    np.testing.assert_allclose(natural_mixture(stats), [0.6, 0.3, 0.1])
+    np.testing.assert_array_equal(stats.counts, domain_stats(z, domains).counts)  # the pool's, for sampling
+    with pytest.raises(ValueError, match=f"no weight for domain.*{names[2]}"):
+        domain_stats(z, domains, {names[0]: 1.0, names[1]: 1.0})
+
+
 def largest_remainder(pi: np.ndarray, budget: int) -> list[int]:
     raw = [p * budget for p in pi]
     counts = [int(np.floor(r)) for r in raw]

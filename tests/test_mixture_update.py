@@ -21,7 +21,7 @@ from grasp_pipeline.stages.mixture_update import (
     update_candidates,
 )
 from grasp_pipeline.stages.mixture_weights import mixture_problem
-from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix
+from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix, target_weights
 from tests.conftest import tiny_params, write_user_corpus
 
 OLD_DOMAINS = ("news", "code", "poetry")
@@ -170,7 +170,8 @@ def test_the_dev_check_retrains_every_candidate_and_writes_the_best_dev_gain(sto
     # the weights written are the picked candidate's, rebuilt from the same stored tables
     got = domain_update(store, params.workload.build(), corpus_params(params, added), params.workload.example_bytes,
                         checked.mixture_update)
-    objective, _, caps, _ = mixture_problem(got.stats, got.task_sketch, got.grasp_params, got.tasks, params.mixture)
+    objective, _, caps, _ = mixture_problem(got.stats, got.task_sketch, got.grasp_params,
+                                            target_weights(store, got.tasks), params.mixture)
     candidates = update_candidates(got, optimise_mixture(objective, caps), stored_mixture(store),
                                    checked.mixture_update)
     assert list(candidates) == names

@@ -117,3 +117,36 @@ def test_two_mixtures_of_one_distribution_differ_in_about_5_percent_of_runs():
     rate = np.mean([compare(run, 0.0) for run in range(RUNS)])
     assert 0.01 <= rate <= 0.07, rate
     assert np.mean([compare(run, 0.03) for run in range(RUNS)]) >= 0.7
+
+
+CODE_WEIGHTED = np.array([1, 1, 1, 1, 1, 1, 1, 4, 4]) / 15.0  # a target: two tasks (say, code) weigh 4×
+
+
+def test_a_target_weighted_verdict_reports_the_weighted_gain_and_stays_calibrated():
+    """loop.task_weights reaches the verdict as T·w_t·u_t (evaluation/verdict.py): the gain is the
+    target-weighted mean of the per-task gains, a zero-weight task cannot move it, equal weights are
+    the unweighted verdict, and a random draw is still ahead of random in at most 7% of runs."""
+    from grasp_pipeline.evaluation.verdict import verdict_frame
+
+    def frame(method, randoms, weights):
+        return verdict_frame("dev", {"grasp": method}, randoms, {}, budgets={}, level=0.95, weights=weights)
+
+    rng = np.random.default_rng(4)
+    base = world(rng)
+    randoms, method = base + selections(rng, R), base + selections(rng, 1, effect=0.02)
+    row = frame(method, randoms, CODE_WEIGHTED).row(0, named=True)
+    per_task = method.mean((0, 1)) - randoms.mean((0, 1))
+    assert row["gain"] == pytest.approx(float(CODE_WEIGHTED @ per_task))
+    equal, plain = frame(method, randoms, np.full(T, 1 / T)), frame(method, randoms, None)
+    for column in ("gain", "ci_low", "ci_high", "p_value", "null_percentile"):
+        assert equal[column][0] == pytest.approx(plain[column][0], rel=1e-12)
+    muted = np.r_[np.zeros(1), np.full(T - 1, 1 / (T - 1))]
+    moved = method.copy()
+    moved[..., 0] += 5.0  # a huge change on the task the target ignores
+    assert frame(moved, randoms, muted)["gain"][0] == pytest.approx(frame(method, randoms, muted)["gain"][0])
+
+    def compare(method, randoms, run):
+        return bool(frame(method, randoms, CODE_WEIGHTED)["excludes_zero"][0])
+
+    assert exclusion_rate(lambda rng: selections(rng, 1)[0], compare) <= 0.07
+    assert exclusion_rate(lambda rng: selections(rng, 1, effect=0.04)[0], compare) >= 0.7

@@ -48,7 +48,7 @@ BAD_SETTINGS = [
     ("surrogate", {"delta": 1.5}, r"surrogate\.delta = 1\.5: .*in \(0, 1\)"),
     ("surrogate", {"grasp_normalisations": ["none", "l2"]}, r"surrogate\.grasp_normalisations\[1\] = 'l2'"),
     ("selection", {"greedy": "fast"}, r"selection\.greedy = 'fast': .*one of \['lazy', 'exact', 'batched'\]"),
-    ("selection", {"task_weights": {"news": -2.0}}, r"selection\.task_weights\.news = -2\.0: .*≥ 0"),
+    ("loop", {"task_weights": {"news": -2.0}}, r"loop\.task_weights\.news = -2\.0: .*≥ 0"),
     ("mixture", {"max_repeats": 0.0}, r"mixture\.max_repeats = 0\.0: .*> 0"),
     ("corpus", {"shard_size": 0}, r"corpus\.shard_size = 0: .*≥ 1"),
     ("corpus", {"max_decompression_ratio": 0.5}, r"corpus\.max_decompression_ratio = 0\.5: .*≥ 1"),
@@ -84,7 +84,7 @@ def table_versions(root) -> dict:
 
 @pytest.mark.parametrize("section, values, message", BAD_SETTINGS + WRONG_TYPES + DISAGREEING_BUDGETS,
                          ids=CASE_IDS + [f"{s}.{next(iter(v))}:type" for s, v, _ in WRONG_TYPES]
-                         + [f"{s}.budget_fraction:disagrees" for s, _, _ in DISAGREEING_BUDGETS])
+                         + [f"{s}.{next(iter(v))}:disagrees" for s, v, _ in DISAGREEING_BUDGETS])
 def test_a_bad_setting_in_a_config_file_stops_grasp_run_naming_it(built_root, tmp_path, monkeypatch, capsys,
                                                                   section, values, message):
     from assets.cli import main

@@ -188,6 +188,31 @@ def test_a_fixed_size_fit_is_the_bounded_least_squares_optimum(geometry):
                                atol=1e-8 * np.ptp(y))
 
 
+def test_the_b_only_ablation_is_the_bounded_optimum_without_a_penalty_column():
+    """geometry="none" drops the interaction term: c = 0 and the rest is scipy's bounded fit of
+    [1, log|S|, alignment]; the cross-validation path (normal equations) gives the same numbers."""
+    from scipy.optimize import lsq_linear
+
+    data, z, q, members = planted_grasp("mean", c=0.8, noise=0.01)
+    model = Grasp(size_term="log", normalisation="mean", geometry="none")
+    params = model.fit(data, data.fit_rows, 0)
+    z = z.astype(np.float32).astype(np.float64)
+    z_s = np.stack([z[rows].mean(0) for rows in members])
+    design = np.column_stack([np.ones(len(members)), np.log([len(m) for m in members]), z_s @ q[0]])
+    fit, y = design[data.fit_rows], data.utility[data.fit_rows, 0]
+    reference = lsq_linear(fit, y, bounds=([-np.inf, -np.inf, 0], np.inf), method="bvls", tol=1e-14).x
+    assert params["penalty"] == [0.0]
+    np.testing.assert_allclose([params["intercept"], params["size_coef"], params["b"]], reference, rtol=1e-6)
+    folds = model.fit_folds(data, [data.fit_rows])[0][0]
+    np.testing.assert_allclose([folds["intercept"], folds["size_coef"], folds["b"], *folds["penalty"]],
+                               [*reference, 0.0], rtol=1e-6, atol=1e-12)
+    # the planted penalty is real, so dropping it must cost holdout accuracy against the full model
+    full = Grasp(size_term="log", normalisation="mean", geometry="identity")
+    error = {name: np.abs(m.predict(data, m.fit(data, data.fit_rows, 0), 0) - data.utility[:, 0])[data.holdout_rows]
+             .mean() for name, m in (("none", model), ("identity", full))}
+    assert error["none"] > 5 * error["identity"]
+
+
 def test_diagonal_geometry_recovers_a_planted_diagonal_penalty():
     rng = np.random.default_rng(3)
     z, domain = pool_with_domains(rng, n=150, k=4)

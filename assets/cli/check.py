@@ -37,7 +37,7 @@ def command_check(args) -> int:
     params = with_overrides(load_params(args.profile, args.config), flag_overrides(args))
     CorpusMapping.from_params(params.corpus)  # a bad field name or pattern fails before any file is read
     workload = params.workload.build()
-    pool, tasks, report, cut, split = split_corpus(params.corpus, params.workload.example_bytes, workload)
+    pool, tasks, report, cut, split, _ = split_corpus(params.corpus, params.workload.example_bytes, workload)
     shown = params.corpus.corpus_path or "the workload's default corpus"
     print(f"grasp check: settings valid (profile {args.profile}, workload {params.workload.name}); "
           f"corpus {redact(shown)}: {len(report.files)} files, {report.documents} documents, "

@@ -37,6 +37,11 @@ class CorpusParams:
                                           "example near a test or dev example, or a dev example near a test one, is "
                                           "dropped, across all domains.", 0.5, above=0, maximum=1)
     pool_examples_per_domain: int = doc("Pool bound per domain (0 = every example).", 400, minimum=0)
+    natural: str = doc("What the `natural` mixture is, the reference every mixer is judged against and the loop's "
+                       "first selection counts: corpus = each domain's share of the whole corpus's examples (before "
+                       "the split and the pool cap; for text, byte shares to within 1%); pool = its share of the "
+                       "capped pool (uniform when every domain reaches pool_examples_per_domain).", "corpus",
+                       choices=("corpus", "pool"))
     shard_size: int = doc("Pool examples per shard (the unit of sketching).", 256, minimum=1)
     seed: int = doc("Seed of the pool sample.", 0, minimum=0)
     max_record_bytes: int = doc("Largest document (UTF-8 bytes of one record's text) ingestion accepts; a bigger one "
@@ -120,7 +125,7 @@ class PlanParams:
                                         above=0, maximum=1)
     dirichlet_beta: float = doc("dirichlet sampler: concentration β of the domain proportions ~ Dir(β) "
                                 "(small = lopsided mixtures).", 0.5, above=0)
-    stratified_fit: int = doc("stratified sampler (the natural per-domain counts of a uniform_fraction subset; "
+    stratified_fit: int = doc("stratified sampler (the pool's per-domain counts of a uniform_fraction subset; "
                               "only the examples differ): `fit` subsets.", 32, minimum=0)
     stratified_holdout: int = doc("stratified sampler: `holdout` subsets.", 24, minimum=0)
     subsets_per_batch: int = doc("Subsets per retraining batch (one partition of subset_outcomes).", 32, minimum=1)
@@ -164,8 +169,10 @@ class SurrogateParams:
                                                 ("none", "sqrt", "mean"), choices=("none", "sqrt", "mean"),
                                                 nonempty=True)
     grasp_geometries: tuple[str, ...] = doc("GRASP candidates: penalty geometry H, identity (one weight c) "
-                                            "and/or diagonal (learned, non-negative, with ridge).",
-                                            ("identity", "diagonal"), choices=("identity", "diagonal"), nonempty=True)
+                                            "and/or diagonal (learned, non-negative, with ridge); none = no "
+                                            "penalty, alignment only (the ablation that shows what the interaction "
+                                            "term buys).", ("identity", "diagonal"),
+                                            choices=("identity", "diagonal", "none"), nonempty=True)
     grasp_ridges: tuple[float, ...] = doc("GRASP candidates: ridge strengths on the learned diagonal H "
                                           "(unit-RMS columns).", (0.01, 0.1, 1.0), minimum=0)
     grasp_sketch_dims: tuple[int, ...] = doc("GRASP candidates: sketch-dimension prefixes k' (0 = all k).", (0,),
@@ -191,8 +198,6 @@ class SelectionParams:
     control_draws: int = doc("random_at_counts: random selections at the grasp pick's per-domain counts (what "
                              "its composition alone buys); the curation test averages them.", 10, minimum=0)
     control_seed: int = doc("random_at_counts draw j uses seed control_seed + j.", 5000, minimum=0)
-    task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1), "
-                                         "e.g. {python_docs = 2.0}.", default_factory=dict, minimum=0)
     task_scale: str = doc(
         "utility_std: each task's weight is divided by the spread of its retrained utility over the fit "
         "subsets, so the objective adds standardised gains and a task whose loss moves a lot (a script the "
@@ -225,8 +230,6 @@ class MixtureParams:
                                  "loop.budget_fraction).", 0.1,
                                  above=0, maximum=1)
     max_repeats: float = doc("A domain may supply at most max_repeats × its pool examples.", 1.0, above=0)
-    task_weights: dict[str, float] = doc("Weight of each task in the objective (missing tasks weigh 1).",
-                                         default_factory=dict, minimum=0)
     peers: tuple[str, ...] = doc("Peer mixers fitted on the same fit subsets and tested beside grasp: regmix "
                                  "(LightGBM per task, Dirichlet candidates, top-k mean) and/or loglinear (a "
                                  "data-mixing law with a KL pull to the natural mix).", ("regmix", "loglinear"),
@@ -293,6 +296,11 @@ class LoopParams(TrainingParams):
     budget_fraction: float = doc("Budget of the candidates, as a fraction of the pool (selection.budget_fraction "
                                  "and mixture.budget_fraction must equal it: checked with the settings).", 0.1,
                                  above=0, maximum=1)
+    task_weights: dict[str, float] = doc(
+        "The target: each task's weight (missing tasks weigh 1), e.g. {python_docs = 4.0, python_source = 4.0}. "
+        "The loop optimises the weighted mean utility and records the target in curation_rounds, where "
+        "curated_selection, mixture_weights, mixture_update and both verdicts read it: one target for every "
+        "stage.", default_factory=dict, minimum=0)
     mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "
                                            "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0),
                                            minimum=0, maximum=1, nonempty=True)
@@ -387,8 +395,11 @@ class ExportParams:
 
     destination: str = doc("Folder or object-store URI the trainer files go to; empty = `exports` under the "
                            "storage root.", "")
-    megatron_prefix: str = doc("Data-path prefix of each domain in the Megatron-style blend string; {domain} is "
-                               "replaced by the domain name (e.g. /data/{domain}_text_document).", "{domain}")
+    megatron_prefix: str = doc("Data-path prefix in the Megatron-style blend string: {domain} is replaced by the "
+                               "domain name (e.g. /data/{domain}_text_document: one prefix per domain); with "
+                               "{source}, one prefix per corpus file of the domain, its path under the corpus root "
+                               "without extensions (e.g. /data/tok/{source}_text_document), the domain's weight "
+                               "split over its files by their bytes.", "{domain}")
     methods: tuple[str, ...] = doc("Selection and mixture methods to export (empty = every method).", ())
     training_bytes: int = doc("Training run size each mixture's `olmix` form states (max_tokens, in bytes for "
                               "byte workloads) and repetition factors are counted at: domain weight × this ÷ the "

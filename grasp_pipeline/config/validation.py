@@ -149,14 +149,15 @@ def _one_budget(params) -> None:
 
 
 def _megatron_prefix_names_only_the_domain(export) -> None:
-    """The prefix is filled with str.format(domain=…): any other field would be a KeyError at export time."""
+    """The prefix is filled with str.format(domain=…, source=…): any other field would be a KeyError at
+    export time."""
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(export.megatron_prefix) if name is not None]
     except ValueError as error:  # an unmatched brace
         raise _error("export.megatron_prefix", export.megatron_prefix, f"is not a format string ({error})") from None
-    if any(name != "domain" for name in fields):
+    if any(name not in ("domain", "source") for name in fields):
         raise _error("export.megatron_prefix", export.megatron_prefix,
-                     "may name only {domain} (write a literal brace as {{ or }})")
+                     "may name only {domain} and {source} (write a literal brace as {{ or }})")
 
 
 def _known_workload(workload) -> None:

@@ -24,6 +24,10 @@ quantile with R − 1 degrees of freedom (σ² is estimated from R draws). A dif
 methods adds both between-selection terms (the random mean cancels) and the excess
 heterogeneity of the per-task difference: `difference`. Mixtures, whose J samples are paired
 sample by sample, get the same construction with the samples as the draws: `paired_difference`.
+
+A target (`weights`, the loop's task weights) makes every "mean over tasks" the weighted mean
+Σ w_t g_t, and a task-resampling variance var_t(g_t)·Σ w_t² (tasks' deviations alike, weighted
+as the target weighs them; with equal weights Σ w² = 1/T, the unweighted var_t/T).
 """
 
 from __future__ import annotations
@@ -66,26 +70,37 @@ def _as_draws(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _leave_one_out_gains(randoms: np.ndarray) -> np.ndarray:
+def _weights(weights: np.ndarray | None, tasks: int) -> np.ndarray:
+    """The target's task weights, normalised (every task alike for None)."""
+    if weights is None:
+        return np.full(tasks, 1.0 / tasks)
+    weights = np.asarray(weights, float)
+    if weights.shape != (tasks,) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"task weights must be {tasks} finite non-negative numbers, not all 0; got {weights}")
+    return weights / weights.sum()
+
+
+def _leave_one_out_gains(randoms: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(R,) each random selection's mean gain over the mean of the other R − 1 (the null draws)."""
-    per_selection = randoms.mean((1, 2))
+    per_selection = randoms.mean(1) @ w
     total = per_selection.sum()
     return per_selection - (total - per_selection) / (len(per_selection) - 1)
 
 
-def _task_variance(per_task: np.ndarray) -> float:
-    """Variance of a mean over T tasks when tasks are resampled: var_t(g_t) / T (ddof 1)."""
-    return float(np.var(per_task, ddof=1) / len(per_task)) if len(per_task) > 1 else 0.0
+def _task_variance(per_task: np.ndarray, w: np.ndarray) -> float:
+    """Variance of the w-weighted mean over T tasks when tasks are resampled: var_t(g_t)·Σw² (ddof 1;
+    var_t/T for equal weights)."""
+    return float(np.var(per_task, ddof=1) * (w ** 2).sum()) if len(per_task) > 1 else 0.0
 
 
-def _null_parts(randoms: np.ndarray) -> tuple[float, float]:
-    """(σ², v) per random draw: the between-selection variance of its mean utility (seeds included),
-    and the task-resampling variance var_t/T of its per-task deviation from the population mean."""
+def _null_parts(randoms: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(σ², v) per random draw: the between-selection variance of its (weighted) mean utility (seeds
+    included), and the task-resampling variance of its per-task deviation from the population mean."""
     r = len(randoms)
     per_task = randoms.mean(1)  # (R, T)
     deviations = per_task - (per_task.sum(0) - per_task) / (r - 1)  # each draw against the other R − 1
-    sigma2 = float(np.var(per_task.mean(1), ddof=1))
-    v = float(np.mean([_task_variance(d) for d in deviations])) / (1 + 1 / (r - 1))
+    sigma2 = float(np.var(per_task @ w, ddof=1))
+    v = float(np.mean([_task_variance(d, w) for d in deviations])) / (1 + 1 / (r - 1))
     return sigma2, v
 
 
@@ -100,26 +115,28 @@ def _summarise(gain: float, variance: float, dof: int, level: float, null_percen
                       sizes)
 
 
-def gain_over_random(method: np.ndarray, randoms: np.ndarray, *, level: float = 0.95) -> Comparison:
+def gain_over_random(method: np.ndarray, randoms: np.ndarray, *, level: float = 0.95,
+                     weights: np.ndarray | None = None) -> Comparison:
     """A method's gain over the mean of R random selections, judged as one draw (or K averaged).
 
     method: (S, T) or (K, S, T) utilities per seed pair and task, seed pairs shared with randoms:
-    (R, S, T), R ≥ 3."""
+    (R, S, T), R ≥ 3; weights: the target's (T,) task weights (None: every task alike)."""
     method, randoms = _as_draws(method), np.asarray(randoms, float)
     if randoms.ndim != 3 or randoms.shape[0] < 3:
         raise ValueError(f"randoms must be (R ≥ 3, S, T), got shape {randoms.shape}")
     if method.shape[1:] != randoms.shape[1:]:
         raise ValueError(f"method {method.shape[1:]} and randoms {randoms.shape[1:]} differ in (seeds, tasks)")
-    k, r = len(method), len(randoms)
+    k, r, w = len(method), len(randoms), _weights(weights, randoms.shape[2])
     per_task = method.mean((0, 1)) - randoms.mean((0, 1))
-    gain = float(per_task.mean())
-    sigma2, v = _null_parts(randoms)
-    heterogeneity = max(0.0, _task_variance(per_task) - v * (1 / k + 1 / r))
-    percentile = float((_leave_one_out_gains(randoms) < gain).mean())
+    gain = float(per_task @ w)
+    sigma2, v = _null_parts(randoms, w)
+    heterogeneity = max(0.0, _task_variance(per_task, w) - v * (1 / k + 1 / r))
+    percentile = float((_leave_one_out_gains(randoms, w) < gain).mean())
     return _summarise(gain, sigma2 * (1 / k + 1 / r) + heterogeneity, r - 1, level, percentile, (k, r))
 
 
-def difference(a: np.ndarray, b: np.ndarray, randoms: np.ndarray, *, level: float = 0.95) -> Comparison:
+def difference(a: np.ndarray, b: np.ndarray, randoms: np.ndarray, *, level: float = 0.95,
+               weights: np.ndarray | None = None) -> Comparison:
     """Method a minus method b (each (S, T) or (K, S, T), seed pairs shared), with both methods'
     between-selection terms measured on the random selections (R, S, T)."""
     a, b, randoms = _as_draws(a), _as_draws(b), np.asarray(randoms, float)
@@ -127,15 +144,17 @@ def difference(a: np.ndarray, b: np.ndarray, randoms: np.ndarray, *, level: floa
         raise ValueError(f"a {a.shape[1:]}, b {b.shape[1:]} and randoms {randoms.shape[1:]} differ in (seeds, tasks)")
     if randoms.shape[0] < 3:
         raise ValueError(f"randoms must hold ≥ 3 selections, got {randoms.shape[0]}")
+    w = _weights(weights, randoms.shape[2])
     per_task = a.mean((0, 1)) - b.mean((0, 1))
-    sigma2, v = _null_parts(randoms)
+    sigma2, v = _null_parts(randoms, w)
     scale = 1 / len(a) + 1 / len(b)
-    heterogeneity = max(0.0, _task_variance(per_task) - v * scale)
-    return _summarise(float(per_task.mean()), sigma2 * scale + heterogeneity, len(randoms) - 1, level, None,
+    heterogeneity = max(0.0, _task_variance(per_task, w) - v * scale)
+    return _summarise(float(per_task @ w), sigma2 * scale + heterogeneity, len(randoms) - 1, level, None,
                       (len(a), len(b)))
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, *, level: float = 0.95) -> Comparison:
+def paired_difference(a: np.ndarray, b: np.ndarray, *, level: float = 0.95,
+                      weights: np.ndarray | None = None) -> Comparison:
     """Mean of a − b for (J, T) utilities paired by row j (mixture sample j of both mixtures shares its
     seed pair and data order). A mixture is a distribution its J samples draw from: the sample-to-
     sample spread of the paired difference is the between-draw term, and the per-task difference's
@@ -143,9 +162,9 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, level: float = 0.95) -> C
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
         raise ValueError(f"paired utilities must be two (J ≥ 2, T) arrays of one shape, got {a.shape} and {b.shape}")
-    diff = a - b
+    diff, w = a - b, _weights(weights, a.shape[1])
     j = diff.shape[0]
-    between = float(np.var(diff.mean(1), ddof=1) / j)
-    noise = float(np.mean([_task_variance(d - diff.mean(0)) for d in diff])) / j
-    heterogeneity = max(0.0, _task_variance(diff.mean(0)) - noise)
-    return _summarise(float(diff.mean()), between + heterogeneity, j - 1, level, None, (j, j))
+    between = float(np.var(diff @ w, ddof=1) / j)
+    noise = float(np.mean([_task_variance(d - diff.mean(0), w) for d in diff])) / j
+    heterogeneity = max(0.0, _task_variance(diff.mean(0), w) - noise)
+    return _summarise(float(diff.mean(0) @ w), between + heterogeneity, j - 1, level, None, (j, j))

@@ -31,13 +31,15 @@ VERDICT_SCHEMA = {"split": pl.Utf8, "kind": pl.Utf8, "method": pl.Utf8, "referen
 
 def verdict_frame(split: str, selections: dict[str, np.ndarray], randoms: np.ndarray,
                   mixtures: dict[str, np.ndarray], *, budgets: dict[str, tuple[int | None, int | None]],
-                  level: float) -> pl.DataFrame:
+                  level: float, weights: np.ndarray | None = None) -> pl.DataFrame:
     """The verdict rows of one split.
 
     selections: {method: (K, S, T) utilities}, seed pairs shared with randoms (R, S, T);
     mixtures: {method: (J, T) utilities}, sample j paired across mixtures, `natural` among them (or {});
-    budgets: {method: (candidates, dev retrainings)} of the methods that picked among candidates."""
-    boot = {"level": level}
+    budgets: {method: (candidates, dev retrainings)} of the methods that picked among candidates;
+    weights: the target (T,) (`stages.tables.target_weights`; None = every task alike): every gain is the
+    target-weighted mean over tasks, with its task-resampling variance (evaluation/null.py)."""
+    boot = {"level": level, "weights": weights}
     seeds, tasks = randoms.shape[1], randoms.shape[2]
     rows = []
 

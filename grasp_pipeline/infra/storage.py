@@ -41,6 +41,8 @@ FILE_ENTRY = pl.Struct({"step": pl.Int64, "file": pl.Utf8, "sha256": pl.Utf8, "b
 CONTRACT: dict[str, dict[str, pl.DataType]] = {
     "corpus_shards": {"example_id": pl.Int64, "shard": pl.Utf8, "domain": pl.Utf8, "text": pl.Utf8,
                       "n_bytes": pl.Int64, "source": pl.Utf8, "content_sha1": pl.Utf8},
+    "corpus_sources": {"domain": pl.Utf8, "source": pl.Utf8, "documents": pl.Int64, "examples": pl.Int64,
+                       "bytes": pl.Int64},
     "task_sets": {"task": pl.Utf8, "example_id": pl.Int64, "domain": pl.Utf8, "text": pl.Utf8, "split": pl.Utf8},
     "reference_models": {"model_version": pl.Utf8, "path": pl.Utf8, "workload": pl.Utf8,
                          "parameters": pl.Int64, "warmup_loss": pl.Float64, "state": pl.List(FILE_ENTRY),
@@ -367,6 +369,10 @@ class DeltaStore:
             return (scan.select(columns) if columns else scan).collect()
         except DeltaError as error:
             raise self._log_error(table, error) from None
+
+    def column_names(self, table: str) -> list[str]:
+        """Returns the table's column names, read from its Delta log alone."""
+        return [f.name for f in self._table(table).schema().fields]
 
     def partition_values(self, table: str, column: str, version: int | None = None) -> list[str]:
         """Returns the sorted distinct values of a partition column, read from the Delta log alone."""

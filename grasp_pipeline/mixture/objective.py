@@ -32,14 +32,26 @@ class DomainStats:
     counts: np.ndarray  # (D,)
     means: np.ndarray  # (D, k)
     variances: np.ndarray  # (D, k)
+    # the natural mixture (corpus.natural: the corpus's shares, not the capped pool's); None = the pool's counts
+    natural: np.ndarray | None = None
 
 
-def domain_stats(pool_sketch: np.ndarray, domains: np.ndarray) -> DomainStats:
+def domain_stats(pool_sketch: np.ndarray, domains: np.ndarray,
+                 natural: dict[str, float] | None = None) -> DomainStats:
+    """Per-domain counts, sketch means and variances of the pool, domains sorted; `natural` gives
+    the natural mixture's weight of each domain (renormalised over the pool's domains)."""
     names = sorted(set(domains.tolist()))
     z = pool_sketch.astype(np.float64)
+    weights = None
+    if natural is not None:
+        missing = [d for d in names if d not in natural]
+        if missing:
+            raise ValueError(f"the natural mixture has no weight for domain(s) {', '.join(missing)}")
+        weights = np.array([float(natural[d]) for d in names])
+        weights = weights / weights.sum()
     return DomainStats(names, np.array([(domains == d).sum() for d in names]),
                        np.stack([z[domains == d].mean(0) for d in names]),
-                       np.stack([z[domains == d].var(0) for d in names]))
+                       np.stack([z[domains == d].var(0) for d in names]), weights)
 
 
 class MixtureObjective:

@@ -8,6 +8,9 @@ from .objective import DomainStats
 
 
 def natural_mixture(stats: DomainStats) -> np.ndarray:
+    """The corpus's own proportions when `stats` carries them (corpus.natural), else the pool's."""
+    if stats.natural is not None:
+        return stats.natural
     return stats.counts / stats.counts.sum()
 
 

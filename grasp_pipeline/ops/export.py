@@ -20,14 +20,18 @@ Per mixture (`mixtures/<mixture_id>.json`, and `<mixture_id>.yaml` with just the
 - `megatron_data_path`: a Megatron-LM style blend, `"w1 prefix1 w2 prefix2 …"` for
   `--data-path`, each prefix from `megatron_prefix` with `{domain}` filled in. Megatron draws
   fixed-length token sequences in proportion to the blend weights, so these are the weights
-  themselves (shares of tokens, not of documents);
+  themselves (shares of tokens, not of documents). A real corpus has many files per domain,
+  each tokenised to its own prefix: with `{source}` in `megatron_prefix` the blend has one
+  prefix per file of the domain (`corpus_sources`: its path under the corpus root, extensions
+  dropped) and the domain's weight is split over them by their bytes, so each file is read
+  at the same rate as the rest of its domain;
 - `olmix`: an Olmix-style `mix` ({domain: {weight, repetition_factor}}) at `max_tokens` =
   `export.training_bytes` (0: the whole corpus once): a domain's repetition factor is how many
   times a run of that size reads it (weight × size ÷ its bytes in the corpus); `repeated` names
   the domains read more than once, which data-constrained scaling says gain less per byte;
 - `corpus`: each domain's documents, examples and bytes in the whole corpus, and
-  `corpus_natural`, the corpus's own byte shares (the pool is capped per domain, so the
-  `natural` mixture of `mixture_weights` is the pool's, not these).
+  `corpus_natural`, the corpus's own byte shares (the `natural` mixture of `mixture_weights`
+  is its example shares, the same to within 1%, unless `corpus.natural` = pool).
 
 Per selection (`selections/<selection_id>.parquet`): one row per selected example in pick
 order — rank, example_id, domain, source (the corpus file), doc_id, offset (byte offset of
@@ -44,11 +48,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import uuid
 
 import polars as pl
 
 from ..config.params import ExportParams
+from ..corpus.files import SUPPORTED_SUFFIXES
 from ..evaluation.verdict_report import read_verdict
 from ..infra import progress
 from ..infra.storage import DeltaStore
@@ -56,6 +62,9 @@ from ..stages.base import StageResult, stage
 from ..stages.tables import check_one_fit
 
 MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
+# the corpus readers' file suffixes, dropped from a source to name its Megatron prefix
+CORPUS_SUFFIXES = re.compile("(" + "|".join(re.escape(s) for s in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True))
+                             + ")$")
 # weights at or below this are round-off of the simplex projection, not a share to draw
 NEGLIGIBLE_WEIGHT = 1e-12
 
@@ -79,8 +88,33 @@ def corpus_sizes(pool: pl.DataFrame) -> dict[str, dict[str, int]] | None:
     return {d: {"documents": n, "examples": e, "bytes": b} for d, n, e, b in rows.iter_rows()}
 
 
+def megatron_blend(weights: list[tuple[str, float]], prefix: str, sources: pl.DataFrame | None = None) -> str:
+    """The `--data-path` blend of (domain, share) pairs: one prefix per domain, or with `{source}` in
+    `prefix` one per source of the domain in `sources` (corpus_sources rows), the domain's share split
+    by their bytes. A source name Megatron would split (whitespace) is an error naming it."""
+    if "{source}" not in prefix:
+        return " ".join(f"{w:.10g} {prefix.format(domain=d)}" for d, w in weights)
+    if sources is None:
+        raise ValueError(f"export.megatron_prefix = {prefix!r} names {{source}}, but this root has no corpus_sources "
+                         "table (written by corpus_shards since issue 27): rematerialise corpus_shards")
+    parts = []
+    for domain, share in weights:
+        mine = sources.filter(pl.col("domain") == domain).sort("source")
+        if mine.is_empty():
+            raise ValueError(f"corpus_sources has no source of domain {domain!r}: rematerialise corpus_shards")
+        for source, size in mine.select("source", "bytes").iter_rows():
+            name = CORPUS_SUFFIXES.sub("", source)  # news/part-0001.jsonl.gz → news/part-0001
+            if not name or re.search(r"\s", name):
+                raise ValueError(f"corpus_sources: domain {domain!r} has source {source!r}, which cannot name a "
+                                 "Megatron prefix (empty or with whitespace; the records' own `source` field is used "
+                                 "where they have one); use {domain} alone in export.megatron_prefix")
+            parts.append(f"{share * size / mine['bytes'].sum():.10g} {prefix.format(domain=domain, source=name)}")
+    return " ".join(parts)
+
+
 def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}",
-                  sizes: dict[str, dict[str, int]] | None = None, training_bytes: int = 0) -> dict:
+                  sizes: dict[str, dict[str, int]] | None = None, training_bytes: int = 0,
+                  sources: pl.DataFrame | None = None) -> dict:
     """Returns the trainer forms of one mixture's mixture_weights rows (see the module docstring);
     without `sizes` the Hugging Face probabilities are the weights, and say so."""
     rows = rows.sort("domain")
@@ -90,7 +124,7 @@ def mixture_forms(rows: pl.DataFrame, megatron_prefix: str = "{domain}",
     if not drawn or total <= 0:
         raise ValueError(f"mixture {rows['mixture_id'][0]!r} has no domain of positive weight")
     shares = [w / total for _, w in drawn]
-    blend = " ".join(f"{p:.10g} {megatron_prefix.format(domain=d)}" for (d, _), p in zip(drawn, shares))
+    blend = megatron_blend([(d, p) for (d, _), p in zip(drawn, shares)], megatron_prefix, sources)
     missing = sorted(d for d, _ in drawn if sizes is None or d not in sizes)
     if missing:
         per_document, row = shares, ("one example per row (corpus sizes unknown for "
@@ -147,12 +181,13 @@ def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
     check_one_fit({"mixture_weights": (mixtures, "mixture_id"), "curated_selections": (selections, "selection_id")})
     pool = store.read("corpus_shards")
     sizes = corpus_sizes(pool)
+    sources = store.read("corpus_sources") if store.exists("corpus_sources") else None
     files = _Files(destination)
     manifest = {"destination": destination, "mixtures": {}, "selections": {}}
     with progress.task("exporting", total=mixtures["mixture_id"].n_unique() + selections["selection_id"].n_unique(),
                        unit="file") as done:
         for (mixture_id,), rows in mixtures.group_by("mixture_id", maintain_order=True):
-            forms = mixture_forms(rows, params.megatron_prefix, sizes, params.training_bytes)
+            forms = mixture_forms(rows, params.megatron_prefix, sizes, params.training_bytes, sources)
             files.write_text(f"mixtures/{mixture_id}.json", json.dumps(forms, indent=2, sort_keys=True) + "\n")
             files.write_text(f"mixtures/{mixture_id}.yaml", _yaml(forms["domain_weights"]))
             manifest["mixtures"][mixture_id] = {"file": f"mixtures/{mixture_id}.json", "method": forms["method"],

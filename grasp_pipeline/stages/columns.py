@@ -74,7 +74,13 @@ TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
                       | {"domain_documents": "Documents of this example's domain in the whole corpus (before the split "
                                              "and the pool cap).",
                          "domain_examples": "Examples cut from this domain's whole corpus (before the split and cap).",
-                         "domain_bytes": "UTF-8 bytes of those examples."},
+                         "domain_bytes": "UTF-8 bytes of those examples.",
+                         "domain_natural": "The domain's weight in the natural mixture (corpus.natural: its share of "
+                                           "the corpus's examples, or of the pool's)."},
+    "corpus_sources": {"domain": None, "source": "The corpus file (its path under the corpus root), or the records' "
+                                                "own `source` field where they carry one.",
+                       "documents": "Documents of this domain in that source.", "examples": "Examples cut from them.",
+                       "bytes": "UTF-8 bytes of those examples.", "build_id": None},
     "task_sets": {c: None for c in ("task", "split", "example_id", "domain", "doc_id", "text", "n_bytes",
                                     "content_sha1", "dirt", "dirt_source", "build_id")},
     "reference_models": {"model_version": "Version id of the reference model (a hash of recipe and corpus).",
@@ -111,13 +117,14 @@ TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
                         "proposer": "Who proposed it: grasp, or a control such as random_pick.",
                         "retrainings": "Dev retrainings spent on it.", "round": "Loop round.",
                         "setting": "JSON of the proposal's setting.", "predicted_gain": "Surrogate-predicted gain.",
-                        "realised_gain": "Retrained dev gain over random (mean over tasks).",
+                        "realised_gain": "Retrained dev gain over random (mean over tasks, weighted by the target).",
                         "realised_per_task": "JSON of the retrained dev gain per task.",
                         "lcb": "Lower confidence bound of the predicted gain.",
                         "realised_lcb": "Lower confidence bound of the realised gain.", "chosen": None,
                         "pick_after_rounds": "Rounds after which it was the pick.", "budget": None,
                         "weights": "JSON of a mixture's domain weights.", "members": None,
-                        "gains": "Per-example gains of a selection."},
+                        "gains": "Per-example gains of a selection.",
+                        "task_weights": "JSON of the target: each task's weight (loop.task_weights; missing ones 1)."},
     "active_outcomes": {c: None for c in ("subset_id", "sampler", "role", "size", "members", "task", "utility",
                                           "recipe", "model_version")}
     | {"dev_sha1": "SHA-1 of the dev examples it was scored on.", "members_sha1": None},

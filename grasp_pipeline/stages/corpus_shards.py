@@ -23,11 +23,12 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
     cut them its own way (`example_cuts(text)`: byte cut points,
                           e.g. token windows) and label examples (`example_labels`: a `label` column in the pool).
     """
-    pool, tasks, report, cut, split = split_corpus(params, example_bytes, workload)
+    pool, tasks, report, cut, split, sources = split_corpus(params, example_bytes, workload)
     build_id = pool["build_id"][0]
     result = StageResult()
     result.write(store, "corpus_shards", pool)
     result.write(store, "task_sets", tasks)
+    result.write(store, "corpus_sources", sources.with_columns(build_id=pl.lit(build_id)))
     result.metrics = {
         "documents": report.documents, "replaced_bytes": report.replaced_bytes,
         "examples_cut": int(cut["examples"].sum()), "pool_examples": pool.height, "task_examples": tasks.height,
@@ -44,10 +45,12 @@ def run_corpus_shards(store: DeltaStore, params: CorpusParams, example_bytes: in
 
 def split_corpus(params: CorpusParams, example_bytes: int,
                  workload: Workload | None = None
-                 ) -> tuple[pl.DataFrame, pl.DataFrame, object, pl.DataFrame, corpus_lib.SplitReport]:
-    """Returns (pool, task sets, ingest report, examples cut, split report) of `params.corpus_path` as
-    `run_corpus_shards` writes them (build_id column included), without writing anything; the
-    examples cut are counted per domain (columns domain, examples, bytes: their UTF-8 bytes)."""
+                 ) -> tuple[pl.DataFrame, pl.DataFrame, object, pl.DataFrame, corpus_lib.SplitReport, pl.DataFrame]:
+    """Returns (pool, task sets, ingest report, examples cut, split report, sources) of `params.corpus_path`
+    as `run_corpus_shards` writes them (build_id column included), without writing anything; the
+    examples cut are counted per domain (columns domain, examples, bytes: their UTF-8 bytes), and per
+    domain and source in `sources` (domain, source, documents, examples, bytes: the whole corpus, before
+    the split and the pool cap, so a trainer's per-file datasets can be weighted: ops/export.py)."""
     default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")
     documents, report = corpus_lib.load_documents(params.corpus_path or default,
@@ -59,6 +62,9 @@ def split_corpus(params: CorpusParams, example_bytes: int,
                                        cutter=getattr(workload, "example_cuts", None))
     phases.advance()
     cut = examples.group_by("domain").agg(examples=pl.len(), bytes=pl.col("n_bytes").sum()).sort("domain")
+    sources = examples.group_by("domain", "source").agg(
+        documents=pl.col("doc_id").n_unique().cast(pl.Int64), examples=pl.len().cast(pl.Int64),
+        bytes=pl.col("n_bytes").sum().cast(pl.Int64)).sort("domain", "source")
     pool, tasks, split = corpus_lib.split_and_report(
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
@@ -74,6 +80,11 @@ def split_corpus(params: CorpusParams, example_bytes: int,
                                   domain_examples=pl.col("examples").cast(pl.Int64),
                                   domain_bytes=pl.col("bytes").cast(pl.Int64)),
                      on="domain", how="left", maintain_order="left")
+    # corpus.natural decides once, here, what every later stage calls the natural mixture
+    size = pl.col("domain_examples").first() if params.natural == "corpus" else pl.len()
+    natural = pool.group_by("domain").agg(size=size.cast(pl.Float64))
+    pool = pool.join(natural.select("domain", domain_natural=pl.col("size") / pl.col("size").sum()), on="domain",
+                     how="left", maintain_order="left")
     if getattr(workload, "example_labels", None) is not None:  # classification: selections balance labels
         pool = pool.with_columns(label=pl.Series(workload.example_labels(pool["text"].to_list()), dtype=pl.Utf8))
     # one id per build ties the pool to its task sets: downstream stages refuse a pool and tasks
@@ -81,4 +92,4 @@ def split_corpus(params: CorpusParams, example_bytes: int,
     build_id = "cb-" + fingerprint(sorted(pool["content_sha1"].to_list()), pool["example_id"].sort().to_list(),
                                    tasks["example_id"].sort().to_list(), tasks["task"].to_list())
     return (pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id)), report,
-            cut, split)
+            cut, split, sources)

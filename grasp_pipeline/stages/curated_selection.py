@@ -15,14 +15,13 @@ from ..selection import (
     protected_grasp_selection,
     random_selection,
     scaled_task_weights,
-    task_weight_vector,
     top_k,
 )
 from ..surrogates.baselines import GradDot
 from ..training.controls import counts_of, random_at_counts
 from .base import StageResult, stage
 from .figures import shares_figure
-from .tables import method_params, pool_sketches, read_pool, sketch_matrix
+from .tables import method_params, pool_sketches, read_pool, sketch_matrix, target_weights
 
 
 @stage
@@ -36,8 +35,8 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
     z = sketch_matrix(sketches["sketch"])
     q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
-    weights = scaled_task_weights(grasp_params, tasks, task_weight_vector(tasks, dict(params.task_weights)),
-                                  params.task_scale)
+    # the loop's target (loop.task_weights, read back from curation_rounds): one target for every stage
+    weights = scaled_task_weights(grasp_params, tasks, target_weights(store, tasks), params.task_scale)
     budget = max(1, int(round(params.budget_fraction * len(z))))
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))

@@ -22,7 +22,7 @@ from ..corpus.near_duplicates import near_duplicate_mask
 from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..mixture import MixtureObjective, domain_stats
-from ..selection import label_balanced_cells, random_selection
+from ..selection import label_balanced_cells, random_selection, task_weight_vector
 from ..training.controls import counts_of, quality_filter, random_at_counts
 from ..training.loop import (
     Candidate,
@@ -41,7 +41,14 @@ from ..training.loop import (
 from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import check_one_model, encoded_pool_and_tasks, load_subset_data, members_digest, outcome_recipe
+from .tables import (
+    check_one_model,
+    encoded_pool_and_tasks,
+    load_subset_data,
+    members_digest,
+    natural_weights,
+    outcome_recipe,
+)
 
 LOOP_ORDER_KEY = 40_000_000  # data-order key of the loop's retrainings (common random numbers)
 
@@ -62,7 +69,7 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     key = {"recipe": recipe_json, "model_version": model_version, "dev_sha1": dev_sha1}
     z = data.pool_sketch
     domains, budget = sketches["domain"].to_numpy(), max(1, int(round(params.budget_fraction * len(z))))
-    stats = domain_stats(z, domains)
+    stats = domain_stats(z, domains, natural_weights(store))
     caps = np.minimum(1.0, stats.counts / budget)
     content = (pool.select("example_id", "content_sha1").join(sketches.select("example_id"), on="example_id",
                                                               how="right")["content_sha1"].to_numpy())
@@ -80,10 +87,11 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     ref_mean = ref_utility.mean((0, 1))  # (T,) over references and seeds
     last_block = data.sketch_blocks - 1 if data.sketch_blocks > 1 else -1
     blocks = list(params.selection_blocks) or sorted({config.get("sketch_block", -1), last_block})
-    state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks)
+    state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks,
+                      weights=task_weight_vector(data.tasks, dict(params.task_weights)))
     if params.grasp_filter_share >= 0:
         state.excluded = np.flatnonzero(~_kept(_unique(pool, sketches, params), sketches, params.grasp_filter_share))
-    evaluate = partial(_evaluate, stats=stats, budget=budget, ref_mean=ref_mean, train=train,
+    evaluate = partial(_evaluate, weights=state.weights, stats=stats, budget=budget, ref_mean=ref_mean, train=train,
                        order_seeds=params.order_seeds)
     with progress.task("rounds", total=params.rounds, unit="round") as rounds:
         for round_ in range(params.rounds):
@@ -100,7 +108,8 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
         state.candidates += _filter_dedup(state, params, pool, sketches, groups, content, references, evaluate)
         pick("filter_dedup")
     result = StageResult()
-    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool))
+    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool,
+                                                         dict(params.task_weights)))
     result.write(store, "active_outcomes", _active_frame(store, state, sketches, tasks, key))
     result.metrics = _loop_metrics(state, reused, refused)
     return result
@@ -113,7 +122,7 @@ def _round(state: LoopState, round_: int, params: LoopParams, evaluate, referenc
     GRASP's join the fit set and move the trust."""
     config = state.config
     fitted = refit(state.data, config, state.data.fit_rows)
-    base = predicted_mean_utility(fitted, state.data, references).mean()
+    base = predicted_mean_utility(fitted, state.data, references, state.weights).mean()
     candidates = propose(state, fitted, stats, domains, budget, caps, round_, params.mixture_samples,
                          params.seed, content, labels)
     if params.controls:  # the same proposals' budget spent without the surrogate (training/controls.py)
@@ -147,7 +156,7 @@ def _filter_dedup(state: LoopState, params: LoopParams, pool: pl.DataFrame, sket
         out.append(Candidate(f"filter-dedup-{share:g}", "selection", pick.round, {"drop_share": share},
                              pick.weights, [rows], proposer="filter_dedup"))
     fitted = refit(state.data, state.config, state.data.fit_rows)  # the refit that has seen every round
-    evaluate(out, fitted, state.data, base=predicted_mean_utility(fitted, state.data, references).mean())
+    evaluate(out, fitted, state.data, base=predicted_mean_utility(fitted, state.data, references, state.weights).mean())
     return out
 
 
@@ -169,9 +178,11 @@ def _pick(state: LoopState, params: LoopParams, refits: list[list[dict]], stats,
     """Fills the proposer's candidates' lower bounds and marks its pick of each kind (`chosen`) and what
     stopping after each round would have picked (`best_by_round`): the same rule for GRASP and the controls."""
     mine = [c for c in state.candidates if c.proposer == proposer]
-    for cand, bound in zip(mine, lower_bounds(mine, refits, state.data, stats, budget, references, params.lcb_z)):
+    for cand, bound in zip(mine, lower_bounds(mine, refits, state.data, stats, budget, references, params.lcb_z,
+                                              state.weights)):
         cand.lcb = float(bound)
-        cand.realised_lcb = realised_lower_bound(cand.units, ref_utility, params.lcb_z, 200, params.seed)
+        cand.realised_lcb = realised_lower_bound(cand.units, ref_utility, params.lcb_z, 200, params.seed,
+                                                 state.weights)
     def best(among):  # the highest bound under the pick rule; a tie goes to the earlier candidate
         bound = (lambda c: c.lcb) if params.pick == "predicted" else (lambda c: c.realised_lcb)
         return max(among, key=lambda c: (bound(c), -state.candidates.index(c)))
@@ -194,16 +205,16 @@ def _train(workload: Workload, recipe, pool_inputs, dev_inputs, task_index: np.n
     return -losses
 
 
-def _evaluate(candidates: list[Candidate], fitted: list[dict], data, *, base: float, stats, budget: int,
-              ref_mean: np.ndarray, train, order_seeds) -> list[tuple[Candidate, np.ndarray, np.ndarray]]:
-    """Retrains every candidate on dev, fills its predicted and realised gains (mean over tasks, over
-    random) and its retrainings, and returns (candidate, subset, seed-mean utility) per trained subset."""
+def _evaluate(candidates: list[Candidate], fitted: list[dict], data, *, base: float, weights: np.ndarray, stats,
+              budget: int, ref_mean: np.ndarray, train, order_seeds) -> list[tuple[Candidate, np.ndarray, np.ndarray]]:
+    """Retrains every candidate on dev, fills its predicted and realised gains (over random, the tasks
+    weighted by the target `weights`) and its retrainings, and returns (candidate, subset, seed-mean
+    utility) per trained subset."""
     seeds = list(order_seeds)
     jobs = [(c, j, rows, seeds[j % len(seeds)] if cand.kind == "mixture" else seed)
             for c, cand in enumerate(candidates) for j, rows in enumerate(cand.subsets)
             for seed in (seeds if cand.kind == "selection" else [None])]
     utility = train([rows for _, _, rows, _ in jobs], [seed for *_, seed in jobs])
-    weights = np.full(len(data.tasks), 1 / len(data.tasks))
     objective = MixtureObjective(stats, data.task_sketch, fitted, weights, budget)
     out = []
     for c, cand in enumerate(candidates):
@@ -215,9 +226,9 @@ def _evaluate(candidates: list[Candidate], fitted: list[dict], data, *, base: fl
         cand.units = np.stack([utility[i] for i in mine])
         cand.retrainings = len(mine)
         cand.realised_per_task = np.mean(means, axis=0) - ref_mean
-        cand.realised_gain = float(cand.realised_per_task.mean())
+        cand.realised_gain = float(weights @ cand.realised_per_task)
         predicted = objective(cand.weights) if cand.kind == "mixture" else \
-            predicted_mean_utility(fitted, data, cand.subsets)[0]
+            predicted_mean_utility(fitted, data, cand.subsets, weights)[0]
         cand.predicted_gain = float(predicted - base)
         out += [(cand, cand.subsets[j], means[k]) for k, j in enumerate(sorted(per_subset))]
     return out
@@ -275,8 +286,10 @@ def _active_frame(store: DeltaStore, state: LoopState, sketches: pl.DataFrame, t
 
 
 def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names: list[str],
-                  pool: pl.DataFrame) -> pl.DataFrame:
+                  pool: pl.DataFrame, task_weights: dict[str, float]) -> pl.DataFrame:
     ids = pool["example_id"].to_numpy()
+    # as set (missing tasks weigh 1), not normalised: a task the loop never saw then weighs 1 too (target_weights)
+    target = {t: float(task_weights.get(t, 1.0)) for t in state.data.tasks}
     rows = []
     for cand in state.candidates:
         rows.append({"candidate_id": cand.candidate_id, "surrogate_id": surrogate_id, "kind": cand.kind,
@@ -288,7 +301,9 @@ def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names
                      "pick_after_rounds": cand.best_by_round, "budget": budget,
                      "weights": json.dumps(dict(zip(domain_names, np.round(cand.weights, 12).tolist()))),
                      "members": ids[cand.subsets[0]].tolist() if cand.kind == "selection" else [],
-                     "gains": cand.gains.tolist() if cand.gains is not None else []})
+                     "gains": cand.gains.tolist() if cand.gains is not None else [],
+                     # the target the gains are weighted by, which the verdicts judge every method by
+                     "task_weights": json.dumps(target)})
     return pl.DataFrame(rows, schema_overrides={"members": pl.List(pl.Int64), "gains": pl.List(pl.Float64),
                                                 "budget": pl.Int64, "round": pl.Int64, "retrainings": pl.Int64,
                                                 "pick_after_rounds": pl.List(pl.Int64)})

@@ -27,7 +27,7 @@ from ..selection import random_selection
 from ..training.retrain import Recipe, TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import outcome_recipe, read_pool, read_tasks
+from .tables import outcome_recipe, read_pool, read_tasks, target_weights
 
 SELECTION_ORDER_KEY = 20_000_000  # data-order key shared by every selection (common random numbers)
 MIXTURE_ORDER_KEY = 30_000_000  # + sample index: mixture sample j of every mixture shares its order
@@ -53,7 +53,8 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     floors = _floors(workload, pool, test, task_index, tasks, jobs)
     frame = _test_frame(selections, references, mixtures, losses, floors, pairs, tasks, params)
     rounds = store.read("curation_rounds") if store.exists("curation_rounds") else None
-    verdict = _verdict(selections, references, mixtures, losses, pairs, loop_budgets(rounds), params)
+    verdict = _verdict(selections, references, mixtures, losses, pairs, loop_budgets(rounds), params,
+                       target_weights(store, tasks))
     result = StageResult()
     result.write(store, "curation_test", frame)
     result.write(store, "curation_test_verdict", verdict)
@@ -64,9 +65,11 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     return result
 
 
-def _verdict(selections, references, mixtures, losses, pairs, budgets, params: TestParams) -> pl.DataFrame:
+def _verdict(selections, references, mixtures, losses, pairs, budgets, params: TestParams,
+             weights: np.ndarray | None) -> pl.DataFrame:
     """The verdict of the test split (evaluation/verdict.py): gains over random with the right null and
-    the headline differences, GRASP against the equal-budget controls first."""
+    the headline differences, GRASP against the equal-budget controls first, tasks weighted by the
+    loop's target (`weights`)."""
     def utility(key):  # (S, T)
         return -np.stack([losses[(key, pair)] for pair in pairs])
     methods = utilities_by_method([(key, method) for key, method, budget, _ in selections], utility)
@@ -74,7 +77,7 @@ def _verdict(selections, references, mixtures, losses, pairs, budgets, params: T
     def samples(key):  # (J, T), sample j paired across mixtures
         return -np.stack([losses[((key, j), pairs[j % len(pairs)])] for j in range(len(mixtures[key]))])
     return verdict_frame("test", methods, randoms, {key[1]: samples(key) for key in mixtures}, budgets=budgets,
-                         level=params.level)
+                         level=params.level, weights=weights)
 
 
 def defaults_digest() -> str:

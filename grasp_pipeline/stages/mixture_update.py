@@ -52,7 +52,15 @@ from .base import StageResult, stage
 from .corpus_shards import split_corpus
 from .gradient_sketches import shard_sketches, stored_sketcher
 from .mixture_weights import mixture_problem
-from .tables import method_params, outcome_recipe, pool_sketches, read_pool, read_tasks, sketch_matrix
+from .tables import (
+    method_params,
+    outcome_recipe,
+    pool_sketches,
+    read_pool,
+    read_tasks,
+    sketch_matrix,
+    target_weights,
+)
 from .task_sketches import task_sketch_rows
 
 # the tables an update reads, with the stage that writes each
@@ -105,7 +113,7 @@ def run_mixture_update(store: DeltaStore, workload: Workload, corpus: CorpusPara
     began = time.perf_counter()
     update = domain_update(store, workload, corpus, example_bytes, params)
     objective, weights, caps, budget = mixture_problem(update.stats, update.task_sketch, update.grasp_params,
-                                                       update.tasks, mixture)
+                                                       target_weights(store, update.tasks), mixture)
     candidates = update_candidates(update, optimise_mixture(objective, caps), stored_mixture(store), params)
     check = dev_check(workload, outcome_recipe(store.read("subset_outcomes")), update, candidates, weights, budget,
                       params)
@@ -232,7 +240,8 @@ def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, e
                                        & ~pl.col("domain").is_in(fresh))
     sketched = pool.filter(pl.col("domain").is_in(fresh))
     parts = [kept] + ([shard_sketches(sketcher, workload, sketched)] if sketched.height else [])
-    stats = merged_stats(parts)
+    # the new corpus's natural mixture, as its corpus stage would record it (corpus.natural)
+    stats = merged_stats(parts, dict(pool.unique("domain").select("domain", "domain_natural").iter_rows()))
     fresh_dev = dev.filter(pl.col("task").is_in(fresh))
     names = sorted(fresh_dev["task"].unique().to_list())
     fresh_q = pl.DataFrame(task_sketch_rows(sketcher, workload, fresh_dev, names,
@@ -277,14 +286,17 @@ def changed_domains(stored_pool: pl.DataFrame, stored_dev: pl.DataFrame, pool: p
     return sorted(set(new_pool) - set(old_pool)), revised, sorted(set(old_pool) - set(new_pool))
 
 
-def merged_stats(parts: list[pl.DataFrame]) -> DomainStats:
+def merged_stats(parts: list[pl.DataFrame], natural: dict[str, float] | None = None) -> DomainStats:
     """Returns the DomainStats of gradient_sketches-like frames (each sorted by example_id, no domain
-    in two frames), domains sorted: each domain's numbers are exactly those of its own frame."""
+    in two frames), domains sorted: each domain's numbers are exactly those of its own frame; `natural`
+    is the natural mixture's weight of each domain (domain_stats)."""
     found = [domain_stats(sketch_matrix(p["sketch"]), p["domain"].to_numpy()) for p in parts if p.height]
     by_domain = {d: (s.counts[i], s.means[i], s.variances[i]) for s in found for i, d in enumerate(s.domains)}
     names = sorted(by_domain)
+    weights = None if natural is None else np.array([natural[d] for d in names], dtype=np.float64)
     return DomainStats(names, np.array([by_domain[d][0] for d in names]),
-                       np.stack([by_domain[d][1] for d in names]), np.stack([by_domain[d][2] for d in names]))
+                       np.stack([by_domain[d][1] for d in names]), np.stack([by_domain[d][2] for d in names]),
+                       None if weights is None else weights / weights.sum())
 
 
 def task_prior(fitted: list[dict], how: str) -> dict:

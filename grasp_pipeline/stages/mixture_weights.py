@@ -21,10 +21,16 @@ from ..mixture.regression import (
     propose_regmix,
     subset_shares,
 )
-from ..selection import task_weight_vector
 from .base import StageResult, stage
 from .figures import shares_figure
-from .tables import method_params, pool_sketches, sketch_matrix, subset_utilities
+from .tables import (
+    method_params,
+    natural_weights,
+    pool_sketches,
+    sketch_matrix,
+    subset_utilities,
+    target_weights,
+)
 
 
 @stage
@@ -39,8 +45,8 @@ def run_mixture_weights(store: DeltaStore, params: MixtureParams) -> StageResult
     z = sketch_matrix(sketches["sketch"])
     q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
-    stats = domain_stats(z, sketches["domain"].to_numpy())
-    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, tasks, params)
+    stats = domain_stats(z, sketches["domain"].to_numpy(), natural_weights(store))
+    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, target_weights(store, tasks), params)
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
                 "grasp_optimum": optimise_mixture(objective, caps)}
     own = {"grasp_optimum": objective(mixtures["grasp_optimum"])}
@@ -75,12 +81,11 @@ class MixtureProblem(NamedTuple):
     budget: int  # examples in a mixture sample
 
 
-def mixture_problem(stats: DomainStats, task_sketch: np.ndarray, grasp_params: list[dict], tasks: list[str],
+def mixture_problem(stats: DomainStats, task_sketch: np.ndarray, grasp_params: list[dict], weights: np.ndarray,
                     params: MixtureParams) -> MixtureProblem:
     """Returns the GRASP mixture objective over `stats`' domains with its task weights, domain caps
     and budget (`mixture.budget_fraction` of the pool, each domain capped at `mixture.max_repeats`
     × its examples); SettingError when no mixture under the caps reaches the budget."""
-    weights = task_weight_vector(tasks, dict(params.task_weights))
     pool_size = int(stats.counts.sum())
     budget = max(1, int(round(params.budget_fraction * pool_size)))
     if params.max_repeats * pool_size < budget:  # the capped simplex is empty: no mixture reaches the budget

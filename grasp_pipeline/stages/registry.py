@@ -67,7 +67,9 @@ STAGES: tuple[Stage, ...] = (
         ("corpus_shards", "Pool examples (byte pieces of documents, or whole rows such as images), sharded per "
                           "domain."),
         ("task_sets", "Held-out examples of every target task (by default one task per domain), each in split `dev` "
-                      "(what fitting and choosing see) or `test` (only curation_test and target_check read it).")),
+                      "(what fitting and choosing see) or `test` (only curation_test and target_check read it)."),
+        ("corpus_sources", "The whole corpus's size per domain and source file (documents, examples, bytes), before "
+                           "the split and the pool cap: what the export splits a domain's weight by.")),
         reads=(), section="corpus", workload=True, run=run_corpus_shards,
         call=lambda store, params, workload: run_corpus_shards(store, params.corpus, params.workload.example_bytes,
                                                                workload)),

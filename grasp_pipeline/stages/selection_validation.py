@@ -15,7 +15,7 @@ from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .figures import utility_figure
-from .tables import encoded_pool_and_tasks, outcome_recipe
+from .tables import encoded_pool_and_tasks, outcome_recipe, target_weights
 
 
 def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> None:
@@ -66,7 +66,7 @@ def run_selection_validation(store: DeltaStore, workload: Workload,
     result = StageResult()
     result.write(store, "selection_validation", frame)
     result.write(store, "validation_verdict", _dev_verdict(store, groups, utility, mixtures, mixture_utility,
-                                                           len(references), params))
+                                                           len(references), params, names))
     by_method = frame.group_by("method").agg(pl.col("utility").mean()).sort("method")
     result.metrics = {f"utility.{m}": u for m, u in by_method.iter_rows()}
     result.metrics.update(selection_comparison(frame))
@@ -100,9 +100,10 @@ def _validation_groups(store: DeltaStore, pool: pl.DataFrame, params: Validation
 
 
 def _dev_verdict(store: DeltaStore, groups: list, utility: np.ndarray, mixtures: list, mixture_utility: np.ndarray,
-                 references: int, params: ValidationParams) -> pl.DataFrame:
-    """The verdict on dev (evaluation/verdict.py): seeds are the `repeats` data orders; empty without
-    three random references (validation.random_seeds) or with selections at several budgets."""
+                 references: int, params: ValidationParams, tasks: list[str]) -> pl.DataFrame:
+    """The verdict on dev (evaluation/verdict.py), weighted by the loop's target: seeds are the `repeats`
+    data orders; empty without three random references (validation.random_seeds) or with selections at
+    several budgets."""
     if references < 3:
         return pl.DataFrame(schema=VERDICT_SCHEMA)
     per_selection = {j: utility[:, j] for j in range(utility.shape[1])}  # (S, T) each
@@ -112,4 +113,5 @@ def _dev_verdict(store: DeltaStore, groups: list, utility: np.ndarray, mixtures:
     mixed = {method: mixture_utility[:, m] for m, (_, method, _, _) in enumerate(mixtures)} \
         if params.repeats >= 2 else {}
     rounds = store.read("curation_rounds") if store.exists("curation_rounds") else None
-    return verdict_frame("dev", methods, randoms, mixed, budgets=loop_budgets(rounds), level=0.95)
+    return verdict_frame("dev", methods, randoms, mixed, budgets=loop_budgets(rounds), level=0.95,
+                         weights=target_weights(store, tasks))

@@ -40,6 +40,27 @@ def read_pool(store: DeltaStore, shards: list[str] | None = None) -> pl.DataFram
     return store.read("corpus_shards", where={"shard": shards}).sort("example_id")
 
 
+def natural_weights(store: DeltaStore) -> dict[str, float] | None:
+    """{domain: weight} of the natural mixture as the corpus stage recorded it (corpus.natural); None for
+    a pool written before it did (the pool's own counts then stand in: mixture.natural_mixture)."""
+    if "domain_natural" not in store.column_names("corpus_shards"):
+        return None
+    rows = store.read("corpus_shards", columns=["domain", "domain_natural"]).unique("domain")
+    return dict(rows.iter_rows())
+
+
+def target_weights(store: DeltaStore, tasks: list[str]) -> np.ndarray:
+    """The target (loop.task_weights) as the loop recorded it in curation_rounds, normalised over `tasks` in
+    their order; a task the loop never saw (a new domain's) weighs 1, as a task missing from the setting
+    does; every task alike without curation_rounds or for rounds written before targets."""
+    stored = {}
+    if store.exists("curation_rounds") and "task_weights" in store.column_names("curation_rounds"):
+        rounds = store.read("curation_rounds", columns=["task_weights"])
+        stored = json.loads(rounds["task_weights"][0]) if rounds.height else {}
+    weights = np.array([float(stored.get(t, 1.0)) for t in tasks])
+    return weights / weights.sum()
+
+
 def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], np.ndarray]:
     """Returns (the `split` rows of task_sets sorted by task, example_id; task names; task index of each row).
 

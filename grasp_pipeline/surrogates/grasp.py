@@ -24,7 +24,7 @@ class Grasp(OnSketchBlock, Surrogate):
 
     size_term: str = "log"  # none | linear | log
     normalisation: str = "mean"  # none | sqrt | mean
-    geometry: str = "identity"  # identity | diagonal
+    geometry: str = "identity"  # identity | diagonal | none (the ablation without the interaction term)
     ridge: float = 1e-3
     sketch_dim: int = 0
     sketch_block: int = -1
@@ -43,6 +43,8 @@ class Grasp(OnSketchBlock, Surrogate):
         dims = self.columns(data)
         z_s = data.sum_z[:, dims] * NORMALISATIONS[self.normalisation](data.sizes)[:, None]
         penalty = (z_s ** 2).sum(1, keepdims=True) if self.geometry == "identity" else z_s ** 2
+        if self.geometry == "none":  # b-only: a zero penalty column, which every solver leaves at c = 0
+            penalty = np.zeros((len(z_s), 1))
         return np.column_stack(free), z_s @ data.task_sketch[:, dims].T, penalty
 
     def fit(self, data: SubsetData, rows: np.ndarray, task: int) -> dict:

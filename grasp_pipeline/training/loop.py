@@ -63,6 +63,11 @@ class LoopState:
     calibration: list[dict] = field(default_factory=list)
     selection_blocks: list[int] = field(default_factory=list)  # sketch blocks the selection candidates use
     excluded: np.ndarray | None = None  # pool rows GRASP's selections may not pick (loop.grasp_filter_share)
+    weights: np.ndarray | None = None  # the target (loop.task_weights, normalised); None = every task alike
+
+    def __post_init__(self):
+        if self.weights is None and self.data is not None:
+            self.weights = np.full(len(self.data.tasks), 1 / len(self.data.tasks))
 
     def best_mixture(self, proposer: str = "grasp") -> Candidate | None:
         """The proposer's evaluated mixture with the best realised gain so far (None before any)."""
@@ -104,12 +109,15 @@ def with_active(data: SubsetData, subsets: list[np.ndarray], utility: np.ndarray
         sketch_blocks=data.sketch_blocks)
 
 
-def predicted_mean_utility(params: list[dict], data: SubsetData, subsets: list[np.ndarray]) -> np.ndarray:
-    """(s,) GRASP-predicted utility, mean over tasks, of subsets given by pool rows."""
+def predicted_mean_utility(params: list[dict], data: SubsetData, subsets: list[np.ndarray],
+                           weights: np.ndarray | None = None) -> np.ndarray:
+    """(s,) GRASP-predicted utility of subsets given by pool rows, averaged over tasks with `weights`
+    (normalised; None = every task alike)."""
     z = data.pool_sketch.astype(np.float64)
     sums = np.stack([z[rows].sum(0) for rows in subsets])
     sizes = np.array([len(rows) for rows in subsets])
-    return np.mean([grasp_subset_utility(p, sums, sizes, q) for p, q in zip(params, data.task_sketch)], axis=0)
+    per_task = np.stack([grasp_subset_utility(p, sums, sizes, q) for p, q in zip(params, data.task_sketch)])
+    return np.average(per_task, axis=0, weights=weights)
 
 
 def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, budget: int, caps: np.ndarray,
@@ -118,7 +126,7 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
     """This round's mixtures (natural → optimum at each step) and selections (composition first, at the
     counts of the best mixture measured so far) under the current trust radii; with `labels` (a
     classification pool) the selections balance them too (`label_balanced_cells`)."""
-    weights = np.full(len(state.data.tasks), 1 / len(state.data.tasks))  # the reported objective: mean utility
+    weights = state.weights  # the target: the loop's objective, its gains and the verdicts weigh tasks alike
     objective = MixtureObjective(stats, state.data.task_sketch, params, weights, budget)
     natural, optimum = natural_mixture(stats), optimise_mixture(objective, caps)
     out = []
@@ -201,26 +209,29 @@ def adapt(state: LoopState, slope: float) -> None:
         state.steps = [min(1.0, s * 1.5) for s in state.steps]
 
 
-def realised_lower_bound(units: np.ndarray, references: np.ndarray, z: float, draws: int, seed: int) -> float:
-    """mean − z·sd of the realised gain (mean over tasks) over a two-way bootstrap: the candidate's
-    units (U, T: seeds or samples) and the random references (R, S, T) are resampled together."""
+def realised_lower_bound(units: np.ndarray, references: np.ndarray, z: float, draws: int, seed: int,
+                         weights: np.ndarray | None = None) -> float:
+    """mean − z·sd of the realised gain (over tasks, weighted by the target `weights`) over a two-way
+    bootstrap: the candidate's units (U, T: seeds or samples) and the random references (R, S, T) are
+    resampled together."""
     rng = np.random.default_rng(seed)
-    gains = [units[rng.integers(0, len(units), len(units))].mean(0).mean()
-             - references[rng.integers(0, len(references), len(references))].mean((0, 1)).mean()
+    gains = [np.average(units[rng.integers(0, len(units), len(units))].mean(0)
+                        - references[rng.integers(0, len(references), len(references))].mean((0, 1)), weights=weights)
              for _ in range(draws)]
     return float(np.mean(gains) - z * np.std(gains, ddof=1))
 
 
 def lower_bounds(candidates: list[Candidate], refits: list[list[dict]], data: SubsetData, stats, budget: int,
-                 references: list[np.ndarray], z: float) -> np.ndarray:
-    """(c,) mean − z·sd over bootstrap refits of each candidate's predicted gain over the references."""
-    weights = np.full(len(data.tasks), 1 / len(data.tasks))
+                 references: list[np.ndarray], z: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """(c,) mean − z·sd over bootstrap refits of each candidate's predicted gain over the references
+    (tasks weighted by the target `weights`; None = alike)."""
+    weights = np.full(len(data.tasks), 1 / len(data.tasks)) if weights is None else weights
     gains = np.zeros((len(refits), len(candidates)))
     for b, params in enumerate(refits):
-        base = predicted_mean_utility(params, data, references).mean()
+        base = predicted_mean_utility(params, data, references, weights).mean()
         objective = MixtureObjective(stats, data.task_sketch, params, weights, budget)
         for c, cand in enumerate(candidates):
             value = objective(cand.weights) if cand.kind == "mixture" else \
-                predicted_mean_utility(params, data, cand.subsets)[0]
+                predicted_mean_utility(params, data, cand.subsets, weights)[0]
             gains[b, c] = value - base
     return gains.mean(0) - z * gains.std(0, ddof=1)
