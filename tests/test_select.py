@@ -216,6 +216,25 @@ def test_random_selection_respects_exclusions_and_caps_at_the_allowed_rows():
     assert sorted(selection.rows.tolist()) == [1, 3, 5, 7, 9]
 
 
+def test_a_random_selection_at_the_natural_mixture_holds_the_corpus_proportions_not_the_pools():
+    """The pool is capped to 40 rows per domain; the corpus is 60/30/10: a random reference draws the
+    corpus's counts (largest remainder), random members inside each domain, skipping excluded rows."""
+    domains = np.repeat(np.array(["a", "b", "c"]), 40)
+    excluded = np.arange(0, 40, 2)  # half of domain a
+    natural = {"a": 0.6, "b": 0.3, "c": 0.1}
+    first = random_selection(120, 25, seed=1, excluded=excluded, domains=domains, natural=natural)
+    counts = {d: int((domains[first.rows] == d).sum()) for d in natural}
+    assert counts == {"a": 15, "b": 8, "c": 2}  # 15, 7.5, 2.5: the remainders go to b first (stable order)
+    assert not set(first.rows.tolist()) & set(excluded.tolist()) and len(set(first.rows.tolist())) == 25
+    again = random_selection(120, 25, seed=1, excluded=excluded, domains=domains, natural=natural)
+    np.testing.assert_array_equal(first.rows, again.rows)
+    other = random_selection(120, 25, seed=2, excluded=excluded, domains=domains, natural=natural)
+    assert not np.array_equal(np.sort(first.rows), np.sort(other.rows))
+    # a domain short of rows hands its count to the others; the budget is kept
+    short = random_selection(120, 60, seed=1, excluded=excluded, domains=domains, natural=natural)
+    assert len(short.rows) == 60 and int((domains[short.rows] == "a").sum()) == 20
+
+
 # -----------------------------------------------------------------------------
 # task weights and the GRASP objective
 

@@ -30,7 +30,8 @@ def add_table_commands(commands, wait_help: str) -> None:
     export.add_argument("--root", help="storage root (default: GRASP_ROOT or .grasp/storage)")
     export.add_argument("--config", help="JSON or TOML overrides; the [export] section applies")
     export.add_argument("--out", help="destination folder or URI (default: <root>/exports)")
-    export.add_argument("--megatron-prefix", help="data-path prefix per domain, {domain} filled in")
+    export.add_argument("--megatron-prefix",
+                        help="data-path prefix per domain ({domain}) or per corpus file ({source})")
     export.add_argument("--method", action="append", help="export only this method (repeatable)")
     export.add_argument("--training-bytes", type=int,
                         help="run size the repetition factors are counted at (default: the whole corpus once)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Selection
+from .composition import mixture_counts
 from .constraints import Constraints, allowed_mask, codes, rank_within_group
 
 
@@ -46,8 +47,22 @@ def _top_k_constrained(scores: np.ndarray, order: np.ndarray, budget: int, group
     return Selection(rows, scores[rows])
 
 
-def random_selection(n: int, budget: int, seed: int, excluded: np.ndarray | None = None) -> Selection:
-    """Returns a uniformly random selection of `budget` allowed rows (seeded)."""
-    candidates = np.flatnonzero(allowed_mask(n, excluded))
-    rows = np.random.default_rng(seed).choice(candidates, size=min(budget, len(candidates)), replace=False)
+def random_selection(n: int, budget: int, seed: int, excluded: np.ndarray | None = None, *,
+                     domains: np.ndarray | None = None, natural: dict[str, float] | None = None) -> Selection:
+    """Returns a random selection of `budget` allowed rows (seeded): what a random sample of the corpus
+    holds. With `domains` and the `natural` mixture ({domain: weight}, corpus.natural) it has the
+    natural mixture's per-domain counts (largest remainder, each within the domain's allowed rows) and
+    random members inside each domain — the pool is capped per domain, so a uniform draw from it would
+    have the cap's composition, not the corpus's; without them it is uniform over the pool."""
+    allowed = allowed_mask(n, excluded)
+    rng = np.random.default_rng(seed)
+    if natural is None or domains is None:
+        candidates = np.flatnonzero(allowed)
+        rows = rng.choice(candidates, size=min(budget, len(candidates)), replace=False)
+        return Selection(rows, np.zeros(len(rows)))
+    names = sorted(set(np.asarray(domains).tolist()))
+    members = {d: np.flatnonzero(allowed & (domains == d)) for d in names}
+    counts = mixture_counts(np.array([natural[d] for d in names]), names, min(budget, int(allowed.sum())),
+                            {d: len(m) for d, m in members.items()})
+    rows = rng.permutation(np.concatenate([rng.choice(members[d], size=counts[d], replace=False) for d in names]))
     return Selection(rows, np.zeros(len(rows)))

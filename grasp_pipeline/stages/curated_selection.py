@@ -21,7 +21,7 @@ from ..surrogates.baselines import GradDot
 from ..training.controls import counts_of, random_at_counts
 from .base import StageResult, stage
 from .figures import shares_figure
-from .tables import method_params, pool_sketches, read_pool, sketch_matrix, target_weights
+from .tables import method_params, natural_weights, pool_sketches, read_pool, sketch_matrix, target_weights
 
 
 @stage
@@ -62,7 +62,7 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
         margin=params.protect_margin, trust_region=params.trust_region,
         method=params.greedy, domains=quota_groups, max_per_domain=quota, content=content, excluded=excluded)
     selections.update(_baseline_selections(store, z, q, example_ids, weights, budget, excluded, top_k_constraints,
-                                           params.random_seeds))
+                                           params.random_seeds, domains))
     frame = _selections_frame(selections, surrogate_id, example_ids, domains, budget)
     result = StageResult()
     result.write(store, "curated_selections", frame)
@@ -155,9 +155,10 @@ def check_budget_fits(params: SelectionParams, budget: int, content: np.ndarray,
 
 def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, example_ids: np.ndarray,
                          weights: np.ndarray, budget: int, excluded: np.ndarray, top_k_constraints: dict,
-                         random_seeds) -> dict[str, Selection]:
+                         random_seeds, domains: np.ndarray) -> dict[str, Selection]:
     """grad_dot and datamodel top-k under the same task weights, label quota and content dedup as grasp
-    (`top_k_constraints`), and the seeded random selections."""
+    (`top_k_constraints`), and the seeded random selections (at the natural mixture's counts)."""
+    natural = natural_weights(store)
     _, _, gd_params = method_params(store, "grad_dot")
     gd_scores = GradDot.weighted_example_scores(z, q, gd_params, weights)
     selections = {"grad_dot": top_k(gd_scores, budget, excluded, **top_k_constraints)}
@@ -169,7 +170,8 @@ def _baseline_selections(store: DeltaStore, z: np.ndarray, q: np.ndarray, exampl
     selections["datamodel"] = top_k(np.array([dm_weights[e] for e in example_ids]), budget, excluded,
                                     **top_k_constraints)
     for seed in random_seeds:
-        selections[f"random-{seed}"] = random_selection(len(z), budget, seed, excluded)
+        selections[f"random-{seed}"] = random_selection(len(z), budget, seed, excluded, domains=domains,
+                                                        natural=natural)
     return selections
 
 

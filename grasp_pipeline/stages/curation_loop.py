@@ -62,14 +62,12 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     config, surrogate_id = json.loads(surrogates["config"][0]), surrogates["surrogate_id"][0]
     recipe = outcome_recipe(store.read("subset_outcomes"))
     recipe_json = store.read("subset_outcomes")["recipe"][0]
-    model_version = sketches["model_version"][0]
     pool, pool_inputs, dev_inputs, tasks, task_index = encoded_pool_and_tasks(store, workload, "dev")
-    dev_sha1 = hashlib.sha1("\n".join(sorted(store.read("task_sets").filter(pl.col("split") == "dev")
-                                             ["content_sha1"].to_list())).encode()).hexdigest()[:16]
-    key = {"recipe": recipe_json, "model_version": model_version, "dev_sha1": dev_sha1}
+    key = _outcome_key(store, recipe_json, sketches["model_version"][0])
     z = data.pool_sketch
     domains, budget = sketches["domain"].to_numpy(), max(1, int(round(params.budget_fraction * len(z))))
-    stats = domain_stats(z, domains, natural_weights(store))
+    natural = natural_weights(store)
+    stats = domain_stats(z, domains, natural)
     caps = np.minimum(1.0, stats.counts / budget)
     content = (pool.select("example_id", "content_sha1").join(sketches.select("example_id"), on="example_id",
                                                               how="right")["content_sha1"].to_numpy())
@@ -80,7 +78,9 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     data = with_active(data, *earlier)
     def train(subsets, orders):
         return _train(workload, recipe, pool_inputs, dev_inputs, task_index, tasks, subsets, orders, params)
-    references = [random_selection(len(z), budget, seed).rows for seed in params.random_seeds]
+    # random references: a random sample of the corpus, at its proportions
+    references = [random_selection(len(z), budget, seed, domains=domains, natural=natural).rows
+                  for seed in params.random_seeds]
     seeds = list(params.order_seeds)
     ref_utility = train([rows for rows in references for _ in seeds], seeds * len(references)).reshape(
         len(references), len(seeds), len(tasks))
@@ -113,6 +113,14 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     result.write(store, "active_outcomes", _active_frame(store, state, sketches, tasks, key))
     result.metrics = _loop_metrics(state, reused, refused)
     return result
+
+
+def _outcome_key(store: DeltaStore, recipe_json: str, model_version: str) -> dict:
+    """What an active outcome was measured under (recipe, reference model, dev examples): only outcomes
+    of the same key are reused by a later run."""
+    dev_sha1 = hashlib.sha1("\n".join(sorted(store.read("task_sets").filter(pl.col("split") == "dev")
+                                             ["content_sha1"].to_list())).encode()).hexdigest()[:16]
+    return {"recipe": recipe_json, "model_version": model_version, "dev_sha1": dev_sha1}
 
 
 def _round(state: LoopState, round_: int, params: LoopParams, evaluate, references: list[np.ndarray],

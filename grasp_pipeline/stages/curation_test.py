@@ -27,7 +27,7 @@ from ..selection import random_selection
 from ..training.retrain import Recipe, TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
-from .tables import outcome_recipe, read_pool, read_tasks, target_weights
+from .tables import natural_weights, outcome_recipe, read_pool, read_tasks, target_weights
 
 SELECTION_ORDER_KEY = 20_000_000  # data-order key shared by every selection (common random numbers)
 MIXTURE_ORDER_KEY = 30_000_000  # + sample index: mixture sample j of every mixture shares its order
@@ -42,8 +42,10 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     pairs = [(i, o) for i in params.init_seeds for o in params.data_order_seeds]
     _check_fresh_seeds(params, recipe, pairs)
     selections, budget = _selections(store, pool)
+    natural, domains = natural_weights(store), pool["domain"].to_numpy()
     references = [(f"test-random-{seed}", f"random-{seed}", budget,
-                   random_selection(pool.height, budget, seed).rows) for seed in params.random_seeds]
+                   random_selection(pool.height, budget, seed, domains=domains, natural=natural).rows)
+                  for seed in params.random_seeds]
     mixtures = _mixture_samples(store, pool, params)
     jobs = ([(key, rows, pair, (pair[1], SELECTION_ORDER_KEY))
              for key, *_, rows in selections + references for pair in pairs]

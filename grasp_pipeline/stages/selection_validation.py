@@ -15,7 +15,7 @@ from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .figures import utility_figure
-from .tables import encoded_pool_and_tasks, outcome_recipe, target_weights
+from .tables import encoded_pool_and_tasks, natural_weights, outcome_recipe, target_weights
 
 
 def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> None:
@@ -83,8 +83,9 @@ def _validation_groups(store: DeltaStore, pool: pl.DataFrame, params: Validation
     groups = [(sid, method, budget, np.array([position[e] for e in ids]))
               for sid, method, budget, ids in grouped.iter_rows()]
     budgets = sorted({budget for _, method, budget, _ in groups if method != "full"})
+    natural, domains = natural_weights(store), pool["domain"].to_numpy()
     references = [(f"dev-random-{seed}", f"dev-random-{seed}", budgets[0],
-                   random_selection(pool.height, budgets[0], seed).rows)
+                   random_selection(pool.height, budgets[0], seed, domains=domains, natural=natural).rows)
                   for seed in params.random_seeds] if len(budgets) == 1 else []
     mixtures = []
     if store.exists("mixture_weights"):

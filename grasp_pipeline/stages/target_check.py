@@ -25,7 +25,7 @@ from ..selection import random_selection
 from ..workloads.base import Workload
 from .base import StageResult, stage
 from .curation_test import train_and_score
-from .tables import outcome_recipe, read_pool, read_tasks
+from .tables import natural_weights, outcome_recipe, read_pool, read_tasks
 
 ORDER_KEY = 50_000_000
 GAIN_PAIR = ("grasp", "natural")  # the mixtures whose paired gain at target scale is reported
@@ -100,8 +100,9 @@ def _selections(store: DeltaStore, pool: pl.DataFrame, budget: int, params: Targ
     position = {eid: i for i, eid in enumerate(pool["example_id"].to_list())}
     grasp = store.read("curated_selections").filter(pl.col("method") == "grasp").sort("rank")
     out = {"grasp": np.array([position[e] for e in grasp["example_id"].to_list()])} if grasp.height else {}
+    natural, domains = natural_weights(store), pool["domain"].to_numpy()
     for seed in params.random_seeds:
-        out[f"random-{seed}"] = random_selection(pool.height, budget, seed).rows
+        out[f"random-{seed}"] = random_selection(pool.height, budget, seed, domains=domains, natural=natural).rows
     return out
 
 
