@@ -294,9 +294,9 @@ def command_recurate(args) -> int:
     overrides = {section: {}}
     if args.budget_fraction is not None:  # one budget: selection, mixture and loop must agree (validation.py)
         overrides = {name: {"budget_fraction": args.budget_fraction} for name in ("selection", "mixture", "loop")}
-    if args.task_weight:
-        overrides[section]["task_weights"] = {k: float(v) for k, v in (item.split("=", 1)
-                                                                          for item in args.task_weight)}
+    # another target for this re-curation only (the loop's, read from curation_rounds, otherwise)
+    task_weights = {k: float(v) for k, v in (item.split("=", 1) for item in args.task_weight)} \
+        if args.task_weight else None
     params = load_params("demo", args.config)
     params = with_overrides(params, overrides)
     section_params = getattr(params, section)
@@ -307,8 +307,9 @@ def command_recurate(args) -> int:
     lease = RootLease(store.root, owner=f"grasp-{args.command}:{uuid.uuid4().hex[:12]}",
                       purpose=f"grasp {args.command}")
     with lease.held(wait=args.wait), recording(f"{asset} (grasp {args.command})",
-                                                params=dataclasses.asdict(section_params)):
-        result = stage_fn(store, section_params)
+                                                params={**dataclasses.asdict(section_params),
+                                                        "task_weights": task_weights}):
+        result = stage_fn(store, section_params, task_weights)
         index_lineage(store, result.writes)
     reported = report_to_instance(lambda instance: report_writes(instance, store, result.writes,
                                                                   f"grasp {args.command}"))
@@ -388,7 +389,8 @@ def _add_recurate(commands) -> None:
         recurate.add_argument("--config", help=f"JSON or TOML overrides; the [{section}] section applies")
         recurate.add_argument("--budget-fraction", type=float, help="budget as a fraction of the pool")
         recurate.add_argument("--task-weight", action="append", metavar="TASK=WEIGHT",
-                              help="weight of a task in the objective (repeatable; others weigh 1)")
+                              help="weight of a task in the objective (repeatable; others weigh 1); "
+                                   "default: the target the loop optimised (loop.task_weights)")
         recurate.add_argument("--wait", type=arguments.seconds, default=0.0, metavar="SECONDS", help=WAIT_HELP)
         recurate.set_defaults(handler=command_recurate)
 

@@ -15,6 +15,7 @@ from ..selection import (
     protected_grasp_selection,
     random_selection,
     scaled_task_weights,
+    task_weight_vector,
     top_k,
 )
 from ..surrogates.baselines import GradDot
@@ -25,8 +26,12 @@ from .tables import method_params, natural_weights, pool_sketches, read_pool, sk
 
 
 @stage
-def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageResult:
-    """Selects a budget of pool examples per method; writes `curated_selections`."""
+def run_curated_selection(store: DeltaStore, params: SelectionParams,
+                          task_weights: dict[str, float] | None = None) -> StageResult:
+    """Selects a budget of pool examples per method for the loop's target; writes `curated_selections`.
+
+    `task_weights` (`grasp select --task-weight`) re-curates for another target without rerunning the
+    loop; the verdicts still judge by the loop's."""
     sketches = pool_sketches(store)
     pool = read_pool(store)
     labelled = params.balance_labels and "label" in pool.columns
@@ -36,7 +41,8 @@ def run_curated_selection(store: DeltaStore, params: SelectionParams) -> StageRe
     q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
     # the loop's target (loop.task_weights, read back from curation_rounds): one target for every stage
-    weights = scaled_task_weights(grasp_params, tasks, target_weights(store, tasks), params.task_scale)
+    target = target_weights(store, tasks) if task_weights is None else task_weight_vector(tasks, task_weights)
+    weights = scaled_task_weights(grasp_params, tasks, target, params.task_scale)
     budget = max(1, int(round(params.budget_fraction * len(z))))
     example_ids = sketches["example_id"].to_numpy()
     excluded = np.flatnonzero(np.isin(example_ids, np.asarray(params.exclude_example_ids, dtype=np.int64)))

@@ -21,6 +21,7 @@ from ..mixture.regression import (
     propose_regmix,
     subset_shares,
 )
+from ..selection import task_weight_vector
 from .base import StageResult, stage
 from .figures import shares_figure
 from .tables import (
@@ -34,8 +35,11 @@ from .tables import (
 
 
 @stage
-def run_mixture_weights(store: DeltaStore, params: MixtureParams) -> StageResult:
-    """Optimises domain weights under GRASP; writes `mixture_weights` (natural, uniform, grasp).
+def run_mixture_weights(store: DeltaStore, params: MixtureParams,
+                        task_weights: dict[str, float] | None = None) -> StageResult:
+    """Optimises domain weights under GRASP for the loop's target (or `task_weights`, from `grasp mixture
+    --task-weight`: another target without rerunning the loop); writes `mixture_weights` (natural,
+    uniform, grasp).
 
     Metrics carry each mixture's predicted utility, the grasp weights, and whether the
     objective is concave on the simplex (`mixture_concave`, 1.0 or 0.0; its largest curvature
@@ -46,7 +50,8 @@ def run_mixture_weights(store: DeltaStore, params: MixtureParams) -> StageResult
     q = sketch_matrix(store.read("task_sketches").sort("task")["sketch"])
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
     stats = domain_stats(z, sketches["domain"].to_numpy(), natural_weights(store))
-    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, target_weights(store, tasks), params)
+    target = target_weights(store, tasks) if task_weights is None else task_weight_vector(tasks, task_weights)
+    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, target, params)
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
                 "grasp_optimum": optimise_mixture(objective, caps)}
     own = {"grasp_optimum": objective(mixtures["grasp_optimum"])}
