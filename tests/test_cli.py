@@ -103,6 +103,9 @@ def test_grasp_select_and_mixture_recurate_from_existing_tables(pipeline_run, tm
     selections = store.read("curated_selections")
     pool = store.read("corpus_shards").height
     assert set(selections.filter(pl.col("method") == "grasp_global")["budget"]) == {max(1, round(0.1 * pool))}
+    # the re-curation's own target is recorded with it, so its lineage rebuilds the same selection
+    (grasp_id,) = selections.filter(pl.col("method") == "grasp_global")["selection_id"].unique().to_list()
+    assert main(["lineage", grasp_id, "--root", store.root, "--reproduce"]) == 0
     assert main(["mixture", "--root", store.root, "--budget-fraction", "0.1"]) == 0
     sums = store.read("mixture_weights").group_by("method").agg(pl.col("weight").sum())
     assert all(abs(w - 1) < 1e-9 for w in sums["weight"])

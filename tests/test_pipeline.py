@@ -12,11 +12,11 @@ from grasp_pipeline.infra.storage import CONTRACT, DeltaStore
 from grasp_pipeline.infra.tracking import default_tracking_uri
 
 # one asset per Delta table (assets/catalog.py), the lineage table, and the trainer export (files)
-TABLE_ASSETS = ["corpus_shards", "task_sets", "reference_models", "gradient_sketches", "task_sketches", "subset_plan",
-                "subset_outcomes", "surrogates", "surrogate_candidates", "surrogate_predictions", "fidelity_report",
-                "curation_rounds", "active_outcomes", "curated_selections", "mixture_weights", "selection_validation",
-                "validation_verdict", "curation_test", "curation_test_verdict", "curation_test_dirt", "target_check",
-                "target_check_summary"]
+TABLE_ASSETS = ["corpus_shards", "task_sets", "corpus_sources", "reference_models", "gradient_sketches",
+                "task_sketches", "subset_plan", "subset_outcomes", "surrogates", "surrogate_candidates",
+                "surrogate_predictions", "fidelity_report", "curation_rounds", "active_outcomes", "curated_selections",
+                "mixture_weights", "selection_validation", "validation_verdict", "curation_test",
+                "curation_test_verdict", "curation_test_dirt", "target_check", "target_check_summary"]
 ASSETS = [*TABLE_ASSETS, "lineage", "trainer_export"]
 ON_DEMAND_TABLES = {"mixture_updates"}  # written by `grasp mixture-update` / grasp_update_mixture, not by a graph run
 

@@ -370,9 +370,10 @@ class DeltaStore:
         except DeltaError as error:
             raise self._log_error(table, error) from None
 
-    def column_names(self, table: str) -> list[str]:
-        """Returns the table's column names, read from its Delta log alone."""
-        return [f.name for f in self._table(table).schema().fields]
+    def column_names(self, table: str, version: int | None = None) -> list[str]:
+        """Returns the table's column names (at `version`, default latest), read from its Delta log alone."""
+        return [f.name for f in (self._table(table) if version is None else DeltaTable(
+            self.uri(table), version=version, storage_options=self._options())).schema().fields]
 
     def partition_values(self, table: str, column: str, version: int | None = None) -> list[str]:
         """Returns the sorted distinct values of a partition column, read from the Delta log alone."""
@@ -418,6 +419,9 @@ class PinnedReads:
     def partition_values(self, table: str, column: str, version: int | None = None) -> list[str]:
         return self.store.partition_values(table, column, self._pinned(table) if version is None else version)
 
+    def column_names(self, table: str, version: int | None = None) -> list[str]:
+        return self.store.column_names(table, self._pinned(table) if version is None else version)
+
     def lineage(self, table: str, frame: pl.DataFrame) -> dict:
         """The lineage a commit of `frame` to `table` records."""
         facts = frame_facts(table, frame)
@@ -443,8 +447,3 @@ class PinnedReads:
 def sql_strings(values: list[str]) -> str:
     """`values` as a SQL list body of quoted strings (quotes doubled), for Delta predicates."""
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-
-
-def table_schema(frame: pl.DataFrame) -> dict[str, str]:
-    """Returns {column: type} for metadata display."""
-    return {name: str(dtype) for name, dtype in frame.schema.items()}

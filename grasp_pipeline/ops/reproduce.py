@@ -56,6 +56,9 @@ class _RecordedVersions:
         recorded = self._check(table)
         return self.store.partition_values(table, column, recorded if version is None else version)
 
+    def column_names(self, table: str, version: int | None = None) -> list[str]:
+        return self.store.column_names(table, self._check(table) if version is None else version)
+
     def uri(self, table: str) -> str:
         return self.store.uri(table)
 
@@ -130,9 +133,13 @@ def reproduce(store: DeltaStore, output_id: str, version: int | None = None, tol
     if row is None:
         raise LineageError(f"no lineage recorded for {table}@{version}; cannot reproduce it")
     stage_fn, params_cls = _stage_for(table)
-    params = params_from_record(params_cls, row["params"])
+    recorded = dict(row["params"])
+    # the task weights it used: a `grasp select --task-weight` re-curation's, or those of a selection made
+    # when they were a selection/mixture setting; absent, the stage reads the loop's target as recorded
+    task_weights = recorded.pop("task_weights", None)
+    params = params_from_record(params_cls, recorded)
     view = _RecordedVersions(store, row["reads"])
-    result = stage_fn(view, params)
+    result = stage_fn(view, params, task_weights)
     column = OUTPUT_ID_COLUMNS[table]
     stored = store.read(table, version=version).filter(pl.col(column) == output_id)
     rebuilt = view.written.get(table, pl.DataFrame()).filter(pl.col(column) == output_id) \

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from ..infra.storage import DeltaStore, PinnedReads, table_schema
+from ..infra.storage import DeltaStore, PinnedReads
+
+
+def table_schema(frame: pl.DataFrame) -> dict[str, str]:
+    """Returns {column: type} for metadata display."""
+    return {name: str(dtype) for name, dtype in frame.schema.items()}
 
 
 @dataclass
