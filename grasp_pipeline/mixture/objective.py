@@ -42,16 +42,21 @@ def domain_stats(pool_sketch: np.ndarray, domains: np.ndarray,
     the natural mixture's weight of each domain (renormalised over the pool's domains)."""
     names = sorted(set(domains.tolist()))
     z = pool_sketch.astype(np.float64)
-    weights = None
-    if natural is not None:
-        missing = [d for d in names if d not in natural]
-        if missing:
-            raise ValueError(f"the natural mixture has no weight for domain(s) {', '.join(missing)}")
-        weights = np.array([float(natural[d]) for d in names])
-        weights = weights / weights.sum()
     return DomainStats(names, np.array([(domains == d).sum() for d in names]),
                        np.stack([z[domains == d].mean(0) for d in names]),
-                       np.stack([z[domains == d].var(0) for d in names]), weights)
+                       np.stack([z[domains == d].var(0) for d in names]), natural_over(natural, names))
+
+
+def natural_over(natural: dict[str, float] | None, names: list[str]) -> np.ndarray | None:
+    """The natural mixture's weights over `names`, renormalised (None stays None); a domain without a
+    weight is an error naming it."""
+    if natural is None:
+        return None
+    missing = [d for d in names if d not in natural]
+    if missing:
+        raise ValueError(f"the natural mixture has no weight for domain(s) {', '.join(missing)}")
+    weights = np.array([float(natural[d]) for d in names])
+    return weights / weights.sum()
 
 
 class MixtureObjective:

@@ -46,6 +46,7 @@ from ..config.params import CorpusParams, MixtureParams, MixtureUpdateParams
 from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture, sample_mixture
+from ..mixture.objective import natural_over
 from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
@@ -293,10 +294,9 @@ def merged_stats(parts: list[pl.DataFrame], natural: dict[str, float] | None = N
     found = [domain_stats(sketch_matrix(p["sketch"]), p["domain"].to_numpy()) for p in parts if p.height]
     by_domain = {d: (s.counts[i], s.means[i], s.variances[i]) for s in found for i, d in enumerate(s.domains)}
     names = sorted(by_domain)
-    weights = None if natural is None else np.array([natural[d] for d in names], dtype=np.float64)
     return DomainStats(names, np.array([by_domain[d][0] for d in names]),
                        np.stack([by_domain[d][1] for d in names]), np.stack([by_domain[d][2] for d in names]),
-                       None if weights is None else weights / weights.sum())
+                       natural_over(natural, names))
 
 
 def task_prior(fitted: list[dict], how: str) -> dict:
