@@ -7,7 +7,6 @@ import pytest
 
 from grasp_pipeline.mixture.regression import (
     MixtureData,
-    capped_simplex_projection,
     fit_loglinear,
     fit_regmix,
     loglinear_utility,
@@ -65,14 +64,6 @@ def test_proposals_respect_the_caps():
     caps = np.array([0.2, 1.0, 1.0, 1.0])
     pi, _ = propose_loglinear(fit_loglinear(data), np.full(4, 0.25), caps, 200, np.array([1.0, 0.0]), 0.0)
     assert pi[0] <= 0.2 + 1e-9 and pi.sum() == pytest.approx(1.0)
-
-
-def test_the_capped_simplex_projection_sums_to_one_within_the_caps():
-    x = np.array([0.9, 0.5, -0.2, 0.1])
-    caps = np.array([0.4, 0.4, 1.0, 1.0])
-    p = capped_simplex_projection(x, caps)
-    assert p.sum() == pytest.approx(1.0) and (p <= caps + 1e-12).all() and (p >= 0).all()
-    assert p[0] == pytest.approx(0.4) and p[1] == pytest.approx(0.4)
 
 
 def test_subset_shares_are_fractions_of_members_per_domain():

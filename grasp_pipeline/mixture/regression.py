@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares, minimize
 
+from .objective import project_capped_simplex
+
 
 @dataclass
 class MixtureData:
@@ -35,16 +37,6 @@ class MixtureData:
 def subset_shares(members: list[np.ndarray], domain_of_row: np.ndarray, n_domains: int) -> np.ndarray:
     """(m, D) fraction of each subset's members (pool rows) in each domain (codes 0..D−1)."""
     return np.stack([np.bincount(domain_of_row[rows], minlength=n_domains) / max(1, len(rows)) for rows in members])
-
-
-def capped_simplex_projection(x: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """The Euclidean projection of x onto {0 ≤ π ≤ caps, Σπ = 1} (bisection on the shift)."""
-    lo, hi = float(np.min(x - caps)) - 1.0, float(np.max(x)) + 1.0
-    for _ in range(200):
-        shift = (lo + hi) / 2
-        total = np.clip(x - shift, 0, caps).sum()
-        lo, hi = (shift, hi) if total > 1 else (lo, shift)
-    return np.clip(x - (lo + hi) / 2, 0, caps)
 
 
 # ---------------------------------------------------------------- RegMix
@@ -72,7 +64,7 @@ def propose_regmix(models: list, natural: np.ndarray, caps: np.ndarray, budget: 
     draws = draws[(draws <= caps + 1e-12).all(1)]
     predicted = regmix_utility(models, draws, budget, weights)
     best = draws[np.argsort(-predicted, kind="stable")[:top_k]].mean(0)
-    best = capped_simplex_projection(best, caps)
+    best = project_capped_simplex(best, caps)
     return best, float(regmix_utility(models, best[None], budget, weights)[0])
 
 
@@ -127,9 +119,9 @@ def propose_loglinear(params: list[dict], natural: np.ndarray, caps: np.ndarray,
         return -(loglinear_utility(params, pi, budget, weights)[0] - kl_weight * float(pi @ (np.log(pi) - log_natural)))
 
     n = len(natural)
-    result = minimize(objective, capped_simplex_projection(natural, caps), method="SLSQP",
+    result = minimize(objective, project_capped_simplex(natural, caps), method="SLSQP",
                       bounds=[(0.0, float(c)) for c in caps],
                       constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1, "jac": lambda p: np.ones(n)}],
                       options={"ftol": 1e-12, "maxiter": 500})
-    pi = capped_simplex_projection(np.clip(result.x, 0, None), caps)
+    pi = project_capped_simplex(np.clip(result.x, 0, None), caps)
     return pi, float(loglinear_utility(params, pi, budget, weights)[0])
