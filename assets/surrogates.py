@@ -14,7 +14,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage
 
 
-@stage_asset("surrogates", code_version="2", group_name="surrogates", kinds={"deltalake", "mlflow"})
+@stage_asset("surrogates", code_version="3", group_name="surrogates", kinds={"deltalake", "mlflow"})
 def surrogates(context: dg.AssetExecutionContext, config: SurrogateConfig, storage: GraspStorage):
     """Fitted surrogates, every candidate's CV score, predictions for every subset, and the fidelity report."""
     params = to_params(config)

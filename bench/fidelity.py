@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from grasp_pipeline import stages  # noqa: E402
 from grasp_pipeline.config import load_params, with_overrides  # noqa: E402
-from grasp_pipeline.evaluation.fidelity import holdout_fidelity, noise_ceilings, with_fit_budget  # noqa: E402
+from grasp_pipeline.evaluation.fidelity import budget_draws, draws_summary, holdout_fidelity, noise_ceilings  # noqa: E402
 from grasp_pipeline.infra.storage import DeltaStore  # noqa: E402
 from grasp_pipeline.surrogates import LinearOnScore, choose_by_lcb, fit_all_tasks  # noqa: E402
 from grasp_pipeline.training.retrain import Recipe, StackedTrainer, unstack  # noqa: E402
@@ -308,7 +308,7 @@ def choose_scores(data, out: Path, result: dict, params) -> np.ndarray:
     return candidates[chosen].scores
 
 
-def peer_fidelity(data, scores: np.ndarray, name: str, budgets: list[int], seed: int) -> dict:
+def peer_fidelity(data, scores: np.ndarray, name: str, budgets: list[int], seed: int, draws: int) -> dict:
     began = time.perf_counter()
     surrogate = PeerScores(scores, name)
     task_params, predicted = fit_all_tasks(surrogate, data, data.fit_rows)
@@ -317,9 +317,11 @@ def peer_fidelity(data, scores: np.ndarray, name: str, budgets: list[int], seed:
     by_budget = {}
     for budget in budgets:
         if budget < len(data.fit_rows):
-            restricted = with_fit_budget(data, budget, seed)
-            _, pred = fit_all_tasks(PeerScores(scores, name), restricted, restricted.fit_rows)
-            by_budget[budget] = holdout_fidelity(restricted, pred)["mean_spearman"]
+            # the same draws and median as our methods' rows (fidelity_by_fit_budget)
+            reports = [holdout_fidelity(restricted, fit_all_tasks(PeerScores(scores, name), restricted,
+                                                                  restricted.fit_rows)[1])
+                       for restricted in budget_draws(data, budget, seed, draws)]
+            by_budget[budget] = draws_summary(reports)["holdout_spearman"]
     by_budget[len(data.fit_rows)] = report["mean_spearman"]
     return {"holdout_spearman": {"all": report["mean_spearman"], **report["per_sampler"]},
             "holdout_pearson": {"all": report["mean_pearson"], **report["per_sampler_pearson"]},
@@ -381,7 +383,7 @@ def run_peers(store: DeltaStore, workload, params, data, args, deadline: float |
             if "skipped" not in result:
                 scores = choose_scores(data, out, result, params)
                 result.update(peer_fidelity(data, scores, name, list(params.surrogate.fidelity_fit_budgets),
-                                            params.surrogate.seed))
+                                            params.surrogate.seed, params.surrogate.fidelity_draws))
                 per_checkpoint = max(per_checkpoint or 0.0, result["attribution_seconds"] / k / len(result["grid"]))
                 result["artifact_seconds_parts"] = {
                     "checkpoint_training": info["checkpoint_training_seconds"],

@@ -45,6 +45,13 @@ def nan_mean(values) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+def nan_median(values) -> float:
+    """Median ignoring NaN; NaN when nothing is left."""
+    values = np.asarray(list(values), float)
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else float("nan")
+
+
 def noise_ceiling(repeat_reliability: float, repeats: int) -> float:
     """Returns the highest correlation any predictor can reach against the mean of `repeats`
     retrainings, given the correlation ρ between two single retrainings.

@@ -185,3 +185,38 @@ def test_a_target_weights_the_loops_gains_and_every_later_stage_reads_it_back(lo
     optimum = [root.read("mixture_weights").filter(pl.col("method") == "grasp_optimum").sort("domain")["weight"]
                .to_numpy() for root in (store, weighted)]
     assert np.abs(optimum[0] - optimum[1]).max() > 0.01
+
+
+def test_screen_search_retrains_each_blocks_best_ranked_random_draws_at_the_counts():
+    """loop.selection_search = screen: candidates are random draws at the counts (keeping out the
+    excluded rows), each block's best predicted by that block's refit, none retrained twice."""
+    from grasp_pipeline.surrogates import Grasp, SubsetData
+    from grasp_pipeline.training.controls import random_at_counts
+    from grasp_pipeline.training.loop import predicted_mean_utility, refit, screened_candidates
+
+    from .test_surrogate_science import planted_problem
+
+    flat = planted_problem()
+    data = SubsetData(flat.subset_ids, flat.roles, flat.samplers, flat.sizes, flat.membership, flat.utility,
+                      flat.pool_sketch, flat.task_sketch, flat.tasks, sketch_blocks=2)
+    config = Grasp(geometry="identity", sketch_block=0).config()
+    excluded = np.arange(0, 120, 7)
+    state = LoopState(data, config, trust=[0.1, 0.2], steps=[1.0], selection_blocks=[0, 1], excluded=excluded,
+                      search="screen", screen_draws=40)
+    groups, counts = np.arange(120) % 3, {0: 6, 1: 5, 2: 4}
+    out = screened_candidates(state, refit(data, config, data.fit_rows), groups, counts, "natural",
+                              np.full(3, 1 / 3), 1, 3, None)
+    keep = ~np.isin(np.arange(120), excluded)
+    draws = [random_at_counts(groups, counts, 3 + 50_000 + 10_000 + i, keep=keep) for i in range(40)]
+    assert len(out) == 4 and len({tuple(c.subsets[0]) for c in out}) == 4
+    taken: set = set()
+    for block in (0, 1):
+        predicted = predicted_mean_utility(refit(data, {**config, "sketch_block": block}, data.fit_rows), data,
+                                           draws, state.weights)
+        best = [i for i in np.argsort(-predicted) if i not in taken][:2]
+        taken.update(best)
+        mine = [c.subsets[0] for c in out if c.setting["sketch_block"] == block]
+        assert [tuple(rows) for rows in mine] == [tuple(draws[i]) for i in best]
+    for cand in out:
+        rows = cand.subsets[0]
+        assert Counter(groups[rows].tolist()) == counts and not set(rows) & set(excluded.tolist())

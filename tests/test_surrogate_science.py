@@ -49,6 +49,24 @@ def test_fidelity_by_fit_budget_reports_each_budget_below_the_fit_count():
     assert grasp_24["holdout_spearman"] > 0.9  # the planted model is recoverable from 24 subsets
 
 
+def test_each_fit_budget_reports_the_median_and_range_over_its_seeded_draws():
+    data = planted_problem()
+    noisy = data.utility + np.random.default_rng(1).normal(scale=0.3, size=data.utility.shape)
+    data = SubsetData(data.subset_ids, data.roles, data.samplers, data.sizes, data.membership, noisy,
+                      data.pool_sketch, data.task_sketch, data.tasks)  # noisy enough that draws disagree
+    params = SurrogateParams(cv_folds=3, grasp_size_terms=("log",), grasp_normalisations=("mean",),
+                             grasp_geometries=("identity",), datamodel_ridges=(1.0,), fidelity_draws=3, seed=7)
+    row = next(r for r in fidelity_by_fit_budget(data, params, budgets=(8,), methods=("grasp",)))
+    # each draw on its own: seeds 7, 8, 9 keep different fit subsets and score differently
+    singles = [holdout_fidelity(restricted, fit_surrogates(restricted, params, ("grasp",))["grasp"].predicted)
+               for restricted in (with_fit_budget(data, 8, seed) for seed in (7, 8, 9))]
+    values = [r["mean_spearman"] for r in singles]
+    assert len(set(values)) == 3
+    assert row["draws"] == 3 and row["holdout_spearman"] == pytest.approx(np.median(values))
+    assert (row["holdout_spearman_min"], row["holdout_spearman_max"]) == pytest.approx((min(values), max(values)))
+    assert row["holdout_spearman.uniform"] == pytest.approx(np.median([r["per_sampler"]["uniform"] for r in singles]))
+
+
 def test_a_sketch_dimension_prefix_equals_fitting_on_truncated_sketches():
     data = planted_problem()
     truncated = SubsetData(data.subset_ids, data.roles, data.samplers, data.sizes, data.membership, data.utility,

@@ -186,6 +186,9 @@ class SurrogateParams:
     fidelity_fit_budgets: tuple[int, ...] = doc("Fit-subset counts at which fidelity is reported too (the "
                                                 "whole protocol is repeated on a stratified subset).",
                                                 (16, 32, 64, 128), minimum=2)
+    fidelity_draws: int = doc("Seeded draws of the fit subsets at each of fidelity_fit_budgets; the report gives "
+                              "the median over draws and their range (one draw of a small budget is noise).",
+                              5, minimum=1)
     workers: int = doc("Processes the candidates' cross-validation is spread over (0 = one per CPU core, "
                        "1 = in the stage's own process); the results do not depend on it.", 0, minimum=0)
 
@@ -307,6 +310,13 @@ class LoopParams(TrainingParams):
     trust_radii: tuple[float, ...] = doc("Selection candidates: within-domain trust-region strengths of round 0 "
                                          "(nats per squared sd); later rounds scale them by the calibration.",
                                          (1e-3, 1e-2, 1e-1), minimum=0, nonempty=True)
+    selection_search: str = doc("How GRASP's selection candidates are found at their counts: greedy (the residual "
+                                "greedy under the surrogate, in trust regions around random draws) or screen (the "
+                                "surrogate ranks loop.screen_draws random draws at the counts; the best predicted "
+                                "are retrained, as many as greedy makes: blocks × trust radii).", "greedy",
+                                choices=("greedy", "screen"))
+    screen_draws: int = doc("selection_search = screen: random draws the surrogate ranks per round.", 2000,
+                            minimum=1, maximum=10_000)  # a round's draws take seeds 10 000 apart
     selection_blocks: tuple[int, ...] = doc("Sketch blocks (reference checkpoints) the selection candidates are "
                                             "built on, each with its own refit; empty = the block the surrogate's "
                                             "LCB chose and the last checkpoint's.", (), minimum=-1)

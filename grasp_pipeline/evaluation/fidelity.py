@@ -10,7 +10,7 @@ import polars as pl
 
 from ..config.params import SurrogateParams
 from ..infra import progress
-from ..stats import nan_mean, noise_ceiling, pearson, spearman
+from ..stats import nan_mean, nan_median, noise_ceiling, pearson, spearman
 from ..surrogates.data import SubsetData
 from ..surrogates.lcb import CandidateWorkers, fit_surrogates
 
@@ -39,7 +39,8 @@ def fidelity_by_fit_budget(data: SubsetData, params: SurrogateParams, budgets,
     """Returns holdout fidelity per (budget, method) when only `budget` fit subsets are used.
 
     Budgets at or above the number of fit subsets are skipped (that is the main fit); each
-    budget repeats the whole protocol (LCB choice and fit) on its own fit rows, its
+    budget repeats the whole protocol (LCB choice and fit) on `params.fidelity_draws` seeded
+    draws of its fit rows and reports the median over draws (`draws_summary`), its
     cross-validation spread over `workers` (on `data`'s subsets; default: `params.workers`).
     """
     if workers is None:
@@ -47,15 +48,34 @@ def fidelity_by_fit_budget(data: SubsetData, params: SurrogateParams, budgets,
             return fidelity_by_fit_budget(data, params, budgets, methods, own)
     rows = []
     kept = sorted(b for b in budgets if params.cv_folds * 2 <= b < len(data.fit_rows))
-    with progress.task("fidelity by fit budget", total=len(kept), unit="budget") as done:
+    with progress.task("fidelity by fit budget", total=len(kept) * params.fidelity_draws, unit="draw") as done:
         for budget in kept:
-            restricted = with_fit_budget(data, budget, params.seed)
-            for method, fitted in fit_surrogates(restricted, params, methods, workers).items():
-                report = holdout_fidelity(restricted, fitted.predicted)
-                rows.append({"fit_subsets": budget, "method": method, "holdout_spearman": report["mean_spearman"],
-                             **{f"holdout_spearman.{s}": v for s, v in report["per_sampler"].items()}})
-            done.advance()
+            reports: dict[str, list[dict]] = {}
+            for restricted in budget_draws(data, budget, params.seed, params.fidelity_draws):
+                for method, fitted in fit_surrogates(restricted, params, methods, workers).items():
+                    reports.setdefault(method, []).append(holdout_fidelity(restricted, fitted.predicted))
+                done.advance()
+            rows += [{"fit_subsets": budget, "method": method, **draws_summary(mine)}
+                     for method, mine in reports.items()]
     return rows
+
+
+def budget_draws(data: SubsetData, budget: int, seed: int, draws: int) -> list[SubsetData]:
+    """`draws` copies of `data` keeping `budget` fit subsets each, drawn with seeds seed, seed+1, …
+    (the first is the single draw reported before draws existed)."""
+    return [with_fit_budget(data, budget, seed + draw) for draw in range(draws)]
+
+
+def draws_summary(reports: list[dict]) -> dict:
+    """One method's fidelity over the draws of one fit budget: the median of the mean holdout
+    Spearman (and per sampler regime), its range over draws, and how many draws. The median,
+    because one draw of a small fit budget swings by ±0.15 (bench/fidelity.py, 2026-12-02)."""
+    values = [r["mean_spearman"] for r in reports]
+    finite = [v for v in values if v == v]
+    return {"draws": len(reports), "holdout_spearman": nan_median(values),
+            "holdout_spearman_min": min(finite, default=None), "holdout_spearman_max": max(finite, default=None),
+            **{f"holdout_spearman.{sampler}": nan_median(r["per_sampler"][sampler] for r in reports)
+               for sampler in reports[0]["per_sampler"]}}
 
 
 def holdout_fidelity(data: SubsetData, predicted: np.ndarray) -> dict:
@@ -101,22 +121,26 @@ def noise_ceilings(outcomes: pl.DataFrame, plan: pl.DataFrame) -> dict[str, floa
 def fidelity_report_frame(surrogate_id: str, fidelity: dict, by_budget: list[dict], all_fit: int,
                           costs: dict[str, float], ceilings: dict[str, float]) -> pl.DataFrame:
     """One row per (method, sampler regime or "all", number of fit subsets): holdout fidelity
-    next to the regime's noise ceiling and the method's artifact cost."""
+    next to the regime's noise ceiling and the method's artifact cost. A smaller fit budget's
+    row is the median over its `draws` (its range over draws on the "all" row)."""
     rows = []
     for method, report in fidelity.items():
-        rows.append({"method": method, "sampler": "all", "fit_subsets": all_fit,
+        rows.append({"method": method, "sampler": "all", "fit_subsets": all_fit, "draws": 1,
                      "holdout_spearman": report["mean_spearman"], "holdout_pearson": report["mean_pearson"]})
-        rows += [{"method": method, "sampler": sampler, "fit_subsets": all_fit, "holdout_spearman": value,
+        rows += [{"method": method, "sampler": sampler, "fit_subsets": all_fit, "draws": 1, "holdout_spearman": value,
                   "holdout_pearson": report["per_sampler_pearson"][sampler]}
                  for sampler, value in report["per_sampler"].items()]
     for row in by_budget:
-        rows.append({"method": row["method"], "sampler": "all", "fit_subsets": row["fit_subsets"],
-                     "holdout_spearman": row["holdout_spearman"], "holdout_pearson": None})
-        rows += [{"method": row["method"], "sampler": key.split(".", 1)[1], "fit_subsets": row["fit_subsets"],
-                  "holdout_spearman": value, "holdout_pearson": None}
+        common = {"method": row["method"], "fit_subsets": row["fit_subsets"], "draws": row.get("draws", 1)}
+        rows.append({**common, "sampler": "all", "holdout_spearman": row["holdout_spearman"],
+                     "holdout_spearman_min": row.get("holdout_spearman_min"),
+                     "holdout_spearman_max": row.get("holdout_spearman_max")})
+        rows += [{**common, "sampler": key.split(".", 1)[1], "holdout_spearman": value}
                  for key, value in row.items() if key.startswith("holdout_spearman.")]
     return pl.DataFrame(rows, schema={"method": pl.Utf8, "sampler": pl.Utf8, "fit_subsets": pl.Int64,
-                                      "holdout_spearman": pl.Float64, "holdout_pearson": pl.Float64}).with_columns(
+                                      "draws": pl.Int64, "holdout_spearman": pl.Float64,
+                                      "holdout_spearman_min": pl.Float64, "holdout_spearman_max": pl.Float64,
+                                      "holdout_pearson": pl.Float64}).with_columns(
         surrogate_id=pl.lit(surrogate_id),
         noise_ceiling=pl.col("sampler").replace_strict({s.split(".", 1)[1]: v for s, v in ceilings.items()
                                                         if s.startswith("noise_ceiling.")},

@@ -88,7 +88,8 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     last_block = data.sketch_blocks - 1 if data.sketch_blocks > 1 else -1
     blocks = list(params.selection_blocks) or sorted({config.get("sketch_block", -1), last_block})
     state = LoopState(data, config, list(params.trust_radii), list(params.mixture_steps), selection_blocks=blocks,
-                      weights=task_weight_vector(data.tasks, dict(params.task_weights)))
+                      weights=task_weight_vector(data.tasks, dict(params.task_weights)),
+                      search=params.selection_search, screen_draws=params.screen_draws)
     if params.grasp_filter_share >= 0:
         state.excluded = np.flatnonzero(~_kept(_unique(pool, sketches, params), sketches, params.grasp_filter_share))
     evaluate = partial(_evaluate, weights=state.weights, stats=stats, budget=budget, ref_mean=ref_mean, train=train,
