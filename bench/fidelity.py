@@ -70,7 +70,9 @@ QUICK_OVERRIDES = {
     "sketch": {"k": 128},
     "plan": {"uniform_fit": 32, "uniform_holdout": 16, "dirichlet_fit": 32, "dirichlet_holdout": 16},
     "retrain": {"steps": 30, "repeats": 2, "models_per_batch": 16},
-    "surrogate": {"grasp_ridges": [0.1, 1.0], "datamodel_ridges": [1.0, 10.0, 100.0]},
+    # down to 10 fit subsets, the protocol's floor (2 × cv_folds): fit_subsets_saved can then reach 96/10
+    "surrogate": {"grasp_ridges": [0.1, 1.0], "datamodel_ridges": [1.0, 10.0, 100.0],
+                  "fidelity_fit_budgets": [10, 16, 32, 64]},
 }
 SMOKE_REPEATS = {"retrain": {"repeats": 2}}  # the smoke profile has 1 repeat: no noise ceiling without 2
 

@@ -3,6 +3,7 @@ incompatible ones are not, and the trust follows the calibration."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -220,3 +221,44 @@ def test_screen_search_retrains_each_blocks_best_ranked_random_draws_at_the_coun
     for cand in out:
         rows = cand.subsets[0]
         assert Counter(groups[rows].tolist()) == counts and not set(rows) & set(excluded.tolist())
+
+
+def test_repetition_caps_allow_max_epochs_passes_over_each_domains_corpus_bytes():
+    from grasp_pipeline.config.validation import SettingError
+    from grasp_pipeline.mixture.objective import repetition_caps
+
+    sizes = {"a": 100, "b": 300, "c": 600}
+    np.testing.assert_array_equal(repetition_caps(sizes, ["a", "b", "c"], 0, 4.0), np.ones(3))  # no run size
+    np.testing.assert_allclose(repetition_caps(sizes, ["a", "b", "c", "new"], 1000, 2.0), [0.2, 0.6, 1.0, 1.0])
+    with pytest.raises(SettingError, match="loop.training_bytes = 5000: with loop.max_epochs = 2"):
+        repetition_caps(sizes, ["a", "b", "c"], 5000, 2.0)  # 1000 bytes read twice is short of 5000
+    with pytest.raises(SettingError, match="rematerialise corpus_shards"):
+        repetition_caps(None, ["a"], 10, 1.0)
+
+
+def test_with_a_target_run_size_every_mixer_stays_within_the_repetition_caps(looped, tmp_path):
+    """loop.training_bytes: the loop's mixtures (GRASP's and random_pick's) and every fitted mixer's in
+    mixture_weights ask for at most max_epochs passes over a domain's corpus bytes; without the setting
+    some of them ask for more (the caps bind: the test can tell the two apart)."""
+    from grasp_pipeline.stages.tables import corpus_bytes
+
+    sizes = corpus_bytes(looped[0])
+    total = sum(sizes.values())
+    training_bytes = int(0.8 * total)  # one pass allowed: a domain may supply 1.25 × its natural share
+    params = tiny_params(loop={"training_bytes": training_bytes, "max_epochs": 1.0})
+    store = build_tables_until(tmp_path, "mixture_weights", params)
+
+    def shares(store):
+        rounds = store.read("curation_rounds").filter(pl.col("kind") == "mixture")
+        mixed = [json.loads(w) for w in rounds["weights"].to_list()]
+        fitted = store.read("mixture_weights").filter(~pl.col("method").is_in(["natural", "uniform"]))
+        mixed += [dict(rows.select("domain", "weight").iter_rows()) for _, rows in fitted.group_by("mixture_id")]
+        return mixed
+
+    def over(mixture):
+        return max(w * training_bytes / sizes[d] for d, w in mixture.items())
+
+    capped = store.read("curation_rounds")
+    assert set(capped["training_bytes"]) == {training_bytes} and set(capped["max_epochs"]) == {1.0}
+    assert max(over(m) for m in shares(store)) <= 1 + 1e-6
+    assert max(over(m) for m in shares(looped[0])) > 1.05

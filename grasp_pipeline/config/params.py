@@ -304,6 +304,11 @@ class LoopParams(TrainingParams):
         "The loop optimises the weighted mean utility and records the target in curation_rounds, where "
         "curated_selection, mixture_weights, mixture_update and both verdicts read it: one target for every "
         "stage.", default_factory=dict, minimum=0)
+    training_bytes: int = doc("Size of the training run the mixtures are for, in bytes (part of the target, read "
+                              "by every mixer): a domain's share is capped at loop.max_epochs passes over its bytes "
+                              "in the whole corpus; 0 = no run size, no cap.", 0, minimum=0)
+    max_epochs: float = doc("With loop.training_bytes: the most passes over a domain's corpus bytes a mixture may "
+                            "ask for (data-constrained scaling: ~4 cost little).", 4.0, above=0)
     mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "
                                            "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0),
                                            minimum=0, maximum=1, nonempty=True)

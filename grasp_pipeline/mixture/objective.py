@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from ..config.validation import SettingError
 from ..selection.objective import grasp_objective
 from ..surrogates.data import NORMALISATIONS, SIZE_TERMS
 
@@ -111,6 +112,30 @@ class MixtureObjective:
     def concave(self) -> bool:
         """Whether f is concave on the simplex: `max_curvature` ≤ 0 up to rounding of the Hessian."""
         return self.max_curvature <= 1e-9 * max(np.abs(self.hessian()).max(), 1e-300)
+
+
+def repetition_caps(corpus_bytes: dict[str, int] | None, names: list[str], training_bytes: int,
+                    max_epochs: float) -> np.ndarray:
+    """(D,) the largest share of a training run of `training_bytes` each domain of `names` may supply:
+    `max_epochs` passes over its bytes in the whole corpus (weights are shares of training bytes).
+    Ones when no run size is stated (0). A domain the corpus sizes do not list (a new domain's,
+    before the corpus is rebuilt) is not capped. Why a cap and not a penalty: Muennighoff et al.
+    (2023) find up to ~4 epochs of a source cost little, past that returns fall fast, so a
+    mixture that reads a small domain forty times is not one a trainer can use."""
+    if not training_bytes:
+        return np.ones(len(names))
+    if corpus_bytes is None:
+        raise SettingError(f"loop.training_bytes = {training_bytes} needs each domain's bytes in the corpus "
+                           "(corpus_sources, written by corpus_shards since its code version 2): rematerialise "
+                           "corpus_shards, or set loop.training_bytes = 0")
+    caps = np.array([min(1.0, max_epochs * corpus_bytes[d] / training_bytes) if d in corpus_bytes else 1.0
+                     for d in names])
+    if caps.sum() < 1:
+        total = sum(corpus_bytes.get(d, 0) for d in names)
+        raise SettingError(f"loop.training_bytes = {training_bytes}: with loop.max_epochs = {max_epochs:g} the "
+                           f"corpus's {total} bytes supply at most {max_epochs * total:.0f}; lower "
+                           "loop.training_bytes or raise loop.max_epochs")
+    return caps
 
 
 def project_capped_simplex(x: np.ndarray, caps: np.ndarray, iterations: int = 100) -> np.ndarray:

@@ -22,6 +22,7 @@ from ..corpus.near_duplicates import near_duplicate_mask
 from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..mixture import MixtureObjective, domain_stats
+from ..mixture.objective import repetition_caps
 from ..selection import label_balanced_cells, random_selection, task_weight_vector
 from ..training.controls import counts_of, quality_filter, random_at_counts
 from ..training.loop import (
@@ -43,6 +44,7 @@ from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import (
     check_one_model,
+    corpus_bytes,
     encoded_pool_and_tasks,
     load_subset_data,
     members_digest,
@@ -68,7 +70,7 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
     domains, budget = sketches["domain"].to_numpy(), max(1, int(round(params.budget_fraction * len(z))))
     natural = natural_weights(store)
     stats = domain_stats(z, domains, natural)
-    caps = np.minimum(1.0, stats.counts / budget)
+    caps = _mixture_caps(store, stats, budget, params)
     content = (pool.select("example_id", "content_sha1").join(sketches.select("example_id"), on="example_id",
                                                               how="right")["content_sha1"].to_numpy())
     # classification pools: the selection candidates balance labels, as every score-based selection does
@@ -109,11 +111,17 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
         state.candidates += _filter_dedup(state, params, pool, sketches, groups, content, references, evaluate)
         pick("filter_dedup")
     result = StageResult()
-    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool,
-                                                         dict(params.task_weights)))
+    result.write(store, "curation_rounds", _rounds_frame(state, surrogate_id, budget, stats.domains, pool, params))
     result.write(store, "active_outcomes", _active_frame(store, state, sketches, tasks, key))
     result.metrics = _loop_metrics(state, reused, refused)
     return result
+
+
+def _mixture_caps(store: DeltaStore, stats, budget: int, params: LoopParams) -> np.ndarray:
+    """(D,) the most of a mixture each domain may supply: what a sample can take from the pool, and what
+    the target run may repeat of the corpus (loop.training_bytes, loop.max_epochs)."""
+    return np.minimum(np.minimum(1.0, stats.counts / budget),
+                      repetition_caps(corpus_bytes(store), stats.domains, params.training_bytes, params.max_epochs))
 
 
 def _outcome_key(store: DeltaStore, recipe_json: str, model_version: str) -> dict:
@@ -295,10 +303,10 @@ def _active_frame(store: DeltaStore, state: LoopState, sketches: pl.DataFrame, t
 
 
 def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names: list[str],
-                  pool: pl.DataFrame, task_weights: dict[str, float]) -> pl.DataFrame:
+                  pool: pl.DataFrame, params: LoopParams) -> pl.DataFrame:
     ids = pool["example_id"].to_numpy()
     # as set (missing tasks weigh 1), not normalised: a task the loop never saw then weighs 1 too (target_weights)
-    target = {t: float(task_weights.get(t, 1.0)) for t in state.data.tasks}
+    target = {t: float(dict(params.task_weights).get(t, 1.0)) for t in state.data.tasks}
     rows = []
     for cand in state.candidates:
         rows.append({"candidate_id": cand.candidate_id, "surrogate_id": surrogate_id, "kind": cand.kind,
@@ -312,10 +320,13 @@ def _rounds_frame(state: LoopState, surrogate_id: str, budget: int, domain_names
                      "members": ids[cand.subsets[0]].tolist() if cand.kind == "selection" else [],
                      "gains": cand.gains.tolist() if cand.gains is not None else [],
                      # the target the gains are weighted by, which the verdicts judge every method by
-                     "task_weights": json.dumps(target)})
+                     "task_weights": json.dumps(target),
+                     # the target run whose repetition caps every mixer obeys (target_caps)
+                     "training_bytes": params.training_bytes, "max_epochs": params.max_epochs})
     return pl.DataFrame(rows, schema_overrides={"members": pl.List(pl.Int64), "gains": pl.List(pl.Float64),
                                                 "budget": pl.Int64, "round": pl.Int64, "retrainings": pl.Int64,
-                                                "pick_after_rounds": pl.List(pl.Int64)})
+                                                "pick_after_rounds": pl.List(pl.Int64), "training_bytes": pl.Int64,
+                                                "max_epochs": pl.Float64})
 
 
 def _loop_metrics(state: LoopState, reused: int, refused: int) -> dict:

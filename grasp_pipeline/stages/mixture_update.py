@@ -60,6 +60,7 @@ from .tables import (
     read_pool,
     read_tasks,
     sketch_matrix,
+    target_caps,
     target_weights,
 )
 from .task_sketches import task_sketch_rows
@@ -114,7 +115,8 @@ def run_mixture_update(store: DeltaStore, workload: Workload, corpus: CorpusPara
     began = time.perf_counter()
     update = domain_update(store, workload, corpus, example_bytes, params)
     objective, weights, caps, budget = mixture_problem(update.stats, update.task_sketch, update.grasp_params,
-                                                       target_weights(store, update.tasks), mixture)
+                                                       target_weights(store, update.tasks), mixture,
+                                                       target_caps(store, update.stats.domains))
     candidates = update_candidates(update, optimise_mixture(objective, caps), stored_mixture(store), params)
     check = dev_check(workload, outcome_recipe(store.read("subset_outcomes")), update, candidates, weights, budget,
                       params)

@@ -30,6 +30,7 @@ from .tables import (
     pool_sketches,
     sketch_matrix,
     subset_utilities,
+    target_caps,
     target_weights,
 )
 
@@ -51,7 +52,8 @@ def run_mixture_weights(store: DeltaStore, params: MixtureParams,
     surrogate_id, tasks, grasp_params = method_params(store, "grasp")
     stats = domain_stats(z, sketches["domain"].to_numpy(), natural_weights(store))
     target = target_weights(store, tasks) if task_weights is None else task_weight_vector(tasks, task_weights)
-    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, target, params)
+    objective, weights, caps, budget = mixture_problem(stats, q, grasp_params, target, params,
+                                                       target_caps(store, stats.domains))
     mixtures = {"natural": natural_mixture(stats), "uniform": uniform_mixture(stats),
                 "grasp_optimum": optimise_mixture(objective, caps)}
     own = {"grasp_optimum": objective(mixtures["grasp_optimum"])}
@@ -87,10 +89,11 @@ class MixtureProblem(NamedTuple):
 
 
 def mixture_problem(stats: DomainStats, task_sketch: np.ndarray, grasp_params: list[dict], weights: np.ndarray,
-                    params: MixtureParams) -> MixtureProblem:
+                    params: MixtureParams, limits: np.ndarray | None = None) -> MixtureProblem:
     """Returns the GRASP mixture objective over `stats`' domains with its task weights, domain caps
     and budget (`mixture.budget_fraction` of the pool, each domain capped at `mixture.max_repeats`
-    × its examples); SettingError when no mixture under the caps reaches the budget."""
+    × its examples and at `limits`: the target run's repetition caps, `target_caps`); SettingError
+    when no mixture under the caps reaches the budget."""
     pool_size = int(stats.counts.sum())
     budget = max(1, int(round(params.budget_fraction * pool_size)))
     if params.max_repeats * pool_size < budget:  # the capped simplex is empty: no mixture reaches the budget
@@ -98,7 +101,12 @@ def mixture_problem(stats: DomainStats, task_sketch: np.ndarray, grasp_params: l
                            f"{params.budget_fraction!r} ({budget} of {pool_size} pool examples) it must be at least "
                            f"{budget / pool_size:.4g}")
     objective = MixtureObjective(stats, task_sketch, grasp_params, weights, budget)
-    return MixtureProblem(objective, weights, np.minimum(1.0, params.max_repeats * stats.counts / budget), budget)
+    caps = np.minimum(1.0, params.max_repeats * stats.counts / budget)
+    caps = caps if limits is None else np.minimum(caps, limits)
+    if caps.sum() < 1:
+        raise SettingError(f"mixture.max_repeats = {params.max_repeats!r} under the target run's repetition caps "
+                           "(loop.training_bytes, loop.max_epochs): no mixture fills the budget; raise one of them")
+    return MixtureProblem(objective, weights, caps, budget)
 
 
 def _loop_pick(store: DeltaStore, domains: list[str], budget: int,

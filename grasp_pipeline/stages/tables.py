@@ -14,6 +14,7 @@ import torch
 from ..corpus.split import SPLITS
 from ..infra.checkpoint_files import checkpoint_location, read_state
 from ..infra.storage import DeltaStore
+from ..mixture.objective import repetition_caps
 from ..surrogates.data import SubsetData
 from ..training.retrain import Recipe
 from ..workloads.base import Workload, state_fingerprint
@@ -59,6 +60,26 @@ def target_weights(store: DeltaStore, tasks: list[str]) -> np.ndarray:
         stored = json.loads(rounds["task_weights"][0]) if rounds.height else {}
     weights = np.array([float(stored.get(t, 1.0)) for t in tasks])
     return weights / weights.sum()
+
+
+def corpus_bytes(store: DeltaStore) -> dict[str, int] | None:
+    """Each domain's bytes in the whole corpus (corpus_sources), or None before that table existed."""
+    if not store.exists("corpus_sources"):
+        return None
+    sources = store.read("corpus_sources", columns=["domain", "bytes"])
+    return dict(sources.group_by("domain").agg(pl.col("bytes").sum()).iter_rows())
+
+
+def target_caps(store: DeltaStore, domains: list[str]) -> np.ndarray:
+    """The repetition caps of the target run (loop.training_bytes, loop.max_epochs) as the loop recorded
+    them in curation_rounds, over `domains` (mixture.objective.repetition_caps); ones without them."""
+    if not store.exists("curation_rounds") or "training_bytes" not in store.column_names("curation_rounds"):
+        return np.ones(len(domains))
+    rounds = store.read("curation_rounds", columns=["training_bytes", "max_epochs"])
+    if not rounds.height or not rounds["training_bytes"][0]:
+        return np.ones(len(domains))
+    return repetition_caps(corpus_bytes(store), domains, int(rounds["training_bytes"][0]),
+                           float(rounds["max_epochs"][0]))
 
 
 def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], np.ndarray]:
