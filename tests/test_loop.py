@@ -240,6 +240,8 @@ def test_with_a_target_run_size_every_mixer_stays_within_the_repetition_caps(loo
     """loop.training_bytes: the loop's mixtures (GRASP's and random_pick's) and every fitted mixer's in
     mixture_weights ask for at most max_epochs passes over a domain's corpus bytes; without the setting
     some of them ask for more (the caps bind: the test can tell the two apart)."""
+    from grasp_pipeline.config.params import ExportParams
+    from grasp_pipeline.ops.export import export_for_trainers
     from grasp_pipeline.stages.tables import corpus_bytes
 
     sizes = corpus_bytes(looped[0])
@@ -262,3 +264,9 @@ def test_with_a_target_run_size_every_mixer_stays_within_the_repetition_caps(loo
     assert set(capped["training_bytes"]) == {training_bytes} and set(capped["max_epochs"]) == {1.0}
     assert max(over(m) for m in shares(store)) <= 1 + 1e-6
     assert max(over(m) for m in shares(looped[0])) > 1.05
+    # the export states the same run: its Olmix form's repetition factors are the caps' epochs
+    export_for_trainers(store, ExportParams(destination=str(tmp_path / "out"), methods=("grasp",)))
+    for path in (tmp_path / "out" / "mixtures").glob("*.json"):
+        olmix = json.loads(path.read_text())["olmix"]
+        assert olmix["max_tokens"] == training_bytes
+        assert max(m["repetition_factor"] for m in olmix["mix"].values()) <= 1 + 1e-6

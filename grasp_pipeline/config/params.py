@@ -418,7 +418,8 @@ class ExportParams:
     methods: tuple[str, ...] = doc("Selection and mixture methods to export (empty = every method).", ())
     training_bytes: int = doc("Training run size each mixture's `olmix` form states (max_tokens, in bytes for "
                               "byte workloads) and repetition factors are counted at: domain weight × this ÷ the "
-                              "domain's bytes in the whole corpus; 0 = the whole corpus once.", 0, minimum=0)
+                              "domain's bytes in the whole corpus; 0 = loop.training_bytes (the run the mixers "
+                              "were capped for), or the whole corpus once when that is 0 too.", 0, minimum=0)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ Per mixture (`mixtures/<mixture_id>.json`, and `<mixture_id>.yaml` with just the
   dropped) and the domain's weight is split over them by their bytes, so each file is read
   at the same rate as the rest of its domain;
 - `olmix`: an Olmix-style `mix` ({domain: {weight, repetition_factor}}) at `max_tokens` =
-  `export.training_bytes` (0: the whole corpus once): a domain's repetition factor is how many
+  `export.training_bytes` (0: `loop.training_bytes`, the run the mixers were capped for, or the
+  whole corpus once when that is 0 too): a domain's repetition factor is how many
   times a run of that size reads it (weight × size ÷ its bytes in the corpus); `repeated` names
   the domains read more than once, which data-constrained scaling says gain less per byte;
 - `corpus`: each domain's documents, examples and bytes in the whole corpus, and
@@ -59,7 +60,7 @@ from ..evaluation.verdict_report import read_verdict
 from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..stages.base import StageResult, stage
-from ..stages.tables import check_one_fit
+from ..stages.tables import check_one_fit, target_run
 
 MANIFEST_COLUMNS = ["rank", "example_id", "domain", "source", "doc_id", "offset", "n_bytes"]
 # the corpus readers' file suffixes, dropped from a source to name its Megatron prefix
@@ -183,11 +184,12 @@ def export_for_trainers(store: DeltaStore, params: ExportParams) -> StageResult:
     sizes = corpus_sizes(pool)
     sources = store.read("corpus_sources") if store.exists("corpus_sources") else None
     files = _Files(destination)
+    run_bytes = params.training_bytes or target_run(store)[0]  # unset: the run the mixers were capped for
     manifest = {"destination": destination, "mixtures": {}, "selections": {}}
     with progress.task("exporting", total=mixtures["mixture_id"].n_unique() + selections["selection_id"].n_unique(),
                        unit="file") as done:
         for (mixture_id,), rows in mixtures.group_by("mixture_id", maintain_order=True):
-            forms = mixture_forms(rows, params.megatron_prefix, sizes, params.training_bytes, sources)
+            forms = mixture_forms(rows, params.megatron_prefix, sizes, run_bytes, sources)
             files.write_text(f"mixtures/{mixture_id}.json", json.dumps(forms, indent=2, sort_keys=True) + "\n")
             files.write_text(f"mixtures/{mixture_id}.yaml", _yaml(forms["domain_weights"]))
             manifest["mixtures"][mixture_id] = {"file": f"mixtures/{mixture_id}.json", "method": forms["method"],

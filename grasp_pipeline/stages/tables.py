@@ -70,16 +70,20 @@ def corpus_bytes(store: DeltaStore) -> dict[str, int] | None:
     return dict(sources.group_by("domain").agg(pl.col("bytes").sum()).iter_rows())
 
 
-def target_caps(store: DeltaStore, domains: list[str]) -> np.ndarray:
-    """The repetition caps of the target run (loop.training_bytes, loop.max_epochs) as the loop recorded
-    them in curation_rounds, over `domains` (mixture.objective.repetition_caps); ones without them."""
+def target_run(store: DeltaStore) -> tuple[int, float]:
+    """(loop.training_bytes, loop.max_epochs) as the loop recorded them in curation_rounds; (0, 0.0), no
+    run size, without curation_rounds or for rounds written before run sizes."""
     if not store.exists("curation_rounds") or "training_bytes" not in store.column_names("curation_rounds"):
-        return np.ones(len(domains))
+        return 0, 0.0
     rounds = store.read("curation_rounds", columns=["training_bytes", "max_epochs"])
-    if not rounds.height or not rounds["training_bytes"][0]:
-        return np.ones(len(domains))
-    return repetition_caps(corpus_bytes(store), domains, int(rounds["training_bytes"][0]),
-                           float(rounds["max_epochs"][0]))
+    return (int(rounds["training_bytes"][0]), float(rounds["max_epochs"][0])) if rounds.height else (0, 0.0)
+
+
+def target_caps(store: DeltaStore, domains: list[str]) -> np.ndarray:
+    """The target run's repetition caps over `domains` (mixture.objective.repetition_caps); ones without
+    a run size."""
+    training_bytes, max_epochs = target_run(store)
+    return repetition_caps(corpus_bytes(store), domains, training_bytes, max_epochs)
 
 
 def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], np.ndarray]:
