@@ -4,6 +4,7 @@ test's statistics, and a curation_test table that nothing reads."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import dagster as dg
 import numpy as np
@@ -11,7 +12,7 @@ import polars as pl
 import pytest
 
 from grasp_pipeline import stages
-from grasp_pipeline.corpus import cut_examples, example_id, load_documents, max_jaccard, split_and_report
+from grasp_pipeline.corpus import CorpusError, cut_examples, example_id, load_documents, max_jaccard, split_and_report
 from grasp_pipeline.evaluation.held_out import (
     composition_floor,
     paired_gains,
@@ -86,6 +87,19 @@ def test_a_planted_near_duplicate_of_a_test_example_is_dropped_from_the_pool_and
     assert planted_report.pool_dropped == report.pool_dropped + 1
     assert tasks_again.equals(tasks)
     assert pool.equals(demo_pool)  # dropped before the pool sample: the pool keeps its size and its sample
+
+
+def test_a_target_domain_gives_its_task_set_and_nothing_to_the_pool(examples, demo_split):
+    pool, tasks, _ = split_and_report(examples, seed=0, target_domains=("python_source",), **DEMO)
+    assert "python_source" not in set(pool["domain"]) and "python_source" in set(tasks["task"])
+    _, all_tasks, _ = demo_split
+    same = (tasks.filter(pl.col("task") == "python_source"), all_tasks.filter(pl.col("task") == "python_source"))
+    assert same[0]["example_id"].to_list() == same[1]["example_id"].to_list()  # the same held-out text
+    assert set(pool["domain"]) == set(demo_split[0]["domain"]) - {"python_source"}
+    with pytest.raises(CorpusError, match=r"corpus.target_domains names \['klingon'\]"):
+        split_and_report(examples, seed=0, target_domains=("klingon",), **DEMO)
+    with pytest.raises(CorpusError, match="nothing is left to train on"):
+        split_and_report(examples, seed=0, target_domains=tuple(sorted(set(examples["domain"]))), **DEMO)
 
 
 def test_the_split_is_seeded_and_the_seed_moves_only_the_pool_sample(examples, demo_split):
@@ -323,3 +337,26 @@ def test_the_target_checks_grasp_mixture_is_paired_with_natural_sample_by_sample
     gain = summary["mixture_grasp_minus_natural_at_target"]
     assert (gain["value"], gain["ci_low"], gain["ci_high"]) == (0.0, 0.0, 0.0)
     assert summary["mixture_candidates"]["value"] == weights["method"].n_unique() + check.spread_mixtures
+
+
+def test_a_target_only_domain_is_curated_for_and_judged_on_without_training_on_it(tmp_path):
+    """corpus.target_domains + loop.task_weights on it alone: the whole graph runs; the pool, every
+    selection and every mixture leave the target domain out; the verdicts are the target task's."""
+    target = "python_source"
+    domains = sorted(set(build_tables_until(tmp_path / "plain", "corpus_shards").read("task_sets")["task"]))
+    weights = {d: (1.0 if d == target else 0.0) for d in domains}
+    params = tiny_params(corpus={"target_domains": [target]}, loop={"task_weights": weights})
+    store = build_tables_until(tmp_path / "target", "curation_test", params)
+    assert target not in set(store.read("corpus_shards")["domain"]) and target in set(store.read("task_sets")["task"])
+    assert target in set(store.read("task_sketches")["task"])
+    assert target not in set(store.read("mixture_weights")["domain"])
+    pool = set(store.read("corpus_shards")["example_id"])
+    assert set(store.read("curated_selections")["example_id"]) <= pool
+    rounds = store.read("curation_rounds")
+    assert json.loads(rounds["task_weights"][0])[target] == 1.0
+    # the verdicts judge the target: gains are the target task's alone
+    test = store.read("curation_test").filter(pl.col("method") == "grasp")
+    verdict = store.read("curation_test_verdict").filter((pl.col("method") == "grasp") &
+                                                         (pl.col("reference") == "random"))
+    mine = test.filter(pl.col("task") == target)["gain_vs_reference"]
+    assert verdict.height == 1 and verdict["gain"][0] == pytest.approx(mine.mean(), abs=1e-9)

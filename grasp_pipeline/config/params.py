@@ -37,6 +37,9 @@ class CorpusParams:
                                           "example near a test or dev example, or a dev example near a test one, is "
                                           "dropped, across all domains.", 0.5, above=0, maximum=1)
     pool_examples_per_domain: int = doc("Pool bound per domain (0 = every example).", 400, minimum=0)
+    target_domains: tuple[str, ...] = doc("Target-only domains: task sets (dev, test) but no pool examples, so "
+                                          "curation is judged on text it cannot train on (RegMix's held-out "
+                                          "Pile-CC); weigh them in loop.task_weights.", ())
     natural: str = doc("What the `natural` mixture is, the reference every mixer is judged against and the loop's "
                        "first selection counts: corpus = each domain's share of the whole corpus's examples (before "
                        "the split and the pool cap; for text, byte shares to within 1%); pool = its share of the "

@@ -53,6 +53,7 @@ def split_and_report(
     test_fraction: float = 0.5,
     split_margin: int = 8,
     near_duplicate_threshold: float = 0.5,
+    target_domains: tuple[str, ...] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame, SplitReport]:
     """Split examples into a training pool (sharded) and one held-out task set per domain, by whole documents.
 
@@ -63,8 +64,7 @@ def split_and_report(
     to exactly one of test, dev and pool. A held-out document gives one contiguous stretch of
     its examples that skips `split_margin` examples at each end (its unused examples are dropped,
     never pooled), so held-out text never sits next to text of another role when a domain is one
-    long work cut into documents; a document of at most 2 × split_margin + 1 examples is used
-    whole (from its start).
+    long work cut into documents; a document of ≤ 2 × split_margin + 1 examples is used whole.
 
     The near-duplicate guard then compares across all domains (a mislabelled copy sits in
     another domain), by exact Jaccard similarity over 16-character shingles
@@ -73,8 +73,8 @@ def split_and_report(
     example's or whose similarity to a test or a kept dev example reaches the threshold.
     Only then is the pool sampled (so it keeps its size): at most `pool_examples_per_domain`
     (None = all) of a domain's candidates, by numpy default_rng seeded with (seed, domain), sorted
-    by example_id and cut into shards "<domain>-<i:04d>" of `shard_size` rows. The task sets do not
-    depend on the seed. Fitting, choosing and selecting read `dev`; only the curation test reads `test`.
+    by example_id and cut into shards "<domain>-<i:04d>" of `shard_size` rows; `target_domains` give
+    task sets only. The task sets do not depend on the seed. Only the curation test reads `test`.
 
     Returns (corpus_shards, task_sets, report):
       corpus_shards: example_id, shard, domain, text, n_bytes, source, content_sha1,
@@ -93,7 +93,7 @@ def split_and_report(
     test, dev, candidates = (pl.concat(part) for part in zip(*held_out))
     dev, candidates, dropped = _near_duplicate_guard(test, dev, candidates, near_duplicate_threshold)
     pools = [_sample_pool(group, domain, pool_examples_per_domain, shard_size, seed)
-             for domain, group in _by_domain(candidates, ordered)]
+             for domain, group in _by_domain(candidates, _training(ordered, target_domains))]
     corpus_shards = (pl.concat(pools).select(SHARD_COLUMNS)
                      .cast({"example_id": pl.Int64, "n_bytes": pl.Int64, "offset": pl.Int64})
                      .sort("domain", "shard", "example_id"))
@@ -186,6 +186,19 @@ def _near_duplicate_guard(test: pl.DataFrame, dev: pl.DataFrame, candidates: pl.
     dropped = {"pool_dropped": distinct.height - kept_pool.height, "dev_dropped": dev.height - kept_dev.height,
                "pool_exact_dropped": candidates.height - distinct.height}
     return kept_dev, kept_pool, dropped
+
+
+def _training(ordered: pl.DataFrame, target_domains: tuple[str, ...]) -> pl.DataFrame:
+    """The examples of the domains that train (all but the target-only ones); an unknown target name, or
+    no domain left to train on, is an error naming corpus.target_domains."""
+    domains = sorted(ordered["domain"].unique().to_list())
+    unknown = sorted(set(target_domains) - set(domains))
+    if unknown:
+        raise CorpusError(f"corpus.target_domains names {unknown}, which the corpus does not have; its domains "
+                          f"are {domains}")
+    if set(domains) <= set(target_domains):
+        raise CorpusError("corpus.target_domains holds every domain of the corpus: nothing is left to train on")
+    return ordered.filter(~pl.col("domain").is_in(list(target_domains)))
 
 
 def _by_domain(candidates: pl.DataFrame, ordered: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:

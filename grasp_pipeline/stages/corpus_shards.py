@@ -69,7 +69,8 @@ def split_corpus(params: CorpusParams, example_bytes: int,
         examples, task_examples_per_domain=params.task_examples_per_domain,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
         shard_size=params.shard_size, seed=params.seed, test_fraction=params.test_fraction,
-        split_margin=params.split_margin, near_duplicate_threshold=params.near_duplicate_threshold)
+        split_margin=params.split_margin, near_duplicate_threshold=params.near_duplicate_threshold,
+        target_domains=params.target_domains)
     phases.advance()
     phases.close()
     # the whole corpus's size per domain, before the split and the pool cap: what a trainer's
