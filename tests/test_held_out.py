@@ -360,3 +360,16 @@ def test_a_target_only_domain_is_curated_for_and_judged_on_without_training_on_i
                                                          (pl.col("reference") == "random"))
     mine = test.filter(pl.col("task") == target)["gain_vs_reference"]
     assert verdict.height == 1 and verdict["gain"][0] == pytest.approx(mine.mean(), abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["code.toml", "heldout.toml"])
+def test_the_documented_target_profiles_load_and_name_the_demo_corpus_tasks(name):
+    from pathlib import Path
+
+    from grasp_pipeline.config.profiles import load_params
+
+    params = load_params("demo", Path(__file__).parents[1] / "docs" / "targets" / name)
+    documents, _ = load_documents(None)
+    domains = set(documents["domain"])
+    assert params.loop.task_weights and set(params.loop.task_weights) <= domains
+    assert set(params.corpus.target_domains) <= domains
