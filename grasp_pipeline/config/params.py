@@ -318,11 +318,11 @@ class LoopParams(TrainingParams):
     trust_radii: tuple[float, ...] = doc("Selection candidates: within-domain trust-region strengths of round 0 "
                                          "(nats per squared sd); later rounds scale them by the calibration.",
                                          (1e-3, 1e-2, 1e-1), minimum=0, nonempty=True)
-    selection_search: str = doc("How GRASP's selection candidates are found at their counts: greedy (the residual "
-                                "greedy under the surrogate, in trust regions around random draws) or screen (the "
-                                "surrogate ranks loop.screen_draws random draws at the counts; the best predicted "
-                                "are retrained, as many as greedy makes: blocks × trust radii).", "greedy",
-                                choices=("greedy", "screen"))
+    selection_search: str = doc("How GRASP's selection candidates are found at their counts: screen (the surrogate "
+                                "ranks loop.screen_draws random draws at the counts; the best predicted are retrained, "
+                                "as many as greedy makes: blocks × trust radii; the default, chosen on dev: "
+                                "docs/benchmarks.md) or greedy (the residual greedy under the surrogate, in trust "
+                                "regions around random draws).", "screen", choices=("greedy", "screen"))
     screen_draws: int = doc("selection_search = screen: random draws the surrogate ranks per round.", 2000,
                             minimum=1, maximum=10_000)  # a round's draws take seeds 10 000 apart
     selection_blocks: tuple[int, ...] = doc("Sketch blocks (reference checkpoints) the selection candidates are "

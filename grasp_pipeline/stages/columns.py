@@ -112,7 +112,10 @@ TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
     "fidelity_report": {c: None for c in ("method", "sampler")}
     | {"fit_subsets": "Subsets the surrogate was fitted on.", "holdout_spearman": None, "holdout_pearson": None,
        "surrogate_id": None, "noise_ceiling": "The best ρ any surrogate could reach (repeat reliability).",
-       "artifact_seconds": None},
+       "artifact_seconds": None,
+       "draws": "Seeded draws of the fit subsets behind the row (surrogate.fidelity_draws; 1 for the main fit); "
+                "holdout_spearman is their median.",
+       "holdout_spearman_min": "Lowest holdout ρ over the draws.", "holdout_spearman_max": "Highest over the draws."},
     "curation_rounds": {"candidate_id": "Candidate id.", "surrogate_id": None, "kind": "selection or mixture.",
                         "proposer": "Who proposed it: grasp, or a control such as random_pick.",
                         "retrainings": "Dev retrainings spent on it.", "round": "Loop round.",
@@ -124,7 +127,9 @@ TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
                         "pick_after_rounds": "Rounds after which it was the pick.", "budget": None,
                         "weights": "JSON of a mixture's domain weights.", "members": None,
                         "gains": "Per-example gains of a selection.",
-                        "task_weights": "JSON of the target: each task's weight (loop.task_weights; missing ones 1)."},
+                        "task_weights": "JSON of the target: each task's weight (loop.task_weights; missing ones 1).",
+                        "training_bytes": "The run the mixtures are for (loop.training_bytes; 0 = unstated).",
+                        "max_epochs": "Most passes over a domain's corpus bytes a mixture may ask for."},
     "active_outcomes": {c: None for c in ("subset_id", "sampler", "role", "size", "members", "task", "utility",
                                           "recipe", "model_version")}
     | {"dev_sha1": "SHA-1 of the dev examples it was scored on.", "members_sha1": None},
