@@ -252,6 +252,8 @@ def test_the_curation_test_refuses_seeds_the_recipe_already_uses(tmp_path):
                                  replace(params.test, init_seeds=(params.retrain.init_seed, 1001)))
     with pytest.raises(ValueError, match="random_seeds ≥ 20"):
         stages.run_curation_test(store, params.workload.build(), replace(params.test, random_seeds=(100, 101)))
+    with pytest.raises(ValueError, match="test.data_multiplier = 100: .* more than the pool's"):
+        stages.run_curation_test(store, params.workload.build(), replace(params.test, data_multiplier=100.0))
     assert not store.exists("curation_test")
 
 
@@ -282,11 +284,13 @@ def test_the_verdict_holds_every_control_the_differences_and_equal_budgets_on_bo
         assert method in gains["method"].to_list(), method
     draws = dict(gains.select("method", "draws").iter_rows())
     assert draws["random_at_counts"] == params.selection.control_draws and draws["grasp"] == 1
+    # the data multiplier: random corpus samples at 1.5 × the budget, their mean against grasp (test only)
+    assert draws["random_x1.5"] == params.test.multiplier_draws
     differences = {(a, b) for a, b in verdict.filter(pl.col("kind") == "difference")
                    .select("method", "reference").iter_rows()}
     assert {("grasp", "random_pick"), ("grasp", "random_at_counts"), ("grasp", "filter_dedup"),
             ("grasp", "datamodel"), ("mixture-grasp", "mixture-regmix"),
-            ("mixture-grasp", "mixture-random_pick")} <= differences
+            ("mixture-grasp", "mixture-random_pick"), ("grasp", "random_x1.5")} <= differences
     budget = dict(verdict.filter(pl.col("kind") == "gain").select("method", "dev_retrainings").iter_rows())
     candidates = dict(verdict.filter(pl.col("kind") == "gain").select("method", "candidates").iter_rows())
     assert budget["grasp"] == budget["random_pick"] > 0 and candidates["grasp"] == candidates["random_pick"] > 1
@@ -297,7 +301,8 @@ def test_the_verdict_holds_every_control_the_differences_and_equal_budgets_on_bo
     assert set(dev["split"]) == {"dev"} and set(verdict["split"]) == {"test"}
     dev_pairs = {(a, b) for a, b in dev.filter(pl.col("kind") == "difference")
                  .select("method", "reference").iter_rows()}
-    assert {pair for pair in differences if not pair[0].startswith("mixture-")} <= dev_pairs
+    test_only = {"random_x1.5"}  # the data multiplier is measured on test alone
+    assert {p for p in differences if not p[0].startswith("mixture-") and p[1] not in test_only} <= dev_pairs
 
 
 # ---------------------------------------------------------------- the target check

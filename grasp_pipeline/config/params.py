@@ -310,21 +310,18 @@ class LoopParams(TrainingParams):
     training_bytes: int = doc("Size of the training run the mixtures are for, in bytes (part of the target, read "
                               "by every mixer): a domain's share is capped at loop.max_epochs passes over its bytes "
                               "in the whole corpus; 0 = no run size, no cap.", 0, minimum=0)
-    max_epochs: float = doc("With loop.training_bytes: the most passes over a domain's corpus bytes a mixture may "
-                            "ask for (data-constrained scaling: ~4 cost little).", 4.0, above=0)
+    max_epochs: float = doc("The most passes over a domain's corpus bytes a mixture may ask for (with "
+                            "training_bytes; ~4 cost little: data-constrained scaling).", 4.0, above=0)
     mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "
                                            "refit's optimum (0 = natural).", (0.0, 0.25, 0.5, 1.0),
                                            minimum=0, maximum=1, nonempty=True)
     trust_radii: tuple[float, ...] = doc("Selection candidates: within-domain trust-region strengths of round 0 "
                                          "(nats per squared sd); later rounds scale them by the calibration.",
                                          (1e-3, 1e-2, 1e-1), minimum=0, nonempty=True)
-    selection_search: str = doc("How GRASP's selection candidates are found at their counts: screen (the surrogate "
-                                "ranks loop.screen_draws random draws at the counts; the best predicted are retrained, "
-                                "as many as greedy makes: blocks × trust radii; the default, chosen on dev: "
-                                "docs/benchmarks.md) or greedy (the residual greedy under the surrogate, in trust "
-                                "regions around random draws).", "screen", choices=("greedy", "screen"))
-    screen_draws: int = doc("selection_search = screen: random draws the surrogate ranks per round.", 2000,
-                            minimum=1, maximum=10_000)  # a round's draws take seeds 10 000 apart
+    selection_search: str = doc("GRASP's selection candidates: screen (the surrogate ranks screen_draws random draws "
+                                "at the counts; the best, blocks × trust radii of them, are retrained; chosen on dev) "
+                                "or greedy (residual greedy, trust regions).", "screen", choices=("greedy", "screen"))
+    screen_draws: int = doc("screen: random draws ranked per round.", 2000, minimum=1, maximum=10_000)  # seed gap
     selection_blocks: tuple[int, ...] = doc("Sketch blocks (reference checkpoints) the selection candidates are "
                                             "built on, each with its own refit; empty = the block the surrogate's "
                                             "LCB chose and the last checkpoint's.", (), minimum=-1)
@@ -375,6 +372,9 @@ class TestParams(TrainingParams):
                                         "(at least 20: gains over random are judged against their spread; "
                                         "distinct from selection.random_seeds).", tuple(range(100, 120)),
                                         minimum=0)
+    data_multiplier: float = doc("`grasp` is also compared with the mean of multiplier_draws random selections at "
+                                 "this multiple of the budget (DsDm's data multiplier); 0 = none.", 1.5, minimum=0)
+    multiplier_draws: int = doc("Random selections at data_multiplier × the budget.", 5, minimum=1)
     mixture_samples: int = doc("Samples drawn from every mixture; sample j trains with seed pair j mod pairs "
                                "and is paired with the natural mixture's sample j.", 10, minimum=1)
     mixture_seed: int = doc("Seed of the mixture samples (sample j draws from seed + j).", 300, minimum=0)

@@ -21,6 +21,9 @@ from .null import Comparison, difference, gain_over_random, paired_difference
 SELECTION_DIFFERENCES = (("grasp", "random_pick"), ("grasp", "random_at_counts"), ("grasp", "filter_dedup"),
                          ("grasp", "datamodel"), ("grasp_proposal", "random_at_counts"))
 MIXTURE_DIFFERENCES = (("grasp", "regmix"), ("grasp", "natural"), ("grasp", "random_pick"))
+# random selections at a multiple of the budget (curation_test's test.data_multiplier): `grasp` − them ≥ 0
+# is the data multiplier reached
+MULTIPLIED_PREFIX = "random_x"
 
 VERDICT_SCHEMA = {"split": pl.Utf8, "kind": pl.Utf8, "method": pl.Utf8, "reference": pl.Utf8, "gain": pl.Float64,
                   "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64,
@@ -54,7 +57,8 @@ def verdict_frame(split: str, selections: dict[str, np.ndarray], randoms: np.nda
 
     for method, values in selections.items():
         add("gain", method, "random", gain_over_random(values, randoms, **boot), False)
-    for a, b in SELECTION_DIFFERENCES:
+    more = [m for m in selections if m.startswith(MULTIPLIED_PREFIX)]
+    for a, b in SELECTION_DIFFERENCES + tuple(("grasp", m) for m in more):
         if a in selections and b in selections:
             add("difference", a, b, difference(selections[a], selections[b], randoms, **boot), False)
     if "natural" in mixtures:

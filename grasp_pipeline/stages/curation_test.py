@@ -16,10 +16,11 @@ import numpy as np
 import polars as pl
 
 from ..config.params import TestParams, TrainingParams
+from ..config.validation import SettingError
 from ..evaluation.dirt import dirt_shares
 from ..evaluation.held_out import composition_floor, paired_gains, selection_gains, sign_test, unit_histograms
 from ..evaluation.null import gain_over_random
-from ..evaluation.verdict import loop_budgets, utilities_by_method, verdict_frame
+from ..evaluation.verdict import MULTIPLIED_PREFIX, loop_budgets, utilities_by_method, verdict_frame
 from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..mixture import sample_mixture
@@ -31,6 +32,7 @@ from .tables import natural_weights, outcome_recipe, read_pool, read_tasks, targ
 
 SELECTION_ORDER_KEY = 20_000_000  # data-order key shared by every selection (common random numbers)
 MIXTURE_ORDER_KEY = 30_000_000  # + sample index: mixture sample j of every mixture shares its order
+MULTIPLIED_SEED = 50_000  # + a reference seed: the random selections at test.data_multiplier × the budget
 
 
 @stage
@@ -46,6 +48,7 @@ def run_curation_test(store: DeltaStore, workload: Workload, params: TestParams)
     references = [(f"test-random-{seed}", f"random-{seed}", budget,
                    random_selection(pool.height, budget, seed, domains=domains, natural=natural).rows)
                   for seed in params.random_seeds]
+    selections = selections + _multiplied(pool.height, budget, domains, natural, params)
     mixtures = _mixture_samples(store, pool, params)
     jobs = ([(key, rows, pair, (pair[1], SELECTION_ORDER_KEY))
              for key, *_, rows in selections + references for pair in pairs]
@@ -132,6 +135,23 @@ def _selections(store: DeltaStore, pool: pl.DataFrame) -> tuple[list[tuple], int
         raise ValueError(f"curated_selections holds selections at budgets {sorted(budgets)}; the curation test "
                          "compares selections at one budget: rematerialise curated_selection")
     return out, budgets.pop()
+
+
+def _multiplied(pool_size: int, budget: int, domains: np.ndarray, natural: dict | None,
+                params: TestParams) -> list[tuple]:
+    """Random selections (corpus samples) at test.data_multiplier × the budget, under the method name
+    `random_x<multiplier>` (evaluation/verdict.py compares `grasp` with their mean); [] when it is 0."""
+    if not params.data_multiplier:
+        return []
+    size = int(round(params.data_multiplier * budget))
+    if size > pool_size:
+        raise SettingError(f"test.data_multiplier = {params.data_multiplier:g}: {size} examples ({budget} × it) is "
+                           f"more than the pool's {pool_size}; lower it, or set 0 to skip the comparison")
+    method = f"{MULTIPLIED_PREFIX}{params.data_multiplier:g}"
+    # seeds apart from the references' (a larger draw at a reference's seed could contain it)
+    return [(f"test-{method}-{seed}", method, size,
+             random_selection(pool_size, size, MULTIPLIED_SEED + seed, domains=domains, natural=natural).rows)
+            for seed in params.random_seeds[:params.multiplier_draws]]
 
 
 def _mixture_samples(store: DeltaStore, pool: pl.DataFrame, params: TestParams) -> dict[tuple, list[np.ndarray]]:
