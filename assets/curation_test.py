@@ -10,7 +10,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("curation_test", pool="torch", code_version="1", group_name="curation", kinds={"torch", "deltalake"})
+@stage_asset("curation_test", pool="torch", code_version="2", group_name="curation", kinds={"torch", "deltalake"})
 def curation_test(context: dg.AssetExecutionContext, config: TestConfig, storage: GraspStorage,
                   workload: WorkloadResource):
     """Every selection and mixture retrained with fresh seeds and scored on the `test` task examples:

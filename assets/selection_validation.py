@@ -10,7 +10,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("selection_validation", code_version="2", group_name="curation", kinds={"torch", "deltalake"},
+@stage_asset("selection_validation", code_version="3", group_name="curation", kinds={"torch", "deltalake"},
              pool="torch")
 def selection_validation(context: dg.AssetExecutionContext, config: ValidationConfig, storage: GraspStorage,
                          workload: WorkloadResource):

@@ -299,6 +299,10 @@ def test_the_verdict_holds_every_control_the_differences_and_equal_budgets_on_bo
     assert set(verdict["tasks"]) == {store.read("task_sets")["task"].n_unique()}
     dev = store.read("validation_verdict")  # the dev mirror: the same comparisons, the recipe's seeds
     assert set(dev["split"]) == {"dev"} and set(verdict["split"]) == {"test"}
+    # mixtures on dev: validation.mixture_samples paired samples each, even with one selection repeat
+    assert params.validation.repeats == 1 and "mixture-grasp" in dev.filter(pl.col("kind") == "gain")["method"]
+    validated = store.read("selection_validation").filter(pl.col("method").str.starts_with("mixture-"))
+    assert set(validated["repeats"]) == {params.validation.mixture_samples}
     dev_pairs = {(a, b) for a, b in dev.filter(pl.col("kind") == "difference")
                  .select("method", "reference").iter_rows()}
     test_only = {"random_x1.5"}  # the data multiplier is measured on test alone

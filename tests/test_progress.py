@@ -88,9 +88,12 @@ def test_every_stage_reports_its_shards_batches_candidates_and_rounds(stage_even
     (rounds,) = _finished(events, "protection")
     assert 1 <= rounds.done <= params.selection.protect_rounds + 1
     assert _finished(events, "sketching tasks")[0].done == store.read("task_sets")["task"].n_unique()
-    retrained = store.read("selection_validation").select("selection_id", "method").unique().height
+    validated = store.read("selection_validation").select("selection_id", "method").unique()
+    mixtures = validated.filter(pl.col("method").str.starts_with("mixture-")).height
     references = len(params.validation.random_seeds)  # the dev verdict's random selections are retrained too
-    assert _finished(events, "retraining selections")[0].done == (retrained + references) * params.validation.repeats
+    assert _finished(events, "retraining selections")[0].done == (
+        (validated.height - mixtures + references) * params.validation.repeats
+        + mixtures * params.validation.mixture_samples)
 
 
 def test_the_console_prints_stages_loop_ends_and_at_most_one_progress_line_per_interval():

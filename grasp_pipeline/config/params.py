@@ -287,7 +287,8 @@ class MixtureUpdateParams(TrainingParams):
 @dataclass(frozen=True)
 class ValidationParams(TrainingParams):
     repeats: int = doc("Retrainings per selection with other data orders (utilities are averaged).", 2, minimum=1)
-    mixture_seed: int = doc("Seed of the sample drawn from each mixture for its validation.", 0, minimum=0)
+    mixture_samples: int = doc("Samples retrained per mixture, paired across mixtures.", 10, minimum=1)
+    mixture_seed: int = doc("Seed of the mixture samples (sample j draws from seed + j).", 0, minimum=0)
     random_seeds: tuple[int, ...] = doc("Random reference selections of the dev verdict (the curation test's "
                                         "statistics on dev; at least 3, 20 as the test has).", tuple(range(200, 220)),
                                         minimum=0)
@@ -307,9 +308,8 @@ class LoopParams(TrainingParams):
         "The loop optimises the weighted mean utility and records the target in curation_rounds, where "
         "curated_selection, mixture_weights, mixture_update and both verdicts read it: one target for every "
         "stage.", default_factory=dict, minimum=0)
-    training_bytes: int = doc("Size of the training run the mixtures are for, in bytes (part of the target, read "
-                              "by every mixer): a domain's share is capped at loop.max_epochs passes over its bytes "
-                              "in the whole corpus; 0 = no run size, no cap.", 0, minimum=0)
+    training_bytes: int = doc("Bytes of the training run the mixtures are for (every mixer caps a domain at "
+                              "max_epochs passes over its corpus bytes); 0 = unstated, no cap.", 0, minimum=0)
     max_epochs: float = doc("The most passes over a domain's corpus bytes a mixture may ask for (with "
                             "training_bytes; ~4 cost little: data-constrained scaling).", 4.0, above=0)
     mixture_steps: tuple[float, ...] = doc("Mixture candidates: fractions of the way from the natural mix to the "

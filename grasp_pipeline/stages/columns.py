@@ -141,7 +141,7 @@ TABLE_COLUMNS: dict[str, dict[str, str | None]] = {
                                    "revised_domains": "Domains whose examples changed.",
                                    "sketched_examples": "Examples sketched for the update.", "seconds": None},
     "selection_validation": {c: None for c in ("selection_id", "method", "task", "loss", "utility", "budget")}
-    | {"repeats": "Retrainings averaged (the recipe's seeds)."},
+    | {"repeats": "Retrainings averaged (the recipe's seeds; a mixture's: its samples)."},
     "validation_verdict": _VERDICT,
     "curation_test": {c: None for c in ("selection_id", "method")}
     | {"kind": "selection, mixture or random_reference.", "task": None, "utility": "Held-out test utility.",

@@ -33,16 +33,16 @@ def check_same_surrogate(selection_ids: pl.Series, mixture_ids: pl.Series) -> No
 def run_selection_validation(store: DeltaStore, workload: Workload,
                              params: ValidationParams = ValidationParams()) -> StageResult:
     """Retrains the outcome recipe on every selection, on `validation.random_seeds` random selections
-    and on a sample per repeat of every mixture, at the same budget; writes `selection_validation`
-    (utility averaged over `repeats` data orders) and `validation_verdict` (the curation test's
-    statistics on dev: evaluation/verdict.py).
+    and on `mixture_samples` samples of every mixture, at the same budget; writes `selection_validation`
+    (utility averaged over `repeats` data orders, or a mixture's samples) and `validation_verdict` (the
+    curation test's statistics on dev: evaluation/verdict.py).
 
     Outcomes whose batches disagree on the recipe (or workload) are refused before anything is
     trained or written (`outcome_recipe`).
 
     Every selection trains with the same data-order seeds (common random numbers), so the
     differences between methods are not differences between seeds; mixture sample j (seed
-    `mixture_seed` + j) trains with data order j, as every other mixture's sample j does.
+    `mixture_seed` + j) trains with data order j mod repeats, as every other mixture's sample j does.
     """
     recipe = outcome_recipe(store.read("subset_outcomes"))
     pool, pool_inputs, task_inputs, names, task_index = encoded_pool_and_tasks(store, workload, "dev")
@@ -50,18 +50,20 @@ def run_selection_validation(store: DeltaStore, workload: Workload,
     everything = groups + references
     jobs = [TrainJob(g[3], (recipe.data_order_seed + repeat, 10_000_000))
             for repeat in range(params.repeats) for g in everything]
-    jobs += [TrainJob(samples[repeat], (recipe.data_order_seed + repeat, 10_000_000))
-             for repeat in range(params.repeats) for _, _, _, samples in mixtures]
+    jobs += [TrainJob(samples[j], (recipe.data_order_seed + j % params.repeats, 10_000_000))
+             for j in range(params.mixture_samples) for _, _, _, samples in mixtures]
     per_job, _ = train_jobs(workload, recipe, pool_inputs, jobs, task_inputs, task_index, names,
                             models_per_batch=params.models_per_batch, workers=params.workers,
                             label="retraining selections", unit="selection")
     utility = -per_job[:params.repeats * len(everything)].reshape(params.repeats, len(everything), len(names))
-    mixture_utility = -per_job[params.repeats * len(everything):].reshape(params.repeats, len(mixtures), len(names))
-    means = np.concatenate([utility[:, :len(groups)], mixture_utility], axis=1).mean(axis=0)
-    reported = groups + [(mid, f"mixture-{method}", budget, None) for mid, method, budget, _ in mixtures]
+    mixture_utility = -per_job[params.repeats * len(everything):].reshape(params.mixture_samples, len(mixtures),
+                                                                          len(names))
+    means = np.concatenate([utility[:, :len(groups)].mean(axis=0), mixture_utility.mean(axis=0)])
+    reported = ([(*g[:3], params.repeats) for g in groups]
+                + [(mid, f"mixture-{method}", budget, params.mixture_samples) for mid, method, budget, _ in mixtures])
     rows = [{"selection_id": sid, "method": method, "task": task, "loss": -float(means[j, t]),
-             "utility": float(means[j, t]), "budget": budget, "repeats": params.repeats}
-            for j, (sid, method, budget, _) in enumerate(reported) for t, task in enumerate(names)]
+             "utility": float(means[j, t]), "budget": budget, "repeats": repeats}
+            for j, (sid, method, budget, repeats) in enumerate(reported) for t, task in enumerate(names)]
     frame = pl.DataFrame(rows, schema_overrides={"budget": pl.Int64, "repeats": pl.Int64})
     result = StageResult()
     result.write(store, "selection_validation", frame)
@@ -96,7 +98,7 @@ def _validation_groups(store: DeltaStore, pool: pl.DataFrame, params: Validation
                                                                     maintain_order=True):
             mixtures.append((mixture_id, method, budget, [
                 sample_mixture(domains, rows_["weight"].to_numpy(), rows_["domain"].to_list(), budget,
-                               params.mixture_seed + j) for j in range(params.repeats)]))
+                               params.mixture_seed + j) for j in range(params.mixture_samples)]))
     return groups, references, mixtures
 
 
@@ -112,7 +114,7 @@ def _dev_verdict(store: DeltaStore, groups: list, utility: np.ndarray, mixtures:
                                   per_selection.__getitem__)
     randoms = np.stack([per_selection[len(groups) + r] for r in range(references)])
     mixed = {method: mixture_utility[:, m] for m, (_, method, _, _) in enumerate(mixtures)} \
-        if params.repeats >= 2 else {}
+        if params.mixture_samples >= 2 else {}
     rounds = store.read("curation_rounds") if store.exists("curation_rounds") else None
     return verdict_frame("dev", methods, randoms, mixed, budgets=loop_budgets(rounds), level=0.95,
                          weights=target_weights(store, tasks))
