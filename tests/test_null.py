@@ -144,6 +144,14 @@ def test_a_target_weighted_verdict_reports_the_weighted_gain_and_stays_calibrate
     moved = method.copy()
     moved[..., 0] += 5.0  # a huge change on the task the target ignores
     assert frame(moved, randoms, muted)["gain"][0] == pytest.approx(frame(method, randoms, muted)["gain"][0])
+    # ... nor its interval: a target's verdict is the verdict of its weighted tasks alone
+    for column in ("gain", "ci_low", "ci_high", "p_value"):
+        assert frame(moved, randoms, muted)[column][0] == pytest.approx(
+            frame(method[..., 1:], randoms[..., 1:], None)[column][0], rel=1e-9)
+    single = np.eye(T)[3]  # a target of one task (a held-out domain's): no task-resampling term
+    alone = frame(method[..., 3:4], randoms[..., 3:4], None)
+    for column in ("gain", "ci_low", "ci_high"):
+        assert frame(method, randoms, single)[column][0] == pytest.approx(alone[column][0], rel=1e-9)
 
     def compare(method, randoms, run):
         return bool(frame(method, randoms, CODE_WEIGHTED)["excludes_zero"][0])

@@ -26,8 +26,9 @@ heterogeneity of the per-task difference: `difference`. Mixtures, whose J sample
 sample by sample, get the same construction with the samples as the draws: `paired_difference`.
 
 A target (`weights`, the loop's task weights) makes every "mean over tasks" the weighted mean
-Σ w_t g_t, and a task-resampling variance var_t(g_t)·Σ w_t² (tasks' deviations alike, weighted
-as the target weighs them; with equal weights Σ w² = 1/T, the unweighted var_t/T).
+Σ w_t g_t, and a task-resampling variance s²_w·Σ w_t², s²_w the weighted variance of the tasks'
+gains (reliability weights; with equal weights the unweighted var_t/T): a task the target does
+not weigh does not widen its interval, and a one-task target has no task term.
 """
 
 from __future__ import annotations
@@ -88,9 +89,15 @@ def _leave_one_out_gains(randoms: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _task_variance(per_task: np.ndarray, w: np.ndarray) -> float:
-    """Variance of the w-weighted mean over T tasks when tasks are resampled: var_t(g_t)·Σw² (ddof 1;
-    var_t/T for equal weights)."""
-    return float(np.var(per_task, ddof=1) * (w ** 2).sum()) if len(per_task) > 1 else 0.0
+    """Variance of the w-weighted mean over tasks when tasks are resampled: s²_w·Σw², with s²_w =
+    Σ w_t (g_t − ḡ_w)² / (1 − Σw²) the unbiased variance under reliability weights (for equal weights
+    exactly var_t(ddof 1)/T). A task of weight 0 is not part of the target and does not enter; a
+    target of one task has no task term (its question is that task, not tasks like it)."""
+    w2 = float((w ** 2).sum())
+    if len(per_task) < 2 or w2 >= 1 - 1e-12:
+        return 0.0
+    deviation = per_task - per_task @ w
+    return float((w * deviation ** 2).sum() / (1 - w2) * w2)
 
 
 def _null_parts(randoms: np.ndarray, w: np.ndarray) -> tuple[float, float]:
