@@ -214,8 +214,8 @@ def test_the_export_records_the_table_versions_it_was_made_from(exported):
     store, out, result = exported
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["reads"] == result.reads == {t: store.version(t) for t in (
-        "corpus_shards", "corpus_sources", "curated_selections", "mixture_weights",
-        "curation_test_verdict")}  # the verdict: reported; corpus_sources: the per-file Megatron weights
+        "corpus_shards", "corpus_sources", "curated_selections", "mixture_weights", "curation_test_verdict",
+        "curation_rounds")}  # the verdict: reported; corpus_sources: per-file Megatron weights; rounds: the run size
     assert result.writes == []  # files, no table
     assert not list(out.rglob(".*.tmp"))  # every file was moved into place
 

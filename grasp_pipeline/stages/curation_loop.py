@@ -120,8 +120,9 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
 def _mixture_caps(store: DeltaStore, stats, budget: int, params: LoopParams) -> np.ndarray:
     """(D,) the most of a mixture each domain may supply: what a sample can take from the pool, and what
     the target run may repeat of the corpus (loop.training_bytes, loop.max_epochs)."""
+    sizes = corpus_bytes(store) if params.training_bytes else None  # read only when a run is stated
     return np.minimum(np.minimum(1.0, stats.counts / budget),
-                      repetition_caps(corpus_bytes(store), stats.domains, params.training_bytes, params.max_epochs))
+                      repetition_caps(sizes, stats.domains, params.training_bytes, params.max_epochs))
 
 
 def _outcome_key(store: DeltaStore, recipe_json: str, model_version: str) -> dict:

@@ -83,6 +83,8 @@ def target_caps(store: DeltaStore, domains: list[str]) -> np.ndarray:
     """The target run's repetition caps over `domains` (mixture.objective.repetition_caps); ones without
     a run size."""
     training_bytes, max_epochs = target_run(store)
+    if not training_bytes:  # no run stated: corpus_sources is not read (nor recorded in the lineage)
+        return np.ones(len(domains))
     return repetition_caps(corpus_bytes(store), domains, training_bytes, max_epochs)
 
 
