@@ -30,7 +30,7 @@ lock:                  ## refresh requirements.lock from pyproject.toml (newest 
 	  --unsafe-package grasp-pipeline --no-emit-index-url --no-emit-find-links -c $(LOCK_VENV)/torch.txt -o requirements.lock pyproject.toml
 	sed -i -E 's/^(torch==[^+ ]+)\+[a-z0-9]+/\1/; s#^( +\#   -c )\.grasp/lock-venv/torch.txt#\1TORCH_VERSION in the Makefile#' requirements.lock
 
-demo: install          ## the main job end to end on the embedded corpus (≈ 5 min on an idle 2-core machine)
+demo: install          ## the main job end to end on the embedded corpus (≈ 6 min on an idle 2-core machine)
 	$(VENV)/bin/grasp run --profile demo
 
 smoke: install         ## the same graph, smaller (≤ 3 min)
