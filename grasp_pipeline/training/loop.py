@@ -64,7 +64,7 @@ class LoopState:
     selection_blocks: list[int] = field(default_factory=list)  # sketch blocks the selection candidates use
     excluded: np.ndarray | None = None  # pool rows GRASP's selections may not pick (loop.grasp_filter_share)
     weights: np.ndarray | None = None  # the target (loop.task_weights, normalised); None = every task alike
-    search: str = "greedy"  # loop.selection_search: greedy | screen
+    search: str = "screen"  # loop.selection_search: screen | greedy (the same default)
     screen_draws: int = 2000  # loop.screen_draws
 
     def __post_init__(self):
