@@ -22,7 +22,6 @@ from ..corpus.near_duplicates import near_duplicate_mask
 from ..infra import progress
 from ..infra.storage import DeltaStore
 from ..mixture import MixtureObjective, domain_stats
-from ..mixture.objective import repetition_caps
 from ..selection import label_balanced_cells, random_selection, task_weight_vector
 from ..training.controls import counts_of, quality_filter, random_at_counts
 from ..training.loop import (
@@ -44,12 +43,12 @@ from ..workloads.base import Workload
 from .base import StageResult, stage
 from .tables import (
     check_one_model,
-    corpus_bytes,
     encoded_pool_and_tasks,
     load_subset_data,
     members_digest,
     natural_weights,
     outcome_recipe,
+    run_caps,
 )
 
 LOOP_ORDER_KEY = 40_000_000  # data-order key of the loop's retrainings (common random numbers)
@@ -120,9 +119,8 @@ def run_curation_loop(store: DeltaStore, workload: Workload, params: LoopParams)
 def _mixture_caps(store: DeltaStore, stats, budget: int, params: LoopParams) -> np.ndarray:
     """(D,) the most of a mixture each domain may supply: what a sample can take from the pool, and what
     the target run may repeat of the corpus (loop.training_bytes, loop.max_epochs)."""
-    sizes = corpus_bytes(store) if params.training_bytes else None  # read only when a run is stated
     return np.minimum(np.minimum(1.0, stats.counts / budget),
-                      repetition_caps(sizes, stats.domains, params.training_bytes, params.max_epochs))
+                      run_caps(store, stats.domains, params.training_bytes, params.max_epochs))
 
 
 def _outcome_key(store: DeltaStore, recipe_json: str, model_version: str) -> dict:

@@ -79,13 +79,17 @@ def target_run(store: DeltaStore) -> tuple[int, float]:
     return (int(rounds["training_bytes"][0]), float(rounds["max_epochs"][0])) if rounds.height else (0, 0.0)
 
 
-def target_caps(store: DeltaStore, domains: list[str]) -> np.ndarray:
-    """The target run's repetition caps over `domains` (mixture.objective.repetition_caps); ones without
-    a run size."""
-    training_bytes, max_epochs = target_run(store)
-    if not training_bytes:  # no run stated: corpus_sources is not read (nor recorded in the lineage)
+def run_caps(store: DeltaStore, domains: list[str], training_bytes: int, max_epochs: float) -> np.ndarray:
+    """The repetition caps of a run of `training_bytes` over `domains` (mixture.objective.repetition_caps);
+    ones without a run size, and then corpus_sources is not read (nor recorded in the lineage)."""
+    if not training_bytes:
         return np.ones(len(domains))
     return repetition_caps(corpus_bytes(store), domains, training_bytes, max_epochs)
+
+
+def target_caps(store: DeltaStore, domains: list[str]) -> np.ndarray:
+    """The repetition caps of the target run as the loop recorded it (`target_run`)."""
+    return run_caps(store, domains, *target_run(store))
 
 
 def read_tasks(store: DeltaStore, split: str) -> tuple[pl.DataFrame, list[str], np.ndarray]:

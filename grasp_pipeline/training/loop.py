@@ -144,8 +144,7 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
         # the block the LCB chose predicts composition best; a later checkpoint's gradients see
         # structure (real text vs shuffled characters) that early ones, still learning byte
         # frequencies, do not — which one selects better inside a domain is what the loop measures
-        block_params = params if block == state.config.get("sketch_block") else \
-            refit(state.data, {**state.config, "sketch_block": block}, state.data.fit_rows)
+        block_params = params_of_block(state, params, block)
         for radius in state.trust:
             chosen = composition_first_selection(z, state.data.task_sketch, block_params, weights, groups, counts,
                                                  trust_region=radius, content=content, excluded=state.excluded)
@@ -153,6 +152,13 @@ def propose(state: LoopState, params: list[dict], stats, domains: np.ndarray, bu
                                  {"trust_region": radius, "counts_from": counts_from, "sketch_block": block},
                                  pi, [chosen.rows], gains=chosen.gains))
     return out
+
+
+def params_of_block(state: LoopState, params: list[dict], block: int) -> list[dict]:
+    """The refit's params when `block` is the one its configuration uses, else a refit on that block."""
+    if block == state.config.get("sketch_block"):
+        return params
+    return refit(state.data, {**state.config, "sketch_block": block}, state.data.fit_rows)
 
 
 def screened_candidates(state: LoopState, params: list[dict], groups: np.ndarray, counts: dict, counts_from: str,
@@ -170,8 +176,7 @@ def screened_candidates(state: LoopState, params: list[dict], groups: np.ndarray
              for i in range(state.screen_draws)]
     out, taken = [], set()
     for block in state.selection_blocks:
-        block_params = params if block == state.config.get("sketch_block") else \
-            refit(state.data, {**state.config, "sketch_block": block}, state.data.fit_rows)
+        block_params = params_of_block(state, params, block)
         predicted = predicted_mean_utility(block_params, state.data, draws, state.weights)
         order = [i for i in np.argsort(-predicted, kind="stable") if i not in taken][:len(state.trust)]
         taken.update(order)
