@@ -102,6 +102,39 @@ def test_a_target_domain_gives_its_task_set_and_nothing_to_the_pool(examples, de
         split_and_report(examples, seed=0, target_domains=tuple(sorted(set(examples["domain"]))), **DEMO)
 
 
+def test_a_users_evaluation_files_are_targets_and_decontaminate_the_pool(tmp_path):
+    """corpus.target_path: a user's evaluation documents, read like the corpus, give task sets and
+    nothing to the pool, natural covers the corpus's domains, and a copy of the evaluation text filed
+    in the corpus loses its held-out pieces from the pool; a domain in both is refused naming it."""
+    from grasp_pipeline.config import CorpusParams
+    from grasp_pipeline.stages.corpus_shards import split_corpus
+
+    documents, _ = load_documents(None)
+    kept = documents.filter(pl.col("domain").is_in(["latin_hymns", "python_docs", "german_literature"]))
+    evaluation = documents.filter(pl.col("domain") == "python_source").with_columns(domain=pl.lit("my_eval"))
+    copied = evaluation.tail(1).with_columns(domain=pl.lit("python_docs"), doc_id=pl.lit("copied"))
+    (tmp_path / "corpus").mkdir()  # the copy first: the corpus's own held-out text is its domains' last documents
+    pl.concat([copied, kept]).select("doc_id", "domain", "text").rename({"doc_id": "id"}) \
+        .write_ndjson(tmp_path / "corpus" / "train.jsonl")
+    evaluation.select("doc_id", "domain", "text").rename({"doc_id": "id"}).write_ndjson(tmp_path / "eval.jsonl")
+    params = CorpusParams(corpus_path=str(tmp_path / "corpus"), target_path=str(tmp_path / "eval.jsonl"),
+                          task_examples_per_domain=48, pool_examples_per_domain=0)
+    pool, tasks, report, _, _, sources = split_corpus(params, 128)
+    assert set(pool["domain"]) == {"latin_hymns", "python_docs", "german_literature"}
+    assert set(tasks["task"]) == {"latin_hymns", "python_docs", "german_literature", "my_eval"}
+    assert "my_eval" in set(sources["domain"]) and report.domains["my_eval"] == evaluation.height
+    natural = pool.group_by("domain").agg(pl.col("domain_natural").first())["domain_natural"]
+    assert natural.sum() == pytest.approx(1.0)
+    held_out = set(tasks.filter(pl.col("task") == "my_eval")["content_sha1"])
+    copy = cut_examples(copied, 128)
+    assert held_out & set(copy["content_sha1"])  # the copy holds held-out evaluation text ...
+    assert not held_out & set(pool["content_sha1"])  # ... which the pool does not
+    assert 0 < pool.filter(pl.col("doc_id") == "copied").height < copy.height
+    clash = CorpusParams(corpus_path=str(tmp_path / "corpus"), target_path=str(tmp_path / "corpus"))
+    with pytest.raises(CorpusError, match=r"corpus.target_path has domain\(s\) \['german_literature', 'latin_hymns'"):
+        split_corpus(clash, 128)
+
+
 def test_the_split_is_seeded_and_the_seed_moves_only_the_pool_sample(examples, demo_split):
     pool, tasks, report = demo_split
     again = split_and_report(examples, seed=0, **DEMO)

@@ -23,7 +23,7 @@ Modules: `files` (which files a path means), `readers` (one file to rows), `docu
 labelled dirt, made by scripts/add_corpus_dirt.py).
 """
 
-from .documents import DEFAULT_CORPUS, IngestReport, load_documents
+from .documents import DEFAULT_CORPUS, IngestReport, load_documents, with_targets
 from .errors import CorpusError
 from .examples import EXAMPLE_SCHEMA, cut_examples, example_id
 from .files import SUPPORTED_SUFFIXES, CorpusFile
@@ -37,4 +37,4 @@ from .split import SHARD_COLUMNS, TASK_COLUMNS, SplitReport, split_and_report, s
 __all__ = ["DEFAULT_CORPUS", "DIRT_COLUMNS", "DIRT_KINDS", "DOMAIN_CHARS_HELP", "DOMAIN_PATTERN", "EXAMPLE_SCHEMA",
            "SHARD_COLUMNS", "SUPPORTED_SUFFIXES", "TASK_COLUMNS", "CorpusError", "CorpusFile", "CorpusMapping",
            "IngestLimits", "IngestReport", "SplitReport", "cut_examples", "example_id", "load_documents", "max_jaccard",
-           "near_duplicate_mask", "split_and_report", "split_pool_and_tasks"]
+           "near_duplicate_mask", "split_and_report", "split_pool_and_tasks", "with_targets"]

@@ -67,6 +67,24 @@ def load_documents(path: str | Path | None = None,
     return documents, report
 
 
+def with_targets(documents: pl.DataFrame, report: IngestReport, targets: pl.DataFrame,
+                 target_report: IngestReport) -> tuple[pl.DataFrame, IngestReport, tuple[str, ...]]:
+    """Returns (the corpus's and a user's evaluation documents as one corpus, its report, the evaluation
+    documents' domains): `corpus.target_path`'s documents join the corpus as target-only domains (task
+    sets, nothing to the pool), so the split decontaminates the pool against them as against any task
+    text. A domain in both is an error naming it: evaluation text under a training domain's name would
+    be held out of that domain's training text."""
+    shared = sorted(set(report.domains) & set(target_report.domains))
+    if shared:
+        raise CorpusError(f"corpus.target_path has domain(s) {shared}, which corpus.corpus_path has too: rename "
+                          "them in the evaluation files (a target is text the pool does not train on), or list "
+                          "the corpus's own domain in corpus.target_domains instead")
+    merged = IngestReport(report.files + target_report.files, report.documents + target_report.documents,
+                          report.replaced_bytes + target_report.replaced_bytes,
+                          {**report.domains, **target_report.domains})
+    return pl.concat([documents, targets], how="vertical_relaxed"), merged, tuple(sorted(target_report.domains))
+
+
 def _check_unique_ids(docs: pl.DataFrame, files: list) -> None:
     """Raise CorpusError naming both locations of the first duplicated doc_id."""
     dup = docs.filter(pl.col("doc_id").is_duplicated())

@@ -51,11 +51,8 @@ def split_corpus(params: CorpusParams, example_bytes: int,
     examples cut are counted per domain (columns domain, examples, bytes: their UTF-8 bytes), and per
     domain and source in `sources` (domain, source, documents, examples, bytes: the whole corpus, before
     the split and the pool cap, so a trainer's per-file datasets can be weighted: ops/export.py)."""
-    default = getattr(workload, "default_corpus", None)
     phases = progress.task("corpus", total=3, unit="phase")
-    documents, report = corpus_lib.load_documents(params.corpus_path or default,
-                                                  corpus_lib.IngestLimits.from_params(params),
-                                                  corpus_lib.CorpusMapping.from_params(params))
+    documents, report, target_domains = _read(params, workload)
     phases.advance()
     examples = corpus_lib.cut_examples(documents, example_bytes,
                                        whole_documents=bool(getattr(workload, "whole_documents", False)),
@@ -70,7 +67,7 @@ def split_corpus(params: CorpusParams, example_bytes: int,
         pool_examples_per_domain=params.pool_examples_per_domain or None,
         shard_size=params.shard_size, seed=params.seed, test_fraction=params.test_fraction,
         split_margin=params.split_margin, near_duplicate_threshold=params.near_duplicate_threshold,
-        target_domains=params.target_domains)
+        target_domains=target_domains)
     phases.advance()
     phases.close()
     # the whole corpus's size per domain, before the split and the pool cap: what a trainer's
@@ -94,3 +91,16 @@ def split_corpus(params: CorpusParams, example_bytes: int,
                                    tasks["example_id"].sort().to_list(), tasks["task"].to_list())
     return (pool.with_columns(build_id=pl.lit(build_id)), tasks.with_columns(build_id=pl.lit(build_id)), report,
             cut, split, sources)
+
+
+def _read(params: CorpusParams, workload: Workload | None) -> tuple[pl.DataFrame, object, tuple[str, ...]]:
+    """(documents, ingest report, target-only domains) of the corpus and of `corpus.target_path`'s
+    evaluation documents, read with the same fields and limits."""
+    limits, mapping = corpus_lib.IngestLimits.from_params(params), corpus_lib.CorpusMapping.from_params(params)
+    documents, report = corpus_lib.load_documents(params.corpus_path or getattr(workload, "default_corpus", None),
+                                                  limits, mapping)
+    if not params.target_path:
+        return documents, report, params.target_domains
+    documents, report, added = corpus_lib.with_targets(documents, report,
+                                                       *corpus_lib.load_documents(params.target_path, limits, mapping))
+    return documents, report, (*params.target_domains, *added)
