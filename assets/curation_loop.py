@@ -10,7 +10,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("curation_loop", pool="torch", code_version="3", group_name="curation", kinds={"torch", "deltalake"})
+@stage_asset("curation_loop", pool="torch", code_version="4", group_name="curation", kinds={"torch", "deltalake"})
 def curation_loop(context: dg.AssetExecutionContext, config: LoopConfig, storage: GraspStorage,
                   workload: WorkloadResource):
     """Rounds of selection and mixture candidates retrained on dev (sampler `active`), the refit surrogate's

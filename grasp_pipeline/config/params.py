@@ -312,8 +312,8 @@ class LoopParams(TrainingParams):
                                           above=0, maximum=1)
     grasp_filter_share: float = doc("GRASP's selections may not pick near duplicates nor this share of each "
                                     "domain's highest reference-model losses (filter_dedup's filter, one share "
-                                    "fixed; negative = off, the surrogate alone chooses among every example).",
-                                    -1.0, below=1)
+                                    "fixed; 0 = near duplicates only, chosen on dev; negative = off, the "
+                                    "surrogate alone chooses among every example).", 0.0, below=1)
 
 
 @dataclass(frozen=True)
