@@ -19,7 +19,7 @@ from .materialize import params_dict, run_stage
 from .resources import GraspStorage, WorkloadResource
 
 
-@stage_asset("mixture_update", pool="torch", code_version="2", group_name="mixture", kinds={"torch", "deltalake"})
+@stage_asset("mixture_update", pool="torch", code_version="3", group_name="mixture", kinds={"torch", "deltalake"})
 def mixture_update(context: dg.AssetExecutionContext, config: MixtureUpdateConfig, storage: GraspStorage,
                    workload: WorkloadResource):
     """The `grasp_update` mixture for the deployment's current corpus: stored sketch statistics for

@@ -12,7 +12,7 @@ Prints ONE JSON object on stdout (progress goes to stderr) with a top-level `rat
    retraining → surrogate → mixture; the loop and curation are not needed by an update).
 3. Root B, full recomputation on the full corpus: new θ₀, sketches, plan, retrainings, fit,
    the closed loop (`grasp` is its pick) and the mixture (`grasp_optimum`, `natural`).
-4. `mixture_update` on A with the full corpus: sketches only the new domains, refits nothing, and
+4. `mixture_update` on A with the full corpus: sketches only the new domains, refits no fitted task, and
    retrains `mixture_update.check_samples` samples of each candidate on dev to pick one.
 5. Scoring, as `curation_test` scores mixtures (its `train_and_score`, fresh test seeds, sample
    j of every mixture paired with natural's sample j, paired bootstrap intervals): natural,

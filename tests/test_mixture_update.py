@@ -14,14 +14,17 @@ from grasp_pipeline.config import MixtureUpdateParams
 from grasp_pipeline.infra.storage import DeltaStore
 from grasp_pipeline.mixture import domain_stats, natural_mixture, optimise_mixture
 from grasp_pipeline.stages.mixture_update import (
+    DevCheck,
     dev_check,
     domain_update,
+    refit_prior_tasks,
     reused_mixture,
     stored_mixture,
     update_candidates,
 )
 from grasp_pipeline.stages.mixture_weights import mixture_problem
 from grasp_pipeline.stages.tables import outcome_recipe, pool_sketches, sketch_matrix, target_weights
+from grasp_pipeline.surrogates import grasp_subset_utility
 from tests.conftest import tiny_params, write_user_corpus
 
 OLD_DOMAINS = ("news", "code", "poetry")
@@ -159,7 +162,7 @@ def test_a_root_without_a_surrogate_is_refused_naming_what_is_missing(tmp_path):
 def test_the_dev_check_retrains_every_candidate_and_writes_the_best_dev_gain(stored):
     folder, store, params = stored
     added = _added(folder, "added5.jsonl")
-    checked = replace(params, mixture_update=replace(params.mixture_update, check_samples=2))
+    checked = replace(params, mixture_update=replace(params.mixture_update, check_samples=2, refit_new_tasks=False))
     result, table = update(store, checked, added)
     first = table.row(0, named=True)
     names, gains = first["candidates"], first["candidate_dev_gains"]
@@ -177,6 +180,43 @@ def test_the_dev_check_retrains_every_candidate_and_writes_the_best_dev_gain(sto
     assert list(candidates) == names
     weights = dict(zip(table["domain"], table["weight"]))
     np.testing.assert_allclose([weights[d] for d in got.stats.domains], candidates[first["candidate"]], rtol=1e-12)
+
+
+def test_a_new_tasks_alignment_and_intercept_are_refitted_from_the_checks_samples(stored):
+    """refit_prior_tasks recovers a new task's b and intercept from utilities its params generate on the
+    check's samples (the prior's penalty kept); fitted tasks keep their params; a negative fit gives b = 0."""
+    folder, store, params = stored
+    got = domain_update(store, params.workload.build(), corpus_params(params, _added(folder, "added7.jsonl")),
+                        params.workload.example_bytes, params.mixture_update)
+    t = got.tasks.index("hymns")
+    rng = np.random.default_rng(0)
+    domains = got.pool["domain"].to_numpy()
+    subsets = [[rng.choice(len(domains), size=40, replace=False) for _ in range(3)] for _ in range(4)]
+    sums = np.stack([got.pool_sketch[r].sum(0) for per in subsets for r in per])
+    truth = {**got.grasp_params[t], "b": 3.0 * got.grasp_params[t]["b"] + 1.0, "intercept": -2.5}
+    utility = np.zeros((12, len(got.tasks)))
+    utility[:, t] = grasp_subset_utility(truth, sums, np.full(12, 40), got.task_sketch[t])
+    check = DevCheck("natural", ["a", "b", "c", "d"], [0.0] * 4, 12, 1.0, subsets, utility.reshape(4, 3, -1))
+    refitted = refit_prior_tasks(got, check)
+    assert refitted[t]["b"] == pytest.approx(truth["b"], rel=1e-6)
+    assert refitted[t]["intercept"] == pytest.approx(-2.5, rel=1e-6)
+    assert refitted[t]["penalty"] == got.grasp_params[t]["penalty"]
+    assert all(refitted[i] == got.grasp_params[i] for i in range(len(got.tasks)) if i != t)
+    utility[:, t] = -utility[:, t]  # utility falling with alignment: the bound's sign gives no alignment
+    assert refit_prior_tasks(got, DevCheck("natural", [], [], 12, 1.0, subsets, utility.reshape(4, 3, -1)))[t]["b"] == 0
+
+
+def test_the_refit_optimum_is_checked_after_the_first_candidates(stored):
+    folder, store, params = stored
+    checked = replace(params, mixture_update=replace(params.mixture_update, check_samples=2))
+    result, table = update(store, checked, _added(folder, "added8.jsonl"))
+    first = table.row(0, named=True)
+    assert first["candidates"] == ["natural", "reuse", "step_0.5", "optimum", "refit_optimum"]
+    assert first["retrained_models"] == 2 * 5 == result.metrics["retrained_models"]
+    assert first["candidate"] == first["candidates"][int(np.argmax(first["candidate_dev_gains"]))]
+    # an unchanged corpus has no new task: nothing to refit, no fifth candidate
+    _, same = update(store, checked, folder / "old.jsonl")
+    assert "refit_optimum" not in same["candidates"][0]
 
 
 def test_the_stored_mixture_carried_over_keeps_its_ratios_and_gives_new_domains_their_natural_share(stored):

@@ -222,7 +222,7 @@ class TrainingParams:
 @dataclass(frozen=True)
 class MixtureUpdateParams(TrainingParams):
     """`mixture_update` / `grasp mixture-update`: re-optimise the mixture after the domain set changed,
-    sketching only new and revised domains and refitting nothing (grasp_pipeline/stages/mixture_update.py);
+    sketching only new and revised domains and refitting no fitted task (grasp_pipeline/stages/mixture_update.py);
     a few dev retrainings pick between the re-optimised mixture, steps toward it from the natural mix
     and the stored mixture carried over. The new corpus is `corpus.corpus_path`, read with the other
     corpus settings of the stored run; the budget, caps and task weights are the `mixture` section's."""
@@ -242,6 +242,9 @@ class MixtureUpdateParams(TrainingParams):
                              "0 = retrain nothing: the optimum is the pick.", 4, minimum=0)
     check_seed: int = doc("Seed of the candidates' mixture samples and data orders (sample j uses seed + j; not "
                           "the loop's, not the test's).", 600, minimum=0)
+    refit_new_tasks: bool = doc("After the check, fit each new task's alignment weight b and intercept on its "
+                                "retrained samples (the prior's penalty kept), re-optimise, and check that optimum "
+                                "(`refit_optimum`) too: check_samples more retrainings.", True)
 
 
 @dataclass(frozen=True)

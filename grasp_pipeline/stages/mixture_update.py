@@ -1,4 +1,4 @@
-"""Mixture-update stage: re-optimise the GRASP mixture after the domain set changed, with no refit.
+"""Mixture-update stage: re-optimise the GRASP mixture after the domain set changed, without refitting the surrogate.
 
 GRASP's surrogate parameters are per task, and the mixture objective needs only per-domain
 sketch statistics (counts, means, variances; grasp_pipeline/mixture/objective.py). So when new
@@ -6,7 +6,8 @@ corpus files add or revise domains, the stored reference checkpoints and the pro
 gradient_sketches recorded sketch just those domains' pool examples and their tasks' dev
 examples; unchanged domains keep their stored statistics, removed domains are dropped, and the
 mixture is re-optimised as `mixture_weights` optimises it (`mixture_problem`, `optimise_mixture`).
-Nothing is refitted and the root's other tables are left as they are: the update is one new
+The surrogate is not refitted (only a new task's two numbers, from the dev check below) and the
+root's other tables are left as they are: the update is one new
 table, `mixture_updates`.
 
 The dev check: the optimum rests on a prior for new tasks and on sketches of new domains taken at
@@ -16,7 +17,9 @@ optimum, the optimum, and the stored GRASP mixture carried over (Olmix's reuse) 
 retrained `check_samples` times with the stored recipe and scored on the new corpus's dev tasks;
 the pick has the best task-weighted mean dev gain over natural. That costs
 len(candidates) × check_samples models (16 by default: a few percent of a full recomputation's
-retraining) and never reads a test row; check_samples = 0 is the sketch-only update.
+retraining) and never reads a test row; check_samples = 0 is the sketch-only update. With new
+tasks (`refit_new_tasks`), the check's samples then refit their b and intercept
+(`refit_prior_tasks`), and the optimum under the refit (`refit_optimum`) is checked as well.
 
 Which domains changed: the new corpus is read, cut and split with the stored run's corpus
 settings. Each domain is split on its own (seeded by (seed, domain), split.py) and example ids
@@ -47,6 +50,7 @@ from ..infra.commits import fingerprint
 from ..infra.storage import DeltaStore
 from ..mixture import DomainStats, domain_stats, natural_mixture, optimise_mixture, sample_mixture
 from ..mixture.objective import natural_over
+from ..surrogates import grasp_subset_utility
 from ..training.retrain import TrainJob, train_jobs
 from ..workloads.base import Workload
 from .base import StageResult, stage
@@ -93,6 +97,7 @@ class DomainUpdate:
     corpus_sha1: str  # content hash of the new pool
     pool: pl.DataFrame  # the new corpus's pool, sorted by example_id (what the dev check samples from)
     dev: pl.DataFrame  # its dev task examples, sorted by task and example_id
+    pool_sketch: np.ndarray  # (n, k) sketches of `pool`'s rows, in its order (stored or freshly sketched)
 
 
 @dataclass
@@ -104,6 +109,8 @@ class DevCheck:
     gains: list[float | None]  # task-weighted mean dev gain of each over natural (None: not retrained)
     retrained_models: int
     retrain_seconds: float
+    subsets: list[list[np.ndarray]] | None = None  # pool rows of each candidate's samples
+    utility: np.ndarray | None = None  # (candidates, samples, T) dev utility of each sample
 
 
 @stage
@@ -118,8 +125,14 @@ def run_mixture_update(store: DeltaStore, workload: Workload, corpus: CorpusPara
                                                        target_weights(store, update.tasks), mixture,
                                                        target_caps(store, update.stats.domains))
     candidates = update_candidates(update, optimise_mixture(objective, caps), stored_mixture(store), params)
-    check = dev_check(workload, outcome_recipe(store.read("subset_outcomes")), update, candidates, weights, budget,
-                      params)
+    recipe = outcome_recipe(store.read("subset_outcomes"))
+    check = dev_check(workload, recipe, update, candidates, weights, budget, params)
+    if params.refit_new_tasks and update.prior_tasks and params.check_samples:
+        refitted, *_ = mixture_problem(update.stats, update.task_sketch, refit_prior_tasks(update, check),
+                                       target_weights(store, update.tasks), mixture,
+                                       target_caps(store, update.stats.domains))
+        candidates["refit_optimum"] = optimise_mixture(refitted, caps)
+        check = dev_check(workload, recipe, update, candidates, weights, budget, params, earlier=check)
     pi = candidates[check.pick]
     seconds = time.perf_counter() - began
     mixture_id = f"{update.surrogate_id}-grasp_update-{update.corpus_sha1[:8]}"
@@ -189,28 +202,61 @@ def reused_mixture(update: DomainUpdate, stored: dict[str, float]) -> np.ndarray
 
 
 def dev_check(workload: Workload, recipe, update: DomainUpdate, candidates: dict[str, np.ndarray],
-              weights: np.ndarray, budget: int, params: MixtureUpdateParams) -> DevCheck:
+              weights: np.ndarray, budget: int, params: MixtureUpdateParams,
+              earlier: DevCheck | None = None) -> DevCheck:
     """Retrains `params.check_samples` samples of every candidate with the stored recipe, scores them
     on the new corpus's dev tasks and picks the best task-weighted mean gain over natural (sample j
-    of every candidate shares its seed, so the gains are paired); with check_samples 0 the optimum."""
+    of every candidate shares its seed, so the gains are paired); with check_samples 0 the optimum.
+    `earlier` (a check of the first candidates) is kept: only the candidates after them are trained."""
     names = list(candidates)
     if params.check_samples == 0:
         return DevCheck("optimum", names, [None] * len(names), 0, 0.0)
+    done = [] if earlier is None else earlier.names
     pool, dev = update.pool, update.dev
     domains = pool["domain"].to_numpy()
     samples = range(params.check_samples)
-    jobs = [TrainJob(sample_mixture(domains, candidates[name], update.stats.domains, budget, params.check_seed + j),
-                     (params.check_seed + j, UPDATE_ORDER_KEY)) for name in names for j in samples]
+    subsets = [[sample_mixture(domains, candidates[name], update.stats.domains, budget, params.check_seed + j)
+                for j in samples] for name in names[len(done):]]
+    jobs = [TrainJob(rows, (params.check_seed + j, UPDATE_ORDER_KEY)) for per_name in subsets
+            for j, rows in enumerate(per_name)]
     task_index = np.searchsorted(np.asarray(update.tasks), dev["task"].to_numpy())
     losses, seconds = train_jobs(workload, recipe, workload.encode(pool["text"].to_list()), jobs,
                                  workload.encode(dev["text"].to_list()), task_index, update.tasks,
                                  models_per_batch=params.models_per_batch, workers=params.workers,
                                  label="checking mixture candidates on dev")
-    utility = -losses.reshape(len(names), params.check_samples, len(update.tasks))
+    utility = -losses.reshape(len(subsets), params.check_samples, len(update.tasks))
+    if earlier is not None:
+        subsets, utility = earlier.subsets + subsets, np.concatenate([earlier.utility, utility])
+        seconds = np.append(seconds, earlier.retrain_seconds)
     w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     gains = [float(((utility[i] - utility[0]).mean(axis=0) * w).sum()) for i in range(len(names))]
     pick = max(range(len(names)), key=lambda i: (gains[i], -i))
-    return DevCheck(names[pick], names, gains, len(jobs), float(np.sum(seconds)))
+    return DevCheck(names[pick], names, gains, len(names) * params.check_samples, float(np.sum(seconds)),
+                    subsets, utility)
+
+
+def refit_prior_tasks(update: DomainUpdate, check: DevCheck) -> list[dict]:
+    """Every task's params, the new tasks' alignment weight b (≥ 0) and intercept refitted by least squares
+    on the dev check's retrained samples, their prior's penalty and size term kept. Why: the prior
+    knows nothing of a new task (on the demo it sent the optimum to a 0.22-nat loss), while the check
+    has just measured it on a few compositions; two numbers per task is what a few samples can fit."""
+    rows = [r for per_name in check.subsets for r in per_name]
+    sums = np.stack([update.pool_sketch[r].sum(0) for r in rows])
+    sizes = np.array([len(r) for r in rows])
+    utility = check.utility.reshape(len(rows), len(update.tasks))
+    out = list(update.grasp_params)
+    for t, task in enumerate(update.tasks):
+        if task not in update.prior_tasks:
+            continue
+        prior, q = update.grasp_params[t], update.task_sketch[t]
+        rest = grasp_subset_utility({**prior, "b": 0.0, "intercept": 0.0}, sums, sizes, q)
+        alignment = grasp_subset_utility({**prior, "b": 1.0, "intercept": 0.0}, sums, sizes, q) - rest
+        target = utility[:, t] - rest
+        (intercept, b), *_ = np.linalg.lstsq(np.column_stack([np.ones(len(target)), alignment]), target, rcond=None)
+        if b < 0:  # the smoothness bound's sign, as the fit's: no alignment at all
+            intercept, b = float(target.mean()), 0.0
+        out[t] = {**prior, "b": float(b), "intercept": float(intercept)}
+    return out
 
 
 UPDATE_SCHEMA = {"mixture_id": pl.Utf8, "method": pl.Utf8, "domain": pl.Utf8, "weight": pl.Float64,
@@ -259,10 +305,12 @@ def domain_update(store: DeltaStore, workload: Workload, corpus: CorpusParams, e
                          "rematerialise task_sketches")
     by_task = dict(zip(fitted_tasks, fitted))
     prior = task_prior(fitted, params.new_task_prior)
+    pool_sketch = pool.select("example_id").join(pl.concat([p.select("example_id", "sketch") for p in parts]),
+                                                 on="example_id", how="left", maintain_order="left")["sketch"]
     return DomainUpdate(stats, tasks, sketch_matrix(q["sketch"]), [by_task.get(t, prior) for t in tasks],
                         surrogate_id, version, new, revised, removed, [t for t in tasks if t not in by_task],
                         sketched.height, fresh_dev.height, fingerprint(sorted(pool["content_sha1"].to_list())), pool,
-                        dev)
+                        dev, sketch_matrix(pool_sketch))
 
 
 def check_root(store: DeltaStore) -> None:
