@@ -208,7 +208,7 @@ def test_a_new_tasks_alignment_and_intercept_are_refitted_from_the_checks_sample
 
 def test_the_refit_optimum_is_checked_after_the_first_candidates(stored):
     folder, store, params = stored
-    checked = replace(params, mixture_update=replace(params.mixture_update, check_samples=2))
+    checked = replace(params, mixture_update=replace(params.mixture_update, check_samples=2, refit_new_tasks=True))
     result, table = update(store, checked, _added(folder, "added8.jsonl"))
     first = table.row(0, named=True)
     assert first["candidates"] == ["natural", "reuse", "step_0.5", "optimum", "refit_optimum"]

@@ -18,8 +18,9 @@ retrained `check_samples` times with the stored recipe and scored on the new cor
 the pick has the best task-weighted mean dev gain over natural. That costs
 len(candidates) × check_samples models (16 by default: a few percent of a full recomputation's
 retraining) and never reads a test row; check_samples = 0 is the sketch-only update. With new
-tasks (`refit_new_tasks`), the check's samples then refit their b and intercept
-(`refit_prior_tasks`), and the optimum under the refit (`refit_optimum`) is checked as well.
+tasks and `refit_new_tasks` (off by default: on the demo its optimum lost more on dev than the
+prior's), the check's samples then refit their b and intercept (`refit_prior_tasks`), and the
+optimum under the refit (`refit_optimum`) is checked as well.
 
 Which domains changed: the new corpus is read, cut and split with the stored run's corpus
 settings. Each domain is split on its own (seeded by (seed, domain), split.py) and example ids
