@@ -22,9 +22,9 @@ from .conftest import TINY, write_user_corpus
 GRASP = Path(sys.executable).with_name("grasp")
 
 
-def grasp_run(tmp_path: Path, *extra: str) -> list[str]:
+def grasp_run(tmp_path: Path, *extra: str, settings: dict = TINY) -> list[str]:
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
+    config.write_text(json.dumps(settings))
     corpus = write_user_corpus(tmp_path / "user" / "corpus.jsonl")
     return [str(GRASP), "run", "--profile", "smoke", "--corpus", str(corpus), "--config", str(config),
             "--root", str(tmp_path / "storage"), *extra]
@@ -32,8 +32,11 @@ def grasp_run(tmp_path: Path, *extra: str) -> list[str]:
 
 def test_ctrl_c_after_the_first_dagster_run_prints_what_was_committed(tmp_path):
     home = Path(ensure_dagster_home(tmp_path / "dagster_home"))
-    process = subprocess.Popen(grasp_run(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, "DAGSTER_HOME": str(home)})
+    # retrainings long enough that the Ctrl-C lands inside the run even when this poll sees the prepare
+    # run's success late (CI: on a loaded machine it saw it only as the tiny run ended, exit 0)
+    slow = {**TINY, "retrain": {**TINY["retrain"], "steps": 3000}}
+    process = subprocess.Popen(grasp_run(tmp_path, settings=slow), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True, env={**os.environ, "DAGSTER_HOME": str(home)})
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             deadline = time.monotonic() + 300
